@@ -1,0 +1,1 @@
+"""Offline training: data checks, preprocessing, RNN models, evaluation and the model store."""

@@ -1,0 +1,233 @@
+"""Loading and checking daily OHLCV price tables.
+
+`read_price_csv` is the I/O edge; `clean_prices` is a pure function from a raw
+frame to a clean, date-sorted frame plus a record of everything it removed or
+flagged, so that the data report and the training metadata can say exactly
+what happened to the user's file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pandas as pd
+
+from training.errors import DataError
+
+# Canonical column names; user columns are matched to these case- and
+# space-insensitively ("Adj Close", "adj_close" and "ADJCLOSE" all match).
+DATE_COLUMN = "date"
+PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
+VOLUME_COLUMN = "volume"
+KNOWN_COLUMNS = (DATE_COLUMN, *PRICE_COLUMNS, VOLUME_COLUMN)
+NULL_MARKERS = ("", "null", "nan", "na", "n/a", "none", "-")
+
+# Rows listed in an error message before "and N more"; enough to find the
+# problem in a spreadsheet without flooding a JSON response.
+MAX_LISTED_ROWS = 5
+
+
+@dataclass(frozen=True)
+class CleaningSettings:
+    """How strict the cleaner is; every field is reported with the data."""
+
+    drop_outliers: bool = False
+    # A one-day log return is an outlier when it lies further than this many
+    # robust standard deviations (1.4826 * MAD) from the median return.
+    outlier_threshold: float = 12.0
+    # Share of the rows (oldest first) on which the outlier rule's median and
+    # MAD are fitted, so later data never moves the threshold (no look-ahead).
+    outlier_fit_fraction: float = 0.7
+
+
+@dataclass
+class CleanResult:
+    """A clean price frame and the account of how it was obtained."""
+
+    frame: pd.DataFrame
+    rows_read: int
+    dropped: dict[str, int] = field(default_factory=dict)
+    flagged: dict[str, list[str]] = field(default_factory=dict)
+    outliers: list[dict[str, object]] = field(default_factory=list)
+    outlier_rule: dict[str, float] = field(default_factory=dict)
+
+
+def normalise_column_name(name: str) -> str:
+    """Map a user's column header to the canonical lower_snake form."""
+    squashed = re.sub(r"[\s_\-]+", "", str(name).strip().lower())
+    return "adj_close" if squashed in ("adjclose", "adjustedclose") else squashed
+
+
+def read_price_csv(source: str | Path | IO[bytes] | bytes) -> pd.DataFrame:
+    """Read a CSV into a frame of strings, keeping every cell for checking."""
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        frame = pd.read_csv(source, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except FileNotFoundError as error:
+        raise DataError(f"file not found: {error.filename}") from error
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError(f"not a readable CSV file: {error}") from error
+    if frame.shape[1] < 2:
+        raise DataError(
+            "not a price table: expected comma-separated columns "
+            "Date, Open, High, Low, Close[, Adj Close], Volume; "
+            f"found {frame.shape[1]} column(s): {list(frame.columns)}"
+        )
+    return frame
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hash of a data file, recorded with each model for traceability."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _listed(rows: list[int]) -> str:
+    shown = ", ".join(str(row) for row in rows[:MAX_LISTED_ROWS])
+    more = len(rows) - MAX_LISTED_ROWS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _to_numbers(raw: pd.Series, column: str) -> pd.Series:
+    """Parse a column of strings; null markers become NaN, junk is an error."""
+    text = raw.astype(str).str.strip().str.replace(",", "", regex=False)
+    is_null = text.str.lower().isin(NULL_MARKERS)
+    numbers = pd.to_numeric(text.where(~is_null), errors="coerce")
+    junk = numbers.isna() & ~is_null
+    if junk.any():
+        # +2: one for the header line, one because CSV lines count from 1.
+        lines = [int(index) + 2 for index in raw.index[junk]]
+        examples = ", ".join(repr(value) for value in raw[junk].head(3))
+        raise DataError(
+            f"column '{column}' has values that are not numbers on CSV line(s) {_listed(lines)} (e.g. {examples})"
+        )
+    return numbers
+
+
+def _robust_outliers(log_returns: np.ndarray, fit_rows: int, threshold: float) -> tuple[np.ndarray, dict[str, float]]:
+    """Flag returns far from the median, with median and MAD from the first rows."""
+    fitted = log_returns[1:fit_rows]
+    fitted = fitted[np.isfinite(fitted)]
+    if fitted.size < 10:
+        return np.zeros_like(log_returns, dtype=bool), {}
+    median = float(np.median(fitted))
+    scale = float(1.4826 * np.median(np.abs(fitted - median)))
+    # A series that barely moves (coarse ticks) has MAD 0; fall back to the
+    # standard deviation so that every return is not an outlier.
+    if scale <= 0:
+        scale = float(np.std(fitted)) or 1e-12
+    flags = np.abs(log_returns - median) > threshold * scale
+    flags[0] = False
+    return flags, {"median": median, "scale": scale, "threshold": threshold, "fit_rows": fit_rows}
+
+
+def clean_prices(
+    raw: pd.DataFrame,
+    required: tuple[str, ...] = ("open", "high", "low", "close", "volume"),
+    settings: CleaningSettings = CleaningSettings(),
+) -> CleanResult:
+    """Validate and clean a raw price frame; raise DataError with the reason."""
+    renamed = raw.rename(columns={column: normalise_column_name(column) for column in raw.columns})
+    renamed = renamed.loc[:, ~renamed.columns.duplicated()]
+    needed = (DATE_COLUMN, *dict.fromkeys(required))
+    missing = [column for column in needed if column not in renamed.columns]
+    if missing:
+        raise DataError(
+            f"missing column(s) {missing}; found {list(raw.columns)}. "
+            "Expected a header like Date,Open,High,Low,Close,Adj Close,Volume "
+            "(names are matched ignoring case and spaces)"
+        )
+    kept = [column for column in KNOWN_COLUMNS if column in renamed.columns]
+    table = renamed[kept].copy()
+    rows_read = len(table)
+    if rows_read == 0:
+        raise DataError("the file has a header but no data rows")
+
+    dates = pd.to_datetime(table[DATE_COLUMN].astype(str).str.strip(), errors="coerce")
+    bad_dates = dates.isna()
+    if bad_dates.any():
+        lines = [int(index) + 2 for index in table.index[bad_dates]]
+        raise DataError(
+            f"column 'date' has values that are not dates on CSV line(s) {_listed(lines)}"
+            f" (e.g. {table[DATE_COLUMN][bad_dates].iloc[0]!r}); use YYYY-MM-DD"
+        )
+    frame = pd.DataFrame({DATE_COLUMN: dates.dt.tz_localize(None).dt.normalize()})
+    for column in kept[1:]:
+        frame[column] = _to_numbers(table[column], column)
+
+    dropped: dict[str, int] = {}
+    numeric = list(dict.fromkeys(required))
+    missing_rows = frame[numeric].isna().any(axis=1)
+    dropped["missing_values"] = int(missing_rows.sum())
+    frame = frame[~missing_rows]
+
+    prices = [column for column in numeric if column in PRICE_COLUMNS]
+    non_positive = (frame[prices] <= 0).any(axis=1)
+    if VOLUME_COLUMN in numeric:
+        non_positive |= frame[VOLUME_COLUMN] < 0
+    dropped["non_positive_values"] = int(non_positive.sum())
+    flagged: dict[str, list[str]] = {
+        "non_positive_values": [day.strftime("%Y-%m-%d") for day in frame[DATE_COLUMN][non_positive]]
+    }
+    frame = frame[~non_positive]
+
+    frame = frame.sort_values(DATE_COLUMN, kind="stable")
+    # A re-exported file that repeats a date carries the corrected row last.
+    duplicated = frame[DATE_COLUMN].duplicated(keep="last")
+    dropped["duplicate_dates"] = int(duplicated.sum())
+    frame = frame[~duplicated].reset_index(drop=True)
+
+    if VOLUME_COLUMN in frame.columns:
+        zero_volume = frame[VOLUME_COLUMN].fillna(0) == 0
+        flagged["zero_volume"] = [day.strftime("%Y-%m-%d") for day in frame[DATE_COLUMN][zero_volume]]
+
+    outliers: list[dict[str, object]] = []
+    rule: dict[str, float] = {}
+    label_prices = frame["close"].to_numpy(dtype=float) if "close" in frame.columns else None
+    if label_prices is not None and len(frame) > 2:
+        log_returns = np.concatenate([[0.0], np.diff(np.log(label_prices))])
+        fit_rows = max(2, int(len(frame) * settings.outlier_fit_fraction))
+        flags, rule = _robust_outliers(log_returns, fit_rows, settings.outlier_threshold)
+        for index in np.flatnonzero(flags):
+            outliers.append(
+                {
+                    "date": frame[DATE_COLUMN].iloc[index].strftime("%Y-%m-%d"),
+                    "close": float(label_prices[index]),
+                    "previous_close": float(label_prices[index - 1]),
+                    "log_return": round(float(log_returns[index]), 6),
+                }
+            )
+        dropped["outliers"] = 0
+        if settings.drop_outliers and flags.any():
+            dropped["outliers"] = int(flags.sum())
+            frame = frame[~flags].reset_index(drop=True)
+
+    if frame.empty:
+        raise DataError(f"no usable rows left out of {rows_read}: {dropped}")
+    return CleanResult(
+        frame=frame.reset_index(drop=True),
+        rows_read=rows_read,
+        dropped=dropped,
+        flagged=flagged,
+        outliers=outliers,
+        outlier_rule=rule,
+    )
+
+
+def load_prices(
+    source: str | Path | IO[bytes] | bytes,
+    required: tuple[str, ...] = ("open", "high", "low", "close", "volume"),
+    settings: CleaningSettings = CleaningSettings(),
+) -> CleanResult:
+    """Read and clean a price CSV in one call (the usual entry point)."""
+    return clean_prices(read_price_csv(source), required=required, settings=settings)

@@ -1,0 +1,229 @@
+"""The one preprocessing module shared by training and serving.
+
+Everything here is a pure function of arrays: windows are cut, encoded into a
+scale-free representation, and standardised with a scaler fitted on the
+training windows only. Serving imports the same functions, so a served
+version can never window or scale differently from how it was trained.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from training.data import PRICE_COLUMNS
+from training.errors import ConfigError
+
+Transform = Literal["relative", "minmax"]
+TRANSFORMS: tuple[str, ...] = ("relative", "minmax")
+
+# Standard deviations below this are treated as 1 so that a constant feature
+# (a volume column of zeros, say) does not divide by zero.
+MIN_SCALE = 1e-8
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Which columns go in, which comes out, and how many rows each way."""
+
+    features: tuple[str, ...]
+    label: str
+    window: int
+    horizon: int = 1
+    transform: Transform = "relative"
+
+    def __post_init__(self) -> None:
+        if self.window < 2:
+            raise ConfigError(f"window must be at least 2 rows, got {self.window}")
+        if self.horizon < 1:
+            raise ConfigError(f"horizon must be at least 1 step, got {self.horizon}")
+        if not self.features:
+            raise ConfigError("features must name at least one column")
+        if len(set(self.features)) != len(self.features):
+            raise ConfigError(f"features repeat a column: {list(self.features)}")
+        if self.label not in self.features:
+            raise ConfigError(
+                f"label '{self.label}' must be one of the features {list(self.features)}: "
+                "the forecast is expressed relative to the label's last value in the window"
+            )
+        if self.label not in PRICE_COLUMNS:
+            raise ConfigError(f"label must be a price column {list(PRICE_COLUMNS)}, got '{self.label}'")
+        if self.transform not in TRANSFORMS:
+            raise ConfigError(f"transform must be one of {list(TRANSFORMS)}, got '{self.transform}'")
+
+    @property
+    def label_index(self) -> int:
+        """Position of the label among the feature columns."""
+        return self.features.index(self.label)
+
+    @property
+    def price_mask(self) -> np.ndarray:
+        """True for price columns (log-ratio encoded), False for others (volume)."""
+        return np.array([column in PRICE_COLUMNS for column in self.features])
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Fitted centre and scale for inputs (per feature) and targets (per step)."""
+
+    kind: Literal["standard", "minmax"]
+    feature_center: np.ndarray
+    feature_scale: np.ndarray
+    target_center: np.ndarray
+    target_scale: np.ndarray
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON form stored in metadata.json (never pickled)."""
+        return {
+            "kind": self.kind,
+            "feature_center": self.feature_center.tolist(),
+            "feature_scale": self.feature_scale.tolist(),
+            "target_center": self.target_center.tolist(),
+            "target_scale": self.target_scale.tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Scaler:
+        """Rebuild a scaler from metadata, checking that every number is finite."""
+        try:
+            arrays = {
+                key: np.asarray(data[key], dtype=np.float64)
+                for key in ("feature_center", "feature_scale", "target_center", "target_scale")
+            }
+            kind = data["kind"]
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"scaler metadata is incomplete or not numeric: {error}") from error
+        if kind not in ("standard", "minmax"):
+            raise ValueError(f"unknown scaler kind '{kind}'")
+        for key, values in arrays.items():
+            if values.ndim != 1 or not np.all(np.isfinite(values)):
+                raise ValueError(f"scaler field '{key}' must be a list of finite numbers")
+        if np.any(arrays["feature_scale"] <= 0) or np.any(arrays["target_scale"] <= 0):
+            raise ValueError("scaler scales must be positive")
+        return cls(kind=kind, **arrays)
+
+
+def make_windows(values: np.ndarray, spec: WindowSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Cut rows (time, features) into inputs (n, window, features) and futures (n, horizon).
+
+    Window i covers rows i .. i+window-1; its future is the label on the next
+    `horizon` rows. Returns views where possible, so this is cheap.
+    """
+    rows = values.shape[0]
+    count = rows - spec.window - spec.horizon + 1
+    features = values.shape[1]
+    if count <= 0:
+        return np.empty((0, spec.window, features)), np.empty((0, spec.horizon))
+    inputs = np.lib.stride_tricks.sliding_window_view(values[: rows - spec.horizon], spec.window, axis=0)
+    inputs = np.moveaxis(inputs, -1, 1)
+    label = values[spec.window :, spec.label_index]
+    futures = np.lib.stride_tricks.sliding_window_view(label, spec.horizon)[:count]
+    return inputs[:count], futures
+
+
+def reference_values(inputs: np.ndarray, spec: WindowSpec) -> np.ndarray:
+    """The label's last value in each window: the anchor of the forecast."""
+    return inputs[:, -1, spec.label_index]
+
+
+def encode_inputs(inputs: np.ndarray, spec: WindowSpec) -> np.ndarray:
+    """Raw windows to the transform's representation, before scaling."""
+    if spec.transform == "minmax":
+        return inputs.astype(np.float64)
+    reference = reference_values(inputs, spec)[:, None]
+    encoded = np.empty(inputs.shape, dtype=np.float64)
+    prices = spec.price_mask
+    encoded[:, :, prices] = np.log(inputs[:, :, prices] / reference[:, :, None])
+    if not prices.all():
+        others = np.log1p(inputs[:, :, ~prices])
+        encoded[:, :, ~prices] = others - others.mean(axis=1, keepdims=True)
+    return encoded
+
+
+def encode_targets(inputs: np.ndarray, futures: np.ndarray, spec: WindowSpec) -> np.ndarray:
+    """Future label values to the transform's target, before scaling."""
+    if spec.transform == "minmax":
+        return futures.astype(np.float64)
+    return np.log(futures / reference_values(inputs, spec)[:, None])
+
+
+def fit_scaler(train_inputs: np.ndarray, train_futures: np.ndarray, spec: WindowSpec) -> Scaler:
+    """Fit on the training windows only; nothing after the split may reach here."""
+    if len(train_inputs) == 0:
+        raise ConfigError("no training windows to fit the scaler on")
+    encoded = encode_inputs(train_inputs, spec).reshape(-1, len(spec.features))
+    targets = encode_targets(train_inputs, train_futures, spec)
+    if spec.transform == "minmax":
+        low, high = encoded.min(axis=0), encoded.max(axis=0)
+        label_low = min(low[spec.label_index], float(targets.min()))
+        label_high = max(high[spec.label_index], float(targets.max()))
+        return Scaler(
+            kind="minmax",
+            feature_center=low,
+            feature_scale=np.maximum(high - low, MIN_SCALE),
+            target_center=np.full(spec.horizon, label_low),
+            target_scale=np.full(spec.horizon, max(label_high - label_low, MIN_SCALE)),
+        )
+    feature_scale = encoded.std(axis=0)
+    target_scale = targets.std(axis=0)
+    return Scaler(
+        kind="standard",
+        feature_center=encoded.mean(axis=0),
+        feature_scale=np.where(feature_scale < MIN_SCALE, 1.0, feature_scale),
+        target_center=targets.mean(axis=0),
+        target_scale=np.where(target_scale < MIN_SCALE, 1.0, target_scale),
+    )
+
+
+def scale_inputs(inputs: np.ndarray, spec: WindowSpec, scaler: Scaler) -> np.ndarray:
+    """Raw windows to the float32 network input (batch, time steps, features)."""
+    encoded = encode_inputs(inputs, spec)
+    return ((encoded - scaler.feature_center) / scaler.feature_scale).astype(np.float32)
+
+
+def scale_targets(inputs: np.ndarray, futures: np.ndarray, spec: WindowSpec, scaler: Scaler) -> np.ndarray:
+    """Future label values to the float32 network target (batch, horizon)."""
+    targets = encode_targets(inputs, futures, spec)
+    return ((targets - scaler.target_center) / scaler.target_scale).astype(np.float32)
+
+
+def outputs_to_prices(inputs: np.ndarray, outputs: np.ndarray, spec: WindowSpec, scaler: Scaler) -> np.ndarray:
+    """Network outputs (batch, horizon) back to price units."""
+    targets = np.asarray(outputs, dtype=np.float64) * scaler.target_scale + scaler.target_center
+    if spec.transform == "minmax":
+        return targets
+    return reference_values(inputs, spec)[:, None] * np.exp(targets)
+
+
+@dataclass(frozen=True)
+class SplitBounds:
+    """Row indices where the validation and test parts start."""
+
+    train_end: int
+    validation_end: int
+    rows: int
+
+
+def chronological_split(rows: int, spec: WindowSpec, validation_fraction: float, test_fraction: float) -> SplitBounds:
+    """Split rows oldest-first into train / validation / test, checking each can hold windows."""
+    if not 0 < validation_fraction < 1 or not 0 < test_fraction < 1:
+        raise ConfigError("validation_fraction and test_fraction must be between 0 and 1")
+    train_fraction = 1 - validation_fraction - test_fraction
+    if train_fraction <= 0:
+        raise ConfigError("validation_fraction + test_fraction must leave rows for training")
+    # Each part must hold at least this many windows to be worth scoring.
+    min_windows = 10
+    per_part = spec.window + spec.horizon + min_windows - 1
+    needed = max(math.ceil(per_part / fraction) for fraction in (train_fraction, validation_fraction, test_fraction))
+    if rows < needed:
+        raise ConfigError(
+            f"not enough rows: need at least {needed} clean rows for window {spec.window}, "
+            f"horizon {spec.horizon} and a {train_fraction:.0%}/{validation_fraction:.0%}/"
+            f"{test_fraction:.0%} split, got {rows}"
+        )
+    train_end = int(round(rows * train_fraction))
+    validation_end = int(round(rows * (train_fraction + validation_fraction)))
+    return SplitBounds(train_end=train_end, validation_end=validation_end, rows=rows)

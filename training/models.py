@@ -1,0 +1,54 @@
+"""Recurrent network builders: SimpleRNN, LSTM and GRU with a direct multi-step head."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from training.errors import ConfigError
+
+ARCHITECTURES: dict[str, type[layers.Layer]] = {
+    "simple_rnn": layers.SimpleRNN,
+    "lstm": layers.LSTM,
+    "gru": layers.GRU,
+}
+
+
+def build_model(
+    architecture: str,
+    window: int,
+    feature_count: int,
+    horizon: int = 1,
+    units: int = 64,
+    layer_count: int = 1,
+    dropout: float = 0.0,
+    learning_rate: float = 1e-3,
+    seed: int = 42,
+) -> keras.Model:
+    """Build and compile a stacked recurrent network emitting all `horizon` steps at once.
+
+    The head is one Dense layer with `horizon` outputs (direct multi-output
+    forecasting), so a multi-step forecast is one forward pass rather than a
+    recursion that feeds its own errors back in.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ConfigError(f"architecture must be one of {sorted(ARCHITECTURES)}, got '{architecture}'")
+    if units < 1 or layer_count < 1:
+        raise ConfigError("units and layers must be at least 1")
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+    if learning_rate <= 0:
+        raise ConfigError(f"learning_rate must be positive, got {learning_rate}")
+    keras.utils.set_random_seed(seed)
+    recurrent = ARCHITECTURES[architecture]
+    inputs = keras.Input(shape=(window, feature_count), name="window")
+    hidden = inputs
+    for index in range(layer_count):
+        last = index == layer_count - 1
+        hidden = recurrent(units, return_sequences=not last, dropout=dropout, name=f"{architecture}_{index + 1}")(
+            hidden
+        )
+    outputs = layers.Dense(horizon, name="forecast")(hidden)
+    model = keras.Model(inputs, outputs, name=f"stockcast_{architecture}")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="mse")
+    return model

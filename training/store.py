@@ -1,0 +1,270 @@
+"""The versioned model store: `models/<name>/<version>/{model.keras, metadata.json}`.
+
+A version is written into a hidden temporary folder and renamed into place,
+so a reader sees a whole version or none. Versions are integers that only
+increase. Aliases (`champion` and any others) live beside the versions with
+an append-only log of every change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from training.errors import BrokenVersionError, ConfigError, NotFoundError
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+ALIASES_FILE = "aliases.json"
+ALIAS_LOG_FILE = "alias_log.jsonl"
+COUNTER_FILE = ".last_version"
+CHAMPION = "champion"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+REQUIRED_METADATA = (
+    "format_version",
+    "name",
+    "version",
+    "architecture",
+    "hyperparameters",
+    "features",
+    "label",
+    "window",
+    "horizon",
+    "transform",
+    "scaler",
+    "data",
+    "split",
+    "metrics",
+    "libraries",
+    "created_at",
+    "files",
+)
+
+
+def check_name(name: str) -> str:
+    """Model names become folder names: letters, digits, '_', '-', '.' only."""
+    if not NAME_PATTERN.match(name or ""):
+        raise ConfigError(
+            f"invalid model name {name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
+        )
+    return name
+
+
+def sha256_of(path: Path) -> str:
+    """Hex digest of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a sibling temporary file, fsync it, then rename over `path`."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def now_iso() -> str:
+    """UTC timestamp used in metadata and logs."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ModelStore:
+    """Filesystem store of model versions and their aliases."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # Reading -----------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        """Names that have at least one complete version."""
+        if not self.root.is_dir():
+            return []
+        return sorted(path.name for path in self.root.iterdir() if path.is_dir() and self.versions(path.name))
+
+    def versions(self, name: str) -> list[int]:
+        """Complete versions of a model, oldest first (temporary folders are skipped)."""
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        return sorted(
+            int(path.name) for path in folder.iterdir() if path.name.isdigit() and (path / METADATA_FILE).is_file()
+        )
+
+    def version_dir(self, name: str, version: int) -> Path:
+        """Folder of one version (it may not exist)."""
+        return self.root / name / str(version)
+
+    def read_metadata(self, name: str, version: int) -> dict[str, Any]:
+        """Metadata of a version, checked for the keys and files it must have."""
+        folder = self.version_dir(name, version)
+        if not folder.is_dir():
+            raise NotFoundError(f"model '{name}' has no version {version}; versions: {self.versions(name)}")
+        try:
+            metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise BrokenVersionError(f"{name} v{version}: metadata.json is unreadable: {error}") from error
+        if not isinstance(metadata, dict):
+            raise BrokenVersionError(f"{name} v{version}: metadata.json is not an object")
+        missing = [key for key in REQUIRED_METADATA if key not in metadata]
+        if missing:
+            raise BrokenVersionError(f"{name} v{version}: metadata.json lacks {missing}")
+        if metadata["format_version"] != FORMAT_VERSION:
+            raise BrokenVersionError(
+                f"{name} v{version}: format_version {metadata['format_version']} is not supported "
+                f"(this build reads {FORMAT_VERSION})"
+            )
+        if metadata["name"] != name or metadata["version"] != version:
+            raise BrokenVersionError(f"{name} v{version}: metadata names {metadata['name']} v{metadata['version']}")
+        return metadata
+
+    def verified_model_path(self, name: str, version: int, metadata: dict[str, Any]) -> Path:
+        """Path of the Keras file after checking it exists and matches its recorded hash."""
+        path = self.version_dir(name, version) / MODEL_FILE
+        if not path.is_file():
+            raise BrokenVersionError(f"{name} v{version}: {MODEL_FILE} is missing")
+        expected = metadata["files"].get(MODEL_FILE)
+        if expected != sha256_of(path):
+            raise BrokenVersionError(f"{name} v{version}: {MODEL_FILE} does not match its sha256 in metadata")
+        return path
+
+    # Writing -----------------------------------------------------------------
+
+    def _last_allocated(self, name: str) -> int:
+        counter = self.root / name / COUNTER_FILE
+        with contextlib.suppress(OSError, ValueError):
+            return int(counter.read_text().strip())
+        return 0
+
+    def save_version(
+        self,
+        name: str,
+        write_files: Callable[[Path], None],
+        metadata: dict[str, Any],
+    ) -> int:
+        """Write a new version atomically and return its number.
+
+        `write_files(folder)` writes the model file(s) into a temporary folder;
+        this method adds metadata.json (with the version and file hashes) and
+        renames the folder into place. If anything fails, the temporary folder
+        is removed and no version becomes visible.
+        """
+        check_name(name)
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / f".tmp-{uuid.uuid4().hex}"
+        temporary.mkdir()
+        try:
+            write_files(temporary)
+            files = {path.name: sha256_of(path) for path in sorted(temporary.iterdir()) if path.is_file()}
+            if MODEL_FILE not in files:
+                raise BrokenVersionError(f"the writer did not produce {MODEL_FILE}")
+            for _attempt in range(100):
+                version = max([self._last_allocated(name), *self.versions(name), 0]) + 1
+                full = {
+                    **metadata,
+                    "format_version": FORMAT_VERSION,
+                    "name": name,
+                    "version": version,
+                    "files": files,
+                }
+                write_json_atomic(temporary / METADATA_FILE, full)
+                try:
+                    # rename() onto an existing non-empty folder fails, so two
+                    # writers racing for one number cannot overwrite each other.
+                    os.rename(temporary, folder / str(version))
+                except OSError:
+                    if (folder / str(version)).exists():
+                        continue
+                    raise
+                write_json_atomic(folder / COUNTER_FILE, version)
+                return version
+            raise BrokenVersionError(f"could not allocate a version number for '{name}'")
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete temporary folders left by a writer that crashed mid-write."""
+        removed = []
+        if self.root.is_dir():
+            for path in self.root.glob("*/.tmp-*"):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
+
+    # Aliases -----------------------------------------------------------------
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Alias → version for a model ({} when none is set)."""
+        path = self.root / name / ALIASES_FILE
+        if not path.is_file():
+            return {}
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return {str(key): int(value) for key, value in data.items()}
+        return {}
+
+    def set_alias(self, name: str, alias: str, version: int, reason: str = "") -> dict[str, Any]:
+        """Point an alias at a version, log the change, and return the log entry."""
+        if not ALIAS_PATTERN.match(alias):
+            raise ConfigError(f"invalid alias {alias!r}: use 1-32 lower-case letters, digits, '_' or '-'")
+        if version not in self.versions(name):
+            raise NotFoundError(f"model '{name}' has no version {version}; versions: {self.versions(name)}")
+        current = self.aliases(name)
+        entry = {"alias": alias, "from": current.get(alias), "to": version, "at": now_iso(), "reason": reason}
+        current[alias] = version
+        write_json_atomic(self.root / name / ALIASES_FILE, current)
+        with open(self.root / name / ALIAS_LOG_FILE, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        return entry
+
+    def alias_log(self, name: str) -> list[dict[str, Any]]:
+        """Every alias change of a model, oldest first."""
+        path = self.root / name / ALIAS_LOG_FILE
+        if not path.is_file():
+            return []
+        entries = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                entries.append(json.loads(line))
+        return entries
+
+    def resolve(self, name: str, version: int | None = None, alias: str | None = None) -> int:
+        """The version a request means: explicit, by alias, else champion, else newest."""
+        versions = self.versions(name)
+        if not versions:
+            raise NotFoundError(f"unknown model '{name}'; models: {self.model_names()}")
+        if version is not None:
+            if version not in versions:
+                raise NotFoundError(f"model '{name}' has no version {version}; versions: {versions}")
+            return version
+        aliases = self.aliases(name)
+        if alias is not None:
+            if alias not in aliases:
+                raise NotFoundError(f"model '{name}' has no alias '{alias}'; aliases: {sorted(aliases)}")
+            return aliases[alias]
+        return aliases.get(CHAMPION, versions[-1])
+
+    def iter_metadata(self, name: str) -> Iterator[dict[str, Any]]:
+        """Metadata of every readable version, skipping broken ones."""
+        for version in self.versions(name):
+            with contextlib.suppress(BrokenVersionError):
+                yield self.read_metadata(name, version)
