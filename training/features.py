@@ -224,6 +224,6 @@ def chronological_split(rows: int, spec: WindowSpec, validation_fraction: float,
             f"horizon {spec.horizon} and a {train_fraction:.0%}/{validation_fraction:.0%}/"
             f"{test_fraction:.0%} split, got {rows}"
         )
-    train_end = int(round(rows * train_fraction))
-    validation_end = int(round(rows * (train_fraction + validation_fraction)))
+    train_end = round(rows * train_fraction)
+    validation_end = round(rows * (train_fraction + validation_fraction))
     return SplitBounds(train_end=train_end, validation_end=validation_end, rows=rows)
