@@ -1,0 +1,80 @@
+"""Loading a stored version back into something that forecasts in price units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from training import features
+from training.errors import BrokenVersionError
+from training.features import Scaler, WindowSpec
+from training.store import ModelStore
+
+
+@dataclass
+class LoadedVersion:
+    """A checked version: its metadata, Keras model, window spec and scaler."""
+
+    metadata: dict[str, Any]
+    model: Any
+    spec: WindowSpec
+    scaler: Scaler
+
+    @property
+    def name(self) -> str:
+        """Model name."""
+        return str(self.metadata["name"])
+
+    @property
+    def version(self) -> int:
+        """Version number."""
+        return int(self.metadata["version"])
+
+    def predict_prices(self, inputs: np.ndarray) -> np.ndarray:
+        """Raw windows (n, window, features) to forecasts (n, horizon) in price units."""
+        scaled = features.scale_inputs(inputs, self.spec, self.scaler)
+        outputs = self.model.predict(scaled, batch_size=1024, verbose=0)
+        return features.outputs_to_prices(inputs, outputs, self.spec, self.scaler)
+
+
+def spec_from_metadata(metadata: dict[str, Any]) -> WindowSpec:
+    """The window spec a version was trained with."""
+    return WindowSpec(
+        features=tuple(metadata["features"]),
+        label=metadata["label"],
+        window=int(metadata["window"]),
+        horizon=int(metadata["horizon"]),
+        transform=metadata["transform"],
+    )
+
+
+def load_version(store: ModelStore, name: str, version: int) -> LoadedVersion:
+    """Load and check a version; a broken one raises BrokenVersionError with the reason.
+
+    `safe_mode=True` makes Keras refuse serialized Python code (lambdas), so
+    loading a model file never executes code from it.
+    """
+    import keras
+
+    metadata = store.read_metadata(name, version)
+    try:
+        spec = spec_from_metadata(metadata)
+        scaler = Scaler.from_json(metadata["scaler"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise BrokenVersionError(f"{name} v{version}: invalid preprocessing metadata: {error}") from error
+    if scaler.feature_center.shape != (len(spec.features),) or scaler.target_center.shape != (spec.horizon,):
+        raise BrokenVersionError(f"{name} v{version}: scaler shapes do not match features/horizon")
+    path = store.verified_model_path(name, version, metadata)
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:
+        raise BrokenVersionError(f"{name} v{version}: model.keras cannot be loaded: {error}") from error
+    expected = (None, spec.window, len(spec.features))
+    if tuple(model.input_shape) != expected or tuple(model.output_shape) != (None, spec.horizon):
+        raise BrokenVersionError(
+            f"{name} v{version}: model shapes {model.input_shape} -> {model.output_shape} "
+            f"do not match metadata {expected} -> (None, {spec.horizon})"
+        )
+    return LoadedVersion(metadata=metadata, model=model, spec=spec, scaler=scaler)
