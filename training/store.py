@@ -52,11 +52,11 @@ REQUIRED_METADATA = (
 )
 
 
-def check_name(name: str) -> str:
-    """Model names become folder names: letters, digits, '_', '-', '.' only."""
+def check_name(name: str, kind: str = "model") -> str:
+    """Names become file and folder names: letters, digits, '_', '-', '.' only."""
     if not NAME_PATTERN.match(name or ""):
         raise ConfigError(
-            f"invalid model name {name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
+            f"invalid {kind} name {name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
         )
     return name
 

@@ -1,0 +1,1 @@
+"""The stockcast HTTP service: FastAPI over the versioned model store."""

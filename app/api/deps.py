@@ -1,0 +1,72 @@
+"""Annotated dependencies: each route names what it needs, the app state provides it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from app.core.config import Settings
+from app.datasets import DatasetStore
+from app.job_runner import JobRunner
+from app.job_store import JobStore
+from app.registry import ModelRegistry
+from training.errors import NotFoundError
+from training.store import ModelStore
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    """Loaded, served versions."""
+    return request.app.state.registry  # type: ignore[no-any-return]
+
+
+def get_store(request: Request) -> ModelStore:
+    """The model store on disk."""
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def get_jobs(request: Request) -> JobStore:
+    """Job records."""
+    return request.app.state.jobs  # type: ignore[no-any-return]
+
+
+def get_runner(request: Request) -> JobRunner:
+    """The training job runner."""
+    return request.app.state.runner  # type: ignore[no-any-return]
+
+
+def get_datasets(request: Request) -> DatasetStore:
+    """Uploaded datasets."""
+    return request.app.state.datasets  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+StoreDep = Annotated[ModelStore, Depends(get_store)]
+JobsDep = Annotated[JobStore, Depends(get_jobs)]
+RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
+
+
+def valid_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
+    """The job with this id, or 404."""
+    job = jobs.get(job_id)
+    if job is None:
+        raise NotFoundError(f"unknown job '{job_id}'")
+    return job
+
+
+def valid_model(name: str, store: StoreDep) -> str:
+    """A model name that has versions in the store, or 404."""
+    if not store.versions(name):
+        raise NotFoundError(f"unknown model '{name}'; models: {store.model_names()}")
+    return name
+
+
+JobDep = Annotated[dict[str, Any], Depends(valid_job)]
+ModelNameDep = Annotated[str, Depends(valid_model)]

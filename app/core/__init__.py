@@ -1,0 +1,1 @@
+"""Settings and error handling shared by the whole app."""

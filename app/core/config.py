@@ -1,0 +1,60 @@
+"""The one place for settings: environment variables named STOCKCAST_*."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service settings; every field can be set as STOCKCAST_<FIELD> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="STOCKCAST_", env_file=".env", extra="ignore")
+
+    models_dir: Path = Field(Path("models"), description="Model store: <name>/<version>/ folders.")
+    data_dir: Path = Field(Path("var"), description="Uploaded datasets and the job database (SQLite).")
+    sample_data: Path = Field(
+        Path("data/sample/msft.csv"), description="Bundled CSV registered as a dataset and used for the first model."
+    )
+    host: str = Field("127.0.0.1", description="Interface uvicorn binds to (0.0.0.0 in a container).")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port of the API.")
+    log_level: str = Field("info", description="uvicorn log level.")
+
+    bootstrap: bool = Field(True, description="On start, train a model on the sample data if the store is empty.")
+    bootstrap_model: str = Field("msft", description="Name of the model trained on the sample data.")
+    bootstrap_epochs: int = Field(30, ge=1, description="Epochs for the sample model (early stopping applies).")
+    bootstrap_backtest_folds: int = Field(0, ge=0, description="Walk-forward folds for the sample model.")
+
+    job_concurrency: int = Field(1, ge=1, le=16, description="Training jobs that may run at once; the rest queue.")
+    training_threads: int = Field(1, ge=1, description="TensorFlow threads per training worker process.")
+    training_niceness: int = Field(10, ge=0, le=19, description="OS priority decrement for training workers.")
+    job_poll_seconds: float = Field(0.5, gt=0, description="How often the job runner checks its workers.")
+
+    max_batch_size: int = Field(64, ge=1, description="Most windows one micro-batched inference call takes.")
+    max_batch_wait_us: int = Field(1000, ge=0, description="Longest a request waits for others to batch with.")
+    max_batch_windows: int = Field(1024, ge=1, description="Most windows in one /predict/batch request.")
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="Largest CSV accepted by /datasets.")
+    refresh_seconds: float = Field(5.0, gt=0, description="How often the store is re-read for new versions/aliases.")
+    pinned_cache_size: int = Field(4, ge=0, description="Non-default versions kept loaded for pinned requests.")
+
+    gate_max_mase: float = Field(1.0, gt=0, description="Promotion gate: highest MASE vs naive a champion may have.")
+    gate_require_not_worse: bool = Field(True, description="Promotion gate: refuse candidates worse than the champion.")
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Folder of uploaded CSVs and their reports."""
+        return self.data_dir / "datasets"
+
+    @property
+    def jobs_db(self) -> Path:
+        """SQLite file holding job records."""
+        return self.data_dir / "jobs.sqlite3"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once per process from the environment."""
+    return Settings()

@@ -1,0 +1,59 @@
+"""One place that turns errors into JSON answers: {"detail": message, ...}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from training.errors import StockcastError
+
+logger = logging.getLogger("stockcast.errors")
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    # Drop pydantic's union tags ("rows"/"arrays") so the path reads like the JSON the caller sent.
+    parts = [str(part) for part in loc if part not in ("rows", "arrays", "function-after[_one_selector()]")]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
+    return text
+
+
+def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
+    """One readable sentence per problem: 'body.window[3].close: Input should be greater than 0'."""
+    lines = []
+    for error in errors[:10]:
+        location = _location(tuple(error.get("loc", ())))
+        lines.append(f"{location}: {error.get('msg', 'invalid')}" if location else str(error.get("msg")))
+    more = len(errors) - 10
+    return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
+
+
+async def stockcast_error_handler(request: Request, error: Exception) -> JSONResponse:
+    """Domain errors carry their own status code and a message saying what to fix."""
+    assert isinstance(error, StockcastError)
+    return JSONResponse(status_code=error.status_code, content={"detail": str(error)})
+
+
+async def validation_error_handler(request: Request, error: Exception) -> JSONResponse:
+    """422 with a one-line summary plus pydantic's structured errors."""
+    assert isinstance(error, RequestValidationError)
+    errors = [{key: value for key, value in item.items() if key in ("loc", "msg", "type")} for item in error.errors()]
+    return JSONResponse(status_code=422, content={"detail": describe_validation_errors(errors), "errors": errors})
+
+
+async def unexpected_error_handler(request: Request, error: Exception) -> JSONResponse:
+    """Last resort: log the traceback, answer 500 without leaking internals."""
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(status_code=500, content={"detail": "internal error; see the server log"})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers on an app."""
+    app.add_exception_handler(StockcastError, stockcast_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)

@@ -1,0 +1,175 @@
+"""Starts training jobs in spawned worker processes, at most N at a time, in order.
+
+The runner lives in the API process as one asyncio task. It never trains:
+it claims the oldest queued job, starts a worker process for it, watches the
+worker's exit, and makes sure every job ends in a final state even when the
+worker crashes or the API restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from app.core.config import Settings
+from app.job_store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
+from training.store import ModelStore
+
+logger = logging.getLogger("stockcast.jobs")
+FinishedCallback = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _is_our_worker(pid: int) -> bool:
+    """True if `pid` still runs a multiprocessing worker (guards against pid reuse)."""
+    with contextlib.suppress(OSError):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"multiprocessing" in cmdline
+    return False
+
+
+class JobRunner:
+    """Schedules queued jobs onto worker processes and reaps them."""
+
+    def __init__(self, settings: Settings, jobs: JobStore, on_finished: FinishedCallback) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.on_finished = on_finished
+        self.workers: dict[str, BaseProcess] = {}
+        self._context = multiprocessing.get_context("spawn")
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def recover(self) -> list[str]:
+        """Settle jobs that a previous API process left running (crash or kill -9)."""
+        store = ModelStore(self.settings.models_dir)
+        store.remove_stale_temporaries()
+        settled = []
+        for job in self.jobs.list(status=RUNNING, limit=10_000):
+            pid = job.get("pid")
+            if pid and _is_our_worker(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            version = self._version_made_by(store, job)
+            if version is not None:
+                self.jobs.finish(
+                    job["id"],
+                    SUCCEEDED,
+                    result={"model": job["request"]["model"], "version": version, "recovered": True},
+                )
+            else:
+                self.jobs.finish(
+                    job["id"],
+                    FAILED,
+                    error="interrupted: the API process stopped while this job was running; "
+                    "no version was saved. Submit it again.",
+                )
+            settled.append(job["id"])
+        return settled
+
+    @staticmethod
+    def _version_made_by(store: ModelStore, job: dict[str, Any]) -> int | None:
+        """The version a job saved before its record could say so, if any."""
+        name = job["request"].get("model", "")
+        for metadata in store.iter_metadata(name):
+            if metadata.get("data", {}).get("job_id") == job["id"]:
+                return int(metadata["version"])
+        return None
+
+    def start(self) -> None:
+        """Begin scheduling in the background."""
+        self._task = asyncio.create_task(self._loop(), name="job-runner")
+
+    def wake(self) -> None:
+        """Check for new work now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop scheduling, end running workers, and record why their jobs ended."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for job_id, process in list(self.workers.items()):
+            process.kill()
+            process.join(timeout=5)
+            self.jobs.finish(job_id, FAILED, error="interrupted: the API shut down while this job was running")
+        self.workers.clear()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._reap()
+                self._cancel_flagged()
+                self._launch()
+            except Exception:  # the runner must survive a bad job record
+                logger.exception("job runner iteration failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.job_poll_seconds)
+
+    def _launch(self) -> None:
+        while len(self.workers) < self.settings.job_concurrency:
+            job = self.jobs.next_queued()
+            if job is None:
+                return
+            # Started from the event-loop thread on purpose: PR_SET_PDEATHSIG
+            # fires when the spawning *thread* exits, and this one lives as
+            # long as the API.
+            process = self._context.Process(
+                target=_worker_entry,
+                args=(job["id"], self.settings.model_dump(mode="json"), os.getpid()),
+                name=f"stockcast-train-{job['id']}",
+                daemon=True,
+            )
+            if not self.jobs.mark_running(job["id"], pid=0):
+                continue
+            process.start()
+            self.jobs.set_pid(job["id"], process.pid)
+            self.workers[job["id"]] = process
+            logger.info("job %s started in worker pid %s", job["id"], process.pid)
+
+    def _cancel_flagged(self) -> None:
+        for job_id, process in self.workers.items():
+            if process.is_alive() and self.jobs.cancel_requested(job_id):
+                # The worker checks the flag every epoch; a kill is the fallback
+                # for a job stuck in a long epoch. Nothing half-written becomes
+                # visible: versions appear only by an atomic rename.
+                process.kill()
+
+    async def _reap(self) -> None:
+        for job_id, process in list(self.workers.items()):
+            if process.is_alive():
+                continue
+            process.join()
+            del self.workers[job_id]
+            job = self.jobs.get(job_id)
+            if job is not None and job["status"] == RUNNING:
+                if job["cancel_requested"]:
+                    self.jobs.finish(job_id, CANCELLED, error="cancelled by request")
+                else:
+                    self.jobs.finish(
+                        job_id, FAILED, error=f"the training worker exited unexpectedly (exit code {process.exitcode})"
+                    )
+                job = self.jobs.get(job_id)
+            logger.info("job %s ended: %s", job_id, job["status"] if job else "?")
+            if job is not None:
+                await self.on_finished(job)
+
+    def running_pids(self) -> dict[str, int | None]:
+        """Job id → worker pid of the jobs running now."""
+        return {job_id: process.pid for job_id, process in self.workers.items()}
+
+
+def _worker_entry(job_id: str, settings_values: dict[str, Any], parent_pid: int) -> None:
+    """Imported by the spawned interpreter; kept tiny so the import is cheap."""
+    from app.job_worker import run_job
+
+    run_job(job_id, settings_values, parent_pid)

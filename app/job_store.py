@@ -1,0 +1,137 @@
+"""Training job records in SQLite, shared by the API process and its workers.
+
+WAL mode lets a worker write progress while the API reads; every write is a
+short transaction, and each process opens its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from training.store import now_iso
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    request TEXT NOT NULL,
+    progress TEXT,
+    result TEXT,
+    error TEXT,
+    pid INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+"""
+
+
+class JobStore:
+    """CRUD over the jobs table; every method opens and closes its own connection."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as connection, connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        return connection
+
+    def _execute(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with closing(self._connect()) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                rows = connection.execute(sql, parameters).fetchall()
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            return rows
+
+    @staticmethod
+    def _decode(row: sqlite3.Row) -> dict[str, Any]:
+        job = dict(row)
+        for key in ("request", "progress", "result"):
+            job[key] = json.loads(job[key]) if job[key] else None
+        job["cancel_requested"] = bool(job["cancel_requested"])
+        job.pop("seq", None)
+        return job
+
+    def create(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Queue a new job and return its record."""
+        job_id = uuid.uuid4().hex[:12]
+        self._execute(
+            "INSERT INTO jobs (id, seq, status, request, created_at) "
+            "VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, ?)",
+            (job_id, QUEUED, json.dumps(request), now_iso()),
+        )
+        job = self.get(job_id)
+        assert job is not None  # just inserted in the same process
+        return job
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """One job, or None."""
+        rows = self._execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return self._decode(rows[0]) if rows else None
+
+    def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest jobs first, optionally filtered by status."""
+        if status is None:
+            rows = self._execute("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
+        else:
+            rows = self._execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq DESC LIMIT ?", (status, limit))
+        return [self._decode(row) for row in rows]
+
+    def next_queued(self) -> dict[str, Any] | None:
+        """The oldest queued job (jobs run in the order they were submitted)."""
+        rows = self._execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,))
+        return self._decode(rows[0]) if rows else None
+
+    def mark_running(self, job_id: str, pid: int) -> bool:
+        """Claim a queued job for a worker; False if it was cancelled meanwhile."""
+        rows = self._execute(
+            "UPDATE jobs SET status = ?, pid = ?, started_at = ? WHERE id = ? AND status = ? RETURNING id",
+            (RUNNING, pid, now_iso(), job_id, QUEUED),
+        )
+        return bool(rows)
+
+    def set_pid(self, job_id: str, pid: int | None) -> None:
+        """Record the worker process of a running job (used to settle it after a crash)."""
+        self._execute("UPDATE jobs SET pid = ? WHERE id = ?", (pid, job_id))
+
+    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        """Record the latest epoch's progress."""
+        self._execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
+
+    def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None, error: str | None = None) -> bool:
+        """Move a queued or running job to a final state; False if it had already finished."""
+        rows = self._execute(
+            "UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ? "
+            "WHERE id = ? AND status IN (?, ?) RETURNING id",
+            (status, json.dumps(result) if result is not None else None, error, now_iso(), job_id, QUEUED, RUNNING),
+        )
+        return bool(rows)
+
+    def request_cancel(self, job_id: str) -> None:
+        """Flag a job for cancellation; the runner acts on it."""
+        self._execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether someone asked to cancel this job."""
+        rows = self._execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
+        return bool(rows and rows[0][0])

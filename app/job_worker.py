@@ -1,0 +1,142 @@
+"""Entry point of a spawned training worker process.
+
+TensorFlow is not fork-safe and training would stall /predict, so each job
+runs in a fresh interpreter started with the `spawn` method. The worker dies
+with the API process (PR_SET_PDEATHSIG), so a killed server leaves no
+orphaned training behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from typing import Any
+
+from app.job_store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
+
+
+class JobCancelledError(Exception):
+    """Raised from the epoch callback to abandon a cancelled job before it saves."""
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the process that spawned it dies."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def summarise(outcome_metadata: dict[str, Any]) -> dict[str, Any]:
+    """Headline figures of a new version for the job record."""
+    metrics = outcome_metadata.get("metrics", {})
+    headline = {
+        source: {key: value for key, value in figures.items() if key != "per_step"}
+        for source, figures in metrics.items()
+    }
+    backtest = outcome_metadata.get("backtest") or {}
+    return {
+        "metrics": headline,
+        "backtest": {
+            source: {key: value for key, value in figures.items() if key != "per_step"}
+            for source, figures in backtest.get("summary", {}).items()
+        }
+        or None,
+        "epochs_run": outcome_metadata.get("epochs_run"),
+        "training_seconds": outcome_metadata.get("training_seconds"),
+    }
+
+
+def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int) -> None:
+    """Train the job's model; every outcome ends in a final job status."""
+    die_with_parent()
+    if os.getppid() != parent_pid:
+        # The API died between spawning us and the prctl call above.
+        return
+
+    from app.core.config import Settings
+
+    settings = Settings(**settings_values)
+    jobs = JobStore(settings.jobs_db)
+    job = jobs.get(job_id)
+    if job is None or job["status"] != RUNNING:
+        return
+    try:
+        result = _train(job_id, job["request"], settings, jobs, parent_pid)
+        jobs.finish(job_id, SUCCEEDED, result=result)
+    except JobCancelledError:
+        jobs.finish(job_id, CANCELLED, error="cancelled by request before the model was saved")
+    except Exception as error:  # every failure must end the job with its reason
+        from training.errors import StockcastError
+
+        message = str(error) if isinstance(error, StockcastError) else f"{type(error).__name__}: {error}"
+        jobs.finish(job_id, FAILED, error=message)
+
+
+def _train(job_id: str, request: dict[str, Any], settings: Any, jobs: JobStore, parent_pid: int) -> dict[str, Any]:
+    from training.threads import limit_worker_resources
+
+    limit_worker_resources(settings.training_threads, settings.training_niceness)
+
+    import time
+
+    from app.datasets import DatasetStore
+    from training.data import file_sha256, load_prices
+    from training.pipeline import TrainConfig
+    from training.store import ModelStore
+    from training.workflow import GateSettings, train_and_promote
+
+    datasets = DatasetStore(settings.datasets_dir)
+    path = datasets.csv_path(request["dataset"])
+    config_fields = {key: value for key, value in request.items() if key not in ("model", "dataset")}
+    for key in ("features", "interval_levels"):
+        if key in config_fields:
+            config_fields[key] = tuple(config_fields[key])
+    config = TrainConfig(**config_fields)
+    clean = load_prices(path, required=tuple(dict.fromkeys((*config.features, config.label))))
+    started = time.monotonic()
+
+    def on_epoch(epoch: int, epochs: int, logs: dict[str, float]) -> None:
+        if os.getppid() != parent_pid:
+            os._exit(1)  # the API is gone; nobody will read what we produce
+        if jobs.cancel_requested(job_id):
+            raise JobCancelledError()
+        jobs.set_progress(
+            job_id,
+            {
+                "stage": "training",
+                "epoch": epoch,
+                "epochs": epochs,
+                "loss": logs.get("loss"),
+                "val_loss": logs.get("val_loss"),
+                "elapsed_seconds": round(time.monotonic() - started, 2),
+            },
+        )
+
+    def should_stop() -> bool:
+        if jobs.cancel_requested(job_id):
+            raise JobCancelledError()
+        return False
+
+    source = {"name": f"{request['dataset']}.csv", "dataset": request["dataset"], "path": str(path)}
+    source["sha256"] = file_sha256(path)
+    source["job_id"] = job_id
+    store = ModelStore(settings.models_dir)
+    gate = GateSettings(max_mase=settings.gate_max_mase, require_not_worse=settings.gate_require_not_worse)
+    outcome, decision = train_and_promote(
+        clean, config, store, request["model"], source, on_epoch=on_epoch, should_stop=should_stop, gate=gate
+    )
+    return {
+        "model": request["model"],
+        "version": outcome.version,
+        "promoted": decision.promoted,
+        "gate": decision.to_json(),
+        **summarise(outcome.metadata),
+    }
+
+
+__all__ = ["CANCELLED", "FAILED", "SUCCEEDED", "run_job"]

@@ -1,0 +1,82 @@
+"""Builds the FastAPI application; `app.main:app` is the ASGI entry point."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api.routes import datasets, health, jobs, models, predict
+from app.core.config import Settings, get_settings
+from app.core.errors import install_error_handlers
+from app.datasets import DatasetStore
+from app.job_runner import JobRunner
+from app.job_store import JobStore
+from app.registry import ModelRegistry
+from training.errors import StockcastError
+from training.store import ModelStore
+
+logger = logging.getLogger("stockcast")
+
+DESCRIPTION = """
+Forecasts of daily stock prices from recurrent networks (SimpleRNN, LSTM, GRU)
+trained on OHLCV data. Upload a CSV to `/datasets`, start a training job with
+`/train`, watch it at `/jobs/{id}`, and ask `/predict` for forecasts with
+conformal prediction intervals. Every figure is in price units and compared
+with the naive last-value forecast.
+"""
+
+
+def register_sample_dataset(settings: Settings, datasets: DatasetStore) -> None:
+    """Make the bundled sample available as a dataset so /train works out of the box."""
+    name = settings.bootstrap_model
+    if name in datasets.names() or not settings.sample_data.is_file():
+        return
+    try:
+        datasets.save(name, settings.sample_data.read_bytes(), settings.sample_data.name)
+    except StockcastError as error:
+        logger.error("sample dataset %s not registered: %s", settings.sample_data, error)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """An app bound to `settings` (tests pass their own; the server reads the environment)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = ModelStore(settings.models_dir)
+        datasets = DatasetStore(settings.datasets_dir)
+        job_store = JobStore(settings.jobs_db)
+        registry = ModelRegistry(store, settings)
+
+        async def on_job_finished(job: dict[str, object]) -> None:
+            request = job.get("request")
+            if isinstance(request, dict):
+                await registry.refresh(str(request.get("model")))
+
+        runner = JobRunner(settings, job_store, on_job_finished)
+        app.state.settings, app.state.store, app.state.datasets = settings, store, datasets
+        app.state.jobs, app.state.registry, app.state.runner = job_store, registry, runner
+        register_sample_dataset(settings, datasets)
+        settled = runner.recover()
+        if settled:
+            logger.warning("settled %d job(s) interrupted by the previous shutdown: %s", len(settled), settled)
+        await registry.start()
+        runner.start()
+        try:
+            yield
+        finally:
+            await runner.stop()
+            await registry.stop()
+
+    app = FastAPI(title="stockcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (health, predict, models, datasets, jobs):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

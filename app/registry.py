@@ -1,0 +1,200 @@
+"""Which versions are loaded and served, and how a new one takes over.
+
+Each model has a default version (its `champion` alias, or its newest version
+while no version has passed the promotion gate). The registry loads the new
+default before it swaps it in (a rolling swap, as MLServer and TF Serving
+do); if the new one fails to load, the previous one keeps serving and the
+failure is reported by /ready and /models. Pinned versions (`version` or
+`alias` in a request) are loaded on demand and kept in a small cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.batching import MicroBatcher
+from app.core.config import Settings
+from training.errors import BrokenVersionError, NotFoundError, StockcastError
+from training.store import CHAMPION, ModelStore
+
+logger = logging.getLogger("stockcast.registry")
+
+
+@dataclass
+class ServedVersion:
+    """A loaded, warmed-up version with its own micro-batcher."""
+
+    name: str
+    version: int
+    metadata: dict[str, Any]
+    model: Any
+    batcher: MicroBatcher
+    loaded_at: float = field(default_factory=time.time)
+
+    async def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Forecasts in price units, batched with concurrent requests."""
+        return await self.batcher.submit(windows)
+
+
+@dataclass
+class ModelState:
+    """What the registry knows about one model name."""
+
+    served: ServedVersion | None = None
+    aliases: dict[str, int] = field(default_factory=dict)
+    versions: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
+class ModelRegistry:
+    """Loads default versions at start-up, swaps in new ones, serves pinned ones."""
+
+    def __init__(self, store: ModelStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.models: dict[str, ModelState] = {}
+        self.pinned: OrderedDict[tuple[str, int], ServedVersion] = OrderedDict()
+        self._lock = asyncio.Lock()
+        self._refresher: asyncio.Task[None] | None = None
+        self.started = False
+
+    # Loading -------------------------------------------------------------------
+
+    def _load_blocking(self, name: str, version: int) -> ServedVersion:
+        from app.predictor import CompiledModel
+        from training.artifact import load_version
+
+        compiled = CompiledModel(load_version(self.store, name, version), max_batch_size=self.settings.max_batch_size)
+        batcher = MicroBatcher(
+            compiled.predict_prices,
+            max_batch_size=self.settings.max_batch_size,
+            max_wait_us=self.settings.max_batch_wait_us,
+        )
+        return ServedVersion(name=name, version=version, metadata=compiled.metadata, model=compiled, batcher=batcher)
+
+    async def _load(self, name: str, version: int) -> ServedVersion:
+        # Loading and tracing take a second or more: keep the event loop free.
+        return await asyncio.to_thread(self._load_blocking, name, version)
+
+    def _default_version(self, name: str, aliases: dict[str, int], versions: list[int]) -> int | None:
+        if not versions:
+            return None
+        champion = aliases.get(CHAMPION)
+        return champion if champion in versions else versions[-1]
+
+    async def refresh(self, name: str | None = None) -> None:
+        """Re-read the store for one model (or all) and swap in changed defaults."""
+        async with self._lock:
+            names = [name] if name is not None else sorted(set(self.store.model_names()) | set(self.models))
+            for model_name in names:
+                await self._refresh_one(model_name)
+
+    async def _refresh_one(self, name: str) -> None:
+        state = self.models.setdefault(name, ModelState())
+        state.versions = await asyncio.to_thread(self.store.versions, name)
+        state.aliases = await asyncio.to_thread(self.store.aliases, name)
+        wanted = self._default_version(name, state.aliases, state.versions)
+        if wanted is None:
+            self.models.pop(name, None)
+            return
+        if state.served is not None and state.served.version == wanted:
+            return
+        # Try the wanted version, then older ones, so that a broken newest
+        # version never leaves a model without anything to serve.
+        candidates = [wanted] + [version for version in reversed(state.versions) if version < wanted]
+        if state.served is not None:
+            candidates = [version for version in candidates if version >= state.served.version] or [wanted]
+        for version in candidates:
+            try:
+                loaded = await self._load(name, version)
+            except StockcastError as error:
+                state.error = f"v{version} not served: {error}"
+                logger.error("model %s v%s failed to load: %s", name, version, error)
+                continue
+            except Exception as error:
+                state.error = f"v{version} not served: {type(error).__name__}: {error}"
+                logger.exception("model %s v%s failed to load", name, version)
+                continue
+            previous, state.served = state.served, loaded
+            state.error = None if version == wanted else state.error
+            logger.info("serving %s v%s", name, version)
+            if previous is not None:
+                await previous.batcher.close()
+            return
+
+    async def start(self) -> None:
+        """Load every model's default version and keep watching the store."""
+        await self.refresh()
+        self.started = True
+        self._refresher = asyncio.create_task(self._watch(), name="registry-refresh")
+
+    async def _watch(self) -> None:
+        # Picks up versions trained by the CLI and alias changes made on disk.
+        while True:
+            await asyncio.sleep(self.settings.refresh_seconds)
+            try:
+                await self.refresh()
+            except Exception:
+                logger.exception("store refresh failed")
+
+    async def stop(self) -> None:
+        """Stop watching and close every batcher."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+        for state in self.models.values():
+            if state.served is not None:
+                await state.served.batcher.close()
+        for served in self.pinned.values():
+            await served.batcher.close()
+
+    # Lookup --------------------------------------------------------------------
+
+    async def get(self, name: str, version: int | None = None, alias: str | None = None) -> ServedVersion:
+        """The version a request asks for; NotFoundError if it does not exist."""
+        state = self.models.get(name)
+        if state is None:
+            raise NotFoundError(f"unknown model '{name}'; models: {sorted(self.models)}")
+        if alias is not None:
+            if alias not in state.aliases:
+                raise NotFoundError(f"model '{name}' has no alias '{alias}'; aliases: {sorted(state.aliases)}")
+            version = state.aliases[alias]
+        if version is None or (state.served is not None and state.served.version == version):
+            if state.served is None:
+                raise BrokenVersionError(f"model '{name}' has no loadable version: {state.error}")
+            return state.served
+        if version not in state.versions:
+            raise NotFoundError(f"model '{name}' has no version {version}; versions: {state.versions}")
+        return await self._pinned(name, version)
+
+    async def _pinned(self, name: str, version: int) -> ServedVersion:
+        key = (name, version)
+        if key in self.pinned:
+            self.pinned.move_to_end(key)
+            return self.pinned[key]
+        async with self._lock:
+            if key not in self.pinned:
+                self.pinned[key] = await self._load(name, version)
+                while len(self.pinned) > max(self.settings.pinned_cache_size, 1):
+                    _, evicted = self.pinned.popitem(last=False)
+                    await evicted.batcher.close()
+        return self.pinned[key]
+
+    def status(self) -> dict[str, Any]:
+        """Readiness: every model with versions has one loaded and warmed up."""
+        problems = {name: state.error for name, state in self.models.items() if state.error}
+        not_loaded = [name for name, state in self.models.items() if state.served is None]
+        return {
+            "ready": self.started and not not_loaded,
+            "models": {
+                name: state.served.version if state.served else None for name, state in sorted(self.models.items())
+            },
+            "not_loaded": not_loaded,
+            "problems": problems,
+        }

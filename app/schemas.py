@@ -1,0 +1,197 @@
+"""Request and response models: pydantic checks types, finiteness and signs here;
+the served version's metadata then checks the window's length and columns
+(`app.windows`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Price = Annotated[float, Field(gt=0, allow_inf_nan=False, description="A price; must be positive and finite.")]
+Volume = Annotated[float, Field(ge=0, allow_inf_nan=False, description="Shares traded; zero allowed.")]
+ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", examples=["msft"])]
+
+
+class PriceRow(BaseModel):
+    """One trading day of the window, oldest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    date: dt.date | None = Field(None, description="Trading day; when given, forecasts carry dates.")
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Volume
+    adj_close: Price | None = None
+
+
+def _window_kind(value: Any) -> str | None:
+    """Pick the window form from its first row so errors speak of one form only."""
+    if isinstance(value, list) and value:
+        first = value[0]
+        if isinstance(first, dict | BaseModel):
+            return "rows"
+        if isinstance(first, list | tuple):
+            return "arrays"
+    return None
+
+
+WindowInput = Annotated[
+    Annotated[list[PriceRow], Tag("rows")] | Annotated[list[list[FiniteFloat]], Tag("arrays")],
+    Discriminator(
+        _window_kind,
+        custom_error_type="window_form",
+        custom_error_message=(
+            "window must be a non-empty list of rows, oldest first: objects "
+            '{"date", "open", "high", "low", "close", "volume"} or arrays of numbers in the model\'s feature order'
+        ),
+    ),
+]
+
+EXAMPLE_ROWS = [
+    {"date": "2017-11-08", "open": 84.14, "high": 84.61, "low": 83.83, "close": 84.56, "volume": 18029584},
+    {"date": "2017-11-09", "open": 84.11, "high": 84.27, "low": 82.9, "close": 84.09, "volume": 21175384},
+    {"date": "2017-11-10", "open": 83.79, "high": 84.095, "low": 83.23, "close": 83.87, "volume": 19396301},
+]
+
+
+class VersionSelector(BaseModel):
+    """Which version answers: a number, an alias, or (neither) the champion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelName
+    version: int | None = Field(None, ge=1, description="Pin a version; default: the champion.")
+    alias: str | None = Field(None, description='Serve the version an alias points at, e.g. "champion".')
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> VersionSelector:
+        if self.version is not None and self.alias is not None:
+            raise ValueError("give either version or alias, not both")
+        return self
+
+
+class PredictRequest(VersionSelector):
+    """A forecast request for one window."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"model": "msft", "window": "<exactly `window` rows, oldest first: see GET /models/msft>"},
+            ]
+        },
+    )
+
+    window: WindowInput
+
+
+class BatchPredictRequest(VersionSelector):
+    """Many windows forecast in one request (one inference call)."""
+
+    windows: list[WindowInput] = Field(min_length=1, description="Windows, each exactly `window` rows.")
+
+
+class Interval(BaseModel):
+    """Lower and upper bound of a prediction interval, in price units."""
+
+    lower: float
+    upper: float
+
+
+class ForecastStep(BaseModel):
+    """One forecast step."""
+
+    step: int
+    date: dt.date | None = None
+    close: float = Field(description="Forecast of the label column (see `label`) in price units.")
+    intervals: dict[str, Interval] = Field(
+        default_factory=dict, description='Conformal intervals by level ("80", "90", "95").'
+    )
+
+
+class PredictResponse(BaseModel):
+    """The forecast of one window."""
+
+    model: str
+    version: int
+    label: str
+    last_value: float = Field(description="The label's last value in the window (the naive forecast).")
+    forecast: list[ForecastStep]
+
+
+class BatchPredictResponse(BaseModel):
+    """Forecasts of many windows, in request order."""
+
+    model: str
+    version: int
+    label: str
+    forecasts: list[list[ForecastStep]]
+
+
+class TrainRequest(BaseModel):
+    """Start a training job; omitted settings take the training defaults."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"model": "msft-gru", "dataset": "msft", "architecture": "gru", "epochs": 5, "window": 40}]
+        },
+    )
+
+    model: ModelName
+    dataset: ModelName
+    architecture: Literal["lstm", "simple_rnn", "gru"] = "lstm"
+    window: int | None = Field(None, ge=2, le=500)
+    horizon: int | None = Field(None, ge=1, le=60)
+    epochs: int | None = Field(None, ge=1, le=1000)
+    patience: int | None = Field(None, ge=0, le=100)
+    units: int | None = Field(None, ge=1, le=1024)
+    layers: int | None = Field(None, ge=1, le=8)
+    dropout: float | None = Field(None, ge=0, lt=1)
+    learning_rate: float | None = Field(None, gt=0, le=1)
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    features: list[str] | None = Field(None, min_length=1)
+    label: str | None = None
+    seed: int | None = None
+    transform: Literal["relative", "minmax"] | None = None
+    validation_fraction: float | None = Field(None, gt=0, lt=0.5)
+    test_fraction: float | None = Field(None, gt=0, lt=0.5)
+    backtest_folds: int | None = Field(None, ge=0, le=20)
+    shuffle_labels: bool | None = Field(None, description="Destroys the signal: only for testing the gate.")
+
+
+class JobPublic(BaseModel):
+    """A training job's record."""
+
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    request: dict[str, Any]
+    progress: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class JobAccepted(BaseModel):
+    """Answer to POST /train."""
+
+    job_id: str
+    status: str
+    location: str
+
+
+class AliasUpdate(BaseModel):
+    """Point an alias at a version."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 1, "reason": "rollback"}]})
+
+    version: int = Field(ge=1)
+    reason: str = Field("", max_length=500)

@@ -1,0 +1,237 @@
+"""The main path over real HTTP against a real uvicorn process, and kill -9 recovery.
+
+Upload a dataset -> train -> poll the job -> the version appears in /models
+-> /predict answers with it, without a restart. Then the server is killed
+while a job trains and started again: the job ends failed with a reason, no
+worker lingers, no partial version exists, earlier versions still serve.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.app.conftest import SAMPLE, tiny_clean
+
+ROOT = Path(__file__).resolve().parents[2]
+DEADLINE_SECONDS = 240
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = DEADLINE_SECONDS) -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+class Server:
+    """A real `uvicorn app.main:app` process on a free loopback port."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "STOCKCAST_MODELS_DIR": str(self.home / "models"),
+            "STOCKCAST_DATA_DIR": str(self.home / "var"),
+            "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
+            "STOCKCAST_JOB_POLL_SECONDS": "0.2",
+            "STOCKCAST_REFRESH_SECONDS": "1",
+        }
+        log = open(self.home / f"server-{self.port}.log", "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(self._ready, "the server to become ready", timeout=120)
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            pytest.fail(f"server exited with {self.process.returncode}: {self.log()[-3000:]}")
+        try:
+            return httpx.get(f"{self.url}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log(self) -> str:
+        return (self.home / f"server-{self.port}.log").read_text(errors="replace")
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=30)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.post(self.url + path, timeout=30, **kwargs)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path)
+    running.start()
+    yield running
+    running.stop()
+
+
+def yahoo_csv(rows: int = 700, scale: float = 1.0) -> bytes:
+    """A Yahoo-style export (Adj Close, null holiday rows) built from the sample's last rows."""
+    frame = tiny_clean(rows).frame
+    out = io.StringIO()
+    out.write("Date,Open,High,Low,Close,Adj Close,Volume\n")
+    for index, record in enumerate(frame.to_dict("records")):
+        day = record["date"].strftime("%Y-%m-%d")
+        if index % 97 == 50:
+            out.write(f"{day},null,null,null,null,null,null\n")
+            continue
+        prices = [record[column] * scale for column in ("open", "high", "low", "close", "close")]
+        out.write(day + "," + ",".join(f"{value:.4f}" for value in prices) + f",{int(record['volume'])}\n")
+    return out.getvalue().encode()
+
+
+def train_and_wait(server: Server, body: dict[str, Any]) -> dict[str, Any]:
+    accepted = server.post("/train", json=body)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["job_id"]
+
+    def finished() -> dict[str, Any] | None:
+        job = server.get(f"/jobs/{job_id}").json()
+        return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_for(finished, f"job {job_id} to finish")
+
+
+def window_rows(count: int, scale: float = 1.0) -> list[dict[str, Any]]:
+    frame = tiny_clean().frame.iloc[-count:]
+    return [
+        {
+            "date": record["date"].strftime("%Y-%m-%d"),
+            **{column: float(record[column]) * scale for column in ("open", "high", "low", "close")},
+            "volume": float(record["volume"]),
+        }
+        for record in frame.to_dict("records")
+    ]
+
+
+def test_upload_train_poll_and_predict_without_restart(server: Server) -> None:
+    upload = server.post(
+        "/datasets", files={"file": ("krw.csv", yahoo_csv(scale=700.0), "text/csv")}, data={"name": "krw"}
+    )
+    assert upload.status_code == 201, upload.text
+    report = upload.json()
+    assert report["rows_dropped"]["missing_values"] == 7  # the null holiday rows, counted
+    assert report["rows_kept"] == 693
+
+    bad = server.post(
+        "/datasets", files={"file": ("x.csv", b"Date,Open\n2020-01-01,abc\n", "text/csv")}, data={"name": "bad"}
+    )
+    assert bad.status_code == 422 and "missing column" in bad.json()["detail"]
+
+    job = train_and_wait(
+        server, {"model": "krw", "dataset": "krw", "architecture": "gru", "window": 10, "units": 4, "epochs": 2}
+    )
+    assert job["status"] == "succeeded", job
+    assert job["result"]["version"] == 1
+    assert job["progress"]["epoch"] >= 1 and job["progress"]["epochs"] == 2
+
+    def listed() -> bool:
+        models = server.get("/models").json()["models"]
+        return any(model["name"] == "krw" and model["default_version"] == 1 for model in models)
+
+    wait_for(listed, "the new version to be served")
+    window = window_rows(10, scale=700.0)
+    response = server.post("/predict", json={"model": "krw", "window": window})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["version"] == 1
+    last = window[-1]["close"]
+    assert 0.8 * last < body["forecast"][0]["close"] < 1.2 * last  # KRW-sized prices, KRW-sized forecast
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" not in status.read_text()
+
+
+def test_kill_9_during_training_settles_the_job_and_keeps_serving(server: Server) -> None:
+    first = train_and_wait(server, {"model": "msft", "dataset": "msft", "window": 10, "units": 4, "epochs": 1})
+    assert first["status"] == "succeeded", first
+
+    # A long job: many epochs on the full sample, early stopping disabled.
+    accepted = server.post(
+        "/train",
+        json={"model": "msft", "dataset": "msft", "window": 20, "units": 32, "epochs": 500, "patience": 500},
+    )
+    job_id = accepted.json()["job_id"]
+    running = wait_for(
+        lambda: (
+            (job := server.get(f"/jobs/{job_id}").json())["status"] == "running"
+            and (job.get("progress") or {}).get("epoch", 0) >= 1
+            and job
+        ),
+        "the long job to finish an epoch",
+    )
+    assert running["status"] == "running"
+    server.kill9()
+
+    # The worker dies with its parent (PR_SET_PDEATHSIG); find it by the job record.
+    import sqlite3
+
+    with sqlite3.connect(server.home / "var" / "jobs.sqlite3") as connection:
+        worker_pid = connection.execute("SELECT pid FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+    assert worker_pid
+    wait_for(lambda: not _alive(worker_pid), "the orphaned worker to exit", timeout=30)
+
+    server.port = free_port()
+    server.url = f"http://127.0.0.1:{server.port}"
+    server.start()
+    job = server.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "failed"
+    assert "interrupted" in job["error"]
+    model_dir = server.home / "models" / "msft"
+    assert sorted(path.name for path in model_dir.iterdir() if path.is_dir()) == ["1"]  # no partial version
+    response = server.post("/predict", json={"model": "msft", "window": window_rows(10)})
+    assert response.status_code == 200 and response.json()["version"] == 1

@@ -1,0 +1,101 @@
+"""/train and /jobs in-process: real spawned workers, real Keras training, real files."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+TINY = {"window": 10, "units": 4, "epochs": 1, "batch_size": 256}
+
+
+def wait_job(client: TestClient, job_id: str, states: tuple[str, ...], timeout: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in states:
+            return job
+        time.sleep(0.2)
+    pytest.fail(f"job {job_id} never reached {states}")
+
+
+def test_train_job_runs_in_a_worker_and_its_version_is_served(client: TestClient) -> None:
+    accepted = client.post("/train", json={"model": "jobbed", "dataset": "msft", "architecture": "simple_rnn", **TINY})
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["status"] == "queued"
+    job = wait_job(client, accepted.json()["job_id"], ("succeeded", "failed"))
+    assert job["status"] == "succeeded", job
+    assert job["result"]["version"] == 1 and job["result"]["metrics"]["model"]["mae"] > 0
+    assert job["progress"] == {**job["progress"], "epoch": 1, "epochs": 1}
+    assert isinstance(job["result"]["gate"]["reason"], str)
+    listed = [job_record["id"] for job_record in client.get("/jobs").json()["jobs"]]
+    assert job["id"] in listed
+    # The runner refreshed the registry when the job ended: no restart needed.
+    ready = client.get("/ready").json()
+    assert ready["models"]["jobbed"] == 1
+
+
+def test_failed_job_says_why(client: TestClient) -> None:
+    rows = "".join(f"2020-02-{day:02d},1,2,0.5,1.5,10\n" for day in range(1, 29))
+    uploaded = client.post(
+        "/datasets",
+        files={"file": ("s.csv", "Date,Open,High,Low,Close,Volume\n" + rows, "text/csv")},
+        data={"name": "tiny28"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    short = client.post("/train", json={"model": "short", "dataset": "tiny28", "window": 10, "epochs": 1})
+    job = wait_job(client, short.json()["job_id"], ("succeeded", "failed"))
+    assert job["status"] == "failed"
+    assert "not enough rows" in job["error"] and "got 28" in job["error"]
+
+
+def test_cancel_queued_and_running_jobs(client: TestClient) -> None:
+    long = client.post(
+        "/train",
+        json={"model": "cancelled", "dataset": "msft", "window": 20, "units": 16, "epochs": 300, "patience": 300},
+    ).json()["job_id"]
+    queued = client.post("/train", json={"model": "cancelled", "dataset": "msft", **TINY}).json()["job_id"]
+    cancelled = client.delete(f"/jobs/{queued}")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    wait_job(client, long, ("running",))
+    assert client.delete(f"/jobs/{long}").status_code == 200
+    job = wait_job(client, long, ("cancelled", "failed", "succeeded"))
+    assert job["status"] == "cancelled", job
+    assert client.get("/models/cancelled").status_code == 404  # nothing was saved
+    again = client.delete(f"/jobs/{long}")
+    assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"model": "m", "dataset": "nope"}, 404, "unknown dataset 'nope'"),
+        ({"model": "m", "dataset": "msft", "architecture": "transformer"}, 422, "body.architecture"),
+        (
+            {"model": "m", "dataset": "msft", "window": 1},
+            422,
+            "body.window: Input should be greater than or equal to 2",
+        ),
+        (
+            {"model": "m", "dataset": "msft", "features": ["open", "volume"]},
+            422,
+            "label 'close' must be one of the features",
+        ),
+        ({"model": "m", "dataset": "msft", "epochs": 0}, 422, "body.epochs"),
+        ({"model": "m", "dataset": "msft", "learning_rate": -1}, 422, "body.learning_rate"),
+        ({"model": "m", "dataset": "msft", "unknown": 1}, 422, "body.unknown: Extra inputs are not permitted"),
+        ({"model": "a b", "dataset": "msft"}, 422, "body.model"),
+        ({"dataset": "msft"}, 422, "body.model: Field required"),
+    ],
+)
+def test_bad_train_requests(client: TestClient, body: dict[str, Any], status: int, fragment: str) -> None:
+    response = client.post("/train", json=body)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["detail"]
+
+
+def test_unknown_job_is_404(client: TestClient) -> None:
+    assert client.get("/jobs/nope").status_code == 404
+    assert client.delete("/jobs/nope").status_code == 404

@@ -1,0 +1,70 @@
+"""/models, aliases, readiness and health, in-process over the real app."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+
+def test_health_and_ready(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["models"] == {"tiny": 1, "tiny-h3": 1}
+
+
+def test_models_lists_versions_aliases_and_default(client: TestClient) -> None:
+    models = {model["name"]: model for model in client.get("/models").json()["models"]}
+    assert set(models) == {"tiny", "tiny-h3"}
+    tiny = models["tiny"]
+    assert [version["version"] for version in tiny["versions"]] == [1, 2]
+    assert tiny["champion"] == 1 and tiny["default_version"] == 1
+    headline = tiny["versions"][0]
+    assert headline["architecture"] == "lstm" and headline["window"] == 10
+    assert headline["test"]["mae"] > 0 and headline["test"]["naive_mae"] > 0
+    # No champion yet: the newest version serves, and the listing says why.
+    assert models["tiny-h3"]["champion"] is None and "newest" in models["tiny-h3"]["note"]
+
+
+def test_version_metadata_holds_the_scaler(client: TestClient) -> None:
+    metadata = client.get("/models/tiny/versions/2").json()
+    assert metadata["version"] == 2 and metadata["scaler"]["kind"] == "standard"
+    assert len(metadata["scaler"]["feature_center"]) == 5
+
+
+def test_unknown_model_and_version_are_404(client: TestClient) -> None:
+    assert client.get("/models/nope").status_code == 404
+    response = client.get("/models/tiny/versions/9")
+    assert response.status_code == 404 and "has no version 9" in response.json()["detail"]
+
+
+def test_alias_rollout_and_rollback_take_effect_at_once_and_are_logged(client: TestClient) -> None:
+    rows = [[1.0 + i * 0.01, 1.1 + i * 0.01, 0.9 + i * 0.01, 1.0 + i * 0.01, 1000.0] for i in range(10)]
+    moved = client.put("/models/tiny/aliases/champion", json={"version": 2, "reason": "try v2"})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["change"]["from"] == 1 and moved.json()["change"]["to"] == 2
+    assert client.post("/predict", json={"model": "tiny", "window": rows}).json()["version"] == 2
+    back = client.put("/models/tiny/aliases/champion", json={"version": 1, "reason": "rollback"})
+    assert back.status_code == 200
+    assert client.post("/predict", json={"model": "tiny", "window": rows}).json()["version"] == 1
+    log = client.get("/models/tiny/aliases").json()["log"]
+    assert [(entry["from"], entry["to"], entry["reason"]) for entry in log[-2:]] == [
+        (1, 2, "try v2"),
+        (2, 1, "rollback"),
+    ]
+    assert all(entry["at"] for entry in log)
+
+
+def test_alias_errors(client: TestClient) -> None:
+    missing = client.put("/models/tiny/aliases/champion", json={"version": 7})
+    assert missing.status_code == 404 and "has no version 7" in missing.json()["detail"]
+    bad_name = client.put("/models/tiny/aliases/Bad%20Alias", json={"version": 1})
+    assert bad_name.status_code == 422 and "invalid alias" in bad_name.json()["detail"]
+    bad_body = client.put("/models/tiny/aliases/staging", json={"version": "one"})
+    assert bad_body.status_code == 422 and "body.version" in bad_body.json()["detail"]
+
+
+def test_openapi_documents_every_route_with_examples(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    paths = set(schema["paths"])
+    assert {"/predict", "/predict/batch", "/train", "/jobs/{job_id}", "/datasets", "/models", "/ready"} <= paths
+    assert client.get("/docs").status_code == 200

@@ -1,0 +1,188 @@
+"""/predict and /predict/batch: answers in price units, and a clear 4xx for every bad window."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.app.conftest import WINDOW, tiny_clean
+from training.artifact import load_version
+from training.store import ModelStore
+
+COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+def sample_rows(count: int = WINDOW, dated: bool = True) -> list[dict[str, Any]]:
+    """The last `count` days of the sample as request rows."""
+    frame = tiny_clean().frame.iloc[-count:]
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {column: float(record[column]) for column in COLUMNS}
+        if dated:
+            row["date"] = record["date"].strftime("%Y-%m-%d")
+        rows.append(row)
+    return rows
+
+
+def test_predict_rows_answers_in_price_units_with_dates_and_intervals(client: TestClient) -> None:
+    rows = sample_rows()
+    response = client.post("/predict", json={"model": "tiny", "window": rows})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "tiny" and body["version"] == 1  # the champion, not the newest
+    assert body["last_value"] == rows[-1]["close"]
+    (step,) = body["forecast"]
+    assert step["step"] == 1
+    # 2017-11-10 was a Friday: the next business day is Monday the 13th.
+    assert rows[-1]["date"] == "2017-11-10" and step["date"] == "2017-11-13"
+    assert 0.8 * rows[-1]["close"] < step["close"] < 1.2 * rows[-1]["close"]
+    for level in ("80", "90", "95"):
+        assert step["intervals"][level]["lower"] < step["close"] < step["intervals"][level]["upper"]
+    assert step["intervals"]["80"]["upper"] <= step["intervals"]["95"]["upper"]
+
+
+def test_predict_equals_the_keras_model_in_price_units(client: TestClient, model_store: ModelStore) -> None:
+    rows = sample_rows(dated=False)
+    response = client.post("/predict", json={"model": "tiny", "version": 2, "window": rows})
+    assert response.status_code == 200, response.text
+    loaded = load_version(model_store, "tiny", 2)
+    expected = loaded.predict_prices(np.array([[[row[c] for c in COLUMNS] for row in rows]]))[0, 0]
+    assert response.json()["version"] == 2
+    assert response.json()["forecast"][0]["close"] == pytest.approx(expected, rel=1e-5)
+    assert response.json()["forecast"][0]["date"] is None
+
+
+def test_predict_arrays_in_feature_order_match_rows(client: TestClient) -> None:
+    rows = sample_rows(dated=False)
+    arrays = [[row[column] for column in COLUMNS] for row in rows]
+    by_rows = client.post("/predict", json={"model": "tiny", "window": rows}).json()
+    by_arrays = client.post("/predict", json={"model": "tiny", "window": arrays}).json()
+    assert by_arrays["forecast"][0]["close"] == pytest.approx(by_rows["forecast"][0]["close"], rel=1e-6)
+
+
+def test_horizon_three_model_returns_three_dated_steps_with_bounds(client: TestClient) -> None:
+    response = client.post("/predict", json={"model": "tiny-h3", "window": sample_rows()})
+    assert response.status_code == 200, response.text
+    steps = response.json()["forecast"]
+    assert [step["step"] for step in steps] == [1, 2, 3]
+    assert [step["date"] for step in steps] == ["2017-11-13", "2017-11-14", "2017-11-15"]
+    assert all(step["intervals"]["90"]["lower"] < step["close"] < step["intervals"]["90"]["upper"] for step in steps)
+
+
+def test_alias_selects_the_version(client: TestClient) -> None:
+    response = client.post("/predict", json={"model": "tiny", "alias": "champion", "window": sample_rows()})
+    assert response.status_code == 200 and response.json()["version"] == 1
+
+
+def test_batch_predict_matches_single_predictions(client: TestClient) -> None:
+    first, second = sample_rows(WINDOW + 1)[:-1], sample_rows(WINDOW)
+    batch = client.post("/predict/batch", json={"model": "tiny", "windows": [first, second]})
+    assert batch.status_code == 200, batch.text
+    forecasts = batch.json()["forecasts"]
+    assert len(forecasts) == 2
+    for window, forecast in zip((first, second), forecasts, strict=True):
+        single = client.post("/predict", json={"model": "tiny", "window": window}).json()
+        assert forecast[0]["close"] == pytest.approx(single["forecast"][0]["close"], rel=1e-5)
+        assert forecast[0]["date"] == single["forecast"][0]["date"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"model": "nope", "window": sample_rows()}, 404, "unknown model 'nope'"),
+        ({"model": "tiny", "version": 99, "window": sample_rows()}, 404, "has no version 99"),
+        ({"model": "tiny", "alias": "staging", "window": sample_rows()}, 404, "has no alias 'staging'"),
+        (
+            {"model": "tiny", "window": sample_rows(WINDOW - 1)},
+            422,
+            "expected 10 rows of [open, high, low, close, volume], got 9",
+        ),
+        ({"model": "tiny", "window": sample_rows(WINDOW + 5)}, 422, "expected 10 rows"),
+        ({"model": "tiny", "window": []}, 422, "window must be a non-empty list of rows"),
+        ({"model": "tiny", "window": "abc"}, 422, "window must be a non-empty list of rows"),
+        ({"model": "tiny"}, 422, "body.window: Field required"),
+        ({"window": sample_rows()}, 422, "body.model: Field required"),
+        ({"model": "tiny", "version": 1, "alias": "champion", "window": sample_rows()}, 422, "either version or alias"),
+        (
+            {"model": "tiny", "version": 0, "window": sample_rows()},
+            422,
+            "body.version: Input should be greater than or equal to 1",
+        ),
+        ({"model": "../etc", "window": sample_rows()}, 422, "body.model: String should match pattern"),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(client: TestClient, body: dict[str, Any], status: int, fragment: str) -> None:
+    response = client.post("/predict", json=body)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["detail"]
+
+
+def _rows_with(index: int, **changes: Any) -> list[dict[str, Any]]:
+    rows = sample_rows()
+    rows[index] = {**rows[index], **changes}
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("window", "fragment"),
+    [
+        (_rows_with(3, close=-5.0), "body.window[3].close: Input should be greater than 0"),
+        (_rows_with(0, open=0), "body.window[0].open: Input should be greater than 0"),
+        (_rows_with(4, close="abc"), "body.window[4].close: Input should be a valid number"),
+        (_rows_with(2, volume=-1), "body.window[2].volume: Input should be greater than or equal to 0"),
+        (
+            [{k: v for k, v in row.items() if k != "high"} for row in sample_rows()],
+            "body.window[0].high: Field required",
+        ),
+        (_rows_with(1, clsoe=3.0), "body.window[1].clsoe: Extra inputs are not permitted"),
+        (_rows_with(5, date="2001-99-99"), "body.window[5].date"),
+        (_rows_with(9, date="2000-01-03"), "dates must be strictly increasing"),
+        (_rows_with(9, date=None), "give a date on every row or on none"),
+        (
+            [[1.0, 2.0, 0.5, 1.5, 100.0]] * 9 + [[1.0, 2.0, 0.5, 1.5]],
+            "window[9]: expected 5 values [open, high, low, close, volume], got 4",
+        ),
+        ([[1.0, 2.0, 0.5, -1.5, 100.0]] * 10, "window[0].close: prices must be positive"),
+        ([[1.0, 2.0, 0.5, 1.5, "x"]] * 10, "body.window[0][4]: Input should be a valid number"),
+        ([[1.0, 2.0, 0.5, 1.5, 100.0]] * 10 + [{"open": 1}], "expected 10 rows"),
+    ],
+)
+def test_malformed_windows_name_the_row_and_field(client: TestClient, window: Any, fragment: str) -> None:
+    response = client.post("/predict", json={"model": "tiny", "window": window})
+    assert response.status_code == 422, response.text
+    assert fragment in response.json()["detail"]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_prices_are_refused(client: TestClient, literal: str) -> None:
+    rows = sample_rows(dated=False)
+    import json
+
+    text = json.dumps({"model": "tiny", "window": rows}).replace(str(rows[3]["close"]), literal, 1)
+    response = client.post("/predict", content=text, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "body.window[3].close" in response.json()["detail"]
+
+
+def test_invalid_json_is_a_422_not_a_500(client: TestClient) -> None:
+    response = client.post("/predict", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "JSON" in response.json()["detail"]
+
+
+def test_batch_errors_name_the_window(client: TestClient) -> None:
+    response = client.post("/predict/batch", json={"model": "tiny", "windows": [sample_rows(), sample_rows(4)]})
+    assert response.status_code == 422
+    assert "windows[1]: expected 10 rows" in response.json()["detail"]
+
+
+def test_business_days_skip_weekends() -> None:
+    from app.windows import business_days_after
+
+    friday, saturday = dt.date(2017, 11, 10), dt.date(2017, 11, 11)
+    assert business_days_after(friday, 2) == [dt.date(2017, 11, 13), dt.date(2017, 11, 14)]
+    assert business_days_after(saturday, 1) == [dt.date(2017, 11, 13)]
