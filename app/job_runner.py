@@ -24,7 +24,8 @@ from app.job_store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
 from training.store import ModelStore
 
 logger = logging.getLogger("stockcast.jobs")
-FinishedCallback = Callable[[dict[str, Any]], Awaitable[None]]
+# Called when a job's worker has exited; returns what the API now serves for its model.
+FinishedCallback = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 def _is_our_worker(pid: int) -> bool:
@@ -151,17 +152,20 @@ class JobRunner:
             process.join()
             del self.workers[job_id]
             job = self.jobs.get(job_id)
-            if job is not None and job["status"] == RUNNING:
-                if job["cancel_requested"]:
-                    self.jobs.finish(job_id, CANCELLED, error="cancelled by request")
-                else:
-                    self.jobs.finish(
-                        job_id, FAILED, error=f"the training worker exited unexpectedly (exit code {process.exitcode})"
-                    )
-                job = self.jobs.get(job_id)
-            logger.info("job %s ended: %s", job_id, job["status"] if job else "?")
-            if job is not None:
-                await self.on_finished(job)
+            if job is None or job["status"] != RUNNING:
+                continue  # the worker recorded a failure or cancellation itself
+            if job["result"] is not None and process.exitcode == 0:
+                # Load the new version before saying "succeeded", so a client
+                # that polls the job and then predicts gets the new version.
+                serving = await self.on_finished(job)
+                self.jobs.finish(job_id, SUCCEEDED, result={**job["result"], "serving": serving})
+            elif job["cancel_requested"]:
+                self.jobs.finish(job_id, CANCELLED, error="cancelled by request")
+            else:
+                self.jobs.finish(
+                    job_id, FAILED, error=f"the training worker exited unexpectedly (exit code {process.exitcode})"
+                )
+            logger.info("job %s ended", job_id)
 
     def running_pids(self) -> dict[str, int | None]:
         """Job id → worker pid of the jobs running now."""

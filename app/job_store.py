@@ -118,10 +118,17 @@ class JobStore:
         """Record the latest epoch's progress."""
         self._execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
 
+    def set_result(self, job_id: str, result: dict[str, Any]) -> None:
+        """Record what a worker produced; the runner marks the job succeeded once it is served."""
+        self._execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(result), job_id))
+
     def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None, error: str | None = None) -> bool:
-        """Move a queued or running job to a final state; False if it had already finished."""
+        """Move a queued or running job to a final state; False if it had already finished.
+
+        A `result` of None keeps whatever result the worker recorded.
+        """
         rows = self._execute(
-            "UPDATE jobs SET status = ?, result = ?, error = ?, finished_at = ? "
+            "UPDATE jobs SET status = ?, result = COALESCE(?, result), error = ?, finished_at = ? "
             "WHERE id = ? AND status IN (?, ?) RETURNING id",
             (status, json.dumps(result) if result is not None else None, error, now_iso(), job_id, QUEUED, RUNNING),
         )

@@ -15,7 +15,7 @@ import signal
 import sys
 from typing import Any
 
-from app.job_store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
+from app.job_store import CANCELLED, FAILED, RUNNING, JobStore
 
 
 class JobCancelledError(Exception):
@@ -66,8 +66,8 @@ def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int) -> No
     if job is None or job["status"] != RUNNING:
         return
     try:
-        result = _train(job_id, job["request"], settings, jobs, parent_pid)
-        jobs.finish(job_id, SUCCEEDED, result=result)
+        # The runner marks the job succeeded once the API serves what it made.
+        jobs.set_result(job_id, _train(job_id, job["request"], settings, jobs, parent_pid))
     except JobCancelledError:
         jobs.finish(job_id, CANCELLED, error="cancelled by request before the model was saved")
     except Exception as error:  # every failure must end the job with its reason
@@ -139,4 +139,4 @@ def _train(job_id: str, request: dict[str, Any], settings: Any, jobs: JobStore, 
     }
 
 
-__all__ = ["CANCELLED", "FAILED", "SUCCEEDED", "run_job"]
+__all__ = ["run_job"]

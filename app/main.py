@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -51,10 +52,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         job_store = JobStore(settings.jobs_db)
         registry = ModelRegistry(store, settings)
 
-        async def on_job_finished(job: dict[str, object]) -> None:
-            request = job.get("request")
-            if isinstance(request, dict):
-                await registry.refresh(str(request.get("model")))
+        async def on_job_finished(job: dict[str, Any]) -> dict[str, Any]:
+            name = str(job["request"]["model"])
+            await registry.refresh(name)
+            state = registry.models.get(name)
+            return {
+                "default_version": state.served.version if state and state.served else None,
+                "error": state.error if state else None,
+            }
 
         runner = JobRunner(settings, job_store, on_job_finished)
         app.state.settings, app.state.store, app.state.datasets = settings, store, datasets

@@ -149,7 +149,7 @@ class TrainRequest(BaseModel):
     window: int | None = Field(None, ge=2, le=500)
     horizon: int | None = Field(None, ge=1, le=60)
     epochs: int | None = Field(None, ge=1, le=1000)
-    patience: int | None = Field(None, ge=0, le=100)
+    patience: int | None = Field(None, ge=0, le=1000)
     units: int | None = Field(None, ge=1, le=1024)
     layers: int | None = Field(None, ge=1, le=8)
     dropout: float | None = Field(None, ge=0, lt=1)

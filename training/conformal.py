@@ -1,19 +1,46 @@
-"""Split-conformal prediction intervals, scale-free.
+"""Split-conformal prediction intervals, scale-free and volatility-adaptive.
 
 Residuals are measured as log(actual / forecast) on windows the network did
-not train on, so one calibration serves a stock at 20 or at 200. For each
-level and step the half-width is the finite-sample-corrected quantile of the
-absolute log residuals; the interval is forecast * exp(-+half_width).
+not train on, so one calibration serves a stock at 20 or at 200. Plain split
+conformal takes a quantile of |log residual| and applies it everywhere; that
+over-covers in calm years and under-covers in turbulent ones when the
+calibration windows come from a different volatility regime than the
+forecasts. The default score is therefore studentised (locally adaptive
+conformal): the absolute log residual divided by the realised volatility of
+the label inside the input window. The volatility comes from the window
+alone, so the same number is available at serving time, and the interval is
+forecast * exp(-+quantile * volatility).
+
+For each level and step the quantile is the finite-sample-corrected
+ceil((n + 1) * level)-th smallest score, which keeps coverage at or above the
+level for exchangeable scores.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from training.features import WindowSpec
+
 DEFAULT_LEVELS: tuple[float, ...] = (0.8, 0.9, 0.95)
+
+Score = Literal["studentized", "absolute"]
+SCORES: tuple[str, ...] = ("studentized", "absolute")
+DEFAULT_SCORE: Score = "studentized"
+
+# A window whose label never moves (a halted or very coarse-ticked price) has
+# zero realised volatility; dividing by it would give an infinite score. One
+# basis point a day is below any traded asset's volatility, so the floor only
+# ever catches those degenerate windows.
+VOLATILITY_FLOOR = 1e-4
+
+METHOD_DESCRIPTIONS = {
+    "studentized": "split-conformal, |log(actual/forecast)| / realised volatility of the input window",
+    "absolute": "split-conformal, |log(actual/forecast)|",
+}
 
 
 def level_key(level: float) -> str:
@@ -21,37 +48,138 @@ def level_key(level: float) -> str:
     return f"{round(level * 100):d}"
 
 
-def calibrate(actual: np.ndarray, predicted: np.ndarray, levels: tuple[float, ...]) -> dict[str, list[float]]:
-    """Half-widths (log units) per level and step from calibration windows."""
+def window_volatility(inputs: np.ndarray, spec: WindowSpec) -> np.ndarray:
+    """Realised volatility (root mean square daily log return) of the label in each raw window."""
+    label = np.asarray(inputs, dtype=np.float64)[:, :, spec.label_index]
+    returns = np.diff(np.log(label), axis=1)
+    return np.maximum(np.sqrt(np.mean(returns**2, axis=1)), VOLATILITY_FLOOR)
+
+
+def _check_score(score: str) -> None:
+    if score not in SCORES:
+        raise ValueError(f"conformal score must be one of {list(SCORES)}, got '{score}'")
+
+
+def score_scale(inputs: np.ndarray, spec: WindowSpec, score: str) -> np.ndarray | None:
+    """What each window's log residual is divided by: its volatility, or nothing."""
+    _check_score(score)
+    return window_volatility(inputs, spec) if score == "studentized" else None
+
+
+def calibrate(
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    levels: tuple[float, ...],
+    scale: np.ndarray | None = None,
+) -> dict[str, list[float]]:
+    """Half-widths per level and step from calibration windows.
+
+    Without `scale` the half-widths are in log units; with it (one positive
+    number per window) they are in units of that scale.
+    """
     residuals = np.abs(np.log(np.asarray(actual, dtype=np.float64) / np.asarray(predicted, dtype=np.float64)))
+    if scale is not None:
+        residuals = residuals / np.asarray(scale, dtype=np.float64)[:, None]
     count = residuals.shape[0]
+    if count == 0:
+        raise ValueError("no calibration windows to compute interval widths from")
+    ordered = np.sort(residuals, axis=0)
     widths: dict[str, list[float]] = {}
     for level in levels:
         if not 0 < level < 1:
             raise ValueError(f"interval level must be between 0 and 1, got {level}")
         # The (n+1) correction keeps coverage at or above the level for exchangeable data.
         rank = min(math.ceil((count + 1) * level), count)
-        widths[level_key(level)] = np.sort(residuals, axis=0)[rank - 1].tolist()
+        widths[level_key(level)] = ordered[rank - 1].tolist()
     return widths
 
 
-def interval_bounds(predicted: np.ndarray, widths: dict[str, list[float]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Lower and upper bounds in price units for each level."""
+def interval_bounds(
+    predicted: np.ndarray, widths: dict[str, list[float]], scale: np.ndarray | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Lower and upper bounds in price units for each level, shaped like `predicted`."""
+    predicted = np.asarray(predicted, dtype=np.float64)
     bounds = {}
     for key, half in widths.items():
-        factor = np.exp(np.asarray(half, dtype=np.float64))
+        log_half = np.asarray(half, dtype=np.float64)[None, :]
+        if scale is not None:
+            log_half = log_half * np.asarray(scale, dtype=np.float64)[:, None]
+        factor = np.exp(log_half)
         bounds[key] = (predicted / factor, predicted * factor)
     return bounds
 
 
-def coverage(actual: np.ndarray, predicted: np.ndarray, widths: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
-    """Empirical coverage and mean width (price units) of each level on scored windows."""
+def coverage_of_bounds(
+    actual: np.ndarray, bounds: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, dict[str, Any]]:
+    """Empirical coverage and mean width (price units) of each level's bounds."""
+    actual = np.asarray(actual, dtype=np.float64)
     result = {}
-    for key, (lower, upper) in interval_bounds(predicted, widths).items():
+    for key, (lower, upper) in bounds.items():
         inside = (actual >= lower) & (actual <= upper)
         result[key] = {
             "coverage": float(inside.mean()),
             "coverage_per_step": inside.mean(axis=0).tolist(),
             "mean_width": float(np.mean(upper - lower)),
+            "mean_relative_width": float(np.mean((upper - lower) / actual)),
+            "windows": int(actual.shape[0]),
         }
     return result
+
+
+def coverage(
+    actual: np.ndarray, predicted: np.ndarray, widths: dict[str, list[float]], scale: np.ndarray | None = None
+) -> dict[str, dict[str, Any]]:
+    """Empirical coverage and mean width (price units) of each level on scored windows."""
+    return coverage_of_bounds(actual, interval_bounds(predicted, widths, scale))
+
+
+def calibrate_intervals(
+    inputs: np.ndarray,
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    spec: WindowSpec,
+    levels: tuple[float, ...],
+    score: str = DEFAULT_SCORE,
+) -> dict[str, Any]:
+    """The `intervals` metadata of a version: score, half-widths per level and step.
+
+    `inputs` are the raw calibration windows (n, window, features); the
+    studentised score takes each window's volatility from them.
+    """
+    widths = calibrate(actual, predicted, levels, score_scale(inputs, spec, score))
+    return {
+        "method": METHOD_DESCRIPTIONS[score],
+        "score": score,
+        "volatility_floor": VOLATILITY_FLOOR,
+        "calibration_windows": len(inputs),
+        "half_widths": widths,
+    }
+
+
+def bounds_for(
+    inputs: np.ndarray, predicted: np.ndarray, intervals_metadata: dict[str, Any], spec: WindowSpec
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Bounds per level key ("80", "90", ...) for forecasts made from raw windows.
+
+    The single function serving and evaluation use: `inputs` (n, window,
+    features) are the raw windows the forecasts `predicted` (n, horizon) came
+    from, and `intervals_metadata` is the version's `metadata["intervals"]`.
+    Metadata written before the studentised score existed has no "score" key
+    and means the absolute score.
+    """
+    score = str(intervals_metadata.get("score", "absolute"))
+    predicted = np.asarray(predicted, dtype=np.float64)
+    if predicted.ndim != 2 or predicted.shape[1] != spec.horizon or len(inputs) != len(predicted):
+        raise ValueError(
+            f"predicted must be shaped (windows, {spec.horizon}) with one row per input window, "
+            f"got {predicted.shape} for {len(inputs)} windows"
+        )
+    return interval_bounds(predicted, intervals_metadata["half_widths"], score_scale(inputs, spec, score))
+
+
+def coverage_for(
+    inputs: np.ndarray, actual: np.ndarray, predicted: np.ndarray, intervals_metadata: dict[str, Any], spec: WindowSpec
+) -> dict[str, dict[str, Any]]:
+    """Coverage and mean width of a version's intervals on windows with known outcomes."""
+    return coverage_of_bounds(actual, bounds_for(inputs, predicted, intervals_metadata, spec))

@@ -74,6 +74,13 @@ def read_price_csv(source: str | Path | IO[bytes] | bytes) -> pd.DataFrame:
         raise DataError(f"file not found: {error.filename}") from error
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise DataError(f"not a readable CSV file: {error}") from error
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas moves surplus leading fields into the index when data rows have
+        # more fields than the header; reading on would shift every column.
+        raise DataError(
+            f"rows have more fields than the header's {frame.shape[1]} column(s) {list(frame.columns)}: "
+            "look for a trailing comma or thousands separators that are not quoted"
+        )
     if frame.shape[1] < 2:
         raise DataError(
             "not a price table: expected comma-separated columns "
@@ -103,7 +110,8 @@ def _to_numbers(raw: pd.Series, column: str) -> pd.Series:
     text = raw.astype(str).str.strip().str.replace(",", "", regex=False)
     is_null = text.str.lower().isin(NULL_MARKERS)
     numbers = pd.to_numeric(text.where(~is_null), errors="coerce")
-    junk = numbers.isna() & ~is_null
+    # "inf" parses as a number but would poison every log-ratio downstream.
+    junk = (numbers.isna() | np.isinf(numbers)) & ~is_null
     if junk.any():
         # +2: one for the header line, one because CSV lines count from 1.
         lines = [int(index) + 2 for index in raw.index[junk]]
@@ -112,6 +120,26 @@ def _to_numbers(raw: pd.Series, column: str) -> pd.Series:
             f"column '{column}' has values that are not numbers on CSV line(s) {_listed(lines)} (e.g. {examples})"
         )
     return numbers
+
+
+def _local_timestamp(text: str) -> pd.Timestamp | None:
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return stamp.tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+def _parse_dates(text: pd.Series) -> pd.Series:
+    """Parse dates to naive timestamps; a UTC offset is dropped, keeping the local date."""
+    try:
+        dates = pd.to_datetime(text, errors="coerce")
+    except ValueError:
+        # yfinance exports carry offsets that change with daylight saving
+        # (-05:00 then -04:00), which pandas refuses to put in one column.
+        # Each row's local wall-clock date is the trading day it names.
+        dates = pd.to_datetime(text.map(_local_timestamp), errors="coerce")
+    return dates.dt.tz_localize(None) if dates.dt.tz is not None else dates
 
 
 def _robust_outliers(log_returns: np.ndarray, fit_rows: int, threshold: float) -> tuple[np.ndarray, dict[str, float]]:
@@ -139,6 +167,9 @@ def clean_prices(
     """Validate and clean a raw price frame; raise DataError with the reason."""
     renamed = raw.rename(columns={column: normalise_column_name(column) for column in raw.columns})
     renamed = renamed.loc[:, ~renamed.columns.duplicated()]
+    unknown = [column for column in required if column not in KNOWN_COLUMNS]
+    if unknown:
+        raise DataError(f"column(s) {unknown} cannot be used; known columns are {list(KNOWN_COLUMNS)}")
     needed = (DATE_COLUMN, *dict.fromkeys(required))
     missing = [column for column in needed if column not in renamed.columns]
     if missing:
@@ -153,7 +184,7 @@ def clean_prices(
     if rows_read == 0:
         raise DataError("the file has a header but no data rows")
 
-    dates = pd.to_datetime(table[DATE_COLUMN].astype(str).str.strip(), errors="coerce")
+    dates = _parse_dates(table[DATE_COLUMN].astype(str).str.strip())
     bad_dates = dates.isna()
     if bad_dates.any():
         lines = [int(index) + 2 for index in table.index[bad_dates]]
@@ -161,7 +192,7 @@ def clean_prices(
             f"column 'date' has values that are not dates on CSV line(s) {_listed(lines)}"
             f" (e.g. {table[DATE_COLUMN][bad_dates].iloc[0]!r}); use YYYY-MM-DD"
         )
-    frame = pd.DataFrame({DATE_COLUMN: dates.dt.tz_localize(None).dt.normalize()})
+    frame = pd.DataFrame({DATE_COLUMN: dates.dt.normalize()})
     for column in kept[1:]:
         frame[column] = _to_numbers(table[column], column)
 

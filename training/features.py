@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from training.data import PRICE_COLUMNS
+from training.data import PRICE_COLUMNS, VOLUME_COLUMN
 from training.errors import ConfigError
 
 Transform = Literal["relative", "minmax"]
@@ -42,6 +42,11 @@ class WindowSpec:
             raise ConfigError(f"horizon must be at least 1 step, got {self.horizon}")
         if not self.features:
             raise ConfigError("features must name at least one column")
+        unknown = [column for column in self.features if column not in (*PRICE_COLUMNS, VOLUME_COLUMN)]
+        if unknown:
+            raise ConfigError(
+                f"feature column(s) {unknown} are not supported; choose from {[*PRICE_COLUMNS, VOLUME_COLUMN]}"
+            )
         if len(set(self.features)) != len(self.features):
             raise ConfigError(f"features repeat a column: {list(self.features)}")
         if self.label not in self.features:

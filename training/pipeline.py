@@ -49,7 +49,17 @@ class TrainConfig:
     validation_fraction: float = 0.15
     test_fraction: float = 0.15
     interval_levels: tuple[float, ...] = conformal.DEFAULT_LEVELS
+    # "studentized" divides each residual by its input window's realised
+    # volatility, so intervals widen in turbulent markets and narrow in calm
+    # ones; "absolute" is plain split conformal on |log(actual/forecast)|.
+    interval_score: str = conformal.DEFAULT_SCORE
     backtest_folds: int = 0
+    # Rows in each walk-forward test segment; 0 spreads the last
+    # test_fraction of the rows over the folds.
+    backtest_stride: int = 0
+    # "every": refit scaler, network, ridge and intervals in each fold;
+    # "once": fit them in the first fold and reuse them for the later ones.
+    backtest_refit: str = "every"
     # Shuffling the training labels destroys any signal: used to prove that
     # the promotion gate refuses a bad model, never for real work.
     shuffle_labels: bool = False
@@ -57,6 +67,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
             raise ConfigError("epochs and batch_size must be at least 1, patience at least 0")
+        if self.interval_score not in conformal.SCORES:
+            raise ConfigError(f"interval_score must be one of {list(conformal.SCORES)}, got '{self.interval_score}'")
+        if self.backtest_folds < 0 or self.backtest_stride < 0:
+            raise ConfigError("backtest_folds and backtest_stride must be at least 0")
+        if self.backtest_refit not in ("every", "once"):
+            raise ConfigError(f"backtest_refit must be 'every' or 'once', got '{self.backtest_refit}'")
         self.window_spec()
 
     def window_spec(self) -> WindowSpec:
@@ -188,7 +204,7 @@ def predict_prices(model: Any, inputs: np.ndarray, spec: WindowSpec, scaler: Sca
 
 
 def evaluate_fitted(
-    model: Any, prepared: PreparedData, levels: tuple[float, ...]
+    model: Any, prepared: PreparedData, levels: tuple[float, ...], score: str = conformal.DEFAULT_SCORE
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Test metrics beside baselines, and intervals calibrated on validation windows."""
     spec, scaler = prepared.spec, prepared.scaler
@@ -196,13 +212,14 @@ def evaluate_fitted(
     test_inputs, test_futures = prepared.parts["test"]
     test_forecast = predict_prices(model, test_inputs, spec, scaler)
     metrics = evaluation.compare_with_baselines(test_futures, test_forecast, test_inputs[:, :, spec.label_index])
-    widths = conformal.calibrate(validation_futures, predict_prices(model, validation_inputs, spec, scaler), levels)
-    intervals = {
-        "method": "split-conformal on validation windows, |log(actual/forecast)|",
-        "calibration_windows": len(validation_inputs),
-        "half_widths": widths,
-        "test_coverage": conformal.coverage(test_futures, test_forecast, widths),
-    }
+    validation_forecast = predict_prices(model, validation_inputs, spec, scaler)
+    intervals = conformal.calibrate_intervals(
+        validation_inputs, validation_futures, validation_forecast, spec, levels, score=score
+    )
+    intervals["method"] += " on validation windows"
+    # bounds_for is the function serving uses, so the coverage reported here
+    # is the coverage of the intervals a client will receive.
+    intervals["test_coverage"] = conformal.coverage_for(test_inputs, test_futures, test_forecast, intervals, spec)
     return metrics, intervals
 
 
@@ -296,7 +313,7 @@ def train_version(
     started = time.perf_counter()
     prepared = prepare(clean.frame, config.window_spec(), config.validation_fraction, config.test_fraction)
     model, epochs_run = fit_network(config, prepared, on_epoch=on_epoch, should_stop=should_stop)
-    metrics, intervals = evaluate_fitted(model, prepared, config.interval_levels)
+    metrics, intervals = evaluate_fitted(model, prepared, config.interval_levels, config.interval_score)
     seconds = time.perf_counter() - started
     metadata = build_metadata(config, prepared, clean, source, metrics, intervals, seconds, epochs_run)
     metadata["created_at"] = now_iso()

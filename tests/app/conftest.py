@@ -54,15 +54,28 @@ def make_settings(store_root: Path, data_dir: Path, **overrides: object) -> Sett
         "job_poll_seconds": 0.2,
         "refresh_seconds": 0.5,
         "max_batch_wait_us": 500,
+        # Fewer compiled batch shapes: each one costs an XLA compilation at load.
+        "max_batch_size": 8,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def client(model_store: ModelStore, tmp_path: Path) -> Iterator[TestClient]:
-    """An in-process client over the real app (lifespan included)."""
+@pytest.fixture(scope="module")
+def client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """An in-process client over the real app (lifespan included), shared by a test module."""
     from app.main import create_app
 
-    with TestClient(create_app(make_settings(model_store.root, tmp_path / "var"))) as test_client:
+    settings = make_settings(model_store.root, tmp_path_factory.mktemp("var"))
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def empty_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A client over an empty model store, for tests that train their own models."""
+    from app.main import create_app
+
+    settings = make_settings(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("var"))
+    with TestClient(create_app(settings)) as test_client:
         yield test_client

@@ -15,23 +15,23 @@ YAHOO = (
 )
 
 
-def test_sample_dataset_is_registered_at_start(client: TestClient) -> None:
-    names = [dataset["name"] for dataset in client.get("/datasets").json()["datasets"]]
+def test_sample_dataset_is_registered_at_start(empty_client: TestClient) -> None:
+    names = [dataset["name"] for dataset in empty_client.get("/datasets").json()["datasets"]]
     assert "msft" in names
-    report = client.get("/datasets/msft").json()
+    report = empty_client.get("/datasets/msft").json()
     assert report["rows_kept"] == 7983 and report["date_range"]["start"] == "1986-03-13"
 
 
-def test_upload_returns_the_data_report(client: TestClient) -> None:
-    response = client.post("/datasets", files={"file": ("x.csv", YAHOO, "text/csv")}, data={"name": "jan"})
+def test_upload_returns_the_data_report(empty_client: TestClient) -> None:
+    response = empty_client.post("/datasets", files={"file": ("x.csv", YAHOO, "text/csv")}, data={"name": "jan"})
     assert response.status_code == 201, response.text
     report = response.json()
     assert report["rows_read"] == 29 and report["rows_kept"] == 28
     assert report["rows_dropped"]["missing_values"] == 1
     assert "adj_close" in report["columns"]
-    again = client.post("/datasets", files={"file": ("x.csv", YAHOO, "text/csv")}, data={"name": "jan"})
+    again = empty_client.post("/datasets", files={"file": ("x.csv", YAHOO, "text/csv")}, data={"name": "jan"})
     assert again.status_code == 409 and "overwrite=true" in again.json()["detail"]
-    replaced = client.post(
+    replaced = empty_client.post(
         "/datasets", files={"file": ("x.csv", YAHOO, "text/csv")}, data={"name": "jan", "overwrite": "true"}
     )
     assert replaced.status_code == 201
@@ -50,20 +50,20 @@ def test_upload_returns_the_data_report(client: TestClient) -> None:
         ("", "not a readable CSV"),
     ],
 )
-def test_bad_csv_is_422_with_the_reason(client: TestClient, content: str, fragment: str) -> None:
-    response = client.post("/datasets", files={"file": ("bad.csv", content, "text/csv")}, data={"name": "bad"})
+def test_bad_csv_is_422_with_the_reason(empty_client: TestClient, content: str, fragment: str) -> None:
+    response = empty_client.post("/datasets", files={"file": ("bad.csv", content, "text/csv")}, data={"name": "bad"})
     assert response.status_code == 422, response.text
     assert fragment in response.json()["detail"]
-    assert "bad" not in [dataset["name"] for dataset in client.get("/datasets").json()["datasets"]]
+    assert "bad" not in [dataset["name"] for dataset in empty_client.get("/datasets").json()["datasets"]]
 
 
-def test_upload_form_errors(client: TestClient) -> None:
-    no_file = client.post("/datasets", data={"name": "x"})
+def test_upload_form_errors(empty_client: TestClient) -> None:
+    no_file = empty_client.post("/datasets", data={"name": "x"})
     assert no_file.status_code == 422 and "body.file: Field required" in no_file.json()["detail"]
-    bad_name = client.post("/datasets", files={"file": ("x.csv", YAHOO, "text/csv")}, data={"name": "../x"})
+    bad_name = empty_client.post("/datasets", files={"file": ("x.csv", YAHOO, "text/csv")}, data={"name": "../x"})
     assert bad_name.status_code == 422 and "invalid dataset name" in bad_name.json()["detail"]
 
 
-def test_unknown_dataset_is_404(client: TestClient) -> None:
-    response = client.get("/datasets/nope")
+def test_unknown_dataset_is_404(empty_client: TestClient) -> None:
+    response = empty_client.get("/datasets/nope")
     assert response.status_code == 404 and "unknown dataset 'nope'" in response.json()["detail"]

@@ -21,50 +21,52 @@ def wait_job(client: TestClient, job_id: str, states: tuple[str, ...], timeout: 
     pytest.fail(f"job {job_id} never reached {states}")
 
 
-def test_train_job_runs_in_a_worker_and_its_version_is_served(client: TestClient) -> None:
-    accepted = client.post("/train", json={"model": "jobbed", "dataset": "msft", "architecture": "simple_rnn", **TINY})
+def test_train_job_runs_in_a_worker_and_its_version_is_served(empty_client: TestClient) -> None:
+    accepted = empty_client.post(
+        "/train", json={"model": "jobbed", "dataset": "msft", "architecture": "simple_rnn", **TINY}
+    )
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["status"] == "queued"
-    job = wait_job(client, accepted.json()["job_id"], ("succeeded", "failed"))
+    job = wait_job(empty_client, accepted.json()["job_id"], ("succeeded", "failed"))
     assert job["status"] == "succeeded", job
     assert job["result"]["version"] == 1 and job["result"]["metrics"]["model"]["mae"] > 0
     assert job["progress"] == {**job["progress"], "epoch": 1, "epochs": 1}
     assert isinstance(job["result"]["gate"]["reason"], str)
-    listed = [job_record["id"] for job_record in client.get("/jobs").json()["jobs"]]
+    listed = [job_record["id"] for job_record in empty_client.get("/jobs").json()["jobs"]]
     assert job["id"] in listed
     # The runner refreshed the registry when the job ended: no restart needed.
-    ready = client.get("/ready").json()
+    ready = empty_client.get("/ready").json()
     assert ready["models"]["jobbed"] == 1
 
 
-def test_failed_job_says_why(client: TestClient) -> None:
+def test_failed_job_says_why(empty_client: TestClient) -> None:
     rows = "".join(f"2020-02-{day:02d},1,2,0.5,1.5,10\n" for day in range(1, 29))
-    uploaded = client.post(
+    uploaded = empty_client.post(
         "/datasets",
         files={"file": ("s.csv", "Date,Open,High,Low,Close,Volume\n" + rows, "text/csv")},
         data={"name": "tiny28"},
     )
     assert uploaded.status_code == 201, uploaded.text
-    short = client.post("/train", json={"model": "short", "dataset": "tiny28", "window": 10, "epochs": 1})
-    job = wait_job(client, short.json()["job_id"], ("succeeded", "failed"))
+    short = empty_client.post("/train", json={"model": "short", "dataset": "tiny28", "window": 10, "epochs": 1})
+    job = wait_job(empty_client, short.json()["job_id"], ("succeeded", "failed"))
     assert job["status"] == "failed"
     assert "not enough rows" in job["error"] and "got 28" in job["error"]
 
 
-def test_cancel_queued_and_running_jobs(client: TestClient) -> None:
-    long = client.post(
+def test_cancel_queued_and_running_jobs(empty_client: TestClient) -> None:
+    long = empty_client.post(
         "/train",
         json={"model": "cancelled", "dataset": "msft", "window": 20, "units": 16, "epochs": 300, "patience": 300},
     ).json()["job_id"]
-    queued = client.post("/train", json={"model": "cancelled", "dataset": "msft", **TINY}).json()["job_id"]
-    cancelled = client.delete(f"/jobs/{queued}")
+    queued = empty_client.post("/train", json={"model": "cancelled", "dataset": "msft", **TINY}).json()["job_id"]
+    cancelled = empty_client.delete(f"/jobs/{queued}")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    wait_job(client, long, ("running",))
-    assert client.delete(f"/jobs/{long}").status_code == 200
-    job = wait_job(client, long, ("cancelled", "failed", "succeeded"))
+    wait_job(empty_client, long, ("running",))
+    assert empty_client.delete(f"/jobs/{long}").status_code == 200
+    job = wait_job(empty_client, long, ("cancelled", "failed", "succeeded"))
     assert job["status"] == "cancelled", job
-    assert client.get("/models/cancelled").status_code == 404  # nothing was saved
-    again = client.delete(f"/jobs/{long}")
+    assert empty_client.get("/models/cancelled").status_code == 404  # nothing was saved
+    again = empty_client.delete(f"/jobs/{long}")
     assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
 
 
@@ -90,12 +92,12 @@ def test_cancel_queued_and_running_jobs(client: TestClient) -> None:
         ({"dataset": "msft"}, 422, "body.model: Field required"),
     ],
 )
-def test_bad_train_requests(client: TestClient, body: dict[str, Any], status: int, fragment: str) -> None:
-    response = client.post("/train", json=body)
+def test_bad_train_requests(empty_client: TestClient, body: dict[str, Any], status: int, fragment: str) -> None:
+    response = empty_client.post("/train", json=body)
     assert response.status_code == status, response.text
     assert fragment in response.json()["detail"]
 
 
-def test_unknown_job_is_404(client: TestClient) -> None:
-    assert client.get("/jobs/nope").status_code == 404
-    assert client.delete("/jobs/nope").status_code == 404
+def test_unknown_job_is_404(empty_client: TestClient) -> None:
+    assert empty_client.get("/jobs/nope").status_code == 404
+    assert empty_client.delete("/jobs/nope").status_code == 404

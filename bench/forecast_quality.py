@@ -1,0 +1,214 @@
+"""Forecast quality benchmark: honest walk-forward scores beside baselines and the tutorial pipeline.
+
+    python bench/forecast_quality.py [CSV ...] [--folds N] [--epochs N]
+
+For the bundled MSFT sample and every CSV given, prints one table in price
+units (MAE, RMSE, MAPE, MASE against the naive last-value forecast,
+directional accuracy, 90 % interval coverage):
+
+- SimpleRNN, LSTM and GRU scored by the walk-forward backtest of
+  `training.backtest` (everything refitted inside each fold);
+- the naive, drift and ridge baselines on the same backtest windows;
+- the tutorial pipeline: MinMax scaling of price levels fitted on all rows,
+  a shuffled random train/test split, scored on its shuffled test rows;
+- the same tutorial model scored honestly: chronological split, scaler
+  fitted on the training rows only, scored on the later rows.
+
+The last two rows differ only in the split and where the scaler is fitted,
+so the gap between them is what leakage does to the reported error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training import evaluation, features
+from training.backtest import BASELINES, run_backtest
+from training.data import load_prices
+from training.features import WindowSpec
+from training.pipeline import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample" / "msft.csv"
+ARCHITECTURES = {"SimpleRNN": "simple_rnn", "LSTM": "lstm", "GRU": "gru"}
+# Defaults sized to finish the sample in a few minutes on two CPU cores.
+DEFAULT_FOLDS = 3
+DEFAULT_EPOCHS = 8
+DEFAULT_UNITS = 32
+DEFAULT_WINDOW = 40
+DEFAULT_PATIENCE = 3
+DEFAULT_BATCH_SIZE = 128
+# The tutorial pipeline as the popular LSTM stock tutorials write it: 60 days
+# of closes in, MinMax on price levels, 80/20 split.
+TUTORIAL_WINDOW = 60
+TUTORIAL_TEST_FRACTION = 0.2
+COLUMNS = ("MAE", "RMSE", "MAPE %", "MASE", "dir. acc.", "90% cov.", "windows")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; every default is chosen to bound the runtime."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("csv", nargs="*", type=Path, help="extra price CSVs (the MSFT sample is always included)")
+    parser.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="walk-forward folds")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="maximum epochs per fit")
+    parser.add_argument("--units", type=int, default=DEFAULT_UNITS, help="recurrent units")
+    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="input rows of the backtested networks")
+    parser.add_argument("--horizon", type=int, default=1, help="forecast steps")
+    parser.add_argument("--patience", type=int, default=DEFAULT_PATIENCE, help="early-stopping patience")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--json", type=Path, help="also write every result as JSON to this file")
+    return parser.parse_args(argv)
+
+
+def row_from_metrics(metrics: dict[str, Any], coverage: float | None = None) -> dict[str, Any]:
+    """One table row from a `training.evaluation.forecast_metrics` result."""
+    return {
+        "MAE": metrics["mae"],
+        "RMSE": metrics["rmse"],
+        "MAPE %": metrics["mape"],
+        "MASE": metrics["mase"],
+        "dir. acc.": metrics["directional_accuracy"],
+        "90% cov.": coverage,
+        "windows": metrics["windows"],
+    }
+
+
+def backtest_rows(frame: Any, args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Walk-forward rows for each architecture, then the baselines from the same folds."""
+    rows: dict[str, dict[str, Any]] = {}
+    reports: dict[str, Any] = {}
+    for label, architecture in ARCHITECTURES.items():
+        config = TrainConfig(
+            architecture=architecture,
+            units=args.units,
+            epochs=args.epochs,
+            patience=args.patience,
+            batch_size=args.batch_size,
+            window=args.window,
+            horizon=args.horizon,
+            backtest_folds=args.folds,
+        )
+        started = time.perf_counter()
+        report = run_backtest(frame, config)
+        print(f"  {label}: {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
+        reports[label] = report
+        rows[label] = row_from_metrics(report["summary"]["model"], report["coverage"]["90"]["coverage"])
+    # The baselines do not depend on the network, so any report's are the same.
+    for name in BASELINES:
+        rows[name] = row_from_metrics(report["summary"][name])
+    return rows, reports
+
+
+def tutorial_rows(frame: Any, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The tutorial LSTM with leakage (MinMax on all rows, shuffled split) and without."""
+    from sklearn.model_selection import train_test_split
+
+    from training.models import build_model
+
+    spec = WindowSpec(
+        features=("close",), label="close", window=TUTORIAL_WINDOW, horizon=args.horizon, transform="minmax"
+    )
+    values = frame[["close"]].to_numpy(dtype=np.float64)
+    inputs, futures = features.make_windows(values, spec)
+    indices = np.arange(len(inputs))
+
+    shuffled_train, shuffled_test = train_test_split(indices, test_size=TUTORIAL_TEST_FRACTION, random_state=42)
+    # Chronological: training windows' targets end before the first test row.
+    split_row = round(len(values) * (1 - TUTORIAL_TEST_FRACTION))
+    train_inputs, train_futures = features.make_windows(values[:split_row], spec)
+    test_inputs, test_futures = features.make_windows(values[split_row - spec.window :], spec)
+
+    variants = {
+        # The scaler sees every row, test rows included, and test windows sit
+        # between training windows that overlap them.
+        "tutorial (leaky)": (
+            features.fit_scaler(inputs, futures, spec),
+            (inputs[shuffled_train], futures[shuffled_train]),
+            (inputs[shuffled_test], futures[shuffled_test]),
+        ),
+        "tutorial (honest)": (
+            features.fit_scaler(train_inputs, train_futures, spec),
+            (train_inputs, train_futures),
+            (test_inputs, test_futures),
+        ),
+    }
+    rows = {}
+    for label, (scaler, (fit_inputs, fit_futures), (score_inputs, score_futures)) in variants.items():
+        started = time.perf_counter()
+        model = build_model("lstm", window=spec.window, feature_count=1, horizon=spec.horizon, units=args.units)
+        model.fit(
+            features.scale_inputs(fit_inputs, spec, scaler),
+            features.scale_targets(fit_inputs, fit_futures, spec, scaler),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            shuffle=True,
+            verbose=0,
+        )
+        outputs = model.predict(features.scale_inputs(score_inputs, spec, scaler), batch_size=1024, verbose=0)
+        predicted = features.outputs_to_prices(score_inputs, outputs, spec, scaler)
+        metrics = evaluation.forecast_metrics(score_futures, predicted, score_inputs[:, -1, 0])
+        rows[label] = row_from_metrics(metrics)
+        print(f"  {label}: {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
+    return rows
+
+
+def format_cell(column: str, value: Any) -> str:
+    """Fixed-width text for one cell ("-" where a figure does not apply)."""
+    if value is None:
+        return "-"
+    if column == "windows":
+        return f"{value:d}"
+    if column in ("dir. acc.", "90% cov."):
+        return f"{value:.1%}"
+    if column in ("MASE",):
+        return f"{value:.4f}"
+    if column == "MAPE %":
+        return f"{value:.3f}"
+    return f"{value:.4g}"
+
+
+def format_table(title: str, rows: dict[str, dict[str, Any]]) -> str:
+    """A plain-text table, one row per model."""
+    width = max(len(name) for name in rows) + 2
+    lines = [title, "model".ljust(width) + "".join(column.rjust(11) for column in COLUMNS)]
+    for name, row in rows.items():
+        lines.append(name.ljust(width) + "".join(format_cell(column, row[column]).rjust(11) for column in COLUMNS))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark over the sample and the given CSVs; print one table each."""
+    args = parse_args(argv)
+    results = {}
+    for path in [SAMPLE, *args.csv]:
+        clean = load_prices(path)
+        frame = clean.frame
+        print(f"{path.name}: {len(frame)} rows", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        rows, reports = backtest_rows(frame, args)
+        rows.update(tutorial_rows(frame, args))
+        protocol = next(iter(reports.values()))["protocol"]
+        first_test = next(iter(reports.values()))["folds"][0]["test_start"]
+        title = (
+            f"{path.name}: {frame['date'].iloc[0]:%Y-%m-%d} to {frame['date'].iloc[-1]:%Y-%m-%d}, "
+            f"{len(frame)} rows; backtest {protocol['folds']} folds x {protocol['stride']} rows from {first_test}, "
+            f"window {args.window}, horizon {args.horizon}, {args.units} units, <= {args.epochs} epochs; "
+            f"tutorial window {TUTORIAL_WINDOW}, {TUTORIAL_TEST_FRACTION:.0%} test "
+            f"({time.perf_counter() - started:.0f}s)"
+        )
+        print(format_table(title, rows) + "\n", flush=True)
+        results[path.name] = {"rows": rows, "backtests": reports}
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The compiled predictor answers exactly what the Keras model itself answers, in price units."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from app.predictor import CompiledModel, bucket_sizes
+from tests.app.conftest import tiny_clean
+from training import features
+from training.artifact import LoadedVersion, load_version
+from training.store import ModelStore
+
+# float32 network outputs, exponentiated into prices of about 40 to 90 USD.
+RELATIVE_TOLERANCE = 1e-5
+# Small enough that padding, exact buckets and chunking are all exercised.
+MAX_BATCH_SIZE = 16
+
+
+def real_windows(spec: features.WindowSpec, count: int) -> np.ndarray:
+    """`count` consecutive windows of the sample, in the raw units a client sends."""
+    values = tiny_clean().frame[list(spec.features)].to_numpy(dtype=np.float64)
+    inputs, _ = features.make_windows(values, spec)
+    return np.ascontiguousarray(inputs[-count:])
+
+
+def keras_prices(loaded: LoadedVersion, windows: np.ndarray) -> np.ndarray:
+    """The reference: the Keras model called eagerly on the same preprocessing."""
+    scaled = features.scale_inputs(windows, loaded.spec, loaded.scaler)
+    outputs = loaded.model(scaled, training=False).numpy()
+    return features.outputs_to_prices(windows, outputs, loaded.spec, loaded.scaler)
+
+
+@pytest.fixture(scope="module", params=["tiny", "tiny-h3"])
+def loaded(request: pytest.FixtureRequest, model_store: ModelStore) -> LoadedVersion:
+    """A horizon-1 and a horizon-3 version, loaded from the store."""
+    return load_version(model_store, request.param, 1)
+
+
+@pytest.fixture(scope="module")
+def compiled(loaded: LoadedVersion) -> CompiledModel:
+    """The same version compiled with XLA and warmed up."""
+    return CompiledModel(loaded, max_batch_size=MAX_BATCH_SIZE)
+
+
+@pytest.mark.parametrize("count", [1, 5, MAX_BATCH_SIZE, 37])
+def test_batch_matches_keras_model(compiled: CompiledModel, loaded: LoadedVersion, count: int) -> None:
+    windows = real_windows(loaded.spec, count)
+    predicted = compiled.predict_prices(windows)
+    assert predicted.shape == (count, loaded.spec.horizon)
+    np.testing.assert_allclose(predicted, keras_prices(loaded, windows), rtol=RELATIVE_TOLERANCE)
+
+
+def test_batch_matches_keras_predict(compiled: CompiledModel, loaded: LoadedVersion) -> None:
+    windows = real_windows(loaded.spec, 20)
+    scaled = features.scale_inputs(windows, loaded.spec, loaded.scaler)
+    outputs = loaded.model.predict(scaled, verbose=0)
+    expected = features.outputs_to_prices(windows, outputs, loaded.spec, loaded.scaler)
+    np.testing.assert_allclose(compiled.predict_prices(windows), expected, rtol=RELATIVE_TOLERANCE)
+
+
+def test_single_predictions_equal_batched_ones(compiled: CompiledModel, loaded: LoadedVersion) -> None:
+    windows = real_windows(loaded.spec, 9)
+    batched = compiled.predict_prices(windows)
+    singles = np.concatenate([compiled.predict_prices(window[None]) for window in windows])
+    np.testing.assert_allclose(singles, batched, rtol=RELATIVE_TOLERANCE)
+
+
+def test_plain_graph_matches_keras_model(loaded: LoadedVersion) -> None:
+    plain = CompiledModel(loaded, max_batch_size=4, jit_compile=False)
+    windows = real_windows(loaded.spec, 7)
+    assert not plain.jit_compiled
+    np.testing.assert_allclose(plain.predict_prices(windows), keras_prices(loaded, windows), rtol=RELATIVE_TOLERANCE)
+
+
+def test_concurrent_threads_get_their_own_forecasts(compiled: CompiledModel, loaded: LoadedVersion) -> None:
+    windows = real_windows(loaded.spec, 24)
+    expected = keras_prices(loaded, windows)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda index: compiled.predict_prices(windows[index : index + 1]), range(24)))
+    np.testing.assert_allclose(np.concatenate(results), expected, rtol=RELATIVE_TOLERANCE)
+
+
+def test_empty_batch_gives_empty_forecasts(compiled: CompiledModel, loaded: LoadedVersion) -> None:
+    empty = np.empty((0, loaded.spec.window, len(loaded.spec.features)))
+    assert compiled.predict_prices(empty).shape == (0, loaded.spec.horizon)
+
+
+def test_wrong_window_shape_is_refused(compiled: CompiledModel, loaded: LoadedVersion) -> None:
+    short = real_windows(loaded.spec, 1)[:, 1:, :]
+    with pytest.raises(ValueError, match=rf"expected windows of shape \(n, {loaded.spec.window}, 5\)"):
+        compiled.predict_prices(short)
+
+
+def test_exposes_version_identity(compiled: CompiledModel, loaded: LoadedVersion) -> None:
+    assert (compiled.name, compiled.version) == (loaded.name, 1)
+    assert compiled.spec == loaded.spec
+    assert compiled.scaler is loaded.scaler
+    assert compiled.metadata["horizon"] == loaded.spec.horizon
+    assert compiled.batch_sizes == (1, 4, 16)
+
+
+@pytest.mark.parametrize(
+    ("max_batch_size", "expected"),
+    [(1, (1,)), (16, (1, 4, 16)), (64, (1, 4, 16, 64)), (100, (1, 4, 16, 64, 100))],
+)
+def test_bucket_sizes_end_at_the_largest_batch(max_batch_size: int, expected: tuple[int, ...]) -> None:
+    assert bucket_sizes(max_batch_size) == expected
+
+
+def test_bucket_sizes_refuse_an_empty_batch() -> None:
+    with pytest.raises(ValueError, match="max_batch_size must be at least 1, got 0"):
+        bucket_sizes(0)

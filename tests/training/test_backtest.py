@@ -1,0 +1,224 @@
+"""Walk-forward backtest: fold geometry, no look-ahead, the ridge baseline, and the gate it feeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training import evaluation
+from training.backtest import RidgeBaseline, plan_folds, prepare_fold, run_backtest
+from training.data import CleanResult, load_prices
+from training.errors import ConfigError
+from training.features import WindowSpec, make_windows
+from training.pipeline import TrainConfig
+from training.store import CHAMPION, ModelStore
+from training.workflow import train_and_promote
+
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "msft.csv"
+SPEC = WindowSpec(features=("close",), label="close", window=10, horizon=3)
+TINY: dict[str, Any] = {"units": 4, "epochs": 1, "window": 10, "batch_size": 64, "patience": 0}
+
+
+def price_frame(close: np.ndarray) -> pd.DataFrame:
+    """A clean OHLCV frame around a close series, on business days."""
+    close = np.asarray(close, dtype=float)
+    return pd.DataFrame(
+        {
+            "date": pd.bdate_range("2001-01-01", periods=len(close)),
+            "open": close,
+            "high": close * 1.01,
+            "low": close * 0.99,
+            "close": close,
+            "volume": np.full(len(close), 1e6),
+        }
+    )
+
+
+def ar_returns_prices(count: int, phi: float, seed: int) -> np.ndarray:
+    """Prices whose daily log returns follow an AR(1) with coefficient `phi`."""
+    rng = np.random.default_rng(seed)
+    shocks = rng.normal(scale=0.01, size=count)
+    returns = np.zeros(count)
+    for day in range(1, count):
+        returns[day] = phi * returns[day - 1] + shocks[day]
+    return 50 * np.exp(np.cumsum(returns))
+
+
+@pytest.fixture(scope="module")
+def sample_frame() -> pd.DataFrame:
+    """The last 700 rows of the bundled MSFT sample."""
+    return load_prices(SAMPLE).frame.iloc[-700:].reset_index(drop=True)
+
+
+# Fold geometry ---------------------------------------------------------------
+
+
+def test_folds_tile_the_last_rows_into_consecutive_test_segments() -> None:
+    plan = plan_folds(1000, SPEC, folds=3, stride=100, validation_share=0.2)
+    assert [(fold.cut, fold.test_end) for fold in plan] == [(700, 800), (800, 900), (900, 1000)]
+    assert [fold.validation_start for fold in plan] == [560, 640, 720]
+
+
+def test_each_part_of_a_fold_holds_only_its_own_targets() -> None:
+    # Each value is its row number, so a window's futures name the rows they came from.
+    values = np.arange(1, 1001, dtype=float)[:, None]
+    fold = plan_folds(1000, SPEC, folds=3, stride=100, validation_share=0.2)[1]
+    data = prepare_fold(values, SPEC, fold)
+    train_inputs, train_futures = data.train
+    validation_inputs, validation_futures = data.validation
+    test_inputs, test_futures = data.test
+    rows = {part: futures - 1 for part, futures in (("train", train_futures), ("test", test_futures))}
+    assert rows["train"].max() == fold.validation_start - 1
+    assert (validation_futures - 1).min() == fold.validation_start
+    assert (validation_futures - 1).max() == fold.cut - 1
+    assert rows["test"].min() == fold.cut
+    assert rows["test"].max() == fold.test_end - 1
+    # Every origin whose targets fit in the segment: stride - horizon + 1 windows.
+    assert len(test_inputs) == 100 - SPEC.horizon + 1
+    assert len(validation_inputs) == fold.cut - fold.validation_start - SPEC.horizon + 1
+    assert len(train_inputs) == fold.validation_start - SPEC.window - SPEC.horizon + 1
+    # A test window's inputs are the rows just before its first target.
+    np.testing.assert_array_equal(test_inputs[0, :, 0] - 1, np.arange(fold.cut - SPEC.window, fold.cut))
+
+
+def test_a_fold_without_room_for_its_training_windows_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not enough rows for a 5-fold backtest"):
+        plan_folds(300, SPEC, folds=5, stride=50, validation_share=0.2)
+
+
+def test_a_stride_shorter_than_the_horizon_is_refused() -> None:
+    with pytest.raises(ConfigError, match="at least the horizon"):
+        plan_folds(1000, SPEC, folds=2, stride=2, validation_share=0.2)
+
+
+@pytest.mark.parametrize("changed_from", ["cut", "test_end"])
+def test_a_fold_never_sees_rows_after_its_cut(changed_from: str) -> None:
+    rng = np.random.default_rng(0)
+    values = ar_returns_prices(1000, 0.3, seed=1)[:, None]
+    fold = plan_folds(1000, SPEC, folds=3, stride=100, validation_share=0.2)[0]
+    altered = values.copy()
+    start = getattr(fold, changed_from)
+    altered[start:] *= rng.uniform(0.5, 2.0, size=altered[start:].shape)
+
+    def fitted(rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        data = prepare_fold(rows, SPEC, fold)
+        inputs = np.concatenate([data.train[0], data.validation[0]])
+        futures = np.concatenate([data.train[1], data.validation[1]])
+        ridge = RidgeBaseline.fit(inputs, futures, SPEC).model[-1]
+        return data.scaler.feature_center, data.scaler.target_scale, ridge.coef_, ridge.intercept_
+
+    for before, after in zip(fitted(values), fitted(altered), strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_the_no_look_ahead_check_notices_a_change_before_the_cut() -> None:
+    values = ar_returns_prices(1000, 0.3, seed=1)[:, None]
+    fold = plan_folds(1000, SPEC, folds=3, stride=100, validation_share=0.2)[0]
+    altered = values.copy()
+    altered[fold.cut - 50 :] *= 1.5
+    before = prepare_fold(values, SPEC, fold)
+    after = prepare_fold(altered, SPEC, fold)
+    assert not np.array_equal(before.validation[1], after.validation[1])
+
+
+# The ridge baseline ----------------------------------------------------------
+
+
+def ridge_and_naive_mase(prices: np.ndarray) -> tuple[float, float]:
+    inputs, futures = make_windows(prices[:, None], SPEC)
+    train, test = slice(0, 2000), slice(2000, None)
+    ridge = RidgeBaseline.fit(inputs[train], futures[train], SPEC)
+    last = inputs[test, -1, 0]
+    ridge_metrics = evaluation.forecast_metrics(futures[test], ridge.predict(inputs[test]), last)
+    naive_metrics = evaluation.forecast_metrics(futures[test], evaluation.naive_forecast(last, SPEC.horizon), last)
+    return ridge_metrics["per_step"][0]["mase"], naive_metrics["mase"]
+
+
+def test_ridge_beats_naive_when_returns_are_strongly_autocorrelated() -> None:
+    ridge_mase, naive_mase = ridge_and_naive_mase(ar_returns_prices(3000, 0.7, seed=2))
+    assert naive_mase == pytest.approx(1.0)
+    # One step ahead, the AR(1) optimum has sqrt(1 - 0.7**2) = 0.71 of naive's error.
+    assert ridge_mase < 0.8
+
+
+def test_ridge_does_not_beat_naive_on_a_random_walk() -> None:
+    ridge_mase, _ = ridge_and_naive_mase(ar_returns_prices(3000, 0.0, seed=2))
+    assert ridge_mase > 0.97
+
+
+# The whole backtest ----------------------------------------------------------
+
+
+def test_backtest_reports_every_fold_and_pools_them(sample_frame: pd.DataFrame) -> None:
+    config = TrainConfig(**TINY, horizon=2, backtest_folds=2, backtest_stride=40)
+    seen: list[tuple[int, int]] = []
+    report = run_backtest(sample_frame, config, on_fold=lambda done, total, _: seen.append((done, total)))
+
+    assert seen == [(1, 2), (2, 2)]
+    folds = report["folds"]
+    assert [fold["windows"] for fold in folds] == [39, 39]
+    assert folds[0]["test_start"] == sample_frame["date"].iloc[-80].strftime("%Y-%m-%d")
+    assert folds[1]["test_end"] == sample_frame["date"].iloc[-1].strftime("%Y-%m-%d")
+    assert folds[0]["train_end"] < folds[0]["test_start"] <= folds[0]["test_end"] < folds[1]["test_start"]
+    for fold in folds:
+        for name in ("model", "naive", "drift", "ridge"):
+            assert len(fold[name]["per_step"]) == 2
+        assert fold["naive"]["mase"] == pytest.approx(1.0)
+    summary = report["summary"]
+    assert set(summary) == {"model", "naive", "drift", "ridge"}
+    assert summary["model"]["windows"] == 78
+    assert summary["model"]["mase"] > 0
+    assert set(report["coverage"]) == {"80", "90", "95"}
+    assert report["coverage"]["80"]["mean_width"] < report["coverage"]["95"]["mean_width"]
+    assert report["protocol"]["stride"] == 40
+    assert report["protocol"]["stopped"] is False
+    json.dumps(report)
+
+
+def test_refit_once_fits_in_the_first_fold_only(sample_frame: pd.DataFrame) -> None:
+    config = TrainConfig(**TINY, backtest_folds=3, backtest_stride=30, backtest_refit="once")
+    report = run_backtest(sample_frame, config)
+    assert [fold["fitted_in_fold"] for fold in report["folds"]] == [1, 1, 1]
+    assert report["protocol"]["refit"] == "once"
+
+
+def test_a_stop_request_skips_the_remaining_folds(sample_frame: pd.DataFrame) -> None:
+    config = TrainConfig(**TINY, backtest_folds=2, backtest_stride=30)
+    report = run_backtest(sample_frame, config, should_stop=lambda: True)
+    assert report["folds"] == []
+    assert report["summary"] == {}
+    assert report["protocol"]["stopped"] is True
+
+
+# The gate reads the backtest -------------------------------------------------
+
+
+def test_a_model_trained_on_shuffled_labels_does_not_replace_a_good_champion(tmp_path: Path) -> None:
+    # Strongly autocorrelated returns give a small network something real to learn.
+    clean = CleanResult(frame=price_frame(ar_returns_prices(900, 0.6, seed=5)), rows_read=900)
+    store = ModelStore(tmp_path / "models")
+    common: dict[str, Any] = {"units": 8, "window": 10, "batch_size": 32, "backtest_folds": 2, "backtest_stride": 60}
+    source = {"name": "synthetic.csv"}
+
+    good, good_decision = train_and_promote(clean, TrainConfig(**common, epochs=12, patience=3), store, "ar", source)
+    assert good_decision.promoted, good_decision.reason
+    assert good_decision.candidate_mase is not None and good_decision.candidate_mase < 0.95
+
+    bad, bad_decision = train_and_promote(
+        clean, TrainConfig(**common, epochs=1, shuffle_labels=True), store, "ar", source
+    )
+    assert not bad_decision.promoted
+    assert store.aliases("ar")[CHAMPION] == good.version
+    assert bad_decision.champion_version == good.version
+    assert bad_decision.basis == "walk-forward backtest"
+    assert bad_decision.candidate_mase is not None and bad_decision.champion_mase is not None
+    assert bad_decision.candidate_mase > bad_decision.champion_mase
+    assert "MASE" in bad_decision.reason
+    assert f"v{good.version}" in bad_decision.reason or "naive" in bad_decision.reason
+    assert bad.metadata["backtest"]["summary"]["model"]["mase"] == pytest.approx(bad_decision.candidate_mase)
+    assert [entry["to"] for entry in store.alias_log("ar")] == [good.version]

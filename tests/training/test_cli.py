@@ -1,0 +1,273 @@
+"""The command line: train, describe, list, show, report, and clean errors with exit status 2."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training import cli
+from training.artifact import load_version
+from training.data import load_prices
+from training.models import ARCHITECTURES
+from training.store import METADATA_FILE, MODEL_FILE, ModelStore
+
+TINY = ["--window", "10", "--units", "4", "--epochs", "2", "--batch-size", "32", "--patience", "1"]
+
+
+def run_cli(*argv: str | Path) -> tuple[int, str, str]:
+    """Run the command line in-process; returns exit status, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main([str(arg) for arg in argv])
+    return status, out.getvalue(), err.getvalue()
+
+
+def samsung_like_yahoo_export(rows: int = 700, seed: int = 5) -> str:
+    """A Yahoo Finance style KRW export: prices 50,000-80,000 in 100-won ticks, null holiday rows."""
+    rng = np.random.default_rng(seed)
+    days = pd.bdate_range("2021-01-04", periods=rows)
+    centre = np.log(65_000)
+    log_price = np.empty(rows)
+    log_price[0] = centre
+    for index in range(1, rows):
+        # Mean-reverting so the series stays in a Samsung-like band.
+        log_price[index] = log_price[index - 1] + 0.03 * (centre - log_price[index - 1]) + rng.normal(0, 0.015)
+    close = np.round(np.exp(log_price), -2)
+    opening = np.round(np.r_[close[0], close[:-1]] * np.exp(rng.normal(0, 0.004, rows)), -2)
+    high = np.maximum(opening, close) + 100 * rng.integers(0, 8, rows)
+    low = np.minimum(opening, close) - 100 * rng.integers(0, 8, rows)
+    volume = rng.integers(8_000_000, 25_000_000, rows)
+    holidays = set(rng.choice(np.arange(5, rows - 5), size=12, replace=False).tolist())
+    lines = ["Date,Open,High,Low,Close,Adj Close,Volume"]
+    for index, day in enumerate(days):
+        if index in holidays:
+            lines.append(f"{day:%Y-%m-%d},null,null,null,null,null,null")
+            continue
+        adjusted = close[index] * 0.962
+        lines.append(
+            f"{day:%Y-%m-%d},{opening[index]:.1f},{high[index]:.1f},{low[index]:.1f},"
+            f"{close[index]:.1f},{adjusted:.6f},{volume[index]}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def trained_cli(small_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    """`stockcast-train train` run once on the sample slice: models folder, status, stdout."""
+    models = tmp_path_factory.mktemp("cli") / "models"
+    status, out, err = run_cli("train", "--data", small_csv, "--name", "msft", *TINY, "--models-dir", models)
+    assert err == "", err
+    return models, status, out
+
+
+def test_train_writes_version_one_with_model_and_scaler(trained_cli: tuple[Path, int, str]) -> None:
+    models, status, _ = trained_cli
+    assert status == 0
+    folder = models / "msft" / "1"
+    assert (folder / MODEL_FILE).stat().st_size > 0
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    assert metadata["scaler"]["kind"] == "standard"
+    assert len(metadata["scaler"]["feature_center"]) == len(metadata["features"]) == 5
+    assert metadata["data"]["name"] == "msft_small.csv"
+    assert len(metadata["data"]["sha256"]) == 64
+    assert metadata["hyperparameters"]["units"] == 4 and metadata["window"] == 10
+
+
+def test_train_prints_progress_version_metrics_and_gate(trained_cli: tuple[Path, int, str]) -> None:
+    _, _, out = trained_cli
+    lines = out.splitlines()
+    assert lines[0] == "data: msft_small.csv, 600 rows kept of 600 (0 dropped, 0 outlier(s) kept)"
+    assert any(line.startswith("epoch 1/2 [############------------]  loss ") for line in lines)
+    assert "stored msft v1 in " in out
+    table_rows = [line.split()[0] for line in lines if line.split()[:1] in (["model"], ["naive"], ["drift"])]
+    assert table_rows == ["model", "naive", "drift"]
+    assert lines[-1].startswith(("gate: promoted to champion: MASE", "gate: not promoted: MASE"))
+
+
+def test_training_again_makes_version_two(trained_cli: tuple[Path, int, str], small_csv: Path) -> None:
+    models, _, _ = trained_cli
+    status, out, _ = run_cli(
+        "train", "--data", small_csv, "--name", "msft", *TINY, "--architecture", "gru", "--models-dir", models
+    )
+    assert status == 0
+    assert "stored msft v2 " in out
+    assert ModelStore(models).versions("msft") == [1, 2]
+
+
+def test_list_shows_models_versions_and_aliases(trained_cli: tuple[Path, int, str]) -> None:
+    models, _, _ = trained_cli
+    store = ModelStore(models)
+    store.set_alias("msft", "staging", 1, reason="test")
+    status, out, _ = run_cli("list", "--models-dir", models)
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0] == "msft"
+    version_one = next(line for line in lines if line.split()[:1] == ["1"])
+    assert "lstm" in version_one and "staging" in version_one
+
+
+def test_list_reports_a_broken_version_instead_of_failing(tmp_path: Path) -> None:
+    (tmp_path / "demo" / "1").mkdir(parents=True)
+    (tmp_path / "demo" / "1" / METADATA_FILE).write_text("{broken")
+    status, out, _ = run_cli("list", "--models-dir", tmp_path)
+    assert status == 0
+    assert "broken: demo v1: metadata.json is unreadable" in out
+
+
+def test_list_of_an_empty_store(tmp_path: Path) -> None:
+    assert run_cli("list", "--models-dir", tmp_path)[:2] == (0, f"no models in {tmp_path}\n")
+
+
+def test_show_prints_the_metadata_json(trained_cli: tuple[Path, int, str]) -> None:
+    models, _, _ = trained_cli
+    status, out, _ = run_cli("show", "msft", "1", "--models-dir", models)
+    assert status == 0
+    assert json.loads(out) == json.loads((models / "msft" / "1" / METADATA_FILE).read_text())
+
+
+def test_show_by_alias(trained_cli: tuple[Path, int, str]) -> None:
+    models, _, _ = trained_cli
+    ModelStore(models).set_alias("msft", "pinned", 1)
+    status, out, _ = run_cli("show", "msft", "pinned", "--models-dir", models)
+    assert status == 0 and json.loads(out)["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["show", "ghost"], "error: unknown model 'ghost'"),
+        (["show", "msft", "99"], "error: model 'msft' has no version 99"),
+        (["show", "msft", "nosuch"], "error: model 'msft' has no alias 'nosuch'"),
+    ],
+)
+def test_show_errors_exit_2_with_the_message(trained_cli: tuple[Path, int, str], argv: list[str], message: str) -> None:
+    models, _, _ = trained_cli
+    status, out, err = run_cli(*argv, "--models-dir", models)
+    assert status == 2
+    assert err.startswith(message)
+    assert out == ""
+
+
+def test_report_writes_the_version_png(trained_cli: tuple[Path, int, str], tmp_path: Path) -> None:
+    pytest.importorskip("training.charts")
+    models, _, _ = trained_cli
+    out_file = tmp_path / "report.png"
+    status, out, err = run_cli("report", "msft", "1", "--out", out_file, "--models-dir", models)
+    assert (status, err) == (0, "")
+    assert out_file.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert out.startswith(f"wrote {out_file}")
+
+
+def test_report_of_a_missing_version_exits_2(trained_cli: tuple[Path, int, str], tmp_path: Path) -> None:
+    models, _, _ = trained_cli
+    status, _, err = run_cli("report", "msft", "99", "--out", tmp_path / "x.png", "--models-dir", models)
+    assert status == 2 and err.startswith("error: model 'msft' has no version 99")
+
+
+def test_describe_prints_the_report(small_csv: Path) -> None:
+    status, out, _ = run_cli("describe", "--data", small_csv)
+    assert status == 0
+    assert "rows read      600" in out
+    assert "2015-06-24 to 2017-11-10" in out or "to 2017-11-10" in out
+    assert "close_log_return" in out
+
+
+def test_describe_json_and_charts(small_csv: Path, tmp_path: Path) -> None:
+    status, out, _ = run_cli("describe", "--data", small_csv, "--json", "--charts", tmp_path / "charts")
+    report = json.loads(out)
+    assert status == 0
+    assert report["rows_kept"] == 600 and report["date_range"]["end"] == "2017-11-10"
+    assert [Path(path).name for path in report["charts"]] == ["price_history.png", "histograms.png", "log_returns.png"]
+    assert all(Path(path).is_file() for path in report["charts"])
+
+
+def test_a_bad_csv_exits_2_with_the_message_and_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Date,Open,High,Low,Close,Volume\n2020-01-02,1,1,1,1,1\n2020-01-03,1,1,1,abc,1\n")
+    for command in (["train", "--models-dir", str(tmp_path / "models")], ["describe"]):
+        status, out, err = run_cli(*command, "--data", bad)
+        assert status == 2
+        assert err == "error: column 'close' has values that are not numbers on CSV line(s) 3 (e.g. 'abc')\n"
+        assert "Traceback" not in err and out == ""
+    assert not (tmp_path / "models" / "bad").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--window", "1"], "error: window must be at least 2 rows, got 1"),
+        (["--features", "close,volume", "--label", "Adj Close"], "error: label 'adj_close' must be one of"),
+        (["--name", "../up"], "error: invalid model name '../up'"),
+        (["--window", "300"], "error: not enough rows: need at least 2067 clean rows"),
+        (["--features", "open,close,OpenInt"], "error: feature column(s) ['openint'] are not supported"),
+    ],
+)
+def test_bad_settings_exit_2_with_the_message(small_csv: Path, tmp_path: Path, extra: list[str], message: str) -> None:
+    status, _, err = run_cli("train", "--data", small_csv, "--models-dir", tmp_path, *extra)
+    assert status == 2
+    assert err.startswith(message), err
+    assert ModelStore(tmp_path).model_names() == []
+
+
+def test_missing_data_file_exits_2(tmp_path: Path) -> None:
+    status, _, err = run_cli("describe", "--data", tmp_path / "absent.csv")
+    assert status == 2 and err.startswith("error: file not found")
+
+
+def test_a_folder_given_as_data_exits_2(tmp_path: Path) -> None:
+    status, _, err = run_cli("describe", "--data", tmp_path)
+    assert status == 2 and err.startswith("error: ")
+
+
+def test_architecture_choices_match_the_builders() -> None:
+    assert tuple(sorted(ARCHITECTURES)) == cli.ARCHITECTURE_CHOICES
+
+
+def test_progress_line() -> None:
+    line = cli.progress_line(3, 12, {"loss": 0.98765, "val_loss": 1.2, "mae": 0.5}, 4.04)
+    assert line == "epoch  3/12 [######------------------]  loss 0.9877  val_loss 1.2000     4.0s"
+
+
+def test_krw_yahoo_export_trains_and_forecasts_near_the_last_close(tmp_path: Path) -> None:
+    data = tmp_path / "005930.KS.csv"
+    data.write_text(samsung_like_yahoo_export())
+    models = tmp_path / "models"
+    status, out, err = run_cli("train", "--data", data, *TINY, "--models-dir", models)
+    assert (status, err) == (0, "")
+    assert out.startswith("data: 005930.KS.csv, 688 rows kept of 700 (12 dropped, ")
+    clean = load_prices(data)
+    assert clean.frame["close"].min() > 45_000 and clean.frame["close"].max() < 90_000
+    loaded = load_version(ModelStore(models), "005930.KS", 1)
+    window = clean.frame[list(loaded.spec.features)].to_numpy(dtype=np.float64)[None, -loaded.spec.window :]
+    forecast = float(loaded.predict_prices(window)[0, 0])
+    last_close = float(clean.frame["close"].iloc[-1])
+    assert 0.9 * last_close < forecast < 1.1 * last_close
+    assert loaded.metadata["data"]["rows_dropped"]["missing_values"] == 12
+
+
+def test_python_dash_m_training_runs_the_same_command_line(small_csv: Path) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "training", "describe", "--data", str(small_csv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ok.returncode == 0 and "rows kept      600" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "training", "describe", "--data", str(small_csv) + ".missing"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: file not found") and "Traceback" not in bad.stderr

@@ -1,0 +1,134 @@
+"""Real (tiny) training runs: builders, save → load, forecasts in price units, no clipping."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import features
+from training.artifact import load_version
+from training.data import CleanResult
+from training.errors import ConfigError
+from training.models import ARCHITECTURES, build_model
+from training.pipeline import (
+    TrainConfig,
+    TrainOutcome,
+    build_metadata,
+    evaluate_fitted,
+    fit_network,
+    predict_prices,
+    prepare,
+)
+from training.store import MODEL_FILE, ModelStore, now_iso
+
+PRICE_COLUMNS = [0, 1, 2, 3]  # open, high, low, close in the default feature order
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_builders_give_the_window_to_horizon_shape(architecture: str) -> None:
+    model = build_model(architecture, window=10, feature_count=5, horizon=3, units=4, layer_count=2, dropout=0.1)
+    assert tuple(model.input_shape) == (None, 10, 5)
+    assert tuple(model.output_shape) == (None, 3)
+    recurrent = [layer for layer in model.layers if layer.name.startswith(architecture)]
+    assert len(recurrent) == 2
+
+
+def test_builders_are_reproducible_with_a_seed() -> None:
+    first = build_model("gru", window=10, feature_count=5, units=4, seed=3)
+    second = build_model("gru", window=10, feature_count=5, units=4, seed=3)
+    other = build_model("gru", window=10, feature_count=5, units=4, seed=4)
+    for left, right in zip(first.get_weights(), second.get_weights(), strict=True):
+        np.testing.assert_array_equal(left, right)
+    assert any(not np.array_equal(a, b) for a, b in zip(first.get_weights(), other.get_weights(), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"architecture": "transformer"}, "architecture must be one of"),
+        ({"units": 0}, "units and layers must be at least 1"),
+        ({"dropout": 1.0}, "dropout must be in"),
+        ({"learning_rate": 0.0}, "learning_rate must be positive"),
+    ],
+)
+def test_builders_refuse_bad_settings(arguments: dict, message: str) -> None:
+    values = {"architecture": "lstm", "window": 10, "feature_count": 5, **arguments}
+    with pytest.raises(ConfigError, match=message):
+        build_model(**values)
+
+
+def test_save_then_load_gives_identical_predictions(
+    small_clean: CleanResult, tiny_config: TrainConfig, tmp_path: Path
+) -> None:
+    config = replace(tiny_config, architecture="simple_rnn", epochs=1)
+    prepared = prepare(small_clean.frame, config.window_spec(), config.validation_fraction, config.test_fraction)
+    model, epochs_run = fit_network(config, prepared)
+    metrics, intervals = evaluate_fitted(model, prepared, config.interval_levels)
+    source = {"name": "slice", "path": "slice", "sha256": "0" * 64}
+    metadata = build_metadata(config, prepared, small_clean, source, metrics, intervals, 1.0, epochs_run)
+    metadata["created_at"] = now_iso()
+    store = ModelStore(tmp_path)
+    version = store.save_version("roundtrip", lambda folder: model.save(folder / MODEL_FILE), metadata)
+
+    loaded = load_version(store, "roundtrip", version)
+    test_inputs = prepared.parts["test"][0]
+    expected = predict_prices(model, test_inputs, prepared.spec, prepared.scaler)
+    np.testing.assert_array_equal(loaded.predict_prices(test_inputs), expected)
+    np.testing.assert_array_equal(loaded.scaler.feature_center, prepared.scaler.feature_center)
+    assert loaded.spec == prepared.spec
+
+
+def test_trained_version_holds_model_scaler_and_provenance(trained_store: tuple[ModelStore, TrainOutcome]) -> None:
+    store, outcome = trained_store
+    folder = store.version_dir("tiny", outcome.version)
+    assert outcome.version == 1
+    assert (folder / MODEL_FILE).is_file()
+    metadata = outcome.metadata
+    assert metadata["features"] == ["open", "high", "low", "close", "volume"]
+    assert (metadata["label"], metadata["window"], metadata["horizon"]) == ("close", 10, 1)
+    assert metadata["transform"] == "relative" and metadata["scaler"]["kind"] == "standard"
+    assert len(metadata["scaler"]["feature_center"]) == 5 and len(metadata["scaler"]["target_scale"]) == 1
+    assert metadata["data"]["rows"] == 600 and metadata["data"]["end"] == "2017-11-10"
+    assert metadata["split"]["train"]["end"] < metadata["split"]["validation"]["start"]
+    assert metadata["split"]["validation"]["end"] < metadata["split"]["test"]["start"]
+    assert set(metadata["metrics"]) == {"model", "naive", "drift"}
+    assert metadata["metrics"]["naive"]["mase"] == pytest.approx(1.0)
+    assert 1 <= metadata["epochs_run"] <= 2
+    assert metadata["libraries"]["keras"].startswith("3.")
+
+
+def test_saved_model_forecasts_finite_prices_near_the_last_close(
+    trained_store: tuple[ModelStore, TrainOutcome], small_clean: CleanResult
+) -> None:
+    store, outcome = trained_store
+    loaded = load_version(store, "tiny", outcome.version)
+    values = small_clean.frame[list(loaded.spec.features)].to_numpy(dtype=np.float64)
+    last_window = values[None, -loaded.spec.window :]
+    forecast = loaded.predict_prices(last_window)
+    last_close = small_clean.frame["close"].iloc[-1]
+    assert forecast.shape == (1, 1)
+    assert np.isfinite(forecast).all()
+    assert 0.9 * last_close < forecast[0, 0] < 1.1 * last_close
+
+
+def test_forecasts_follow_prices_far_above_the_training_range(
+    trained_store: tuple[ModelStore, TrainOutcome], small_clean: CleanResult
+) -> None:
+    store, outcome = trained_store
+    loaded = load_version(store, "tiny", outcome.version)
+    prepared = prepare(small_clean.frame, loaded.spec, 0.15, 0.15)
+    test_inputs = prepared.parts["test"][0]
+    # The stock triples: every price in the test windows is three times higher.
+    tripled = test_inputs.copy()
+    tripled[:, :, PRICE_COLUMNS] *= 3
+    forecast = loaded.predict_prices(tripled)[:, 0]
+    last_close = features.reference_values(tripled, loaded.spec)
+    training_max = small_clean.frame["close"].iloc[: prepared.bounds.train_end].max()
+    assert np.all(np.isfinite(forecast))
+    assert np.all((forecast > 0.9 * last_close) & (forecast < 1.1 * last_close))
+    # Not clipped at anything seen in training.
+    assert forecast.min() > 1.5 * training_max
+    np.testing.assert_allclose(forecast, loaded.predict_prices(test_inputs)[:, 0] * 3, rtol=1e-4)

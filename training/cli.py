@@ -1,0 +1,341 @@
+"""Command line: `stockcast-train` (or `python -m training`).
+
+    stockcast-train train --data data/sample/msft.csv --name msft
+    stockcast-train describe --data data/sample/msft.csv --charts charts/
+    stockcast-train list
+    stockcast-train show msft 1
+    stockcast-train report msft 1 --out msft-v1.png
+
+Every command is a thin shell around a library function; errors the user can
+fix are printed as `error: <message>` with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from training.errors import StockcastError
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+PROGRESS_WIDTH = 24
+DEFAULT_MODELS_DIR = "models"
+# Spelled out rather than read from training.models so that `describe` and
+# `list` start without importing Keras; a test keeps the two in step.
+ARCHITECTURE_CHOICES = ("gru", "lstm", "simple_rnn")
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    from training.data import normalise_column_name
+
+    return tuple(normalise_column_name(part) for part in text.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with its five subcommands."""
+    from training.pipeline import TrainConfig
+
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(prog="stockcast-train", description="Train and inspect stockcast models.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a new version from a price CSV and gate it")
+    train.add_argument(
+        "--data", required=True, type=Path, help="OHLCV CSV (Date,Open,High,Low,Close[,Adj Close],Volume)"
+    )
+    train.add_argument("--name", help="model name (default: the CSV's file name without extension)")
+    train.add_argument("--architecture", choices=ARCHITECTURE_CHOICES, help=f"default {defaults.architecture}")
+    train.add_argument("--window", type=int, help=f"rows of history per input (default {defaults.window})")
+    train.add_argument("--horizon", type=int, help=f"days forecast at once (default {defaults.horizon})")
+    train.add_argument(
+        "--epochs", type=int, help=f"most epochs; early stopping may end sooner (default {defaults.epochs})"
+    )
+    train.add_argument("--units", type=int, help=f"recurrent units per layer (default {defaults.units})")
+    train.add_argument("--layers", type=int, help=f"stacked recurrent layers (default {defaults.layers})")
+    train.add_argument(
+        "--dropout", type=float, help=f"input dropout of each recurrent layer (default {defaults.dropout})"
+    )
+    train.add_argument("--learning-rate", type=float, help=f"Adam learning rate (default {defaults.learning_rate})")
+    train.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
+    train.add_argument("--patience", type=int, help=f"epochs without val_loss progress (default {defaults.patience})")
+    train.add_argument(
+        "--features", type=_comma_list, help=f"comma list of input columns (default {','.join(defaults.features)})"
+    )
+    train.add_argument("--label", help=f"price column to forecast (default {defaults.label})")
+    train.add_argument("--seed", type=int, help=f"random seed (default {defaults.seed})")
+    train.add_argument(
+        "--transform",
+        choices=["relative", "minmax"],
+        help="relative: scale-free log ratios (default); minmax: the tutorial's price levels, for comparison only",
+    )
+    train.add_argument(
+        "--backtest-folds", type=int, help=f"walk-forward folds judged by the gate (default {defaults.backtest_folds})"
+    )
+    train.add_argument("--drop-outliers", action="store_true", help="drop outlier rows instead of only reporting them")
+    train.add_argument("--models-dir", type=Path, default=Path(DEFAULT_MODELS_DIR), help="model store folder")
+
+    describe = commands.add_parser("describe", help="print the data report of a price CSV")
+    describe.add_argument("--data", required=True, type=Path, help="OHLCV CSV")
+    describe.add_argument("--json", action="store_true", help="print the report as JSON")
+    describe.add_argument("--charts", type=Path, metavar="DIR", help="also write PNG charts into DIR")
+    describe.add_argument(
+        "--price-scale",
+        choices=["auto", "log", "linear"],
+        default="auto",
+        help="price axis of the history chart (auto: log when prices span more than 20x)",
+    )
+    describe.add_argument("--drop-outliers", action="store_true", help="report as if outlier rows were dropped")
+
+    listing = commands.add_parser("list", help="list stored models, versions and aliases")
+    listing.add_argument("--models-dir", type=Path, default=Path(DEFAULT_MODELS_DIR))
+
+    show = commands.add_parser("show", help="print a version's metadata.json")
+    show.add_argument("name")
+    show.add_argument("version", nargs="?", help="version number or alias (default: champion, else newest)")
+    show.add_argument("--models-dir", type=Path, default=Path(DEFAULT_MODELS_DIR))
+
+    report = commands.add_parser("report", help="write a version's report chart as PNG")
+    report.add_argument("name")
+    report.add_argument("version", type=int)
+    report.add_argument("--out", required=True, type=Path, help="PNG file to write")
+    report.add_argument("--models-dir", type=Path, default=Path(DEFAULT_MODELS_DIR))
+    return parser
+
+
+# Train ---------------------------------------------------------------------
+
+
+def progress_line(epoch: int, epochs: int, logs: dict[str, float], elapsed: float) -> str:
+    """One line per epoch: `epoch  3/30 [#####-----] loss 0.9821 val_loss 1.0132 4.1s`."""
+    filled = round(PROGRESS_WIDTH * epoch / epochs) if epochs else PROGRESS_WIDTH
+    bar = "#" * filled + "-" * (PROGRESS_WIDTH - filled)
+    width = len(str(epochs))
+    parts = [f"epoch {epoch:>{width}}/{epochs} [{bar}]"]
+    for key in ("loss", "val_loss"):
+        if key in logs:
+            parts.append(f"{key} {logs[key]:.4f}")
+    parts.append(f"{elapsed:6.1f}s")
+    return "  ".join(parts)
+
+
+def _metric(value: Any, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def metrics_table(metrics: dict[str, Any]) -> str:
+    """The model's test metrics beside the naive and drift baselines."""
+    header = f"{'':8}{'MAE':>12}{'RMSE':>12}{'MAPE %':>9}{'MASE':>8}{'direction':>11}"
+    lines = [header]
+    for row in ("model", "naive", "drift"):
+        values = metrics.get(row)
+        if not values:
+            continue
+        lines.append(
+            f"{row:8}{_metric(values['mae'], 4):>12}{_metric(values['rmse'], 4):>12}"
+            f"{_metric(values['mape'], 2):>9}{_metric(values['mase'], 3):>8}"
+            f"{_metric(values['directional_accuracy'], 3):>11}"
+        )
+    return "\n".join(lines)
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from training.pipeline import TrainConfig
+
+    names = (
+        "architecture",
+        "window",
+        "horizon",
+        "epochs",
+        "units",
+        "layers",
+        "dropout",
+        "learning_rate",
+        "batch_size",
+        "patience",
+        "features",
+        "label",
+        "seed",
+        "transform",
+        "backtest_folds",
+    )
+    # Only what the user typed overrides TrainConfig, the one home of the defaults.
+    chosen = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if "label" in chosen:
+        from training.data import normalise_column_name
+
+        chosen["label"] = normalise_column_name(chosen["label"])
+    return TrainConfig(**chosen)
+
+
+def command_train(args: argparse.Namespace, out: TextIO) -> int:
+    """Load and check the CSV, train a version, print its metrics and the gate's decision."""
+    from training.data import CleaningSettings, file_sha256, load_prices
+    from training.store import ModelStore, check_name
+    from training.workflow import train_and_promote
+
+    config = _config_from_args(args)
+    name = check_name(args.name if args.name is not None else args.data.stem)
+    required = tuple(dict.fromkeys((*config.features, config.label)))
+    clean = load_prices(args.data, required=required, settings=CleaningSettings(drop_outliers=args.drop_outliers))
+    source = {"name": args.data.name, "path": str(args.data), "sha256": file_sha256(args.data)}
+    dropped = sum(clean.dropped.values())
+    print(
+        f"data: {args.data.name}, {len(clean.frame):,d} rows kept of {clean.rows_read:,d} "
+        f"({dropped} dropped, {len(clean.outliers)} outlier(s) {'dropped' if args.drop_outliers else 'kept'})",
+        file=out,
+    )
+    print(
+        f"training {config.architecture} ({config.layers}x{config.units} units, window {config.window}, "
+        f"horizon {config.horizon}, transform {config.transform}) as '{name}'",
+        file=out,
+    )
+    started = time.perf_counter()
+
+    def on_epoch(epoch: int, epochs: int, logs: dict[str, float]) -> None:
+        print(progress_line(epoch, epochs, logs, time.perf_counter() - started), file=out, flush=True)
+
+    store = ModelStore(args.models_dir)
+    outcome, decision = train_and_promote(clean, config, store, name, source, on_epoch=on_epoch)
+    metadata = outcome.metadata
+    test = metadata["split"]["test"]
+    print(
+        f"stored {name} v{outcome.version} in {store.version_dir(name, outcome.version)} "
+        f"({outcome.epochs_run} epoch(s), {outcome.seconds:.1f}s)",
+        file=out,
+    )
+    windows = metadata["metrics"]["model"]["windows"]
+    print(f"test part {test['start']} to {test['end']}, {windows} windows, price units:", file=out)
+    print(metrics_table(metadata["metrics"]), file=out)
+    verdict = "promoted to champion" if decision.promoted else "not promoted"
+    print(f"gate: {verdict}: {decision.reason}", file=out)
+    return EXIT_OK
+
+
+# Describe ------------------------------------------------------------------
+
+
+def command_describe(args: argparse.Namespace, out: TextIO) -> int:
+    """Print the data report, as text or JSON, and optionally write the charts."""
+    from training.data import CleaningSettings, load_prices
+    from training.report import data_report, render_charts, render_report_text
+
+    clean = load_prices(args.data, settings=CleaningSettings(drop_outliers=args.drop_outliers))
+    report = data_report(clean)
+    charts: list[Path] = []
+    if args.charts is not None:
+        log_scale = {"auto": None, "log": True, "linear": False}[args.price_scale]
+        charts = render_charts(clean, args.charts, log_scale=log_scale)
+    if args.json:
+        print(json.dumps({**report, "charts": [str(path) for path in charts]}, indent=2), file=out)
+    else:
+        print(f"{args.data}", file=out)
+        print(render_report_text(report), file=out)
+        for path in charts:
+            print(f"wrote {path}", file=out)
+    return EXIT_OK
+
+
+# Store ---------------------------------------------------------------------
+
+
+def _mase(metadata: dict[str, Any]) -> str:
+    from training.workflow import headline_mase
+
+    mase, _basis = headline_mase(metadata)
+    return _metric(mase, 3)
+
+
+def command_list(args: argparse.Namespace, out: TextIO) -> int:
+    """Every model with its versions, their headline figures and aliases."""
+    from training.store import ModelStore
+
+    store = ModelStore(args.models_dir)
+    names = store.model_names()
+    if not names:
+        print(f"no models in {store.root}", file=out)
+        return EXIT_OK
+    for name in names:
+        aliases = store.aliases(name)
+        by_version: dict[int, list[str]] = {}
+        for alias, version in sorted(aliases.items()):
+            by_version.setdefault(version, []).append(alias)
+        print(name, file=out)
+        print(f"  {'version':>7}  {'created':25} {'architecture':12} {'window':>6} {'MASE':>7}  aliases", file=out)
+        for version in store.versions(name):
+            tags = ",".join(by_version.get(version, []))
+            try:
+                metadata = store.read_metadata(name, version)
+            except StockcastError as error:
+                print(f"  {version:>7}  broken: {error}", file=out)
+                continue
+            print(
+                f"  {version:>7}  {metadata['created_at']:25} {metadata['architecture']:12} "
+                f"{metadata['window']:>6} {_mase(metadata):>7}  {tags}",
+                file=out,
+            )
+    return EXIT_OK
+
+
+def command_show(args: argparse.Namespace, out: TextIO) -> int:
+    """Print one version's metadata as JSON (a number, an alias, or the default version)."""
+    from training.store import ModelStore
+
+    store = ModelStore(args.models_dir)
+    if args.version is None:
+        version = store.resolve(args.name)
+    elif args.version.isdigit():
+        version = store.resolve(args.name, version=int(args.version))
+    else:
+        version = store.resolve(args.name, alias=args.version)
+    print(json.dumps(store.read_metadata(args.name, version), indent=2, sort_keys=True), file=out)
+    return EXIT_OK
+
+
+def command_report(args: argparse.Namespace, out: TextIO) -> int:
+    """Write the version report chart drawn by training.charts."""
+    from training.charts import render_version_report
+    from training.store import ModelStore
+
+    store = ModelStore(args.models_dir)
+    store.resolve(args.name, version=args.version)
+    png = render_version_report(store, args.name, args.version)
+    args.out.write_bytes(png)
+    print(f"wrote {args.out} ({len(png):,d} bytes)", file=out)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "train": command_train,
+    "describe": command_describe,
+    "list": command_list,
+    "show": command_show,
+    "report": command_report,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (0 ok, 2 a problem the user can fix)."""
+    # TensorFlow's C++ start-up notices (oneDNN, CPU features) drown the
+    # progress lines; real errors still surface as Python exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, sys.stdout)
+    except StockcastError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as error:
+        # Unreadable input or unwritable output (a folder given as a file, no permission).
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
