@@ -6,8 +6,7 @@ from typing import Any
 
 from app.registry import ModelRegistry
 from training.errors import BrokenVersionError
-from training.store import CHAMPION, ModelStore
-from training.workflow import headline_mase
+from training.store import CHAMPION, ModelStore, headline_mase
 
 
 def _headline(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +62,6 @@ def describe_model(store: ModelStore, registry: ModelRegistry, name: str) -> dic
         "default_version": state.served.version if state and state.served else None,
         "note": None
         if CHAMPION in aliases
-        else "no version has passed the promotion gate yet; the newest version is served by default",
+        else "no version has passed the promotion gate yet; the one with the lowest MASE is served by default",
         "serving_error": state.error if state else None,
     }

@@ -122,7 +122,7 @@ def _train(job_id: str, request: dict[str, Any], settings: Any, jobs: JobStore, 
             raise JobCancelledError()
         return False
 
-    source = {"name": f"{request['dataset']}.csv", "dataset": request["dataset"], "path": str(path)}
+    source = {"name": f"{request['dataset']}.csv", "dataset": request["dataset"], "path": str(path.resolve())}
     source["sha256"] = file_sha256(path)
     source["job_id"] = job_id
     store = ModelStore(settings.models_dir)

@@ -22,7 +22,7 @@ import numpy as np
 from app.batching import MicroBatcher
 from app.core.config import Settings
 from training.errors import BrokenVersionError, NotFoundError, StockcastError
-from training.store import CHAMPION, ModelStore
+from training.store import ModelStore
 
 logger = logging.getLogger("stockcast.registry")
 
@@ -83,12 +83,6 @@ class ModelRegistry:
         # Loading and tracing take a second or more: keep the event loop free.
         return await asyncio.to_thread(self._load_blocking, name, version)
 
-    def _default_version(self, name: str, aliases: dict[str, int], versions: list[int]) -> int | None:
-        if not versions:
-            return None
-        champion = aliases.get(CHAMPION)
-        return champion if champion in versions else versions[-1]
-
     async def refresh(self, name: str | None = None) -> None:
         """Re-read the store for one model (or all) and swap in changed defaults."""
         async with self._lock:
@@ -100,7 +94,7 @@ class ModelRegistry:
         state = self.models.setdefault(name, ModelState())
         state.versions = await asyncio.to_thread(self.store.versions, name)
         state.aliases = await asyncio.to_thread(self.store.aliases, name)
-        wanted = self._default_version(name, state.aliases, state.versions)
+        wanted = await asyncio.to_thread(self.store.default_version, name)
         if wanted is None:
             self.models.pop(name, None)
             return

@@ -185,7 +185,7 @@ def command_train(args: argparse.Namespace, out: TextIO) -> int:
     name = check_name(args.name if args.name is not None else args.data.stem)
     required = tuple(dict.fromkeys((*config.features, config.label)))
     clean = load_prices(args.data, required=required, settings=CleaningSettings(drop_outliers=args.drop_outliers))
-    source = {"name": args.data.name, "path": str(args.data), "sha256": file_sha256(args.data)}
+    source = {"name": args.data.name, "path": str(args.data.resolve()), "sha256": file_sha256(args.data)}
     dropped = sum(clean.dropped.values())
     print(
         f"data: {args.data.name}, {len(clean.frame):,d} rows kept of {clean.rows_read:,d} "
@@ -276,11 +276,11 @@ def command_list(args: argparse.Namespace, out: TextIO) -> int:
             except StockcastError as error:
                 print(f"  {version:>7}  broken: {error}", file=out)
                 continue
-            print(
+            line = (
                 f"  {version:>7}  {metadata['created_at']:25} {metadata['architecture']:12} "
-                f"{metadata['window']:>6} {_mase(metadata):>7}  {tags}",
-                file=out,
+                f"{metadata['window']:>6} {_mase(metadata):>7}  {tags}"
             )
+            print(line.rstrip(), file=out)
     return EXIT_OK
 
 

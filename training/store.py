@@ -52,6 +52,16 @@ REQUIRED_METADATA = (
 )
 
 
+def headline_mase(metadata: dict[str, Any]) -> tuple[float | None, str]:
+    """The MASE a version is judged by: the walk-forward backtest's when there is one."""
+    backtest = metadata.get("backtest") or {}
+    summary = backtest.get("summary", {}).get("model") if isinstance(backtest, dict) else None
+    if summary and summary.get("mase") is not None:
+        return float(summary["mase"]), "walk-forward backtest"
+    mase = metadata.get("metrics", {}).get("model", {}).get("mase")
+    return (float(mase) if mase is not None else None), "test split"
+
+
 def check_name(name: str, kind: str = "model") -> str:
     """Names become file and folder names: letters, digits, '_', '-', '.' only."""
     if not NAME_PATTERN.match(name or ""):
@@ -247,8 +257,33 @@ class ModelStore:
                 entries.append(json.loads(line))
         return entries
 
+    def default_version(self, name: str) -> int | None:
+        """The version served when a request names none.
+
+        The champion when there is one. Before any version has passed the
+        promotion gate, the version with the lowest gate MASE (the newest
+        among equals), so that even then a worse model never silently
+        replaces a better one.
+        """
+        versions = self.versions(name)
+        if not versions:
+            return None
+        champion = self.aliases(name).get(CHAMPION)
+        if champion in versions:
+            return champion
+        scored = [
+            (mase, version)
+            for metadata in self.iter_metadata(name)
+            if (mase := headline_mase(metadata)[0]) is not None
+            for version in [int(metadata["version"])]
+        ]
+        if not scored:
+            return versions[-1]
+        best = min(mase for mase, _ in scored)
+        return max(version for mase, version in scored if mase == best)
+
     def resolve(self, name: str, version: int | None = None, alias: str | None = None) -> int:
-        """The version a request means: explicit, by alias, else champion, else newest."""
+        """The version a request means: explicit, by alias, else the default (see `default_version`)."""
         versions = self.versions(name)
         if not versions:
             raise NotFoundError(f"unknown model '{name}'; models: {self.model_names()}")
@@ -261,7 +296,9 @@ class ModelStore:
             if alias not in aliases:
                 raise NotFoundError(f"model '{name}' has no alias '{alias}'; aliases: {sorted(aliases)}")
             return aliases[alias]
-        return aliases.get(CHAMPION, versions[-1])
+        default = self.default_version(name)
+        assert default is not None  # versions is not empty
+        return default
 
     def iter_metadata(self, name: str) -> Iterator[dict[str, Any]]:
         """Metadata of every readable version, skipping broken ones."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from training.data import CleanResult
 from training.pipeline import EpochCallback, StopCheck, TrainConfig, TrainOutcome, train_version
-from training.store import CHAMPION, ModelStore
+from training.store import CHAMPION, ModelStore, headline_mase
 
 
 @dataclass(frozen=True)
@@ -39,16 +39,6 @@ class GateDecision:
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form for job records and API responses."""
         return asdict(self)
-
-
-def headline_mase(metadata: dict[str, Any]) -> tuple[float | None, str]:
-    """The MASE the gate judges by: the walk-forward backtest's when there is one."""
-    backtest = metadata.get("backtest") or {}
-    summary = backtest.get("summary", {}).get("model") if isinstance(backtest, dict) else None
-    if summary and summary.get("mase") is not None:
-        return float(summary["mase"]), "walk-forward backtest"
-    mase = metadata.get("metrics", {}).get("model", {}).get("mase")
-    return (float(mase) if mase is not None else None), "test split"
 
 
 def decide(candidate: dict[str, Any], champion: dict[str, Any] | None, gate: GateSettings) -> GateDecision:

@@ -62,6 +62,7 @@ class Server:
             "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
             "STOCKCAST_JOB_POLL_SECONDS": "0.2",
             "STOCKCAST_REFRESH_SECONDS": "1",
+            "STOCKCAST_MAX_BATCH_SIZE": "8",
         }
         log = open(self.home / f"server-{self.port}.log", "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(

@@ -1,0 +1,492 @@
+"""The service against a tutorial-style server and a constant endpoint, measured in one run.
+
+    .venv/bin/python bench/serve.py [--models-dir DIR] [--duration 10] [--concurrency 1,32]
+
+Needs `wrk` (Debian: `apt-get install -y wrk`). One run:
+
+1. Without `--models-dir`, trains the benchmark model (64-unit LSTM, 40-day
+   window, two epochs on the bundled sample) into a temporary store; a given
+   store is copied, so the run never writes into it.
+2. Starts the real service (`uvicorn app.main:app`) on a free loopback port
+   with STOCKCAST_MODELS_DIR on that store and times start to `GET /ready`
+   = 200; then starts the two references from `bench/reference_servers.py`
+   (tutorial-style `model.predict()` per request on the same version, and a
+   constant answer), one after the other, so no start-up slows another.
+3. Drives each server with wrk, a separate C process, at each concurrency
+   (closed loop: N connections, each sending its next request when the
+   previous answer arrives), bounded by `--duration` and `--max-requests`.
+   Every server gets the same POST /predict body (one 40-row window as
+   arrays) and a short warm-up first; after each run the bench waits until
+   the server has drained its backlog (its CPU time stops growing).
+4. Starts a training job on the service (POST /train: a 64-unit LSTM on the
+   sample), waits until its first epoch is done, and drives the service at
+   the highest concurrency again while the job trains; then cancels it.
+5. Prints one table, the resident memory of each server, and the ratios
+   against the goals of issue 5, all from this run.
+
+All servers log at "warning" without access logs, and share the machine with
+wrk, so the absolute figures include the load generator's CPU use; the
+ratios are what compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench_model import MODEL_NAME, REPOSITORY, SAMPLE, UNITS, WINDOW, sample_windows, train_benchmark_model
+
+BENCH = Path(__file__).resolve().parent
+SERVICE, TUTORIAL, CONSTANT = "service", "tutorial", "constant"
+# Every server logs the same way: warnings only, no access log.
+QUIET_UVICORN = ("--log-level", "warning", "--no-access-log")
+
+WRK_SCRIPT = r"""
+-- POST the JSON body in $BENCH_BODY; stop after $BENCH_MAX_REQUESTS answers.
+local file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.method = "POST"
+wrk.body = file:read("*a")
+file:close()
+wrk.headers["Content-Type"] = "application/json"
+local limit = tonumber(os.getenv("BENCH_MAX_REQUESTS") or "0")
+local answered = 0
+
+function response(status, headers, body)
+  answered = answered + 1
+  if limit > 0 and answered >= limit then
+    wrk.thread:stop()
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests": %.0f, "duration_us": %.0f, "p50_us": %.0f, "p95_us": %.0f, "p99_us": %.0f, ' ..
+    '"max_us": %.0f, "socket_errors": %.0f, "http_errors": %.0f}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99), latency.max, e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+# Goals of issue 5.
+GOAL_TUTORIAL_RATIO = 50.0
+GOAL_CONSTANT_SHARE = 0.5
+GOAL_P99_MS = 25.0
+GOAL_TRAINING_P99_RATIO = 2.0
+GOAL_READY_SECONDS = 10.0
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """One JSON request with the standard library; returns (status, decoded body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """Resident memory now and at its peak (VmRSS, VmHWM) in MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes (the service's training workers)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with_children = task / "children"
+        if with_children.exists():
+            found += [int(child) for child in with_children.read_text().split()]
+    return found
+
+
+@dataclass
+class Server:
+    """One server process on a loopback port."""
+
+    name: str
+    command: list[str]
+    ready_path: str
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    ready_seconds: float = 0.0
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """Process id of the server."""
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout: float = 300.0) -> None:
+        """Start the process and wait until `ready_path` answers 200; records the seconds it took."""
+        self.port = free_port()
+        command = [part.replace("{port}", str(self.port)) for part in self.command]
+        with open(self.log, "wb") as log:
+            started = time.perf_counter()
+            self.process = subprocess.Popen(
+                command,
+                cwd=REPOSITORY,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if http("GET", self.url + self.ready_path, timeout=2.0)[0] == 200:
+                    self.ready_seconds = time.perf_counter() - started
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the server's log."""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_idle(self, timeout: float = 120.0) -> None:
+        """Wait until the server has no backlog: its CPU time stops growing."""
+        deadline = time.monotonic() + timeout
+        last = cpu_seconds(self.pid)
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            now = cpu_seconds(self.pid)
+            if now - last < 0.03:
+                return
+            last = now
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group (it and its workers), SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@dataclass
+class Measurement:
+    """What wrk reported for one run."""
+
+    server: str
+    concurrency: int
+    requests: int
+    seconds: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    note: str = ""
+
+    @property
+    def throughput(self) -> float:
+        """Requests per second."""
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def run_wrk(
+    server: Server, concurrency: int, seconds: float, max_requests: int, body: Path, script: Path, note: str = ""
+) -> Measurement:
+    """One closed-loop wrk run against POST /predict."""
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "60s",
+        "-s",
+        str(script),
+        server.url + "/predict",
+    ]
+    env = {**os.environ, "BENCH_BODY": str(body), "BENCH_MAX_REQUESTS": str(max_requests)}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    line = next((line for line in result.stdout.splitlines() if line.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result:\n{result.stdout}\n{result.stderr}")
+    figures = json.loads(line.removeprefix("BENCH_JSON "))
+    return Measurement(
+        server=server.name,
+        concurrency=concurrency,
+        requests=int(figures["requests"]),
+        seconds=figures["duration_us"] / 1e6,
+        p50_ms=figures["p50_us"] / 1e3,
+        p95_ms=figures["p95_us"] / 1e3,
+        p99_ms=figures["p99_us"] / 1e3,
+        max_ms=figures["max_us"] / 1e3,
+        errors=int(figures["socket_errors"] + figures["http_errors"]),
+        note=note,
+    )
+
+
+def check_answers(server: Server, body: dict[str, Any]) -> None:
+    """Every server must answer the benchmark body with 200 before it is measured."""
+    status, answer = http("POST", server.url + "/predict", body, timeout=60)
+    if status != 200:
+        raise RuntimeError(f"{server.name} answered {status}: {answer}")
+
+
+def measure_during_training(
+    service: Server, concurrency: int, seconds: float, max_requests: int, body: Path, script: Path
+) -> Measurement:
+    """Start a training job, wait for its first epoch, drive the service while it trains, cancel it."""
+    job_request = {
+        "model": "bench-training",
+        "dataset": MODEL_NAME,
+        "architecture": "lstm",
+        "units": UNITS,
+        "window": WINDOW,
+        "epochs": 1000,
+        "patience": 1000,
+    }
+    status, accepted = http("POST", service.url + "/train", job_request)
+    if status != 202:
+        raise RuntimeError(f"POST /train answered {status}: {accepted}")
+    job_url = f"{service.url}/jobs/{accepted['job_id']}"
+    deadline = time.monotonic() + 300
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = http("GET", job_url)[1]
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            raise RuntimeError(f"the training job ended before the measurement: {job}")
+        if (job.get("progress") or {}).get("epoch", 0) >= 1:
+            break
+        time.sleep(0.2)
+    else:
+        raise RuntimeError(f"the training job did not finish an epoch within 300 s: {job}")
+    workers = children(service.pid)
+    worker_cpu = sum(cpu_seconds(pid) for pid in workers)
+    started = time.monotonic()
+    measured = run_wrk(service, concurrency, seconds, max_requests, body, script)
+    elapsed = time.monotonic() - started
+    worker_cpu = sum(cpu_seconds(pid) for pid in workers if Path(f"/proc/{pid}").exists()) - worker_cpu
+    job = http("GET", job_url)[1]
+    still = job["status"] == "running"
+    measured.server = f"{SERVICE} + training"
+    measured.note = (
+        f"worker used {worker_cpu / elapsed:.2f} CPU; job {'still running' if still else job['status']} "
+        f"at epoch {(job.get('progress') or {}).get('epoch')}"
+    )
+    http("DELETE", job_url)
+    return measured
+
+
+def print_table(measurements: list[Measurement]) -> None:
+    """The figures, one row per server and concurrency."""
+    header = (
+        f"{'server':20s} {'conc':>4s} {'requests':>8s} {'req/s':>9s} {'p50 ms':>8s} {'p95 ms':>8s} "
+        f"{'p99 ms':>8s} {'max ms':>8s} {'errors':>6s}  note"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in measurements:
+        print(
+            f"{row.server:20s} {row.concurrency:4d} {row.requests:8d} {row.throughput:9.1f} {row.p50_ms:8.2f} "
+            f"{row.p95_ms:8.2f} {row.p99_ms:8.2f} {row.max_ms:8.2f} {row.errors:6d}  {row.note}"
+        )
+
+
+def print_goals(measurements: list[Measurement], servers: dict[str, Server], top: int) -> None:
+    """Ratios from this run against the goals of issue 5."""
+
+    def find(server: str, concurrency: int) -> Measurement:
+        return next(row for row in measurements if row.server == server and row.concurrency == concurrency)
+
+    service, tutorial, constant = find(SERVICE, top), find(TUTORIAL, top), find(CONSTANT, top)
+    training = find(f"{SERVICE} + training", top)
+    checks = [
+        (
+            f"throughput at c={top} vs tutorial",
+            service.throughput / tutorial.throughput,
+            f">= {GOAL_TUTORIAL_RATIO:.0f}x",
+            service.throughput / tutorial.throughput >= GOAL_TUTORIAL_RATIO,
+            "x",
+        ),
+        (
+            f"throughput at c={top} vs constant",
+            service.throughput / constant.throughput * 100,
+            f">= {GOAL_CONSTANT_SHARE:.0%}",
+            service.throughput / constant.throughput >= GOAL_CONSTANT_SHARE,
+            "%",
+        ),
+        (f"p99 at c={top}", service.p99_ms, f"<= {GOAL_P99_MS:.0f} ms", service.p99_ms <= GOAL_P99_MS, " ms"),
+        (
+            "p99 while training vs idle",
+            training.p99_ms / service.p99_ms,
+            f"<= {GOAL_TRAINING_P99_RATIO:.0f}x",
+            training.p99_ms / service.p99_ms <= GOAL_TRAINING_P99_RATIO,
+            "x",
+        ),
+        (
+            "start to /ready",
+            servers[SERVICE].ready_seconds,
+            f"<= {GOAL_READY_SECONDS:.0f} s",
+            servers[SERVICE].ready_seconds <= GOAL_READY_SECONDS,
+            " s",
+        ),
+    ]
+    print(f"{'goal (issue 5)':36s} {'measured':>12s} {'target':>10s}  met")
+    for label, value, target, met, unit in checks:
+        print(f"{label:36s} {value:11.1f}{unit:1s} {target:>10s}  {'yes' if met else 'NO'}")
+    if 1 in {row.concurrency for row in measurements}:
+        single = find(SERVICE, 1).throughput / find(TUTORIAL, 1).throughput
+        print(f"(at c=1 the service answers {single:.1f}x the tutorial server's requests per second)")
+
+
+def main() -> None:
+    """Train or copy the model, start the three servers, measure, print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models-dir", type=Path, help=f"store with model '{MODEL_NAME}' (default: train one)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="most requests per wrk run")
+    parser.add_argument("--concurrency", default="1,32", help="comma list of connection counts")
+    parser.add_argument("--keep-logs", type=Path, help="copy the servers' logs into this folder")
+    parser.add_argument("--skip-training", action="store_true", help="leave out the run during a training job")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/serve.py needs wrk: apt-get install -y wrk")
+    levels = [int(level) for level in args.concurrency.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="stockcast-bench-") as temporary:
+        folder = Path(temporary)
+        store_root = folder / "models"
+        if args.models_dir is None:
+            started = time.perf_counter()
+            train_benchmark_model(store_root)
+            print(f"trained the benchmark model in {time.perf_counter() - started:.1f}s")
+        else:
+            shutil.copytree(args.models_dir, store_root)
+        metadata = json.loads(next((store_root / MODEL_NAME).glob("*/metadata.json")).read_text())
+        window = sample_windows(int(metadata["window"]), tuple(metadata["features"]), 1)[0]
+        body = {"model": MODEL_NAME, "window": window}
+        body_path = folder / "body.json"
+        body_path.write_text(json.dumps(body))
+        script = folder / "post.lua"
+        script.write_text(WRK_SCRIPT)
+
+        uvicorn = [sys.executable, "-m", "uvicorn"]
+        reference = [sys.executable, str(BENCH / "reference_servers.py")]
+        quiet = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+        servers = {
+            SERVICE: Server(
+                SERVICE,
+                [*uvicorn, "app.main:app", "--host", "127.0.0.1", "--port", "{port}", *QUIET_UVICORN],
+                "/ready",
+                folder / "service.log",
+                env={
+                    **quiet,
+                    "STOCKCAST_MODELS_DIR": str(store_root),
+                    "STOCKCAST_DATA_DIR": str(folder / "var"),
+                    "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
+                    "STOCKCAST_BOOTSTRAP": "false",
+                },
+            ),
+            TUTORIAL: Server(
+                TUTORIAL,
+                [*reference, TUTORIAL, "--port", "{port}", "--models-dir", str(store_root), "--model", MODEL_NAME],
+                "/health",
+                folder / "tutorial.log",
+                env=quiet,
+            ),
+            CONSTANT: Server(
+                CONSTANT,
+                [*reference, CONSTANT, "--port", "{port}"],
+                "/health",
+                folder / "constant.log",
+            ),
+        }
+        measurements: list[Measurement] = []
+        try:
+            for server in servers.values():
+                server.start()
+                check_answers(server, body)
+            print(
+                f"{os.cpu_count()} CPU(s); model {MODEL_NAME}: {metadata['architecture']} "
+                f"{metadata['hyperparameters']['units']} units, window {metadata['window']}; "
+                f"{args.duration:.0f}s per run, at most {args.max_requests} requests"
+            )
+            for concurrency in levels:
+                for server in servers.values():
+                    # Warm-up: code paths, connection handling, allocator.
+                    run_wrk(server, 1, 1, 20, body_path, script)
+                    server.wait_idle()
+                    measurements.append(
+                        run_wrk(server, concurrency, args.duration, args.max_requests, body_path, script)
+                    )
+                    server.wait_idle()
+            if not args.skip_training:
+                measurements.append(
+                    measure_during_training(
+                        servers[SERVICE], max(levels), args.duration, args.max_requests, body_path, script
+                    )
+                )
+            print()
+            print_table(measurements)
+            print()
+            print(f"{'server':10s} {'start to ready':>14s} {'RSS MiB':>8s} {'peak RSS MiB':>12s}")
+            for server in servers.values():
+                resident, peak = memory_mib(server.pid)
+                print(f"{server.name:10s} {server.ready_seconds:13.1f}s {resident:8.0f} {peak:12.0f}")
+            print()
+            if not args.skip_training:
+                print_goals(measurements, servers, max(levels))
+        finally:
+            for server in servers.values():
+                server.stop()
+            if args.keep_logs is not None:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for server in servers.values():
+                    if server.log.exists():
+                        shutil.copy(server.log, args.keep_logs / server.log.name)
+
+
+if __name__ == "__main__":
+    main()
