@@ -390,6 +390,14 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,32", help="comma list of connection counts")
     parser.add_argument("--keep-logs", type=Path, help="copy the servers' logs into this folder")
     parser.add_argument("--skip-training", action="store_true", help="leave out the run during a training job")
+    parser.add_argument("--app", default="app.main:app", help="ASGI app of the service (to try a variant)")
+    parser.add_argument("--app-dir", type=Path, help="folder to import --app from (uvicorn --app-dir)")
+    parser.add_argument(
+        "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for the service"
+    )
+    parser.add_argument(
+        "--servers", default=f"{SERVICE},{TUTORIAL},{CONSTANT}", help="which servers to run (goals need all three)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/serve.py needs wrk: apt-get install -y wrk")
@@ -418,7 +426,8 @@ def main() -> None:
         servers = {
             SERVICE: Server(
                 SERVICE,
-                [*uvicorn, "app.main:app", "--host", "127.0.0.1", "--port", "{port}", *QUIET_UVICORN],
+                [*uvicorn, args.app, "--host", "127.0.0.1", "--port", "{port}", *QUIET_UVICORN]
+                + (["--app-dir", str(args.app_dir)] if args.app_dir else []),
                 "/ready",
                 folder / "service.log",
                 env={
@@ -427,6 +436,7 @@ def main() -> None:
                     "STOCKCAST_DATA_DIR": str(folder / "var"),
                     "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
                     "STOCKCAST_BOOTSTRAP": "false",
+                    **dict(pair.split("=", 1) for pair in args.service_env),
                 },
             ),
             TUTORIAL: Server(
@@ -443,6 +453,8 @@ def main() -> None:
                 folder / "constant.log",
             ),
         }
+        wanted = args.servers.split(",")
+        servers = {name: server for name, server in servers.items() if name in wanted}
         measurements: list[Measurement] = []
         try:
             for server in servers.values():
@@ -462,7 +474,7 @@ def main() -> None:
                         run_wrk(server, concurrency, args.duration, args.max_requests, body_path, script)
                     )
                     server.wait_idle()
-            if not args.skip_training:
+            if not args.skip_training and SERVICE in servers:
                 measurements.append(
                     measure_during_training(
                         servers[SERVICE], max(levels), args.duration, args.max_requests, body_path, script
@@ -476,7 +488,7 @@ def main() -> None:
                 resident, peak = memory_mib(server.pid)
                 print(f"{server.name:10s} {server.ready_seconds:13.1f}s {resident:8.0f} {peak:12.0f}")
             print()
-            if not args.skip_training:
+            if not args.skip_training and len(servers) == 3:
                 print_goals(measurements, servers, max(levels))
         finally:
             for server in servers.values():

@@ -33,14 +33,14 @@ def tiny_config(**overrides: object) -> TrainConfig:
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
-    """Store with `tiny` v1 (champion) and v2, and `tiny-h3` (horizon 3)."""
+    """Store with `tiny` v1 (champion) and v2, and `tiny-h5` (horizon 5)."""
     store = ModelStore(tmp_path_factory.mktemp("models"))
     clean = tiny_clean()
     source = {"name": SAMPLE.name, "path": str(SAMPLE)}
     train_version(clean, tiny_config(), store, "tiny", source)
     store.set_alias("tiny", CHAMPION, 1, reason="test fixture")
     train_version(clean, tiny_config(seed=7), store, "tiny", source)
-    train_version(clean, tiny_config(horizon=3), store, "tiny-h3", source)
+    train_version(clean, tiny_config(horizon=5), store, "tiny-h5", source)
     return store
 
 

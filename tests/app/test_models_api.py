@@ -9,12 +9,12 @@ def test_health_and_ready(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["models"] == {"tiny": 1, "tiny-h3": 1}
+    assert ready.json()["models"] == {"tiny": 1, "tiny-h5": 1}
 
 
 def test_models_lists_versions_aliases_and_default(client: TestClient) -> None:
     models = {model["name"]: model for model in client.get("/models").json()["models"]}
-    assert set(models) == {"tiny", "tiny-h3"}
+    assert set(models) == {"tiny", "tiny-h5"}
     tiny = models["tiny"]
     assert [version["version"] for version in tiny["versions"]] == [1, 2]
     assert tiny["champion"] == 1 and tiny["default_version"] == 1
@@ -22,7 +22,7 @@ def test_models_lists_versions_aliases_and_default(client: TestClient) -> None:
     assert headline["architecture"] == "lstm" and headline["window"] == 10
     assert headline["test"]["mae"] > 0 and headline["test"]["naive_mae"] > 0
     # No champion yet: the version with the lowest MASE serves, and the listing says why.
-    assert models["tiny-h3"]["champion"] is None and "lowest MASE" in models["tiny-h3"]["note"]
+    assert models["tiny-h5"]["champion"] is None and "lowest MASE" in models["tiny-h5"]["note"]
 
 
 def test_version_metadata_holds_the_scaler(client: TestClient) -> None:

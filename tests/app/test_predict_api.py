@@ -64,13 +64,16 @@ def test_predict_arrays_in_feature_order_match_rows(client: TestClient) -> None:
     assert by_arrays["forecast"][0]["close"] == pytest.approx(by_rows["forecast"][0]["close"], rel=1e-6)
 
 
-def test_horizon_three_model_returns_three_dated_steps_with_bounds(client: TestClient) -> None:
-    response = client.post("/predict", json={"model": "tiny-h3", "window": sample_rows()})
+def test_horizon_five_model_returns_five_dated_steps_with_bounds(client: TestClient) -> None:
+    response = client.post("/predict", json={"model": "tiny-h5", "window": sample_rows()})
     assert response.status_code == 200, response.text
     steps = response.json()["forecast"]
-    assert [step["step"] for step in steps] == [1, 2, 3]
-    assert [step["date"] for step in steps] == ["2017-11-13", "2017-11-14", "2017-11-15"]
-    assert all(step["intervals"]["90"]["lower"] < step["close"] < step["intervals"]["90"]["upper"] for step in steps)
+    assert [step["step"] for step in steps] == [1, 2, 3, 4, 5]
+    # From Friday 2017-11-10: the next five business days.
+    assert [step["date"] for step in steps] == ["2017-11-13", "2017-11-14", "2017-11-15", "2017-11-16", "2017-11-17"]
+    for step in steps:
+        for level in ("80", "90", "95"):
+            assert step["intervals"][level]["lower"] < step["close"] < step["intervals"][level]["upper"]
 
 
 def test_alias_selects_the_version(client: TestClient) -> None:

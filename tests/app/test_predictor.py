@@ -33,7 +33,7 @@ def keras_prices(loaded: LoadedVersion, windows: np.ndarray) -> np.ndarray:
     return features.outputs_to_prices(windows, outputs, loaded.spec, loaded.scaler)
 
 
-@pytest.fixture(scope="module", params=["tiny", "tiny-h3"])
+@pytest.fixture(scope="module", params=["tiny", "tiny-h5"])
 def loaded(request: pytest.FixtureRequest, model_store: ModelStore) -> LoadedVersion:
     """A horizon-1 and a horizon-3 version, loaded from the store."""
     return load_version(model_store, request.param, 1)
