@@ -117,6 +117,21 @@ def _train(job_id: str, request: dict[str, Any], settings: Any, jobs: JobStore, 
             },
         )
 
+    def on_fold(done: int, total: int, report: dict[str, Any]) -> None:
+        if jobs.cancel_requested(job_id):
+            raise JobCancelledError()
+        model = report.get("model", {})
+        jobs.set_progress(
+            job_id,
+            {
+                "stage": "backtest",
+                "fold": done,
+                "folds": total,
+                "fold_mase": model.get("mase"),
+                "elapsed_seconds": round(time.monotonic() - started, 2),
+            },
+        )
+
     def should_stop() -> bool:
         if jobs.cancel_requested(job_id):
             raise JobCancelledError()
@@ -128,7 +143,15 @@ def _train(job_id: str, request: dict[str, Any], settings: Any, jobs: JobStore, 
     store = ModelStore(settings.models_dir)
     gate = GateSettings(max_mase=settings.gate_max_mase, require_not_worse=settings.gate_require_not_worse)
     outcome, decision = train_and_promote(
-        clean, config, store, request["model"], source, on_epoch=on_epoch, should_stop=should_stop, gate=gate
+        clean,
+        config,
+        store,
+        request["model"],
+        source,
+        on_epoch=on_epoch,
+        should_stop=should_stop,
+        gate=gate,
+        on_fold=on_fold,
     )
     return {
         "model": request["model"],

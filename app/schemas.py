@@ -161,7 +161,10 @@ class TrainRequest(BaseModel):
     transform: Literal["relative", "minmax"] | None = None
     validation_fraction: float | None = Field(None, gt=0, lt=0.5)
     test_fraction: float | None = Field(None, gt=0, lt=0.5)
-    backtest_folds: int | None = Field(None, ge=0, le=20)
+    backtest_folds: int | None = Field(None, ge=0, le=20, description="Walk-forward folds judged by the gate.")
+    backtest_stride: int | None = Field(None, ge=0, description="Rows per backtest test segment (0: automatic).")
+    backtest_refit: Literal["every", "once"] | None = None
+    interval_score: Literal["studentized", "absolute"] | None = None
     shuffle_labels: bool | None = Field(None, description="Destroys the signal: only for testing the gate.")
 
 

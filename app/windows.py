@@ -34,8 +34,8 @@ def window_to_array(
 ) -> tuple[np.ndarray, dt.date | None]:
     """One request window to a (window, features) float64 array plus its last date."""
     if len(window) != spec.window:
-        rows = "row" if len(window) == 1 else "rows"
-        raise WindowError(f"{where}: expected {expected_shape(spec)}, got {len(window)} {rows}")
+        unit = "row" if len(window) == 1 else "rows"
+        raise WindowError(f"{where}: expected {expected_shape(spec)}, got {len(window)} {unit}")
     first = window[0]
     if isinstance(first, PriceRow):
         rows: list[PriceRow] = window  # type: ignore[assignment]

@@ -224,12 +224,18 @@ class Measurement:
     p99_ms: float
     max_ms: float
     errors: int
+    server_cpu_seconds: float = 0.0
     note: str = ""
 
     @property
     def throughput(self) -> float:
         """Requests per second."""
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_request_us(self) -> float:
+        """Server CPU time (all its threads) per answered request, in microseconds."""
+        return self.server_cpu_seconds / self.requests * 1e6 if self.requests else 0.0
 
 
 def run_wrk(
@@ -248,7 +254,9 @@ def run_wrk(
         server.url + "/predict",
     ]
     env = {**os.environ, "BENCH_BODY": str(body), "BENCH_MAX_REQUESTS": str(max_requests)}
+    cpu_before = cpu_seconds(server.pid)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    server_cpu = cpu_seconds(server.pid) - cpu_before
     line = next((line for line in result.stdout.splitlines() if line.startswith("BENCH_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no result:\n{result.stdout}\n{result.stderr}")
@@ -263,6 +271,7 @@ def run_wrk(
         p99_ms=figures["p99_us"] / 1e3,
         max_ms=figures["max_us"] / 1e3,
         errors=int(figures["socket_errors"] + figures["http_errors"]),
+        server_cpu_seconds=server_cpu,
         note=note,
     )
 
@@ -323,14 +332,15 @@ def print_table(measurements: list[Measurement]) -> None:
     """The figures, one row per server and concurrency."""
     header = (
         f"{'server':20s} {'conc':>4s} {'requests':>8s} {'req/s':>9s} {'p50 ms':>8s} {'p95 ms':>8s} "
-        f"{'p99 ms':>8s} {'max ms':>8s} {'errors':>6s}  note"
+        f"{'p99 ms':>8s} {'max ms':>8s} {'errors':>6s} {'CPU us/req':>10s}  note"
     )
     print(header)
     print("-" * len(header))
     for row in measurements:
         print(
             f"{row.server:20s} {row.concurrency:4d} {row.requests:8d} {row.throughput:9.1f} {row.p50_ms:8.2f} "
-            f"{row.p95_ms:8.2f} {row.p99_ms:8.2f} {row.max_ms:8.2f} {row.errors:6d}  {row.note}"
+            f"{row.p95_ms:8.2f} {row.p99_ms:8.2f} {row.max_ms:8.2f} {row.errors:6d} {row.cpu_per_request_us:10.0f}  "
+            f"{row.note}"
         )
 
 

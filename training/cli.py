@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--backtest-folds", type=int, help=f"walk-forward folds judged by the gate (default {defaults.backtest_folds})"
     )
+    train.add_argument(
+        "--backtest-stride", type=int, help="rows per walk-forward test segment (default: spread the test share)"
+    )
+    train.add_argument("--backtest-refit", choices=["every", "once"], help="refit in every fold (default) or once")
+    train.add_argument(
+        "--interval-score",
+        choices=["studentized", "absolute"],
+        help="conformal score: residual over window volatility (default) or plain absolute",
+    )
     train.add_argument("--drop-outliers", action="store_true", help="drop outlier rows instead of only reporting them")
     train.add_argument("--models-dir", type=Path, default=Path(DEFAULT_MODELS_DIR), help="model store folder")
 
@@ -165,6 +174,9 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         "seed",
         "transform",
         "backtest_folds",
+        "backtest_stride",
+        "backtest_refit",
+        "interval_score",
     )
     # Only what the user typed overrides TrainConfig, the one home of the defaults.
     chosen = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
@@ -202,8 +214,18 @@ def command_train(args: argparse.Namespace, out: TextIO) -> int:
     def on_epoch(epoch: int, epochs: int, logs: dict[str, float]) -> None:
         print(progress_line(epoch, epochs, logs, time.perf_counter() - started), file=out, flush=True)
 
+    def on_fold(done: int, total: int, report: dict[str, Any]) -> None:
+        mase = report.get("model", {}).get("mase")
+        print(
+            f"backtest fold {done}/{total}: model MASE {_metric(mase, 4)} ({time.perf_counter() - started:.1f}s)",
+            file=out,
+            flush=True,
+        )
+
+    if config.backtest_folds:
+        print(f"then a walk-forward backtest over {config.backtest_folds} folds (the gate judges it)", file=out)
     store = ModelStore(args.models_dir)
-    outcome, decision = train_and_promote(clean, config, store, name, source, on_epoch=on_epoch)
+    outcome, decision = train_and_promote(clean, config, store, name, source, on_epoch=on_epoch, on_fold=on_fold)
     metadata = outcome.metadata
     test = metadata["split"]["test"]
     print(

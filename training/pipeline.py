@@ -53,7 +53,7 @@ class TrainConfig:
     # volatility, so intervals widen in turbulent markets and narrow in calm
     # ones; "absolute" is plain split conformal on |log(actual/forecast)|.
     interval_score: str = conformal.DEFAULT_SCORE
-    backtest_folds: int = 0
+    backtest_folds: int = 3
     # Rows in each walk-forward test segment; 0 spreads the last
     # test_fraction of the rows over the folds.
     backtest_stride: int = 0

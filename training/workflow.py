@@ -6,12 +6,16 @@ workers share, so both apply the same promotion gate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from training.data import CleanResult
 from training.pipeline import EpochCallback, StopCheck, TrainConfig, TrainOutcome, train_version
 from training.store import CHAMPION, ModelStore, headline_mase
+
+# on_fold(done, total, fold_report) after each walk-forward fold.
+FoldCallback = Callable[[int, int, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ def train_and_promote(
     on_epoch: EpochCallback | None = None,
     should_stop: StopCheck | None = None,
     gate: GateSettings = GateSettings(),
+    on_fold: FoldCallback | None = None,
 ) -> tuple[TrainOutcome, GateDecision]:
     """Train and store a version (with its backtest), then promote it if the gate allows."""
 
@@ -82,7 +87,7 @@ def train_and_promote(
         if config.backtest_folds > 0:
             from training.backtest import run_backtest
 
-            metadata["backtest"] = run_backtest(clean.frame, config, should_stop=should_stop)
+            metadata["backtest"] = run_backtest(clean.frame, config, should_stop=should_stop, on_fold=on_fold)
         return metadata
 
     outcome = train_version(

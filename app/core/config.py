@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     bootstrap: bool = Field(True, description="On start, train a model on the sample data if the store is empty.")
     bootstrap_model: str = Field("msft", description="Name of the model trained on the sample data.")
     bootstrap_epochs: int = Field(30, ge=1, description="Epochs for the sample model (early stopping applies).")
-    bootstrap_backtest_folds: int = Field(0, ge=0, description="Walk-forward folds for the sample model.")
+    bootstrap_backtest_folds: int = Field(3, ge=0, description="Walk-forward folds for the sample model.")
 
     job_concurrency: int = Field(1, ge=1, le=16, description="Training jobs that may run at once; the rest queue.")
     training_threads: int = Field(1, ge=1, description="TensorFlow threads per training worker process.")
