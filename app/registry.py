@@ -22,7 +22,7 @@ import numpy as np
 from app.batching import MicroBatcher
 from app.core.config import Settings
 from training.errors import BrokenVersionError, NotFoundError, StockcastError
-from training.store import ModelStore
+from training.store import CHAMPION, ModelStore
 
 logger = logging.getLogger("stockcast.registry")
 
@@ -179,6 +179,30 @@ class ModelRegistry:
                     _, evicted = self.pinned.popitem(last=False)
                     await evicted.batcher.close()
         return self.pinned[key]
+
+    async def move_alias(self, name: str, alias: str, version: int, reason: str) -> dict[str, Any]:
+        """Point an alias at a version that loads; a version that fails to load is refused and the alias restored."""
+        previous = self.store.aliases(name).get(alias)
+        entry = self.store.set_alias(name, alias, version, reason=reason)
+        try:
+            if alias == CHAMPION:
+                await self.refresh(name)
+                state = self.models.get(name)
+                if state is None or state.served is None or state.served.version != version:
+                    raise BrokenVersionError(state.error if state and state.error else f"v{version} was not loaded")
+            else:
+                await self.refresh(name)
+                await self.get(name, version=version)
+        except StockcastError as error:
+            if previous is not None:
+                self.store.set_alias(name, alias, previous, reason=f"restored: v{version} failed to load")
+            await self.refresh(name)
+            raise BrokenVersionError(
+                f"alias '{alias}' not moved to v{version}: it cannot be served ({error}); still v{previous}"
+                if previous is not None
+                else f"alias '{alias}' not usable: {error}"
+            ) from error
+        return entry
 
     def status(self) -> dict[str, Any]:
         """Readiness: every model with versions has one loaded and warmed up."""

@@ -52,12 +52,6 @@ WindowInput = Annotated[
     ),
 ]
 
-EXAMPLE_ROWS = [
-    {"date": "2017-11-08", "open": 84.14, "high": 84.61, "low": 83.83, "close": 84.56, "volume": 18029584},
-    {"date": "2017-11-09", "open": 84.11, "high": 84.27, "low": 82.9, "close": 84.09, "volume": 21175384},
-    {"date": "2017-11-10", "open": 83.79, "high": 84.095, "low": 83.23, "close": 83.87, "volume": 19396301},
-]
-
 
 class VersionSelector(BaseModel):
     """Which version answers: a number, an alias, or (neither) the champion."""
@@ -77,15 +71,6 @@ class VersionSelector(BaseModel):
 
 class PredictRequest(VersionSelector):
     """A forecast request for one window."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"model": "msft", "window": "<exactly `window` rows, oldest first: see GET /models/msft>"},
-            ]
-        },
-    )
 
     window: WindowInput
 
@@ -136,12 +121,7 @@ class BatchPredictResponse(BaseModel):
 class TrainRequest(BaseModel):
     """Start a training job; omitted settings take the training defaults."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"model": "msft-gru", "dataset": "msft", "architecture": "gru", "epochs": 5, "window": 40}]
-        },
-    )
+    model_config = ConfigDict(extra="forbid")
 
     model: ModelName
     dataset: ModelName
@@ -194,7 +174,7 @@ class JobAccepted(BaseModel):
 class AliasUpdate(BaseModel):
     """Point an alias at a version."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 1, "reason": "rollback"}]})
+    model_config = ConfigDict(extra="forbid")
 
     version: int = Field(ge=1)
     reason: str = Field("", max_length=500)

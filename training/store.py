@@ -246,6 +246,17 @@ class ModelStore:
             handle.write(json.dumps(entry) + "\n")
         return entry
 
+    def remove_alias(self, name: str, alias: str, reason: str = "") -> dict[str, Any] | None:
+        """Delete an alias (logged); None if it was not set."""
+        current = self.aliases(name)
+        if alias not in current:
+            return None
+        entry = {"alias": alias, "from": current.pop(alias), "to": None, "at": now_iso(), "reason": reason}
+        write_json_atomic(self.root / name / ALIASES_FILE, current)
+        with open(self.root / name / ALIAS_LOG_FILE, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        return entry
+
     def alias_log(self, name: str) -> list[dict[str, Any]]:
         """Every alias change of a model, oldest first."""
         path = self.root / name / ALIAS_LOG_FILE

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Body, Query, status
 
 from app.api.deps import DatasetsDep, JobDep, JobsDep, RunnerDep
+from app.examples import TRAIN_EXAMPLES
 from app.job_store import FINISHED
 from app.schemas import JobAccepted, JobPublic, TrainRequest
 from training.errors import StockcastError
@@ -22,7 +23,10 @@ class JobFinishedError(StockcastError):
 
 @router.post("/train", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
 async def create_training_job(
-    request: TrainRequest, jobs: JobsDep, runner: RunnerDep, datasets: DatasetsDep
+    request: Annotated[TrainRequest, Body(openapi_examples=TRAIN_EXAMPLES)],
+    jobs: JobsDep,
+    runner: RunnerDep,
+    datasets: DatasetsDep,
 ) -> JobAccepted:
     """Queue a training job; it runs in a separate worker process. Poll GET /jobs/{job_id}."""
     from training.pipeline import TrainConfig

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Body
 from fastapi.responses import Response
 
 from app.api.deps import ModelNameDep, RegistryDep, StoreDep
 from app.catalog import describe_model
+from app.examples import ALIAS_EXAMPLES
 from app.schemas import AliasUpdate
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -54,11 +55,20 @@ async def read_aliases(name: ModelNameDep, store: StoreDep) -> dict[str, Any]:
     return {"aliases": store.aliases(name), "log": store.alias_log(name)}
 
 
-@router.put("/{name}/aliases/{alias}", responses={404: {"description": "Unknown model or version."}})
+@router.put(
+    "/{name}/aliases/{alias}",
+    responses={
+        404: {"description": "Unknown model or version."},
+        409: {"description": "The version cannot be loaded; the alias keeps its previous version."},
+    },
+)
 async def update_alias(
-    name: ModelNameDep, alias: str, update: AliasUpdate, store: StoreDep, registry: RegistryDep
+    name: ModelNameDep,
+    alias: str,
+    update: Annotated[AliasUpdate, Body(openapi_examples=ALIAS_EXAMPLES)],
+    store: StoreDep,
+    registry: RegistryDep,
 ) -> dict[str, Any]:
     """Set or roll back an alias (e.g. point `champion` at an earlier version); takes effect at once."""
-    entry = store.set_alias(name, alias, update.version, reason=update.reason or "set over HTTP")
-    await registry.refresh(name)
+    entry = await registry.move_alias(name, alias, update.version, reason=update.reason or "set over HTTP")
     return {"aliases": store.aliases(name), "change": entry}

@@ -1,0 +1,95 @@
+"""Working OpenAPI examples: the bundled sample's last 40 trading days (MSFT, 2017).
+
+The sample model `msft` takes windows of 40 rows, so `/docs` "Try it out"
+answers with a real forecast on a fresh start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SAMPLE_WINDOW: list[dict[str, Any]] = [
+    {"date": "2017-09-18", "open": 75.23, "high": 75.97, "low": 75.04, "close": 75.16, "volume": 23305749.0},
+    {"date": "2017-09-19", "open": 75.21, "high": 75.71, "low": 75.01, "close": 75.44, "volume": 15769512.0},
+    {"date": "2017-09-20", "open": 75.35, "high": 75.55, "low": 74.31, "close": 74.94, "volume": 20790318.0},
+    {"date": "2017-09-21", "open": 75.11, "high": 75.24, "low": 74.11, "close": 74.21, "volume": 19174097.0},
+    {"date": "2017-09-22", "open": 73.99, "high": 74.51, "low": 73.85, "close": 74.41, "volume": 14095457.0},
+    {"date": "2017-09-25", "open": 74.09, "high": 74.25, "low": 72.92, "close": 73.26, "volume": 24139290.0},
+    {"date": "2017-09-26", "open": 73.67, "high": 73.81, "low": 72.99, "close": 73.26, "volume": 18014578.0},
+    {"date": "2017-09-27", "open": 73.55, "high": 74.17, "low": 73.17, "close": 73.85, "volume": 19488004.0},
+    {"date": "2017-09-28", "open": 73.54, "high": 73.97, "low": 73.31, "close": 73.87, "volume": 10879680.0},
+    {"date": "2017-09-29", "open": 73.94, "high": 74.535, "low": 73.88, "close": 74.49, "volume": 17075298.0},
+    {"date": "2017-10-02", "open": 74.71, "high": 75.01, "low": 74.295, "close": 74.61, "volume": 15296790.0},
+    {"date": "2017-10-03", "open": 74.67, "high": 74.88, "low": 74.195, "close": 74.26, "volume": 12186591.0},
+    {"date": "2017-10-04", "open": 74.0, "high": 74.72, "low": 73.71, "close": 74.69, "volume": 13295159.0},
+    {"date": "2017-10-05", "open": 75.22, "high": 76.12, "low": 74.96, "close": 75.97, "volume": 21189637.0},
+    {"date": "2017-10-06", "open": 75.67, "high": 76.03, "low": 75.54, "close": 76.0, "volume": 13946655.0},
+    {"date": "2017-10-09", "open": 75.97, "high": 76.55, "low": 75.86, "close": 76.29, "volume": 11386471.0},
+    {"date": "2017-10-10", "open": 76.33, "high": 76.63, "low": 76.14, "close": 76.29, "volume": 13941382.0},
+    {"date": "2017-10-11", "open": 76.36, "high": 76.46, "low": 75.95, "close": 76.42, "volume": 15381253.0},
+    {"date": "2017-10-12", "open": 76.49, "high": 77.29, "low": 76.37, "close": 77.12, "volume": 17269532.0},
+    {"date": "2017-10-13", "open": 77.59, "high": 77.87, "low": 77.29, "close": 77.49, "volume": 15319789.0},
+    {"date": "2017-10-16", "open": 77.42, "high": 77.81, "low": 77.35, "close": 77.65, "volume": 12362071.0},
+    {"date": "2017-10-17", "open": 77.47, "high": 77.62, "low": 77.25, "close": 77.59, "volume": 16076735.0},
+    {"date": "2017-10-18", "open": 77.67, "high": 77.85, "low": 77.37, "close": 77.61, "volume": 13288965.0},
+    {"date": "2017-10-19", "open": 77.57, "high": 77.93, "low": 77.35, "close": 77.91, "volume": 15087473.0},
+    {"date": "2017-10-20", "open": 78.32, "high": 78.97, "low": 78.22, "close": 78.81, "volume": 22854847.0},
+    {"date": "2017-10-23", "open": 78.99, "high": 79.34, "low": 78.76, "close": 78.83, "volume": 20609965.0},
+    {"date": "2017-10-24", "open": 78.9, "high": 79.2, "low": 78.46, "close": 78.86, "volume": 17364872.0},
+    {"date": "2017-10-25", "open": 78.58, "high": 79.1, "low": 78.01, "close": 78.63, "volume": 20401390.0},
+    {"date": "2017-10-26", "open": 79.2, "high": 79.42, "low": 78.75, "close": 78.76, "volume": 31601122.0},
+    {"date": "2017-10-27", "open": 84.37, "high": 86.2, "low": 83.61, "close": 83.81, "volume": 71024821.0},
+    {"date": "2017-10-30", "open": 83.8, "high": 84.325, "low": 83.105, "close": 83.89, "volume": 31756653.0},
+    {"date": "2017-10-31", "open": 84.36, "high": 84.36, "low": 83.11, "close": 83.18, "volume": 27086575.0},
+    {"date": "2017-11-01", "open": 83.68, "high": 83.76, "low": 82.88, "close": 83.18, "volume": 22307371.0},
+    {"date": "2017-11-02", "open": 83.35, "high": 84.46, "low": 83.12, "close": 84.05, "volume": 23992945.0},
+    {"date": "2017-11-03", "open": 84.08, "high": 84.54, "low": 83.4, "close": 84.14, "volume": 17633543.0},
+    {"date": "2017-11-06", "open": 84.2, "high": 84.7, "low": 84.0825, "close": 84.47, "volume": 19852151.0},
+    {"date": "2017-11-07", "open": 84.77, "high": 84.9, "low": 83.93, "close": 84.26, "volume": 17927878.0},
+    {"date": "2017-11-08", "open": 84.14, "high": 84.61, "low": 83.83, "close": 84.56, "volume": 18029584.0},
+    {"date": "2017-11-09", "open": 84.11, "high": 84.27, "low": 82.9, "close": 84.09, "volume": 21175384.0},
+    {"date": "2017-11-10", "open": 83.79, "high": 84.095, "low": 83.23, "close": 83.87, "volume": 19396301.0},
+]
+
+PREDICT_EXAMPLES: dict[str, dict[str, Any]] = {
+    "rows": {
+        "summary": "40 dated rows, oldest first (the sample model's window)",
+        "value": {"model": "msft", "window": SAMPLE_WINDOW},
+    },
+    "arrays": {
+        "summary": "The same window as arrays in the model's feature order",
+        "value": {
+            "model": "msft",
+            "window": [[row["open"], row["high"], row["low"], row["close"], row["volume"]] for row in SAMPLE_WINDOW],
+        },
+    },
+    "pinned": {
+        "summary": 'Pin a version (or use "alias")',
+        "value": {"model": "msft", "version": 1, "window": SAMPLE_WINDOW},
+    },
+}
+
+BATCH_EXAMPLES: dict[str, dict[str, Any]] = {
+    "two_windows": {
+        "summary": "Two windows in one call: one as rows, one as arrays",
+        "value": {
+            "model": "msft",
+            "windows": [SAMPLE_WINDOW, PREDICT_EXAMPLES["arrays"]["value"]["window"]],
+        },
+    },
+}
+
+TRAIN_EXAMPLES: dict[str, dict[str, Any]] = {
+    "gru": {
+        "summary": "A small GRU on the bundled sample (about a minute)",
+        "value": {"model": "msft-gru", "dataset": "msft", "architecture": "gru", "epochs": 5, "units": 32},
+    },
+    "horizon5": {
+        "summary": "Five business days at once, with intervals per step",
+        "value": {"model": "msft-h5", "dataset": "msft", "horizon": 5, "epochs": 5},
+    },
+}
+
+ALIAS_EXAMPLES: dict[str, dict[str, Any]] = {
+    "rollback": {"summary": "Point the alias at version 1", "value": {"version": 1, "reason": "rollback"}},
+}

@@ -1,0 +1,114 @@
+"""A version that fails to load is never served: the one before keeps serving.
+Also: the version report chart and the OpenAPI examples, which must really work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.app.conftest import make_settings, tiny_clean, tiny_config
+from training.pipeline import train_version
+from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
+
+WINDOW_ROWS = [[1.0 + i * 0.01, 1.1 + i * 0.01, 0.9 + i * 0.01, 1.0 + i * 0.01, 1000.0] for i in range(10)]
+
+
+def add_broken_copy(root: Path, name: str, source_version: int, version: int) -> None:
+    """A complete-looking version whose model file no longer matches its hash."""
+    shutil.copytree(root / name / str(source_version), root / name / str(version))
+    metadata_path = root / name / str(version) / METADATA_FILE
+    metadata = json.loads(metadata_path.read_text())
+    metadata["version"] = version
+    metadata_path.write_text(json.dumps(metadata))
+    with open(root / name / str(version) / MODEL_FILE, "ab") as handle:
+        handle.write(b"corrupted")
+
+
+@pytest.fixture
+def broken_store(model_store: ModelStore, tmp_path: Path) -> Path:
+    root = tmp_path / "models"
+    shutil.copytree(model_store.root, root)
+    add_broken_copy(root, "tiny", 2, 3)
+    return root
+
+
+def test_alias_to_a_broken_version_is_refused_and_the_old_one_keeps_serving(broken_store: Path, tmp_path: Path) -> None:
+    from app.main import create_app
+
+    with TestClient(create_app(make_settings(broken_store, tmp_path / "var"))) as client:
+        assert client.post("/predict", json={"model": "tiny", "window": WINDOW_ROWS}).json()["version"] == 1
+        moved = client.put("/models/tiny/aliases/champion", json={"version": 3, "reason": "bad idea"})
+        assert moved.status_code == 409, moved.text
+        assert "not moved to v3" in moved.json()["detail"] and "sha256" in moved.json()["detail"]
+        assert client.get("/models/tiny").json()["champion"] == 1
+        assert client.post("/predict", json={"model": "tiny", "window": WINDOW_ROWS}).json()["version"] == 1
+        log = client.get("/models/tiny/aliases").json()["log"]
+        assert [(entry["from"], entry["to"]) for entry in log[-2:]] == [(1, 3), (3, 1)]
+        pinned = client.post("/predict", json={"model": "tiny", "version": 3, "window": WINDOW_ROWS})
+        assert pinned.status_code == 409 and "does not match its sha256" in pinned.json()["detail"]
+
+
+def test_a_broken_champion_at_start_falls_back_and_says_so(broken_store: Path, tmp_path: Path) -> None:
+    from app.main import create_app
+
+    (broken_store / "tiny" / ALIASES_FILE).write_text(json.dumps({"champion": 3}))
+    with TestClient(create_app(make_settings(broken_store, tmp_path / "var"))) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 200  # something serves every model...
+        assert ready.json()["models"]["tiny"] == 2  # ...the newest version that loads
+        assert "v3 not served" in ready.json()["problems"]["tiny"]
+        assert client.get("/models/tiny").json()["serving_error"].startswith("v3 not served")
+
+
+def test_versions_trained_elsewhere_are_picked_up_without_restart(model_store: ModelStore, tmp_path: Path) -> None:
+    """The CLI writes to the store directly; the registry's watcher serves the new model."""
+    from app.main import create_app
+
+    root = tmp_path / "models"
+    shutil.copytree(model_store.root, root)
+    with TestClient(create_app(make_settings(root, tmp_path / "var"))) as client:
+        assert client.post("/predict", json={"model": "fresh", "window": WINDOW_ROWS}).status_code == 404
+        train_version(tiny_clean(), tiny_config(backtest_folds=0), ModelStore(root), "fresh", {"name": "x"})
+        deadline = time.monotonic() + 60
+        while client.post("/predict", json={"model": "fresh", "window": WINDOW_ROWS}).status_code != 200:
+            assert time.monotonic() < deadline, "the new model was never served"
+            time.sleep(0.2)
+
+
+def test_version_report_png(client: TestClient) -> None:
+    response = client.get("/models/tiny/versions/1/report.png")
+    assert response.status_code == 200, response.text[:500]
+    assert response.headers["content-type"] == "image/png"
+    assert response.content.startswith(b"\x89PNG\r\n\x1a\n") and len(response.content) > 20_000
+    assert client.get("/models/tiny/versions/9/report.png").status_code == 404
+
+
+@pytest.fixture(scope="module")
+def msft_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A store holding a tiny `msft` model with the sample model's window of 40."""
+    from app.main import create_app
+
+    root = tmp_path_factory.mktemp("examples") / "models"
+    train_version(tiny_clean(), tiny_config(window=40, backtest_folds=0), ModelStore(root), "msft", {"name": "x"})
+    with TestClient(create_app(make_settings(root, tmp_path_factory.mktemp("var")))) as client:
+        yield client
+
+
+def test_every_openapi_example_works(msft_client: TestClient) -> None:
+    schema = msft_client.get("/openapi.json").json()
+    tried = 0
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            for name, example in content.get("examples", {}).items():
+                url = path.replace("{name}", "msft").replace("{alias}", "champion")
+                response = msft_client.request(method.upper(), url, json=example["value"])
+                assert response.status_code in (200, 202), f"{method} {path} example {name}: {response.text}"
+                tried += 1
+    assert tried >= 7
