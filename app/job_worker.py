@@ -99,38 +99,35 @@ def _train(job_id: str, request: dict[str, Any], settings: Any, jobs: JobStore, 
     config = TrainConfig(**config_fields)
     clean = load_prices(path, required=tuple(dict.fromkeys((*config.features, config.label))))
     started = time.monotonic()
+    # One record that grows: the last epoch's figures stay visible during the backtest.
+    progress: dict[str, Any] = {}
 
     def on_epoch(epoch: int, epochs: int, logs: dict[str, float]) -> None:
         if os.getppid() != parent_pid:
             os._exit(1)  # the API is gone; nobody will read what we produce
         if jobs.cancel_requested(job_id):
             raise JobCancelledError()
-        jobs.set_progress(
-            job_id,
-            {
-                "stage": "training",
-                "epoch": epoch,
-                "epochs": epochs,
-                "loss": logs.get("loss"),
-                "val_loss": logs.get("val_loss"),
-                "elapsed_seconds": round(time.monotonic() - started, 2),
-            },
+        progress.update(
+            stage="training",
+            epoch=epoch,
+            epochs=epochs,
+            loss=logs.get("loss"),
+            val_loss=logs.get("val_loss"),
+            elapsed_seconds=round(time.monotonic() - started, 2),
         )
+        jobs.set_progress(job_id, progress)
 
     def on_fold(done: int, total: int, report: dict[str, Any]) -> None:
         if jobs.cancel_requested(job_id):
             raise JobCancelledError()
-        model = report.get("model", {})
-        jobs.set_progress(
-            job_id,
-            {
-                "stage": "backtest",
-                "fold": done,
-                "folds": total,
-                "fold_mase": model.get("mase"),
-                "elapsed_seconds": round(time.monotonic() - started, 2),
-            },
+        progress.update(
+            stage="backtest",
+            fold=done,
+            folds=total,
+            fold_mase=report.get("model", {}).get("mase"),
+            elapsed_seconds=round(time.monotonic() - started, 2),
         )
+        jobs.set_progress(job_id, progress)
 
     def should_stop() -> bool:
         if jobs.cancel_requested(job_id):

@@ -3,19 +3,22 @@
 `model.predict()` builds a data pipeline and a step function on every call:
 about 90 ms for one 40-day window through a 64-unit LSTM on two CPU cores.
 Here the model's forward pass is traced once into a TensorFlow graph with a
-fixed input signature and compiled with XLA, and every batch is padded up to
-one of a few bucket sizes that are compiled and run once at construction, so
-no request ever pays for tracing or compilation. `bench/inference.py` measures
-each option side by side; XLA was about three times faster than the plain
-graph at batch sizes 1 to 64, and the exported SavedModel no faster than the
-plain graph.
+fixed input signature `(None, window, features)` and called as a concrete
+function. The plain graph serves from the moment the version is loaded;
+the same graph compiled with XLA (about three times faster at batch sizes 1
+to 64) takes over once it has been compiled for a few bucket sizes, to which
+every batch is padded, so no request ever pays for tracing or compilation.
+`bench/inference.py` measures each option side by side; the exported
+SavedModel was no faster than the plain graph.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -68,53 +71,83 @@ def compile_forward(model: Any, window: int, feature_count: int, jit_compile: bo
     return tf.function(forward, input_signature=[signature], jit_compile=jit_compile).get_concrete_function()
 
 
+@dataclass(frozen=True)
+class _Engine:
+    """A compiled forward pass and the batch sizes it runs at; swapped as one object."""
+
+    forward: Callable[[Any], Any]
+    # Batches are padded up to one of these (XLA compiles per shape); None:
+    # any size runs as it is (the plain graph takes every batch size).
+    buckets: tuple[int, ...] | None
+    xla: bool
+
+
 class CompiledModel:
-    """One served version: raw windows in, forecasts in price units out; safe to call from any thread."""
+    """One served version: raw windows in, forecasts in price units out; safe to call from any thread.
+
+    Construction traces the plain graph and runs it once, so the version can
+    take traffic within a fraction of a second. With `jit_compile`, the XLA
+    version of the same graph is then compiled for every bucket size, checked
+    against the plain graph, and swapped in; in a background thread when
+    `compile_in_background` (the default: about two seconds of compilation
+    no longer delay readiness), otherwise before the constructor returns. A
+    model that XLA cannot compile keeps serving the plain graph.
+    """
 
     def __init__(
         self,
         loaded: LoadedVersion,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         jit_compile: bool = True,
+        compile_in_background: bool = True,
     ) -> None:
         self.metadata: dict[str, Any] = loaded.metadata
         self.name: str = loaded.name
         self.version: int = loaded.version
         self.spec: WindowSpec = loaded.spec
         self.scaler: Scaler = loaded.scaler
+        self.max_batch_size = max_batch_size
         self.batch_sizes: tuple[int, ...] = bucket_sizes(max_batch_size)
         self._model = loaded.model
         started = time.perf_counter()
-        self.jit_compiled = jit_compile
         try:
-            self._forward = self._compile_and_warm_up(jit_compile)
+            plain = compile_forward(self._model, self.spec.window, len(self.spec.features), jit_compile=False)
+            self._engine = _Engine(forward=plain, buckets=None, xla=False)
+            # The plain graph is optimised once per new shape: the two extremes.
+            for size in sorted({1, max_batch_size}):
+                self._check_warm_up(self._engine, size)
+            # One pass through the whole path, preprocessing included: a flat
+            # window of ones is a valid input for every transform.
+            prices = self.predict_prices(np.ones((1, self.spec.window, len(self.spec.features))))
         except BrokenVersionError:
             raise
         except Exception as error:
-            if not jit_compile:
-                raise BrokenVersionError(
-                    f"{self.name} v{self.version}: inference failed at warm-up: {error}"
-                ) from error
-            # XLA does not support every op; the plain graph always works.
-            logger.warning(
-                "%s v%s: XLA compilation failed (%s); serving the plain graph", self.name, self.version, error
-            )
-            self.jit_compiled = False
-            self._forward = self._compile_and_warm_up(jit_compile=False)
-        # One pass through the whole path, preprocessing included: a flat
-        # window of ones is a valid input for every transform.
-        prices = self.predict_prices(np.ones((1, self.spec.window, len(self.spec.features))))
+            raise BrokenVersionError(f"{self.name} v{self.version}: inference failed at warm-up: {error}") from error
         if not np.all(np.isfinite(prices)):
             raise BrokenVersionError(f"{self.name} v{self.version}: warm-up forecast is not finite")
         self.warmup_seconds = time.perf_counter() - started
+        self.compile_seconds: float | None = None
+        self._compiler: threading.Thread | None = None
+        if jit_compile:
+            if compile_in_background:
+                self._compiler = threading.Thread(
+                    target=self._switch_to_xla, name=f"xla-compile-{self.name}-v{self.version}"
+                )
+                self._compiler.start()
+            else:
+                self._switch_to_xla()
         logger.info(
-            "%s v%s compiled (xla=%s, batch sizes %s) in %.2f s",
+            "%s v%s ready in %.2f s (plain graph)%s",
             self.name,
             self.version,
-            self.jit_compiled,
-            list(self.batch_sizes),
             self.warmup_seconds,
+            "; compiling XLA in the background" if self._compiler is not None else "",
         )
+
+    @property
+    def jit_compiled(self) -> bool:
+        """True once requests run on the XLA-compiled graph."""
+        return self._engine.xla
 
     @property
     def window(self) -> int:
@@ -126,42 +159,79 @@ class CompiledModel:
         """Steps per forecast."""
         return self.spec.horizon
 
-    def _compile_and_warm_up(self, jit_compile: bool) -> Callable[[Any], Any]:
-        """Trace, then run every bucket once so that no request compiles anything."""
-        forward = compile_forward(self._model, self.spec.window, len(self.spec.features), jit_compile)
-        shape = (self.spec.window, len(self.spec.features))
-        for size in self.batch_sizes:
-            outputs = self._run(forward, np.zeros((size, *shape), dtype=np.float32))
-            if outputs.shape != (size, self.spec.horizon) or not np.all(np.isfinite(outputs)):
-                raise BrokenVersionError(
-                    f"{self.name} v{self.version}: warm-up forecast has shape {outputs.shape} "
-                    f"or non-finite values; expected finite ({size}, {self.spec.horizon})"
-                )
-        return forward
+    def wait_for_compilation(self, timeout: float | None = None) -> bool:
+        """Block until the XLA compilation has finished (or failed); True if it has."""
+        if self._compiler is not None:
+            self._compiler.join(timeout)
+            return not self._compiler.is_alive()
+        return True
+
+    def _check_warm_up(self, engine: _Engine, size: int) -> np.ndarray:
+        """Run one batch of zeros and check the outputs' shape and finiteness."""
+        inputs = np.zeros((size, self.spec.window, len(self.spec.features)), dtype=np.float32)
+        outputs = self._run(engine, inputs)
+        if outputs.shape != (size, self.spec.horizon) or not np.all(np.isfinite(outputs)):
+            raise BrokenVersionError(
+                f"{self.name} v{self.version}: warm-up forecast has shape {outputs.shape} "
+                f"or non-finite values; expected finite ({size}, {self.spec.horizon})"
+            )
+        return outputs
+
+    def _switch_to_xla(self) -> None:
+        """Compile every bucket with XLA, check it against the plain graph, then serve it."""
+        started = time.perf_counter()
+        try:
+            forward = compile_forward(self._model, self.spec.window, len(self.spec.features), jit_compile=True)
+            engine = _Engine(forward=forward, buckets=self.batch_sizes, xla=True)
+            for size in self.batch_sizes:
+                self._check_warm_up(engine, size)
+            # Both graphs must agree on a real-looking input before the swap.
+            probe = np.random.default_rng(0).normal(size=(3, self.spec.window, len(self.spec.features)))
+            probe = probe.astype(np.float32)
+            expected = self._run(self._engine, probe)
+            got = self._run(engine, probe)
+            if not np.allclose(got, expected, rtol=1e-4, atol=1e-4):
+                raise ValueError(f"XLA outputs differ from the plain graph by {np.abs(got - expected).max():.2e}")
+        except Exception as error:
+            # XLA does not support every op; the plain graph always works.
+            logger.warning("%s v%s: XLA not used (%s); serving the plain graph", self.name, self.version, error)
+            return
+        self._engine = engine
+        self.compile_seconds = time.perf_counter() - started
+        logger.info(
+            "%s v%s now serves XLA (batch sizes %s), compiled in %.2f s",
+            self.name,
+            self.version,
+            list(self.batch_sizes),
+            self.compile_seconds,
+        )
 
     @staticmethod
-    def _run(forward: Callable[[Any], Any], scaled: np.ndarray) -> np.ndarray:
+    def _run(engine: _Engine, scaled: np.ndarray) -> np.ndarray:
         import tensorflow as tf
 
-        return np.asarray(forward(tf.constant(scaled)).numpy())
+        return np.asarray(engine.forward(tf.constant(scaled)).numpy())
 
     def predict_scaled(self, scaled: np.ndarray) -> np.ndarray:
         """Network outputs (n, horizon) for already scaled float32 inputs (n, window, features)."""
+        # Read once: the background compiler may swap the engine meanwhile.
+        engine = self._engine
         count = len(scaled)
-        largest = self.batch_sizes[-1]
-        if count > largest:
-            return np.concatenate(
-                [self.predict_scaled(scaled[start : start + largest]) for start in range(0, count, largest)]
-            )
         if count == 0:
             return np.empty((0, self.spec.horizon), dtype=np.float32)
-        bucket = next(size for size in self.batch_sizes if size >= count)
-        if bucket != count:
-            # Zero rows pad the batch to a compiled shape; their outputs are dropped.
-            padded = np.zeros((bucket, *scaled.shape[1:]), dtype=np.float32)
-            padded[:count] = scaled
-            scaled = padded
-        return self._run(self._forward, scaled)[:count]
+        if count > self.max_batch_size:
+            chunks = range(0, count, self.max_batch_size)
+            return np.concatenate(
+                [self.predict_scaled(scaled[start : start + self.max_batch_size]) for start in chunks]
+            )
+        if engine.buckets is not None:
+            bucket = next(size for size in engine.buckets if size >= count)
+            if bucket != count:
+                # Zero rows pad the batch to a compiled shape; their outputs are dropped.
+                padded = np.zeros((bucket, *scaled.shape[1:]), dtype=np.float32)
+                padded[:count] = scaled
+                return self._run(engine, padded)[:count]
+        return self._run(engine, scaled)
 
     def predict_prices(self, windows: np.ndarray) -> np.ndarray:
         """Raw windows (n, window, features), oldest row first, to forecasts (n, horizon) in price units."""

@@ -55,7 +55,7 @@ def build_variants(loaded: Any, folder: Path) -> dict[str, Callable[[np.ndarray,
     model.export(folder / "saved_model", verbose=False)
     # Keep the restored object: its variables die with it.
     restored = tf.saved_model.load(str(folder / "saved_model"))
-    compiled = CompiledModel(loaded)
+    compiled = CompiledModel(loaded, compile_in_background=False)
     return {
         "model.predict": lambda raw, scaled: model.predict(scaled, verbose=0),
         "model(x)": lambda raw, scaled: model(scaled, training=False).numpy(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -133,10 +134,14 @@ def _local_timestamp(text: str) -> pd.Timestamp | None:
 def _parse_dates(text: pd.Series) -> pd.Series:
     """Parse dates to naive timestamps; a UTC offset is dropped, keeping the local date."""
     try:
-        dates = pd.to_datetime(text, errors="coerce")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            dates = pd.to_datetime(text, errors="coerce")
     except ValueError:
+        dates = None
+    if dates is None or not pd.api.types.is_datetime64_any_dtype(dates):
         # yfinance exports carry offsets that change with daylight saving
-        # (-05:00 then -04:00), which pandas refuses to put in one column.
+        # (-05:00 then -04:00): pandas refuses them or returns plain objects.
         # Each row's local wall-clock date is the trading day it names.
         dates = pd.to_datetime(text.map(_local_timestamp), errors="coerce")
     return dates.dt.tz_localize(None) if dates.dt.tz is not None else dates

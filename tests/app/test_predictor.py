@@ -41,8 +41,11 @@ def loaded(request: pytest.FixtureRequest, model_store: ModelStore) -> LoadedVer
 
 @pytest.fixture(scope="module")
 def compiled(loaded: LoadedVersion) -> CompiledModel:
-    """The same version compiled with XLA and warmed up."""
-    return CompiledModel(loaded, max_batch_size=MAX_BATCH_SIZE)
+    """The same version, once it serves the XLA-compiled graph."""
+    model = CompiledModel(loaded, max_batch_size=MAX_BATCH_SIZE)
+    assert model.wait_for_compilation(timeout=300)
+    assert model.jit_compiled
+    return model
 
 
 @pytest.mark.parametrize("count", [1, 5, MAX_BATCH_SIZE, 37])
@@ -71,8 +74,28 @@ def test_single_predictions_equal_batched_ones(compiled: CompiledModel, loaded: 
 def test_plain_graph_matches_keras_model(loaded: LoadedVersion) -> None:
     plain = CompiledModel(loaded, max_batch_size=4, jit_compile=False)
     windows = real_windows(loaded.spec, 7)
+    assert plain.wait_for_compilation()
     assert not plain.jit_compiled
     np.testing.assert_allclose(plain.predict_prices(windows), keras_prices(loaded, windows), rtol=RELATIVE_TOLERANCE)
+
+
+def test_compiling_in_the_foreground_serves_xla_at_once(loaded: LoadedVersion) -> None:
+    model = CompiledModel(loaded, max_batch_size=4, compile_in_background=False)
+    windows = real_windows(loaded.spec, 6)
+    assert model.jit_compiled
+    assert model.compile_seconds is not None
+    np.testing.assert_allclose(model.predict_prices(windows), keras_prices(loaded, windows), rtol=RELATIVE_TOLERANCE)
+
+
+def test_answers_while_xla_compiles_in_the_background(loaded: LoadedVersion) -> None:
+    model = CompiledModel(loaded, max_batch_size=4)
+    windows = real_windows(loaded.spec, 6)
+    # Whichever graph answers (plain now, XLA later), the forecasts are the same.
+    before = model.predict_prices(windows)
+    assert model.wait_for_compilation(timeout=300)
+    after = model.predict_prices(windows)
+    np.testing.assert_allclose(before, keras_prices(loaded, windows), rtol=RELATIVE_TOLERANCE)
+    np.testing.assert_allclose(after, before, rtol=RELATIVE_TOLERANCE)
 
 
 def test_concurrent_threads_get_their_own_forecasts(compiled: CompiledModel, loaded: LoadedVersion) -> None:
