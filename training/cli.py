@@ -143,7 +143,7 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     """The model's test metrics beside the naive and drift baselines."""
     header = f"{'':8}{'MAE':>12}{'RMSE':>12}{'MAPE %':>9}{'MASE':>8}{'direction':>11}"
     lines = [header]
-    for row in ("model", "naive", "drift"):
+    for row in ("model", "naive", "drift", "ridge"):
         values = metrics.get(row)
         if not values:
             continue
@@ -236,6 +236,20 @@ def command_train(args: argparse.Namespace, out: TextIO) -> int:
     windows = metadata["metrics"]["model"]["windows"]
     print(f"test part {test['start']} to {test['end']}, {windows} windows, price units:", file=out)
     print(metrics_table(metadata["metrics"]), file=out)
+    backtest = metadata.get("backtest")
+    if backtest:
+        protocol = backtest.get("protocol", {})
+        print(
+            f"walk-forward backtest, {protocol.get('folds', '?')} folds, "
+            f"{backtest['summary']['model']['windows']} windows, price units:",
+            file=out,
+        )
+        print(metrics_table(backtest["summary"]), file=out)
+        coverage = ", ".join(
+            f"{level}% -> {figures['coverage']:.1%} (mean width {figures['mean_width']:.4g})"
+            for level, figures in backtest.get("coverage", {}).items()
+        )
+        print(f"interval coverage in the backtest: {coverage}", file=out)
     verdict = "promoted to champion" if decision.promoted else "not promoted"
     print(f"gate: {verdict}: {decision.reason}", file=out)
     return EXIT_OK
