@@ -102,37 +102,23 @@ def _train(job_id: str, request: dict[str, Any], settings: Any, jobs: JobStore, 
     # One record that grows: the last epoch's figures stay visible during the backtest.
     progress: dict[str, Any] = {}
 
-    def on_epoch(epoch: int, epochs: int, logs: dict[str, float]) -> None:
+    def should_stop() -> bool:
         if os.getppid() != parent_pid:
             os._exit(1)  # the API is gone; nobody will read what we produce
         if jobs.cancel_requested(job_id):
             raise JobCancelledError()
-        progress.update(
-            stage="training",
-            epoch=epoch,
-            epochs=epochs,
-            loss=logs.get("loss"),
-            val_loss=logs.get("val_loss"),
-            elapsed_seconds=round(time.monotonic() - started, 2),
-        )
+        return False
+
+    def record(**fields: Any) -> None:
+        should_stop()
+        progress.update(fields, elapsed_seconds=round(time.monotonic() - started, 2))
         jobs.set_progress(job_id, progress)
+
+    def on_epoch(epoch: int, epochs: int, logs: dict[str, float]) -> None:
+        record(stage="training", epoch=epoch, epochs=epochs, loss=logs.get("loss"), val_loss=logs.get("val_loss"))
 
     def on_fold(done: int, total: int, report: dict[str, Any]) -> None:
-        if jobs.cancel_requested(job_id):
-            raise JobCancelledError()
-        progress.update(
-            stage="backtest",
-            fold=done,
-            folds=total,
-            fold_mase=report.get("model", {}).get("mase"),
-            elapsed_seconds=round(time.monotonic() - started, 2),
-        )
-        jobs.set_progress(job_id, progress)
-
-    def should_stop() -> bool:
-        if jobs.cancel_requested(job_id):
-            raise JobCancelledError()
-        return False
+        record(stage="backtest", fold=done, folds=total, fold_mase=report.get("model", {}).get("mase"))
 
     source = {"name": f"{request['dataset']}.csv", "dataset": request["dataset"], "path": str(path.resolve())}
     source["sha256"] = file_sha256(path)
