@@ -87,8 +87,12 @@ def test_train_prints_progress_version_metrics_and_gate(trained_cli: tuple[Path,
     assert lines[0] == "data: msft_small.csv, 600 rows kept of 600 (0 dropped, 0 outlier(s) kept)"
     assert any(line.startswith("epoch 1/2 [############------------]  loss ") for line in lines)
     assert "stored msft v1 in " in out
-    table_rows = [line.split()[0] for line in lines if line.split()[:1] in (["model"], ["naive"], ["drift"])]
-    assert table_rows == ["model", "naive", "drift"]
+    names = (["model"], ["naive"], ["drift"], ["ridge"])
+    table_rows = [line.split()[0] for line in lines if line.split()[:1] in names]
+    # The test-part table, then the walk-forward backtest's with the ridge baseline.
+    assert table_rows == ["model", "naive", "drift", "model", "naive", "drift", "ridge"]
+    assert any(line.startswith("backtest fold 3/3: model MASE ") for line in lines)
+    assert any(line.startswith("interval coverage in the backtest: 80% -> ") for line in lines)
     assert lines[-1].startswith(("gate: promoted to champion: MASE", "gate: not promoted: MASE"))
 
 
