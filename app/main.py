@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
+from app.api.json_body import add_documented_bodies
 from app.api.routes import datasets, health, jobs, models, predict
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
@@ -16,6 +18,7 @@ from app.datasets import DatasetStore
 from app.job_runner import JobRunner
 from app.job_store import JobStore
 from app.registry import ModelRegistry
+from app.runtime import settle_heap, tune_for_serving
 from training.errors import StockcastError
 from training.store import ModelStore
 
@@ -68,7 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settled = runner.recover()
         if settled:
             logger.warning("settled %d job(s) interrupted by the previous shutdown: %s", len(settled), settled)
+        tune_for_serving()
         await registry.start()
+        # TensorFlow leaves ~400k long-lived objects; freezing them keeps full
+        # garbage collections from stalling the event loop under load.
+        settle_heap()
         runner.start()
         try:
             yield
@@ -81,6 +88,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, predict, models, datasets, jobs):
         app.include_router(module.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_documented_bodies(
+                get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

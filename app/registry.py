@@ -21,6 +21,7 @@ import numpy as np
 
 from app.batching import MicroBatcher
 from app.core.config import Settings
+from app.runtime import settle_heap
 from training.errors import BrokenVersionError, NotFoundError, StockcastError
 from training.store import CHAMPION, ModelStore
 
@@ -121,6 +122,8 @@ class ModelRegistry:
             logger.info("serving %s v%s", name, version)
             if previous is not None:
                 await previous.batcher.close()
+            if self.started:
+                settle_heap()  # re-freeze: the old version can be freed, the new one's objects frozen
             return
 
     async def start(self) -> None:
@@ -175,6 +178,7 @@ class ModelRegistry:
         async with self._lock:
             if key not in self.pinned:
                 self.pinned[key] = await self._load(name, version)
+                settle_heap()
                 while len(self.pinned) > max(self.settings.pinned_cache_size, 1):
                     _, evicted = self.pinned.popitem(last=False)
                     await evicted.batcher.close()

@@ -1,6 +1,6 @@
 """Milliseconds per inference call: model.predict vs model(x) vs tf.function vs XLA vs exported SavedModel.
 
-    .venv/bin/python bench/inference.py [--models-dir DIR --model NAME --version N] [--batches 1,64]
+    .venv/bin/python bench/inference.py [--models-dir DIR --model NAME --version N] [--batches 1,16,64]
 
 One process, one model (the 64-unit LSTM on a 40-day window, trained for
 two epochs into a temporary store unless a store is given), every variant on
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, help="existing store (default: train into a temporary one)")
     parser.add_argument("--model", default="msft", help="model name in the store")
     parser.add_argument("--version", type=int, help="version (default: the newest)")
-    parser.add_argument("--batches", default="1,64", help="comma list of batch sizes")
+    parser.add_argument("--batches", default="1,16,64", help="comma list of batch sizes")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per batch size")
     args = parser.parse_args()
 

