@@ -29,6 +29,7 @@ from training.errors import BrokenVersionError
 from training.features import Scaler, WindowSpec
 
 logger = logging.getLogger("stockcast.predictor")
+_XLA_COMPILE_LOCK = threading.Lock()
 
 # The largest batch the compiled function runs in one call; larger requests
 # are cut into chunks of this size. Matches the default micro-batch size.
@@ -179,6 +180,12 @@ class CompiledModel:
 
     def _switch_to_xla(self) -> None:
         """Compile every bucket with XLA, check it against the plain graph, then serve it."""
+        # One compilation at a time: two versions loading together made LLVM
+        # report "Corruption of the global PassRegistry" here.
+        with _XLA_COMPILE_LOCK:
+            self._compile_xla()
+
+    def _compile_xla(self) -> None:
         started = time.perf_counter()
         try:
             forward = compile_forward(self._model, self.spec.window, len(self.spec.features), jit_compile=True)
