@@ -167,10 +167,6 @@ class JobRunner:
                 )
             logger.info("job %s ended", job_id)
 
-    def running_pids(self) -> dict[str, int | None]:
-        """Job id → worker pid of the jobs running now."""
-        return {job_id: process.pid for job_id, process in self.workers.items()}
-
 
 def _worker_entry(job_id: str, settings_values: dict[str, Any], parent_pid: int) -> None:
     """Imported by the spawned interpreter; kept tiny so the import is cheap."""
