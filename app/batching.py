@@ -35,11 +35,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.errors import StockcastError
+
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
-class BatcherClosedError(RuntimeError):
+class BatcherClosedError(StockcastError):
     """The batcher was closed (its version was swapped out) before the request was submitted."""
+
+    # Transient: the caller should retry and will reach the version now served.
+    status_code = 503
 
 
 @dataclass
