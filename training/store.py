@@ -100,6 +100,8 @@ class ModelStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        # The registry asks for the default every few seconds; metadata is read once per version.
+        self._mase_cache: dict[tuple[str, int], float | None] = {}
 
     # Reading -----------------------------------------------------------------
 
@@ -268,6 +270,16 @@ class ModelStore:
                 entries.append(json.loads(line))
         return entries
 
+    def _gate_mase(self, name: str, version: int) -> float | None:
+        """A version's gate MASE, read once: versions never change after their rename."""
+        key = (name, version)
+        if key not in self._mase_cache:
+            try:
+                self._mase_cache[key] = headline_mase(self.read_metadata(name, version))[0]
+            except BrokenVersionError:
+                return None  # not cached: a repaired version is scored next time
+        return self._mase_cache[key]
+
     def default_version(self, name: str) -> int | None:
         """The version served when a request names none.
 
@@ -282,12 +294,7 @@ class ModelStore:
         champion = self.aliases(name).get(CHAMPION)
         if champion in versions:
             return champion
-        scored = [
-            (mase, version)
-            for metadata in self.iter_metadata(name)
-            if (mase := headline_mase(metadata)[0]) is not None
-            for version in [int(metadata["version"])]
-        ]
+        scored = [(mase, version) for version in versions if (mase := self._gate_mase(name, version)) is not None]
         if not scored:
             return versions[-1]
         best = min(mase for mase, _ in scored)
