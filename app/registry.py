@@ -40,7 +40,10 @@ class ServedVersion:
     loaded_at: float = field(default_factory=time.time)
 
     async def predict(self, windows: np.ndarray) -> np.ndarray:
-        """Forecasts in price units, batched with concurrent requests."""
+        """`CompiledModel.forecast` of raw windows, batched with concurrent requests.
+
+        Shaped (n, 1 + 2 * levels, horizon): forecasts, lower bounds, upper bounds.
+        """
         return await self.batcher.submit(windows)
 
 
@@ -74,7 +77,7 @@ class ModelRegistry:
 
         compiled = CompiledModel(load_version(self.store, name, version), max_batch_size=self.settings.max_batch_size)
         batcher = MicroBatcher(
-            compiled.predict_prices,
+            compiled.forecast,
             max_batch_size=self.settings.max_batch_size,
             max_wait_us=self.settings.max_batch_wait_us,
         )

@@ -8,11 +8,12 @@ columns in which order. Errors say what was expected and what arrived.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import functools
+import operator
 
 import numpy as np
 
-from app.schemas import ForecastStep, Interval, PriceRow
+from app.schemas import PriceRow
 from training.data import PRICE_COLUMNS
 from training.errors import StockcastError
 from training.features import WindowSpec
@@ -29,97 +30,88 @@ def expected_shape(spec: WindowSpec) -> str:
     return f"{spec.window} rows of [{', '.join(spec.features)}]"
 
 
+@functools.lru_cache(maxsize=64)
+def _price_columns(features: tuple[str, ...]) -> np.ndarray:
+    """True for the price columns among `features` (they must be positive; volume may be zero)."""
+    return np.array([column in PRICE_COLUMNS for column in features])
+
+
 def window_to_array(
-    window: list[PriceRow] | list[list[float]], spec: WindowSpec, where: str = "window"
+    window: list[PriceRow] | list[list[float]] | np.ndarray, spec: WindowSpec, where: str = "window"
 ) -> tuple[np.ndarray, dt.date | None]:
-    """One request window to a (window, features) float64 array plus its last date."""
+    """One request window to a (window, features) float64 array plus its last date.
+
+    `window` is what the request parsing produced: rows, lists of numbers,
+    or (the fast path of `app.api.predict_body`) a finite 2-D float array.
+    On the hot path a valid window costs one numpy conversion and one
+    comparison; the element-by-element search for what is wrong runs only
+    once something is.
+    """
     if len(window) != spec.window:
         unit = "row" if len(window) == 1 else "rows"
         raise WindowError(f"{where}: expected {expected_shape(spec)}, got {len(window)} {unit}")
-    first = window[0]
-    if isinstance(first, PriceRow):
-        rows: list[PriceRow] = window  # type: ignore[assignment]
-        missing = [column for column in spec.features if column not in PriceRow.model_fields]
-        if missing:
-            raise WindowError(f"{where}: this model needs columns {missing} that rows cannot carry; send arrays")
-        values = np.empty((spec.window, len(spec.features)), dtype=np.float64)
-        for index, row in enumerate(rows):
-            for position, column in enumerate(spec.features):
-                value = getattr(row, column)
-                if value is None:
-                    raise WindowError(f"{where}[{index}].{column}: required by this model, got null")
-                values[index, position] = value
-        dates = [row.date for row in rows]
-        if all(day is not None for day in dates):
-            ordered = all(dates[index] < dates[index + 1] for index in range(len(dates) - 1))  # type: ignore[operator]
-            if not ordered:
-                raise WindowError(f"{where}: dates must be strictly increasing (oldest first)")
-            return values, dates[-1]
-        if any(day is not None for day in dates):
-            raise WindowError(f"{where}: give a date on every row or on none")
-        return values, None
-    arrays: list[list[float]] = window  # type: ignore[assignment]
-    widths = {len(row) for row in arrays}
-    if widths != {len(spec.features)}:
-        bad = next(index for index, row in enumerate(arrays) if len(row) != len(spec.features))
+    if isinstance(window, np.ndarray):
+        return _checked_values(window, spec, where), None
+    if isinstance(window[0], PriceRow):
+        return _rows_to_array(window, spec, where)  # type: ignore[arg-type]
+    return _arrays_to_array(window, spec, where), None  # type: ignore[arg-type]
+
+
+def _rows_to_array(rows: list[PriceRow], spec: WindowSpec, where: str) -> tuple[np.ndarray, dt.date | None]:
+    missing = [column for column in spec.features if column not in PriceRow.model_fields]
+    if missing:
+        raise WindowError(f"{where}: this model needs columns {missing} that rows cannot carry; send arrays")
+    # pydantic has checked every named price and volume; only the optional
+    # columns can be null, and numpy turns a null into NaN.
+    pick = operator.attrgetter(*spec.features)
+    values = np.array([pick(row) for row in rows], dtype=np.float64).reshape(spec.window, len(spec.features))
+    if np.isnan(values).any():
+        index, position = np.argwhere(np.isnan(values))[0]
+        raise WindowError(f"{where}[{index}].{spec.features[position]}: required by this model, got null")
+    dates = [row.date for row in rows]
+    if all(day is not None for day in dates):
+        ordered = all(dates[index] < dates[index + 1] for index in range(len(dates) - 1))  # type: ignore[operator]
+        if not ordered:
+            raise WindowError(f"{where}: dates must be strictly increasing (oldest first)")
+        return values, dates[-1]
+    if any(day is not None for day in dates):
+        raise WindowError(f"{where}: give a date on every row or on none")
+    return values, None
+
+
+def _arrays_to_array(arrays: list[list[float]], spec: WindowSpec, where: str) -> np.ndarray:
+    width = len(spec.features)
+    bad = next((index for index, row in enumerate(arrays) if len(row) != width), None)
+    if bad is not None:
         raise WindowError(
-            f"{where}[{bad}]: expected {len(spec.features)} values [{', '.join(spec.features)}], "
+            f"{where}[{bad}]: expected {width} values [{', '.join(spec.features)}], "
             f"got {len(arrays[bad])} (window shape must be {expected_shape(spec)})"
         )
-    values = np.asarray(arrays, dtype=np.float64)
-    prices = np.array([column in PRICE_COLUMNS for column in spec.features])
-    bad_prices = np.argwhere(values[:, prices] <= 0)
-    if bad_prices.size:
-        row, position = bad_prices[0]
-        column = [column for column in spec.features if column in PRICE_COLUMNS][position]
-        raise WindowError(f"{where}[{row}].{column}: prices must be positive, got {values[row, prices][position]}")
-    if np.any(values[:, ~prices] < 0):
-        row, position = np.argwhere(values[:, ~prices] < 0)[0]
-        column = [column for column in spec.features if column not in PRICE_COLUMNS][position]
-        raise WindowError(f"{where}[{row}].{column}: must not be negative")
-    return values, None
+    return _checked_values(np.array(arrays, dtype=np.float64), spec, where)
+
+
+def _checked_values(values: np.ndarray, spec: WindowSpec, where: str) -> np.ndarray:
+    """A (rows, columns) array of finite numbers, checked for width and signs."""
+    width = len(spec.features)
+    if values.shape[1] != width:
+        raise WindowError(
+            f"{where}[0]: expected {width} values [{', '.join(spec.features)}], "
+            f"got {values.shape[1]} (window shape must be {expected_shape(spec)})"
+        )
+    if not (values > 0).all():
+        # pydantic has checked finiteness; here only signs can be wrong.
+        prices = _price_columns(spec.features)
+        invalid = (values <= 0) & prices | (values < 0)
+        if invalid.any():
+            row, position = np.argwhere(invalid)[0]
+            column = spec.features[position]
+            if prices[position]:
+                raise WindowError(f"{where}[{row}].{column}: prices must be positive, got {values[row, position]}")
+            raise WindowError(f"{where}[{row}].{column}: must not be negative")
+    return values
 
 
 def business_days_after(last: dt.date, horizon: int) -> list[dt.date]:
     """The next `horizon` business days (Mon-Fri) after `last`."""
     offsets = np.busday_offset(np.datetime64(last, "D"), np.arange(1, horizon + 1), roll="backward")
     return [day.astype(dt.date) for day in offsets]
-
-
-def forecast_steps(
-    predicted: np.ndarray,
-    bounds: dict[str, tuple[np.ndarray, np.ndarray]],
-    last_date: dt.date | None,
-) -> list[ForecastStep]:
-    """One window's forecast (horizon,) and bounds to response steps."""
-    horizon = predicted.shape[0]
-    dates: list[dt.date | None] = [None] * horizon
-    if last_date is not None:
-        dates = list(business_days_after(last_date, horizon))
-    values = predicted.tolist()
-    bound_lists: dict[str, tuple[list[float], list[float]]] = {
-        level: (lower.tolist(), upper.tolist()) for level, (lower, upper) in bounds.items()
-    }
-    return [
-        ForecastStep(
-            step=step + 1,
-            date=dates[step],
-            close=values[step],
-            intervals={
-                level: Interval(lower=lower[step], upper=upper[step]) for level, (lower, upper) in bound_lists.items()
-            },
-        )
-        for step in range(horizon)
-    ]
-
-
-def interval_bounds(
-    inputs: np.ndarray, predicted: np.ndarray, metadata: dict[str, Any], spec: WindowSpec
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Conformal bounds for a batch, using the method the version was calibrated with."""
-    intervals = metadata.get("intervals")
-    if not intervals:
-        return {}
-    from training.conformal import bounds_for
-
-    return bounds_for(inputs, predicted, intervals, spec)

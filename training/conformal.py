@@ -94,19 +94,32 @@ def calibrate(
     return widths
 
 
+def stacked_bounds(
+    predicted: np.ndarray, widths: dict[str, list[float]], scale: np.ndarray | None = None
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Level keys and lower, upper bounds in price units, each shaped (windows, levels, horizon).
+
+    One vectorised pass over every level: the shape serving hands a whole
+    micro-batch through at once.
+    """
+    predicted = np.asarray(predicted, dtype=np.float64)
+    keys = tuple(widths)
+    if not keys:
+        empty = np.empty((predicted.shape[0], 0, predicted.shape[1]))
+        return keys, empty, empty
+    log_half = np.asarray([widths[key] for key in keys], dtype=np.float64)[None, :, :]
+    if scale is not None:
+        log_half = log_half * np.asarray(scale, dtype=np.float64)[:, None, None]
+    factor = np.exp(log_half)
+    return keys, predicted[:, None, :] / factor, predicted[:, None, :] * factor
+
+
 def interval_bounds(
     predicted: np.ndarray, widths: dict[str, list[float]], scale: np.ndarray | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Lower and upper bounds in price units for each level, shaped like `predicted`."""
-    predicted = np.asarray(predicted, dtype=np.float64)
-    bounds = {}
-    for key, half in widths.items():
-        log_half = np.asarray(half, dtype=np.float64)[None, :]
-        if scale is not None:
-            log_half = log_half * np.asarray(scale, dtype=np.float64)[:, None]
-        factor = np.exp(log_half)
-        bounds[key] = (predicted / factor, predicted * factor)
-    return bounds
+    keys, lower, upper = stacked_bounds(predicted, widths, scale)
+    return {key: (lower[:, index], upper[:, index]) for index, key in enumerate(keys)}
 
 
 def coverage_of_bounds(
@@ -157,16 +170,16 @@ def calibrate_intervals(
     }
 
 
-def bounds_for(
+def stacked_bounds_for(
     inputs: np.ndarray, predicted: np.ndarray, intervals_metadata: dict[str, Any], spec: WindowSpec
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Bounds per level key ("80", "90", ...) for forecasts made from raw windows.
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Level keys and bounds (windows, levels, horizon) for forecasts made from raw windows.
 
-    The single function serving and evaluation use: `inputs` (n, window,
-    features) are the raw windows the forecasts `predicted` (n, horizon) came
-    from, and `intervals_metadata` is the version's `metadata["intervals"]`.
-    Metadata written before the studentised score existed has no "score" key
-    and means the absolute score.
+    The single computation serving and evaluation share: `inputs` (n,
+    window, features) are the raw windows the forecasts `predicted` (n,
+    horizon) came from, and `intervals_metadata` is the version's
+    `metadata["intervals"]`. Metadata written before the studentised score
+    existed has no "score" key and means the absolute score.
     """
     score = str(intervals_metadata.get("score", "absolute"))
     predicted = np.asarray(predicted, dtype=np.float64)
@@ -175,7 +188,15 @@ def bounds_for(
             f"predicted must be shaped (windows, {spec.horizon}) with one row per input window, "
             f"got {predicted.shape} for {len(inputs)} windows"
         )
-    return interval_bounds(predicted, intervals_metadata["half_widths"], score_scale(inputs, spec, score))
+    return stacked_bounds(predicted, intervals_metadata["half_widths"], score_scale(inputs, spec, score))
+
+
+def bounds_for(
+    inputs: np.ndarray, predicted: np.ndarray, intervals_metadata: dict[str, Any], spec: WindowSpec
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`stacked_bounds_for` as a dict: level key ("80", "90", ...) to (lower, upper), each (n, horizon)."""
+    keys, lower, upper = stacked_bounds_for(inputs, predicted, intervals_metadata, spec)
+    return {key: (lower[:, index], upper[:, index]) for index, key in enumerate(keys)}
 
 
 def coverage_for(

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.schemas import BatchPredictResponse, PredictResponse
 from tests.app.conftest import WINDOW, tiny_clean
 from training.artifact import load_version
 from training.store import ModelStore
@@ -150,6 +151,8 @@ def _rows_with(index: int, **changes: Any) -> list[dict[str, Any]]:
             "window[9]: expected 5 values [open, high, low, close, volume], got 4",
         ),
         ([[1.0, 2.0, 0.5, -1.5, 100.0]] * 10, "window[0].close: prices must be positive"),
+        ([[1.0, 2.0, 0.5, 1.5, 100.0]] * 6 + [[0.0, 2.0, 0.5, 1.5, 0.0]] * 4, "window[6].open: prices must be"),
+        ([[1.0, 2.0, 0.5, 1.5, 100.0]] * 7 + [[1.0, 2.0, 0.5, 1.5, -3.0]] * 3, "window[7].volume: must not be"),
         ([[1.0, 2.0, 0.5, 1.5, "x"]] * 10, "body.window[0][4]: Input should be a valid number"),
         ([[1.0, 2.0, 0.5, 1.5, 100.0]] * 10 + [{"open": 1}], "body.window[10]: Input should be a valid array"),
     ],
@@ -169,6 +172,33 @@ def test_non_finite_prices_are_refused(client: TestClient, literal: str) -> None
     response = client.post("/predict", content=text, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert "body.window[3].close" in response.json()["detail"]
+
+
+def test_arrays_with_zero_volume_days_are_forecast(client: TestClient) -> None:
+    arrays = [[row[column] for column in COLUMNS] for row in sample_rows(dated=False)]
+    for row in arrays[::3]:
+        row[-1] = 0.0
+    response = client.post("/predict", json={"model": "tiny", "window": arrays})
+    assert response.status_code == 200, response.text
+    assert response.json()["forecast"][0]["close"] > 0
+
+
+def test_answers_follow_the_documented_response_schemas(client: TestClient) -> None:
+    rows = sample_rows()
+    single = client.post("/predict", json={"model": "tiny-h5", "window": rows})
+    assert single.status_code == 200, single.text
+    parsed = PredictResponse.model_validate_json(single.content)
+    assert parsed.model_dump(mode="json") == single.json()
+    assert list(parsed.forecast[0].intervals) == ["80", "90", "95"]
+    batch = client.post("/predict/batch", json={"model": "tiny-h5", "windows": [rows, rows]})
+    assert batch.status_code == 200, batch.text
+    parsed_batch = BatchPredictResponse.model_validate_json(batch.content)
+    assert parsed_batch.model_dump(mode="json") == batch.json()
+    # Same steps and dates; values agree to float32 precision (batch sizes differ).
+    for batched, alone in zip(parsed_batch.forecasts[0], parsed.forecast, strict=True):
+        assert (batched.step, batched.date) == (alone.step, alone.date)
+        assert batched.close == pytest.approx(alone.close, rel=1e-5)
+        assert batched.intervals["95"].upper == pytest.approx(alone.intervals["95"].upper, rel=1e-5)
 
 
 def test_invalid_json_is_a_422_not_a_500(client: TestClient) -> None:

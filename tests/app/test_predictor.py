@@ -9,7 +9,7 @@ import pytest
 
 from app.predictor import CompiledModel, bucket_sizes
 from tests.app.conftest import tiny_clean
-from training import features
+from training import conformal, features
 from training.artifact import LoadedVersion, load_version
 from training.store import ModelStore
 
@@ -54,6 +54,21 @@ def test_batch_matches_keras_model(compiled: CompiledModel, loaded: LoadedVersio
     predicted = compiled.predict_prices(windows)
     assert predicted.shape == (count, loaded.spec.horizon)
     np.testing.assert_allclose(predicted, keras_prices(loaded, windows), rtol=RELATIVE_TOLERANCE)
+
+
+def test_forecast_stacks_prices_then_lower_then_upper_bounds(compiled: CompiledModel, loaded: LoadedVersion) -> None:
+    windows = real_windows(loaded.spec, 7)
+    output = compiled.forecast(windows)
+    levels = compiled.interval_levels
+    assert levels == ("80", "90", "95")
+    assert output.shape == (7, 1 + 2 * len(levels), loaded.spec.horizon)
+    prices = compiled.predict_prices(windows)
+    np.testing.assert_array_equal(output[:, 0], prices)
+    bounds = conformal.bounds_for(windows, prices, loaded.metadata["intervals"], loaded.spec)
+    for index, level in enumerate(levels):
+        np.testing.assert_array_equal(output[:, 1 + index], bounds[level][0])
+        np.testing.assert_array_equal(output[:, 1 + len(levels) + index], bounds[level][1])
+    assert np.all(output[:, 1] < output[:, 0]) and np.all(output[:, 0] < output[:, 1 + len(levels)])
 
 
 def test_batch_matches_keras_predict(compiled: CompiledModel, loaded: LoadedVersion) -> None:
@@ -122,15 +137,19 @@ def test_exposes_version_identity(compiled: CompiledModel, loaded: LoadedVersion
     assert compiled.spec == loaded.spec
     assert compiled.scaler is loaded.scaler
     assert compiled.metadata["horizon"] == loaded.spec.horizon
-    assert compiled.batch_sizes == (1, 4, 16)
+    assert compiled.batch_sizes == (1, 2, 4, 8, 16)
 
 
 @pytest.mark.parametrize(
     ("max_batch_size", "expected"),
-    [(1, (1,)), (16, (1, 4, 16)), (64, (1, 4, 16, 64)), (100, (1, 4, 16, 64, 100))],
+    [(1, (1,)), (16, (1, 2, 4, 8, 16)), (64, (1, 2, 4, 8, 16, 32, 64)), (100, (1, 2, 4, 8, 16, 32, 64, 100))],
 )
 def test_bucket_sizes_end_at_the_largest_batch(max_batch_size: int, expected: tuple[int, ...]) -> None:
     assert bucket_sizes(max_batch_size) == expected
+
+
+def test_coarser_buckets_can_be_asked_for() -> None:
+    assert bucket_sizes(64, growth=4) == (1, 4, 16, 64)
 
 
 def test_bucket_sizes_refuse_an_empty_batch() -> None:
