@@ -86,7 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="stockcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (health, predict, models, datasets, jobs):
+    # /predict first: requests are matched against routes in order, and it is the hot one.
+    for module in (predict, health, models, datasets, jobs):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

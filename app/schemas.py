@@ -5,8 +5,10 @@ the served version's metadata then checks the window's length and columns
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -73,6 +75,29 @@ class PredictRequest(VersionSelector):
     """A forecast request for one window."""
 
     window: WindowInput
+
+
+@dataclass(frozen=True)
+class ArrayWindowRequest:
+    """A /predict request whose window arrived as a finite (rows, columns) array (`app.api.predict_body`)."""
+
+    selector: VersionSelector
+    window: np.ndarray
+
+    @property
+    def model(self) -> str:
+        """Model name."""
+        return self.selector.model
+
+    @property
+    def version(self) -> int | None:
+        """Pinned version, if any."""
+        return self.selector.version
+
+    @property
+    def alias(self) -> str | None:
+        """Alias to serve, if any."""
+        return self.selector.alias
 
 
 class BatchPredictRequest(VersionSelector):

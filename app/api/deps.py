@@ -30,6 +30,21 @@ async def get_registry(request: Request) -> ModelRegistry:
     return request.app.state.registry  # type: ignore[no-any-return]
 
 
+def registry_of(request: Request) -> ModelRegistry:
+    """The registry, read straight from the app state, for the /predict hot path.
+
+    Resolving even an `async def` dependency walks FastAPI's dependency
+    machinery on every request: about a tenth of the event loop's time on
+    /predict under load (bench/serve.py with py-spy).
+    """
+    return request.app.state.registry  # type: ignore[no-any-return]
+
+
+def settings_of(request: Request) -> Settings:
+    """The settings, read straight from the app state (see `registry_of`)."""
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
 async def get_store(request: Request) -> ModelStore:
     """The model store on disk."""
     return request.app.state.store  # type: ignore[no-any-return]

@@ -1,4 +1,4 @@
-"""Forecasts: the hot path, parsed from raw bytes and answered with pre-serialised JSON."""
+"""Forecasts: the hot path, parsed from raw bytes and answered with JSON encoded by orjson."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from app.api.deps import RegistryDep, SettingsDep
+from app.api.deps import registry_of, settings_of
 from app.api.json_body import documented_body, parse_body
+from app.api.predict_body import parse_predict
 from app.examples import BATCH_EXAMPLES, PREDICT_EXAMPLES
 from app.forecasting import predict_many, predict_one
 from app.schemas import BatchPredictRequest, BatchPredictResponse, PredictRequest, PredictResponse
@@ -27,10 +28,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     responses=ERRORS,
     openapi_extra=documented_body(PredictRequest, PREDICT_EXAMPLES),
 )
-async def create_prediction(request: Request, registry: RegistryDep) -> Response:
+async def create_prediction(request: Request) -> Response:
     """Forecast the next `horizon` values from one window of recent prices (oldest first)."""
-    answer = await predict_one(registry, parse_body(PredictRequest, await request.body()))
-    return Response(answer.model_dump_json(), media_type="application/json")
+    answer = await predict_one(registry_of(request), parse_predict(await request.body()))
+    return Response(answer, media_type="application/json")
 
 
 @router.post(
@@ -39,8 +40,8 @@ async def create_prediction(request: Request, registry: RegistryDep) -> Response
     responses=ERRORS,
     openapi_extra=documented_body(BatchPredictRequest, BATCH_EXAMPLES),
 )
-async def create_batch_prediction(request: Request, registry: RegistryDep, settings: SettingsDep) -> Response:
+async def create_batch_prediction(request: Request) -> Response:
     """Forecast many windows in one request (one inference call)."""
     body = parse_body(BatchPredictRequest, await request.body())
-    answer = await predict_many(registry, body, max_windows=settings.max_batch_windows)
-    return Response(answer.model_dump_json(), media_type="application/json")
+    answer = await predict_many(registry_of(request), body, max_windows=settings_of(request).max_batch_windows)
+    return Response(answer, media_type="application/json")
