@@ -50,6 +50,24 @@ def describe_version(store: ModelStore, name: str, version: int) -> dict[str, An
         return {"version": version, "error": str(error)}
 
 
+def serving_figures(registry: ModelRegistry, name: str) -> dict[str, Any] | None:
+    """How the default version is being served: engine and micro-batching so far."""
+    state = registry.models.get(name)
+    if state is None or state.served is None:
+        return None
+    served = state.served
+    batcher = served.batcher
+    return {
+        "version": served.version,
+        "engine": "xla" if getattr(served.model, "jit_compiled", False) else "graph",
+        "max_batch_size": batcher.max_batch_size,
+        "max_batch_wait_us": batcher.max_wait_us,
+        "batches": batcher.batches_run,
+        "windows": batcher.windows_run,
+        "mean_batch_size": round(batcher.windows_run / batcher.batches_run, 2) if batcher.batches_run else None,
+    }
+
+
 def describe_model(store: ModelStore, registry: ModelRegistry, name: str) -> dict[str, Any]:
     """A model's versions, aliases and the version served by default."""
     aliases = store.aliases(name)
@@ -64,4 +82,5 @@ def describe_model(store: ModelStore, registry: ModelRegistry, name: str) -> dic
         if CHAMPION in aliases
         else "no version has passed the promotion gate yet; the one with the lowest MASE is served by default",
         "serving_error": state.error if state else None,
+        "serving": serving_figures(registry, name),
     }

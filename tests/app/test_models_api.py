@@ -68,3 +68,17 @@ def test_openapi_documents_every_route_with_examples(client: TestClient) -> None
     paths = set(schema["paths"])
     assert {"/predict", "/predict/batch", "/train", "/jobs/{job_id}", "/datasets", "/models", "/ready"} <= paths
     assert client.get("/docs").status_code == 200
+
+
+def test_model_shows_how_its_default_version_is_batched(client: TestClient) -> None:
+    from tests.app.test_predict_api import sample_rows
+
+    before = client.get("/models/tiny").json()["serving"]
+    assert before["version"] == 1 and before["engine"] in ("xla", "graph")
+    rows = sample_rows()
+    assert client.post("/predict/batch", json={"model": "tiny", "windows": [rows, rows, rows]}).status_code == 200
+    after = client.get("/models/tiny").json()["serving"]
+    assert after["batches"] == before["batches"] + 1
+    assert after["windows"] == before["windows"] + 3
+    assert after["mean_batch_size"] == round(after["windows"] / after["batches"], 2)
+    assert after["max_batch_size"] == 8
