@@ -246,8 +246,8 @@ class CompiledModel:
                 return self._run(engine, padded)[:count]
         return self._run(engine, scaled)
 
-    def predict_prices(self, windows: np.ndarray) -> np.ndarray:
-        """Raw windows (n, window, features), oldest row first, to forecasts (n, horizon) in price units."""
+    def prepare(self, windows: np.ndarray) -> np.ndarray:
+        """Raw windows (n, window, features), oldest row first, to the scaled float32 network input."""
         windows = np.asarray(windows, dtype=np.float64)
         expected = (self.spec.window, len(self.spec.features))
         if windows.ndim != 3 or windows.shape[1:] != expected:
@@ -255,22 +255,31 @@ class CompiledModel:
                 f"expected windows of shape (n, {expected[0]}, {expected[1]}) "
                 f"for features {list(self.spec.features)}, got {windows.shape}"
             )
-        scaled = features.scale_inputs(windows, self.spec, self.scaler)
-        outputs = self.predict_scaled(scaled)
+        return features.scale_inputs(windows, self.spec, self.scaler)
+
+    def predict_prices(self, windows: np.ndarray) -> np.ndarray:
+        """Raw windows (n, window, features), oldest row first, to forecasts (n, horizon) in price units."""
+        windows = np.asarray(windows, dtype=np.float64)
+        outputs = self.predict_scaled(self.prepare(windows))
         return features.outputs_to_prices(windows, outputs, self.spec, self.scaler)
+
+    def finish(self, windows: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+        """Network outputs (n, horizon) for raw `windows` to forecasts and bounds; see `forecast`."""
+        windows = np.asarray(windows, dtype=np.float64)
+        prices = features.outputs_to_prices(windows, outputs, self.spec, self.scaler)
+        if self._intervals is None:
+            return prices[:, None, :]
+        _, lower, upper = conformal.stacked_bounds_for(windows, prices, self._intervals, self.spec)
+        return np.concatenate([prices[:, None, :], lower, upper], axis=1)
 
     def forecast(self, windows: np.ndarray) -> np.ndarray:
         """Forecasts and their interval bounds for raw windows, in one array for one hand-over.
 
         Shaped (n, 1 + 2 * levels, horizon): row 0 of each window is the
         forecast, then the lower bound of each of `interval_levels`, then
-        their upper bounds, all in price units. Computing the bounds here, on
-        the inference thread and vectorised over the micro-batch, keeps that
-        work off the event loop.
+        their upper bounds, all in price units. The same as
+        `finish(windows, predict_scaled(prepare(windows)))`; the micro-batcher
+        calls the three steps itself so that only `predict_scaled` runs on
+        its inference thread.
         """
-        windows = np.asarray(windows, dtype=np.float64)
-        prices = self.predict_prices(windows)
-        if self._intervals is None:
-            return prices[:, None, :]
-        _, lower, upper = conformal.stacked_bounds_for(windows, prices, self._intervals, self.spec)
-        return np.concatenate([prices[:, None, :], lower, upper], axis=1)
+        return self.finish(windows, self.predict_scaled(self.prepare(windows)))

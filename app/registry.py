@@ -77,9 +77,11 @@ class ModelRegistry:
 
         compiled = CompiledModel(load_version(self.store, name, version), max_batch_size=self.settings.max_batch_size)
         batcher = MicroBatcher(
-            compiled.forecast,
+            compiled.predict_scaled,
             max_batch_size=self.settings.max_batch_size,
             max_wait_us=self.settings.max_batch_wait_us,
+            prepare=compiled.prepare,
+            finish=compiled.finish,
         )
         return ServedVersion(name=name, version=version, metadata=compiled.metadata, model=compiled, batcher=batcher)
 

@@ -297,6 +297,62 @@ def test_close_answers_pending_requests_then_refuses_new_ones() -> None:
     assert len(run(scenario())) == 4
 
 
+class Steps:
+    """`prepare` and `finish` steps that record the thread they ran on and can be made to fail."""
+
+    def __init__(self) -> None:
+        self.threads: dict[str, set[int]] = {"prepare": set(), "finish": set()}
+        self.fail: str | None = None
+
+    def prepare(self, windows: np.ndarray) -> np.ndarray:
+        self.threads["prepare"].add(threading.get_ident())
+        if self.fail == "prepare":
+            raise ValueError("prepare failed")
+        return windows + 1.0
+
+    def finish(self, windows: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+        self.threads["finish"].add(threading.get_ident())
+        if self.fail == "finish":
+            raise ValueError("finish failed")
+        # Uses the raw windows too, as the real finish does (prices from the last close).
+        return np.concatenate([outputs, windows[:, -1, :1]], axis=1)
+
+
+@pytest.mark.parametrize(("max_batch_size", "max_wait_us"), [(8, 2000), (1, 2000)])
+def test_prepare_and_finish_run_on_the_event_loop_around_predict(max_batch_size: int, max_wait_us: int) -> None:
+    recorder, steps = Recorder(), Steps()
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = MicroBatcher(recorder, max_batch_size, max_wait_us, prepare=steps.prepare, finish=steps.finish)
+        results = await asyncio.gather(*(batcher.submit(window(index)) for index in range(20)))
+        await batcher.close()
+        return results
+
+    results = run(scenario())
+    # Each request: predict saw its prepared window (value + 1), finish added its raw value.
+    assert [result.tolist() for result in results] == [[[(index + 1) * 10.0, float(index)]] for index in range(20)]
+    assert steps.threads["prepare"] == steps.threads["finish"] == {threading.get_ident()}
+    assert threading.get_ident() not in recorder.threads
+
+
+@pytest.mark.parametrize("step", ["prepare", "finish"])
+def test_a_failing_prepare_or_finish_reaches_every_request_and_serving_goes_on(step: str) -> None:
+    recorder, steps = Recorder(), Steps()
+
+    async def scenario() -> tuple[list[np.ndarray | BaseException], np.ndarray]:
+        batcher = MicroBatcher(recorder, 4, 2000, prepare=steps.prepare, finish=steps.finish)
+        steps.fail = step
+        failed = await asyncio.gather(*(batcher.submit(window(index)) for index in range(10)), return_exceptions=True)
+        steps.fail = None
+        after = await batcher.submit(window(3.0))
+        await batcher.close()
+        return failed, after
+
+    failed, after = run(scenario())
+    assert all(isinstance(result, ValueError) and str(result) == f"{step} failed" for result in failed)
+    assert after.tolist() == [[40.0, 3.0]]
+
+
 @pytest.mark.parametrize(("max_batch_size", "max_wait_us"), [(0, 100), (4, -1)])
 def test_invalid_settings_are_refused(max_batch_size: int, max_wait_us: int) -> None:
     with pytest.raises(ValueError, match="must be"):
@@ -318,5 +374,25 @@ def test_real_model_under_concurrency_matches_single_predictions(model_store: Mo
     results, batcher = run(scenario())
     for single, batched in zip(singles, results, strict=True):
         assert batched.shape == (1, compiled.spec.horizon)
+        np.testing.assert_allclose(batched, single, rtol=1e-5)
+    assert batcher.batches_run < 50
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-h5"])
+def test_real_model_split_as_the_registry_runs_it_matches_forecast(model_store: ModelStore, name: str) -> None:
+    # The registry's wiring: scaling and bounds on the event loop, only the network on the thread.
+    compiled = CompiledModel(load_version(model_store, name, 1), max_batch_size=16)
+    windows = real_windows(compiled.spec, 50)
+    singles = [compiled.forecast(one[None]) for one in windows]
+
+    async def scenario() -> tuple[list[np.ndarray], MicroBatcher]:
+        batcher = MicroBatcher(compiled.predict_scaled, 16, 2000, prepare=compiled.prepare, finish=compiled.finish)
+        results = await asyncio.gather(*(batcher.submit(one[None]) for one in windows))
+        await batcher.close()
+        return results, batcher
+
+    results, batcher = run(scenario())
+    for single, batched in zip(singles, results, strict=True):
+        assert batched.shape == single.shape == (1, 1 + 2 * len(compiled.interval_levels), compiled.spec.horizon)
         np.testing.assert_allclose(batched, single, rtol=1e-5)
     assert batcher.batches_run < 50
