@@ -129,8 +129,7 @@ class MicroBatcher:
             self.batches_run += 1
             self.windows_run += len(windows)
             prepared = self.prepare(windows) if self.prepare is not None else windows
-            outputs = await loop.run_in_executor(self._executor, self.predict, prepared)
-            return self.finish(windows, outputs) if self.finish is not None else outputs
+            return self._finished(windows, await loop.run_in_executor(self._executor, self.predict, prepared))
         self._loop = loop
         request = _Request(windows=windows, future=loop.create_future(), arrived=loop.time())
         idle = self._running is None and not self._pending
@@ -212,16 +211,20 @@ class MicroBatcher:
         self._hand_out(batch, inputs, outcome)
         self._dispatch()
 
+    def _finished(self, inputs: np.ndarray, outputs: Any) -> np.ndarray:
+        """`finish(inputs, outputs)` (event-loop thread), checked to have one row per window."""
+        outputs = np.asarray(outputs)
+        if self.finish is not None:
+            outputs = np.asarray(self.finish(inputs, outputs))
+        if len(outputs) != len(inputs):
+            raise RuntimeError(f"predict returned {len(outputs)} rows for {len(inputs)} windows")
+        return outputs
+
     def _hand_out(self, batch: list[_Request], inputs: np.ndarray, outcome: _Outcome) -> None:
         """`finish` the batch's outputs and give each request its rows, or every request the error."""
         if outcome.error is None:
             try:
-                outputs = np.asarray(outcome.outputs)
-                if self.finish is not None:
-                    outputs = np.asarray(self.finish(inputs, outputs))
-                if len(outputs) != len(inputs):
-                    raise RuntimeError(f"predict returned {len(outputs)} rows for {len(inputs)} windows")
-                outcome = _Outcome(outputs=outputs)
+                outcome = _Outcome(outputs=self._finished(inputs, outcome.outputs))
             except Exception as error:
                 outcome = _Outcome(error=error)
         start = 0

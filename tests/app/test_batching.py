@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import numpy as np
@@ -359,40 +359,32 @@ def test_invalid_settings_are_refused(max_batch_size: int, max_wait_us: int) -> 
         MicroBatcher(Recorder(), max_batch_size=max_batch_size, max_wait_us=max_wait_us)
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
 @pytest.mark.parametrize("name", ["tiny", "tiny-h5"])
-def test_real_model_under_concurrency_matches_single_predictions(model_store: ModelStore, name: str) -> None:
+def test_real_model_under_concurrency_matches_single_predictions(
+    model_store: ModelStore, name: str, split: bool
+) -> None:
     compiled = CompiledModel(load_version(model_store, name, 1), max_batch_size=16)
     windows = real_windows(compiled.spec, 50)
-    singles = [compiled.predict_prices(one[None]) for one in windows]
+    predict: Callable[[np.ndarray], np.ndarray]
+    if split:
+        # The registry's wiring: scaling and bounds on the event loop, only the network on the thread.
+        reference, predict = compiled.forecast, compiled.predict_scaled
+        prepare, finish = compiled.prepare, compiled.finish
+    else:
+        reference, predict = compiled.predict_prices, compiled.predict_prices
+        prepare, finish = None, None
+    singles = [reference(one[None]) for one in windows]
 
     async def scenario() -> tuple[list[np.ndarray], MicroBatcher]:
-        batcher = MicroBatcher(compiled.predict_prices, max_batch_size=16, max_wait_us=2000)
+        batcher = MicroBatcher(predict, 16, 2000, prepare=prepare, finish=finish)
         results = await asyncio.gather(*(batcher.submit(one[None]) for one in windows))
         await batcher.close()
         return results, batcher
 
     results, batcher = run(scenario())
     for single, batched in zip(singles, results, strict=True):
-        assert batched.shape == (1, compiled.spec.horizon)
-        np.testing.assert_allclose(batched, single, rtol=1e-5)
-    assert batcher.batches_run < 50
-
-
-@pytest.mark.parametrize("name", ["tiny", "tiny-h5"])
-def test_real_model_split_as_the_registry_runs_it_matches_forecast(model_store: ModelStore, name: str) -> None:
-    # The registry's wiring: scaling and bounds on the event loop, only the network on the thread.
-    compiled = CompiledModel(load_version(model_store, name, 1), max_batch_size=16)
-    windows = real_windows(compiled.spec, 50)
-    singles = [compiled.forecast(one[None]) for one in windows]
-
-    async def scenario() -> tuple[list[np.ndarray], MicroBatcher]:
-        batcher = MicroBatcher(compiled.predict_scaled, 16, 2000, prepare=compiled.prepare, finish=compiled.finish)
-        results = await asyncio.gather(*(batcher.submit(one[None]) for one in windows))
-        await batcher.close()
-        return results, batcher
-
-    results, batcher = run(scenario())
-    for single, batched in zip(singles, results, strict=True):
-        assert batched.shape == single.shape == (1, 1 + 2 * len(compiled.interval_levels), compiled.spec.horizon)
+        assert batched.shape == single.shape
+        assert (batched.shape[0], batched.shape[-1]) == (1, compiled.spec.horizon)
         np.testing.assert_allclose(batched, single, rtol=1e-5)
     assert batcher.batches_run < 50
