@@ -16,6 +16,11 @@ event loop), for two splits of the work:
 
 "slow-down" is the median time against a busy main thread divided by the
 median time against an idle one, for the same work in the same run.
+
+A last line times two small steps of the request path back to back and
+right after the thread slept 2 ms (as an event loop or inference thread
+does between requests): on a virtual machine, work just after an idle
+moment can run several times slower.
 """
 
 from __future__ import annotations
@@ -63,6 +68,18 @@ def time_here(work: Callable[[], Any], calls: int) -> float:
         work()
         durations.append(time.perf_counter() - started)
     return statistics.median(durations) * 1e3
+
+
+def time_after_idle(work: Callable[[], Any], calls: int, idle_seconds: float) -> float:
+    """Median microseconds of `work`, each call preceded by `idle_seconds` of sleep (0: back to back)."""
+    durations = []
+    for _ in range(calls):
+        if idle_seconds:
+            time.sleep(idle_seconds)
+        started = time.perf_counter()
+        work()
+        durations.append(time.perf_counter() - started)
+    return statistics.median(durations) * 1e6
 
 
 def main() -> None:
@@ -115,6 +132,16 @@ def main() -> None:
         prepare = time_here(lambda: compiled.prepare(raw), args.calls)
         finish = time_here(lambda: compiled.finish(raw, outputs), args.calls)
         print(f"on the event loop instead: prepare {prepare:.3f} ms, finish {finish:.3f} ms per batch")
+        import tensorflow as tf
+
+        steps: dict[str, Callable[[], Any]] = {
+            "copy of the batch": scaled.copy,
+            "tf.constant of the batch": lambda: tf.constant(scaled),
+        }
+        for name, step in steps.items():
+            warm = time_after_idle(step, args.calls, 0)
+            cold = time_after_idle(step, args.calls, 0.002)
+            print(f"{name}: {warm:.1f} us back to back, {cold:.1f} us right after 2 ms idle ({cold / warm:.1f}x)")
 
 
 if __name__ == "__main__":
