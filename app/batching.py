@@ -212,13 +212,11 @@ class MicroBatcher:
         self._dispatch()
 
     def _finished(self, inputs: np.ndarray, outputs: Any) -> np.ndarray:
-        """`finish(inputs, outputs)` (event-loop thread), checked to have one row per window."""
+        """`finish(inputs, outputs)` on the event-loop thread, once `predict` is checked to give one row per window."""
         outputs = np.asarray(outputs)
-        if self.finish is not None:
-            outputs = np.asarray(self.finish(inputs, outputs))
         if len(outputs) != len(inputs):
             raise RuntimeError(f"predict returned {len(outputs)} rows for {len(inputs)} windows")
-        return outputs
+        return np.asarray(self.finish(inputs, outputs)) if self.finish is not None else outputs
 
     def _hand_out(self, batch: list[_Request], inputs: np.ndarray, outcome: _Outcome) -> None:
         """`finish` the batch's outputs and give each request its rows, or every request the error."""

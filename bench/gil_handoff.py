@@ -60,18 +60,8 @@ def time_on_thread(work: Callable[[], Any], calls: int, busy: bool) -> float:
     return statistics.median(durations) * 1e3
 
 
-def time_here(work: Callable[[], Any], calls: int) -> float:
-    """Median milliseconds of `work` on this thread."""
-    durations = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        work()
-        durations.append(time.perf_counter() - started)
-    return statistics.median(durations) * 1e3
-
-
-def time_after_idle(work: Callable[[], Any], calls: int, idle_seconds: float) -> float:
-    """Median microseconds of `work`, each call preceded by `idle_seconds` of sleep (0: back to back)."""
+def time_here(work: Callable[[], Any], calls: int, idle_seconds: float = 0.0) -> float:
+    """Median seconds of `work` on this thread, each call after `idle_seconds` of sleep (0: back to back)."""
     durations = []
     for _ in range(calls):
         if idle_seconds:
@@ -79,7 +69,7 @@ def time_after_idle(work: Callable[[], Any], calls: int, idle_seconds: float) ->
         started = time.perf_counter()
         work()
         durations.append(time.perf_counter() - started)
-    return statistics.median(durations) * 1e6
+    return statistics.median(durations)
 
 
 def main() -> None:
@@ -91,6 +81,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="calls per measurement")
     args = parser.parse_args()
 
+    import tensorflow as tf
     from bench_model import sample_windows, train_benchmark_model  # bench/ is on sys.path
 
     from app.predictor import CompiledModel
@@ -129,18 +120,16 @@ def main() -> None:
             busy = time_on_thread(work, args.calls, busy=True)
             print(f"{name:24s} {idle:12.3f} {busy:12.3f} {busy / idle:9.1f}x")
         print()
-        prepare = time_here(lambda: compiled.prepare(raw), args.calls)
-        finish = time_here(lambda: compiled.finish(raw, outputs), args.calls)
+        prepare = time_here(lambda: compiled.prepare(raw), args.calls) * 1e3
+        finish = time_here(lambda: compiled.finish(raw, outputs), args.calls) * 1e3
         print(f"on the event loop instead: prepare {prepare:.3f} ms, finish {finish:.3f} ms per batch")
-        import tensorflow as tf
-
         steps: dict[str, Callable[[], Any]] = {
             "copy of the batch": scaled.copy,
             "tf.constant of the batch": lambda: tf.constant(scaled),
         }
         for name, step in steps.items():
-            warm = time_after_idle(step, args.calls, 0)
-            cold = time_after_idle(step, args.calls, 0.002)
+            warm = time_here(step, args.calls) * 1e6
+            cold = time_here(step, args.calls, idle_seconds=0.002) * 1e6
             print(f"{name}: {warm:.1f} us back to back, {cold:.1f} us right after 2 ms idle ({cold / warm:.1f}x)")
 
 

@@ -204,9 +204,13 @@ def test_the_batcher_keeps_serving_after_an_error() -> None:
     assert run(scenario()).tolist() == [[2.0]]
 
 
-def test_a_predict_that_loses_rows_is_an_error() -> None:
+@pytest.mark.parametrize("with_finish", [False, True])
+def test_a_predict_that_loses_rows_is_an_error(with_finish: bool) -> None:
+    # Checked before `finish` sees the outputs, so the message names predict, not a numpy broadcast.
+    finish = Steps().finish if with_finish else None
+
     async def scenario() -> None:
-        batcher = MicroBatcher(lambda windows: windows[:1, 0, :1], max_batch_size=4, max_wait_us=2000)
+        batcher = MicroBatcher(lambda windows: windows[:1, 0, :1], max_batch_size=4, max_wait_us=2000, finish=finish)
         with pytest.raises(RuntimeError, match="predict returned 1 rows for 2 windows"):
             await batcher.submit(np.concatenate([window(1.0), window(2.0)]))
         await batcher.close()
