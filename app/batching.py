@@ -18,14 +18,16 @@ one change so that a lone request never waits:
 - Requests are taken whole and in arrival order; a request with more windows
   than `max_batch_size` runs as a batch of its own.
 
-Inference runs on one dedicated thread per batcher, so the event loop never
-blocks and the model is never run by two threads at once. With
-`max_batch_size=1` or `max_wait_us=0` batching is off: each request is one
-call on that thread.
+Inference runs either on one dedicated thread per batcher (`predict`, a
+blocking call) or elsewhere (`predict_later`, which returns a future: the
+service's inference process). Either way the event loop never blocks, and
+one batcher never has two batches in flight. With `max_batch_size=1` or
+`max_wait_us=0` batching is off: each request is one call.
 
 The optional `prepare` and `finish` steps (scaling the batch in, prices and
 bounds out) run on the event loop, once per batch, and only `predict` runs
-on the inference thread. That split is about the GIL, not the arithmetic:
+on the inference thread. With a thread, that split is about the GIL, not
+the arithmetic:
 vectorised numpy over a batch releases the GIL inside each large operation,
 and every time the inference thread wants it back while the event loop runs
 Python it waits up to the switch interval. Measured with the benchmark model
@@ -50,6 +52,7 @@ import numpy as np
 from training.errors import StockcastError
 
 Predict = Callable[[Any], np.ndarray]
+PredictLater = Callable[[Any], "asyncio.Future[np.ndarray]"]
 Prepare = Callable[[np.ndarray], Any]
 Finish = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -72,7 +75,7 @@ class _Request:
 
 @dataclass
 class _Outcome:
-    """What the inference thread hands back: outputs or the error that stopped them."""
+    """What a batch came to: outputs or the error that stopped them."""
 
     outputs: np.ndarray | None = None
     error: BaseException | None = None
@@ -83,32 +86,40 @@ class MicroBatcher:
 
     For a batch of windows `inputs`, the result is
     `finish(inputs, predict(prepare(inputs)))`, with one row per window;
-    without `prepare` and `finish` it is `predict(inputs)`.
+    without `prepare` and `finish` it is `predict(inputs)`. Give either
+    `predict` (run on the batcher's thread) or `predict_later` (called on the
+    event loop; returns a future of the outputs).
     """
 
     def __init__(
         self,
-        predict: Predict,
-        max_batch_size: int,
-        max_wait_us: int,
+        predict: Predict | None = None,
+        max_batch_size: int = 64,
+        max_wait_us: int = 1000,
         prepare: Prepare | None = None,
         finish: Finish | None = None,
+        predict_later: PredictLater | None = None,
     ) -> None:
+        if (predict is None) == (predict_later is None):
+            raise ValueError("give exactly one of predict and predict_later")
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         if max_wait_us < 0:
             raise ValueError(f"max_wait_us must be 0 or more, got {max_wait_us}")
         self.predict = predict
+        self.predict_later = predict_later
         self.prepare = prepare
         self.finish = finish
         self.max_batch_size = max_batch_size
         self.max_wait_us = max_wait_us
         self.batching = max_batch_size > 1 and max_wait_us > 0
         self._max_wait_seconds = max_wait_us / 1e6
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stockcast-inference")
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="stockcast-inference") if predict is not None else None
+        )
         self._pending: deque[_Request] = deque()
         self._pending_rows = 0
-        self._running: asyncio.Future[_Outcome] | None = None
+        self._running: asyncio.Future[np.ndarray] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -129,7 +140,7 @@ class MicroBatcher:
             self.batches_run += 1
             self.windows_run += len(windows)
             prepared = self.prepare(windows) if self.prepare is not None else windows
-            return self._finished(windows, await loop.run_in_executor(self._executor, self.predict, prepared))
+            return self._finished(windows, await self._start(loop, prepared))
         self._loop = loop
         request = _Request(windows=windows, future=loop.create_future(), arrived=loop.time())
         idle = self._running is None and not self._pending
@@ -159,12 +170,19 @@ class MicroBatcher:
         self.windows_run += len(inputs)
         try:
             prepared = self.prepare(inputs) if self.prepare is not None else inputs
+            self._running = self._start(loop, prepared)
         except Exception as error:
             self._hand_out(batch, inputs, _Outcome(error=error))
             self._dispatch()
             return
-        self._running = loop.run_in_executor(self._executor, self._infer, prepared)
         self._running.add_done_callback(lambda done: self._finish(batch, inputs, done))
+
+    def _start(self, loop: asyncio.AbstractEventLoop, prepared: Any) -> asyncio.Future[np.ndarray]:
+        """Start inference on a prepared batch; the future of its outputs."""
+        if self.predict_later is not None:
+            return self.predict_later(prepared)
+        assert self.predict is not None
+        return loop.run_in_executor(self._executor, self.predict, prepared)
 
     def _take_batch(self) -> list[_Request]:
         """Whole requests in arrival order, up to max_batch_size windows of one shape."""
@@ -192,14 +210,7 @@ class MicroBatcher:
         self._timer = None
         self._dispatch()
 
-    def _infer(self, prepared: Any) -> _Outcome:
-        """Runs on the inference thread; errors are returned, not raised, to reach every request."""
-        try:
-            return _Outcome(outputs=self.predict(prepared))
-        except Exception as error:
-            return _Outcome(error=error)
-
-    def _finish(self, batch: list[_Request], inputs: np.ndarray, done: asyncio.Future[_Outcome]) -> None:
+    def _finish(self, batch: list[_Request], inputs: np.ndarray, done: asyncio.Future[np.ndarray]) -> None:
         """Hand each request its own rows (or the batch's error), then start the next batch."""
         self._running = None
         if done.cancelled():
@@ -207,7 +218,7 @@ class MicroBatcher:
         elif done.exception() is not None:
             outcome = _Outcome(error=done.exception())
         else:
-            outcome = done.result()
+            outcome = _Outcome(outputs=done.result())
         self._hand_out(batch, inputs, outcome)
         self._dispatch()
 
@@ -237,7 +248,7 @@ class MicroBatcher:
             start = end
 
     async def close(self) -> None:
-        """Stop taking requests, finish the ones already submitted, and release the thread."""
+        """Stop taking requests, finish the ones already submitted, and release the thread (if any)."""
         self._closed = True
         while self._running is not None or self._pending:
             if self._running is None:
@@ -251,4 +262,5 @@ class MicroBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._executor.shutdown(wait=False)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)

@@ -13,9 +13,13 @@ import ctypes
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from app.job_store import CANCELLED, FAILED, RUNNING, JobStore
+
+# What `ps` shows for a training worker.
+TRAINING_PROCESS_NAME = "stockcast-train"
 
 
 class JobCancelledError(Exception):
@@ -51,9 +55,16 @@ def summarise(outcome_metadata: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def name_process(name: str) -> None:
+    """Set the name `ps`, `top` and /proc show for this process (Linux; at most 15 characters)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/comm").write_text(name[:15])
+
+
 def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int) -> None:
     """Train the job's model; every outcome ends in a final job status."""
     die_with_parent()
+    name_process(TRAINING_PROCESS_NAME)
     if os.getppid() != parent_pid:
         # The API died between spawning us and the prctl call above.
         return

@@ -73,8 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.warning("settled %d job(s) interrupted by the previous shutdown: %s", len(settled), settled)
         tune_for_serving()
         await registry.start()
-        # TensorFlow leaves ~400k long-lived objects; freezing them keeps full
-        # garbage collections from stalling the event loop under load.
+        # Freeze what start-up left (FastAPI, pydantic, pandas): full garbage
+        # collections then walk only what requests create.
         settle_heap()
         runner.start()
         try:

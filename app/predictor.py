@@ -86,7 +86,61 @@ class _Engine:
     xla: bool
 
 
-class CompiledModel:
+class ForecastSteps:
+    """What a version does around its network, in numpy: raw windows to network inputs, outputs to prices.
+
+    Both steps are pure and cheap (vectorised over the batch). The API
+    process runs them on its event loop for every batch; the network itself
+    runs in the inference process (`CompiledModel`, `app/inference_process.py`).
+    """
+
+    def __init__(self, metadata: dict[str, Any], spec: WindowSpec, scaler: Scaler) -> None:
+        self.metadata: dict[str, Any] = metadata
+        self.name: str = str(metadata["name"])
+        self.version: int = int(metadata["version"])
+        self.spec: WindowSpec = spec
+        self.scaler: Scaler = scaler
+        self._intervals: dict[str, Any] | None = metadata.get("intervals") or None
+        # Level keys ("80", "90", ...) in the order `finish` stacks their bounds.
+        self.interval_levels: tuple[str, ...] = tuple(self._intervals["half_widths"]) if self._intervals else ()
+
+    @property
+    def window(self) -> int:
+        """Rows per input window."""
+        return self.spec.window
+
+    @property
+    def horizon(self) -> int:
+        """Steps per forecast."""
+        return self.spec.horizon
+
+    def prepare(self, windows: np.ndarray) -> np.ndarray:
+        """Raw windows (n, window, features), oldest row first, to the scaled float32 network input."""
+        windows = np.asarray(windows, dtype=np.float64)
+        expected = (self.spec.window, len(self.spec.features))
+        if windows.ndim != 3 or windows.shape[1:] != expected:
+            raise ValueError(
+                f"expected windows of shape (n, {expected[0]}, {expected[1]}) "
+                f"for features {list(self.spec.features)}, got {windows.shape}"
+            )
+        return features.scale_inputs(windows, self.spec, self.scaler)
+
+    def finish(self, windows: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+        """Network outputs (n, horizon) for raw `windows` to forecasts and their interval bounds.
+
+        Shaped (n, 1 + 2 * levels, horizon): row 0 of each window is the
+        forecast, then the lower bound of each of `interval_levels`, then
+        their upper bounds, all in price units.
+        """
+        windows = np.asarray(windows, dtype=np.float64)
+        prices = features.outputs_to_prices(windows, outputs, self.spec, self.scaler)
+        if self._intervals is None:
+            return prices[:, None, :]
+        _, lower, upper = conformal.stacked_bounds_for(windows, prices, self._intervals, self.spec)
+        return np.concatenate([prices[:, None, :], lower, upper], axis=1)
+
+
+class CompiledModel(ForecastSteps):
     """One served version: raw windows in, forecasts in price units out; safe to call from any thread.
 
     Construction traces the plain graph and runs it once, so the version can
@@ -105,14 +159,7 @@ class CompiledModel:
         jit_compile: bool = True,
         compile_in_background: bool = True,
     ) -> None:
-        self.metadata: dict[str, Any] = loaded.metadata
-        self.name: str = loaded.name
-        self.version: int = loaded.version
-        self.spec: WindowSpec = loaded.spec
-        self.scaler: Scaler = loaded.scaler
-        self._intervals: dict[str, Any] | None = self.metadata.get("intervals") or None
-        # Level keys ("80", "90", ...) in the order `forecast` stacks their bounds.
-        self.interval_levels: tuple[str, ...] = tuple(self._intervals["half_widths"]) if self._intervals else ()
+        super().__init__(loaded.metadata, loaded.spec, loaded.scaler)
         self.max_batch_size = max_batch_size
         self.batch_sizes: tuple[int, ...] = bucket_sizes(max_batch_size)
         self._model = loaded.model
@@ -155,16 +202,6 @@ class CompiledModel:
     def jit_compiled(self) -> bool:
         """True once requests run on the XLA-compiled graph."""
         return self._engine.xla
-
-    @property
-    def window(self) -> int:
-        """Rows per input window."""
-        return self.spec.window
-
-    @property
-    def horizon(self) -> int:
-        """Steps per forecast."""
-        return self.spec.horizon
 
     def wait_for_compilation(self, timeout: float | None = None) -> bool:
         """Block until the XLA compilation has finished (or failed); True if it has."""
@@ -246,40 +283,16 @@ class CompiledModel:
                 return self._run(engine, padded)[:count]
         return self._run(engine, scaled)
 
-    def prepare(self, windows: np.ndarray) -> np.ndarray:
-        """Raw windows (n, window, features), oldest row first, to the scaled float32 network input."""
-        windows = np.asarray(windows, dtype=np.float64)
-        expected = (self.spec.window, len(self.spec.features))
-        if windows.ndim != 3 or windows.shape[1:] != expected:
-            raise ValueError(
-                f"expected windows of shape (n, {expected[0]}, {expected[1]}) "
-                f"for features {list(self.spec.features)}, got {windows.shape}"
-            )
-        return features.scale_inputs(windows, self.spec, self.scaler)
-
     def predict_prices(self, windows: np.ndarray) -> np.ndarray:
         """Raw windows (n, window, features), oldest row first, to forecasts (n, horizon) in price units."""
         windows = np.asarray(windows, dtype=np.float64)
         outputs = self.predict_scaled(self.prepare(windows))
         return features.outputs_to_prices(windows, outputs, self.spec, self.scaler)
 
-    def finish(self, windows: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-        """Network outputs (n, horizon) for raw `windows` to forecasts and bounds; see `forecast`."""
-        windows = np.asarray(windows, dtype=np.float64)
-        prices = features.outputs_to_prices(windows, outputs, self.spec, self.scaler)
-        if self._intervals is None:
-            return prices[:, None, :]
-        _, lower, upper = conformal.stacked_bounds_for(windows, prices, self._intervals, self.spec)
-        return np.concatenate([prices[:, None, :], lower, upper], axis=1)
-
     def forecast(self, windows: np.ndarray) -> np.ndarray:
-        """Forecasts and their interval bounds for raw windows, in one array for one hand-over.
+        """Forecasts and their interval bounds for raw windows (see `finish`), all in this process.
 
-        Shaped (n, 1 + 2 * levels, horizon): row 0 of each window is the
-        forecast, then the lower bound of each of `interval_levels`, then
-        their upper bounds, all in price units. The same as
-        `finish(windows, predict_scaled(prepare(windows)))`; the micro-batcher
-        calls the three steps itself so that only `predict_scaled` runs on
-        its inference thread.
+        The service splits the same three steps: `prepare` and `finish` in
+        the API process, `predict_scaled` in the inference process.
         """
         return self.finish(windows, self.predict_scaled(self.prepare(windows)))

@@ -6,6 +6,10 @@ default before it swaps it in (a rolling swap, as MLServer and TF Serving
 do); if the new one fails to load, the previous one keeps serving and the
 failure is reported by /ready and /models. Pinned versions (`version` or
 `alias` in a request) are loaded on demand and kept in a small cache.
+
+The networks of all loaded versions live in one inference process
+(`app/inference_process.py`); this process keeps each version's
+preprocessing and its micro-batcher.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ import numpy as np
 
 from app.batching import MicroBatcher
 from app.core.config import Settings
+from app.inference_process import InferenceProcess, RemoteModel
+from app.predictor import ForecastSteps
 from app.runtime import settle_heap
+from training.artifact import load_preprocessing
 from training.errors import BrokenVersionError, NotFoundError, StockcastError
 from training.store import CHAMPION, ModelStore
 
@@ -35,16 +42,21 @@ class ServedVersion:
     name: str
     version: int
     metadata: dict[str, Any]
-    model: Any
+    model: RemoteModel
     batcher: MicroBatcher
     loaded_at: float = field(default_factory=time.time)
 
     async def predict(self, windows: np.ndarray) -> np.ndarray:
-        """`CompiledModel.forecast` of raw windows, batched with concurrent requests.
+        """Forecasts and bounds of raw windows (`ForecastSteps.finish`), batched with concurrent requests.
 
         Shaped (n, 1 + 2 * levels, horizon): forecasts, lower bounds, upper bounds.
         """
         return await self.batcher.submit(windows)
+
+    async def close(self) -> None:
+        """Finish the requests already submitted, then unload the network from the inference process."""
+        await self.batcher.close()
+        await self.model.process.drop(self.model.handle)
 
 
 @dataclass
@@ -67,27 +79,24 @@ class ModelRegistry:
         self.pinned: OrderedDict[tuple[str, int], ServedVersion] = OrderedDict()
         self._lock = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
+        self.inference = InferenceProcess(store.root, log_level=settings.log_level)
         self.started = False
 
     # Loading -------------------------------------------------------------------
 
-    def _load_blocking(self, name: str, version: int) -> ServedVersion:
-        from app.predictor import CompiledModel
-        from training.artifact import load_version
-
-        compiled = CompiledModel(load_version(self.store, name, version), max_batch_size=self.settings.max_batch_size)
+    async def _load(self, name: str, version: int) -> ServedVersion:
+        """Preprocessing here, the network in the inference process (which warms it up)."""
+        metadata, spec, scaler = await asyncio.to_thread(load_preprocessing, self.store, name, version)
+        handle = await self.inference.load(name, version, self.settings.max_batch_size)
+        model = RemoteModel(ForecastSteps(metadata, spec, scaler), self.inference, handle)
         batcher = MicroBatcher(
-            compiled.predict_scaled,
+            predict_later=model.predict_scaled,
             max_batch_size=self.settings.max_batch_size,
             max_wait_us=self.settings.max_batch_wait_us,
-            prepare=compiled.prepare,
-            finish=compiled.finish,
+            prepare=model.prepare,
+            finish=model.finish,
         )
-        return ServedVersion(name=name, version=version, metadata=compiled.metadata, model=compiled, batcher=batcher)
-
-    async def _load(self, name: str, version: int) -> ServedVersion:
-        # Loading and tracing take a second or more: keep the event loop free.
-        return await asyncio.to_thread(self._load_blocking, name, version)
+        return ServedVersion(name=name, version=version, metadata=metadata, model=model, batcher=batcher)
 
     async def refresh(self, name: str | None = None) -> None:
         """Re-read the store for one model (or all) and swap in changed defaults."""
@@ -126,13 +135,14 @@ class ModelRegistry:
             state.error = None if version == wanted else state.error
             logger.info("serving %s v%s", name, version)
             if previous is not None:
-                await previous.batcher.close()
+                await previous.close()
             if self.started:
                 settle_heap()  # re-freeze: the old version can be freed, the new one's objects frozen
             return
 
     async def start(self) -> None:
-        """Load every model's default version and keep watching the store."""
+        """Start the inference process, load every model's default version and keep watching the store."""
+        await self.inference.start()
         await self.refresh()
         self.started = True
         self._refresher = asyncio.create_task(self._watch(), name="registry-refresh")
@@ -147,14 +157,15 @@ class ModelRegistry:
                 logger.exception("store refresh failed")
 
     async def stop(self) -> None:
-        """Stop watching and close every batcher."""
+        """Stop watching, close every batcher and stop the inference process."""
         if self._refresher is not None:
             self._refresher.cancel()
         for state in self.models.values():
             if state.served is not None:
-                await state.served.batcher.close()
+                await state.served.close()
         for served in self.pinned.values():
-            await served.batcher.close()
+            await served.close()
+        await self.inference.stop()
 
     # Lookup --------------------------------------------------------------------
 
@@ -186,7 +197,7 @@ class ModelRegistry:
                 settle_heap()
                 while len(self.pinned) > max(self.settings.pinned_cache_size, 1):
                     _, evicted = self.pinned.popitem(last=False)
-                    await evicted.batcher.close()
+                    await evicted.close()
         return self.pinned[key]
 
     async def move_alias(self, name: str, alias: str, version: int, reason: str) -> dict[str, Any]:

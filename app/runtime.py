@@ -1,17 +1,18 @@
-"""Interpreter settings for the serving process, measured with `bench/serve.py`.
+"""Interpreter settings for the serving processes, measured with `bench/serve.py`.
 
-Two CPython defaults hurt a process that serves TensorFlow models from an
-event loop plus one inference thread per version:
+Two CPython defaults hurt the processes that serve models:
 
-- The GIL switch interval (5 ms): the event loop and an inference thread
-  hand the GIL to each other several times per batch, and a thread that
-  wants it back while the other runs Python waits up to the interval.
+- The GIL switch interval (5 ms): in the inference process the main thread
+  runs batches while loader and XLA-compiler threads work, and a thread that
+  wants the GIL back while another runs Python waits up to the interval.
 - The cyclic garbage collector: TensorFlow and Keras leave about 400 000
   long-lived Python objects, and every full collection walks all of them,
-  stalling the event loop for about 250 ms every few seconds under load.
+  stalling the process for about 250 ms every few seconds under load. The
+  API process no longer imports TensorFlow, but freezing what its start-up
+  left costs one collection and keeps later ones short there too.
 
-The app calls `tune_for_serving()` once at start-up and `settle_heap()` after
-loading or swapping versions.
+Both processes call `tune_for_serving()` once at start-up and `settle_heap()`
+after loading or swapping versions.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import gc
 import sys
 import time
 
-# 0.5 ms: short enough that a finished batch reaches the event loop quickly,
-# long enough that switching itself stays a small cost.
+# 0.5 ms: short enough that a batch is not held up by a loading thread for
+# long, long enough that switching itself stays a small cost.
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 
 

@@ -37,6 +37,7 @@ ratios are what compare.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -53,6 +54,9 @@ from pathlib import Path
 from typing import Any
 
 from bench_model import MODEL_NAME, REPOSITORY, SAMPLE, UNITS, WINDOW, sample_windows, train_benchmark_model
+
+from app.inference_worker import INFERENCE_PROCESS_NAME
+from app.job_worker import TRAINING_PROCESS_NAME
 
 BENCH = Path(__file__).resolve().parent
 SERVICE, TUTORIAL, CONSTANT = "service", "tutorial", "constant"
@@ -129,13 +133,40 @@ def memory_mib(pid: int) -> tuple[float, float]:
 
 
 def children(pid: int) -> list[int]:
-    """Direct child processes (the service's training workers)."""
+    """Direct child processes (the service's inference process and training workers)."""
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         with_children = task / "children"
         if with_children.exists():
             found += [int(child) for child in with_children.read_text().split()]
     return found
+
+
+def process_name(pid: int) -> str:
+    """The name `ps` shows (/proc/PID/comm); empty once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def serving_processes(pid: int) -> list[int]:
+    """A server's process and its inference process: everything but training workers."""
+    return [pid, *(child for child in children(pid) if process_name(child) == INFERENCE_PROCESS_NAME)]
+
+
+def training_workers(pid: int) -> list[int]:
+    """The service's training worker processes."""
+    return [child for child in children(pid) if process_name(child) == TRAINING_PROCESS_NAME]
+
+
+def serving_cpu_seconds(pid: int) -> float:
+    """CPU time so far of a server's serving processes (see `serving_processes`)."""
+    total = 0.0
+    for process in serving_processes(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(process)
+    return total
 
 
 @dataclass
@@ -196,10 +227,10 @@ class Server:
     def wait_idle(self, timeout: float = 120.0) -> None:
         """Wait until the server has no backlog: its CPU time stops growing."""
         deadline = time.monotonic() + timeout
-        last = cpu_seconds(self.pid)
+        last = serving_cpu_seconds(self.pid)
         while time.monotonic() < deadline:
             time.sleep(0.3)
-            now = cpu_seconds(self.pid)
+            now = serving_cpu_seconds(self.pid)
             if now - last < 0.03:
                 return
             last = now
@@ -241,7 +272,7 @@ class Measurement:
 
     @property
     def cpu_per_request_us(self) -> float:
-        """Server CPU time (all its threads) per answered request, in microseconds."""
+        """CPU time of the server's serving processes (all threads) per answered request, in microseconds."""
         return self.server_cpu_seconds / self.requests * 1e6 if self.requests else 0.0
 
 
@@ -261,9 +292,9 @@ def run_wrk(
         server.url + "/predict",
     ]
     env = {**os.environ, "BENCH_BODY": str(body), "BENCH_MAX_REQUESTS": str(max_requests)}
-    cpu_before = cpu_seconds(server.pid)
+    cpu_before = serving_cpu_seconds(server.pid)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 120, check=False)
-    server_cpu = cpu_seconds(server.pid) - cpu_before
+    server_cpu = serving_cpu_seconds(server.pid) - cpu_before
     line = next((line for line in result.stdout.splitlines() if line.startswith("BENCH_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk gave no result:\n{result.stdout}\n{result.stderr}")
@@ -329,7 +360,7 @@ def measure_during_training(
         time.sleep(0.2)
     else:
         raise RuntimeError(f"the training job did not finish an epoch within 300 s: {job}")
-    workers = children(service.pid)
+    workers = training_workers(service.pid)
     worker_cpu = sum(cpu_seconds(pid) for pid in workers)
     started = time.monotonic()
     measured = run_wrk(service, concurrency, seconds, max_requests, body, script)
@@ -515,10 +546,16 @@ def main() -> None:
             print()
             print_table(measurements)
             print()
-            print(f"{'server':10s} {'start to ready':>14s} {'RSS MiB':>8s} {'peak RSS MiB':>12s}")
+            print(f"{'server':10s} {'start to ready':>14s} {'RSS MiB':>8s} {'peak RSS MiB':>12s}  processes")
             for server in servers.values():
-                resident, peak = memory_mib(server.pid)
-                print(f"{server.name:10s} {server.ready_seconds:13.1f}s {resident:8.0f} {peak:12.0f}")
+                # The service's inference process is part of what it costs to run.
+                sizes = [memory_mib(pid) for pid in serving_processes(server.pid)]
+                resident, peak = sum(size[0] for size in sizes), sum(size[1] for size in sizes)
+                parts = " + ".join(f"{size[0]:.0f}" for size in sizes)
+                print(
+                    f"{server.name:10s} {server.ready_seconds:13.1f}s {resident:8.0f} {peak:12.0f}"
+                    f"  {len(sizes)} ({parts} MiB)"
+                )
             print()
             if not args.skip_training and len(servers) == 3:
                 print_goals(measurements, servers, max(levels))

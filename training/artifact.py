@@ -50,14 +50,12 @@ def spec_from_metadata(metadata: dict[str, Any]) -> WindowSpec:
     )
 
 
-def load_version(store: ModelStore, name: str, version: int) -> LoadedVersion:
-    """Load and check a version; a broken one raises BrokenVersionError with the reason.
+def load_preprocessing(store: ModelStore, name: str, version: int) -> tuple[dict[str, Any], WindowSpec, Scaler]:
+    """A version's metadata, window spec and scaler, checked against each other; no Keras needed.
 
-    `safe_mode=True` makes Keras refuse serialized Python code (lambdas), so
-    loading a model file never executes code from it.
+    The API process uses this alone: the network itself is loaded by the
+    inference process (`load_version`).
     """
-    import keras
-
     metadata = store.read_metadata(name, version)
     try:
         spec = spec_from_metadata(metadata)
@@ -66,6 +64,18 @@ def load_version(store: ModelStore, name: str, version: int) -> LoadedVersion:
         raise BrokenVersionError(f"{name} v{version}: invalid preprocessing metadata: {error}") from error
     if scaler.feature_center.shape != (len(spec.features),) or scaler.target_center.shape != (spec.horizon,):
         raise BrokenVersionError(f"{name} v{version}: scaler shapes do not match features/horizon")
+    return metadata, spec, scaler
+
+
+def load_version(store: ModelStore, name: str, version: int) -> LoadedVersion:
+    """Load and check a version; a broken one raises BrokenVersionError with the reason.
+
+    `safe_mode=True` makes Keras refuse serialized Python code (lambdas), so
+    loading a model file never executes code from it.
+    """
+    import keras
+
+    metadata, spec, scaler = load_preprocessing(store, name, version)
     path = store.verified_model_path(name, version, metadata)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)

@@ -392,3 +392,74 @@ def test_real_model_under_concurrency_matches_single_predictions(
         assert (batched.shape[0], batched.shape[-1]) == (1, compiled.spec.horizon)
         np.testing.assert_allclose(batched, single, rtol=1e-5)
     assert batcher.batches_run < 50
+
+
+class Later:
+    """A `predict_later` that answers on the event loop a moment later, like the inference process."""
+
+    def __init__(self, fail_with: Exception | None = None, raise_at_call: bool = False) -> None:
+        self.batches: list[int] = []
+        self.threads: set[int] = set()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.fail_with = fail_with
+        self.raise_at_call = raise_at_call
+
+    def __call__(self, windows: np.ndarray) -> asyncio.Future[np.ndarray]:
+        self.threads.add(threading.get_ident())
+        if self.raise_at_call and self.fail_with is not None:
+            raise self.fail_with
+        self.batches.append(len(windows))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+
+        def answer() -> None:
+            self.in_flight -= 1
+            if self.fail_with is not None:
+                future.set_exception(self.fail_with)
+            else:
+                future.set_result(windows[:, 0, :1] * 10.0)
+
+        asyncio.get_running_loop().call_later(0.001, answer)
+        return future
+
+
+def test_predict_later_runs_on_the_loop_with_one_batch_in_flight() -> None:
+    later = Later()
+
+    async def scenario() -> list[np.ndarray]:
+        batcher = MicroBatcher(predict_later=later, max_batch_size=8, max_wait_us=2000)
+        results = await asyncio.gather(*(batcher.submit(window(index)) for index in range(50)))
+        await batcher.close()
+        return results
+
+    results = run(scenario())
+    assert [float(result[0, 0]) for result in results] == [index * 10.0 for index in range(50)]
+    assert sum(later.batches) == 50 and max(later.batches) > 1
+    assert later.most_in_flight == 1
+    assert later.threads == {threading.get_ident()}
+
+
+@pytest.mark.parametrize("raise_at_call", [False, True], ids=["failed-future", "raised"])
+def test_predict_later_errors_reach_every_request_and_serving_goes_on(raise_at_call: bool) -> None:
+    later = Later(fail_with=RuntimeError("worker gone"), raise_at_call=raise_at_call)
+
+    async def scenario() -> tuple[list[np.ndarray | BaseException], np.ndarray]:
+        batcher = MicroBatcher(predict_later=later, max_batch_size=4, max_wait_us=2000)
+        failed = await asyncio.gather(*(batcher.submit(window(index)) for index in range(10)), return_exceptions=True)
+        later.fail_with = None
+        after = await batcher.submit(window(4.0))
+        await batcher.close()
+        return failed, after
+
+    failed, after = run(scenario())
+    assert all(isinstance(result, RuntimeError) and str(result) == "worker gone" for result in failed)
+    assert after.tolist() == [[40.0]]
+
+
+def test_exactly_one_of_predict_and_predict_later_is_taken() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        MicroBatcher(Recorder(), predict_later=Later())
+    with pytest.raises(ValueError, match="exactly one"):
+        MicroBatcher(max_batch_size=4, max_wait_us=100)

@@ -78,6 +78,7 @@ def test_unusual_but_valid_bodies_go_through_pydantic(body: dict[str, Any]) -> N
         (encoded({"window": window()}), "body.model: Field required"),
         (b'{"model": "msft", "window": [[NaN, 1.0]]}', "body.window[0][0]: Input should be a finite number"),
         (b'{"model": "msft", "window": [[1e400, 1.0]]}', "body.window[0][0]: Input should be a finite number"),
+        (b'{"model": "msft", "window": [[1.0, -Infinity]]}', "body.window[0][1]: Input should be a finite number"),
         (b"[1, 2]", "body: Input should be an object"),
         (b"{not json", "JSON"),
     ],
@@ -86,3 +87,16 @@ def test_malformed_bodies_get_pydantic_s_message(raw: bytes, fragment: str) -> N
     with pytest.raises(RequestValidationError) as caught:
         parse_predict(raw)
     assert fragment in describe_validation_errors(list(caught.value.errors()))
+
+
+def test_validated_selectors_are_reused_and_refused_ones_stay_refused() -> None:
+    first = parse_predict(encoded({"model": "msft", "version": 2, "window": window()}))
+    again = parse_predict(encoded({"model": "msft", "version": 2, "window": window(4)}))
+    other = parse_predict(encoded({"model": "msft", "alias": "champion", "window": window()}))
+    assert isinstance(first, ArrayWindowRequest) and isinstance(again, ArrayWindowRequest)
+    assert isinstance(other, ArrayWindowRequest)
+    assert again.selector is first.selector
+    assert (other.version, other.alias) == (None, "champion")
+    for _ in range(2):
+        with pytest.raises(RequestValidationError, match="pattern"):
+            parse_predict(encoded({"model": "../x", "window": window()}))

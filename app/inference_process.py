@@ -1,0 +1,271 @@
+"""The API's handle on the inference process, where every served network runs.
+
+Why a process and not a thread: a thread shares the API's GIL. Each batch a
+TensorFlow call spends a few hundred microseconds in Python (argument
+handling, output conversion), and the event loop waited for the GIL every
+time, while TensorFlow's own threads competed with it for the two cores
+(`bench/gil_handoff.py` measures the hand-over). With the networks in a
+separate process the API process never imports TensorFlow: its event loop
+parses requests, scales batches, turns outputs into prices and writes
+answers, and the inference process runs the compiled graphs. The same split
+is BentoML's runners and Triton's Python backend.
+
+Protocol: pickled tuples over a socket pair (`multiprocessing.Pipe`).
+
+- API to worker: `(op, call_id, *args)` with op `load` (handle, name,
+  version, max batch size), `predict` (handle, scaled float32 batch),
+  `drop` (handle) or `stop`.
+- Worker to API: `("ok", call_id, value)`, `("error", call_id, kind,
+  message)`, and `("engine", 0, handle, xla)` once a version's XLA
+  compilation has finished.
+
+Everything on the API side runs on its event loop: replies are read when
+the socket is readable (`loop.add_reader`), so a batch costs one send and
+one receive and no thread hand-over. A handle names one load, so two loads
+of the same version (a default and a pinned copy) never share one.
+
+If the worker dies (killed, out of memory), every waiting call fails with
+503, and a new worker is started and reloads every handle; predictions for
+a handle fail with 503 until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.errors import BrokenVersionError, StockcastError
+
+logger = logging.getLogger("stockcast.inference")
+
+
+class InferenceUnavailableError(StockcastError):
+    """The inference process is not running (stopped, or restarting after it died)."""
+
+    # Transient: a retry reaches the restarted process.
+    status_code = 503
+
+
+class InferenceFailedError(StockcastError):
+    """The inference process could not run a batch."""
+
+    status_code = 500
+
+
+class InferenceProcess:
+    """Starts the inference process and talks to it from the event loop; see the module docstring."""
+
+    def __init__(self, models_dir: Path, log_level: str = "info", restart_delay_seconds: float = 1.0) -> None:
+        self.models_dir = models_dir
+        self.log_level = log_level
+        self.restart_delay_seconds = restart_delay_seconds
+        self._context = multiprocessing.get_context("spawn")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._calls: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._handles = itertools.count(1)
+        # handle -> load arguments: what a restarted worker must load again.
+        self._loads: dict[int, tuple[str, int, int]] = {}
+        # Handles the running worker has loaded and can predict with.
+        self._ready: set[int] = set()
+        self._xla: set[int] = set()
+        self._restarter: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.restarts = 0
+
+    # Life cycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the worker (it imports TensorFlow in the background; loads queue until it is up)."""
+        self._loop = asyncio.get_running_loop()
+        self._stopping = False
+        self._spawn()
+
+    def _spawn(self) -> None:
+        from app.inference_worker import serve
+
+        assert self._loop is not None
+        ours, theirs = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=serve,
+            args=(theirs, str(self.models_dir), os.getpid(), self.log_level),
+            name="stockcast-inference",
+            daemon=True,
+        )
+        process.start()
+        # Only the worker holds its end now, so its death reads as end-of-file here.
+        theirs.close()
+        self._process, self._conn = process, ours
+        self._loop.add_reader(ours.fileno(), self._on_readable)
+        logger.info("inference process started (pid %s)", process.pid)
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, while one runs."""
+        return self._process.pid if self._process is not None and self._conn is not None else None
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Ask the worker to exit, and kill it if it has not within `timeout` seconds."""
+        self._stopping = True
+        if self._restarter is not None:
+            self._restarter.cancel()
+        process, conn = self._process, self._conn
+        if conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send(("stop", 0))
+        self._disconnect(InferenceUnavailableError("the service is shutting down"))
+        if process is not None:
+            await asyncio.to_thread(process.join, timeout)
+            if process.is_alive():
+                process.kill()
+                await asyncio.to_thread(process.join, timeout)
+
+    def _disconnect(self, error: StockcastError) -> None:
+        """Forget the current worker and fail every call waiting on it."""
+        if self._conn is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(self._conn.fileno())
+            self._conn.close()
+            self._conn = None
+        self._ready.clear()
+        self._xla.clear()
+        calls, self._calls = self._calls, {}
+        for future in calls.values():
+            if not future.done():
+                future.set_exception(error)
+
+    def _on_worker_exit(self) -> None:
+        process = self._process
+        exit_code = process.exitcode if process is not None else None
+        if process is not None and exit_code is None:
+            process.join(0.5)
+            exit_code = process.exitcode
+        self._disconnect(
+            InferenceUnavailableError(
+                f"the inference process stopped (exit code {exit_code}); it is restarting, retry shortly"
+            )
+        )
+        if self._stopping:
+            return
+        logger.error("inference process exited with code %s; restarting it", exit_code)
+        assert self._loop is not None
+        self._restarter = self._loop.create_task(self._restart(), name="inference-restart")
+
+    async def _restart(self) -> None:
+        await asyncio.sleep(self.restart_delay_seconds)
+        if self._stopping:
+            return
+        self._spawn()
+        self.restarts += 1
+        for handle, (name, version, max_batch_size) in list(self._loads.items()):
+            try:
+                await self._load_handle(handle, name, version, max_batch_size)
+            except StockcastError as error:
+                logger.error("%s v%s not reloaded after the restart: %s", name, version, error)
+
+    # Calls --------------------------------------------------------------------
+
+    def _call(self, op: str, *args: Any) -> asyncio.Future[Any]:
+        """Send one message; the future gets the reply (event-loop thread only)."""
+        if self._conn is None or self._loop is None:
+            raise InferenceUnavailableError("the inference process is not running; retry shortly")
+        call_id = next(self._ids)
+        future = self._loop.create_future()
+        self._calls[call_id] = future
+        try:
+            self._conn.send((op, call_id, *args))
+        except (OSError, ValueError) as error:
+            self._calls.pop(call_id, None)
+            raise InferenceUnavailableError(f"the inference process cannot be reached: {error}") from error
+        return future
+
+    def _on_readable(self) -> None:
+        conn = self._conn
+        try:
+            while conn is not None and conn.poll():
+                self._on_message(conn.recv())
+                conn = self._conn
+        except (EOFError, OSError):
+            self._on_worker_exit()
+
+    def _on_message(self, message: tuple[Any, ...]) -> None:
+        kind, call_id, *rest = message
+        if kind == "engine":
+            handle, xla = rest
+            if xla and handle in self._ready:
+                self._xla.add(handle)
+            return
+        future = self._calls.pop(call_id, None)
+        if future is None or future.done():
+            return
+        if kind == "ok":
+            future.set_result(rest[0])
+        elif rest[0] == "broken":
+            future.set_exception(BrokenVersionError(rest[1]))
+        else:
+            future.set_exception(InferenceFailedError(f"inference failed: {rest[1]}"))
+
+    async def load(self, name: str, version: int, max_batch_size: int) -> int:
+        """Load a version in the worker; its handle. BrokenVersionError if it cannot be served."""
+        handle = next(self._handles)
+        await self._load_handle(handle, name, version, max_batch_size)
+        self._loads[handle] = (name, version, max_batch_size)
+        return handle
+
+    async def _load_handle(self, handle: int, name: str, version: int, max_batch_size: int) -> None:
+        await self._call("load", handle, name, version, max_batch_size)
+        self._ready.add(handle)
+
+    def predict(self, handle: int, scaled: np.ndarray) -> asyncio.Future[np.ndarray]:
+        """Network outputs for a scaled batch, as a future (event-loop thread only)."""
+        if handle not in self._ready:
+            raise InferenceUnavailableError("this model version is being reloaded by the inference process; retry")
+        return self._call("predict", handle, scaled)
+
+    async def drop(self, handle: int) -> None:
+        """Unload a version from the worker."""
+        self._loads.pop(handle, None)
+        self._ready.discard(handle)
+        self._xla.discard(handle)
+        if self._conn is not None:
+            with contextlib.suppress(StockcastError):
+                await self._call("drop", handle)
+
+    def jit_compiled(self, handle: int) -> bool:
+        """True once the worker serves this handle with the XLA-compiled graph."""
+        return handle in self._xla
+
+
+class RemoteModel:
+    """A served version as the API process holds it: numpy steps here, the network in the worker."""
+
+    def __init__(self, steps: Any, process: InferenceProcess, handle: int) -> None:
+        self.steps = steps
+        self.process = process
+        self.handle = handle
+        self.metadata: dict[str, Any] = steps.metadata
+        self.spec = steps.spec
+        self.interval_levels: tuple[str, ...] = steps.interval_levels
+        self.prepare = steps.prepare
+        self.finish = steps.finish
+
+    @property
+    def jit_compiled(self) -> bool:
+        """True once the worker runs this version's XLA-compiled graph."""
+        return self.process.jit_compiled(self.handle)
+
+    def predict_scaled(self, scaled: np.ndarray) -> asyncio.Future[np.ndarray]:
+        """Network outputs (n, horizon) for a scaled batch, computed in the worker."""
+        return self.process.predict(self.handle, scaled)
