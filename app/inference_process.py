@@ -26,7 +26,10 @@ of the same version (a default and a pinned copy) never share one.
 
 If the worker dies (killed, out of memory), every waiting call fails with
 503, and a new worker is started and reloads every handle; predictions for
-a handle fail with 503 until it is back.
+a handle fail with 503 until it is back, and /ready says 503 meanwhile. A
+worker that stops answering (a batch unanswered for `call_timeout_seconds`,
+a load for `load_timeout_seconds`) is killed and restarted the same way. A worker that keeps dying is restarted
+after a delay that doubles each time, up to a minute.
 """
 
 from __future__ import annotations
@@ -65,15 +68,27 @@ class InferenceFailedError(StockcastError):
 class InferenceProcess:
     """Starts the inference process and talks to it from the event loop; see the module docstring."""
 
-    def __init__(self, models_dir: Path, log_level: str = "info", restart_delay_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        log_level: str = "info",
+        restart_delay_seconds: float = 1.0,
+        call_timeout_seconds: float = 60.0,
+        load_timeout_seconds: float = 600.0,
+    ) -> None:
         self.models_dir = models_dir
         self.log_level = log_level
         self.restart_delay_seconds = restart_delay_seconds
+        self.call_timeout_seconds = call_timeout_seconds
+        # Loads wait for TensorFlow's import in a new worker, then trace and warm up.
+        self.load_timeout_seconds = max(load_timeout_seconds, call_timeout_seconds)
         self._context = multiprocessing.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._calls: dict[int, asyncio.Future[Any]] = {}
+        # By when each waiting call must be answered (loop time), for the watchdog.
+        self._deadlines: dict[int, float] = {}
         self._ids = itertools.count(1)
         self._handles = itertools.count(1)
         # handle -> load arguments: what a restarted worker must load again.
@@ -82,8 +97,15 @@ class InferenceProcess:
         self._ready: set[int] = set()
         self._xla: set[int] = set()
         self._restarter: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._stopping = False
+        self._spawned_at = 0.0
+        # Deaths in a row of workers that lived less than a minute: the backoff.
+        self._quick_deaths = 0
         self.restarts = 0
+        # Why the last worker stopped (kept for /ready); why the watchdog killed one.
+        self.last_exit: str | None = None
+        self._kill_reason: str | None = None
 
     # Life cycle ---------------------------------------------------------------
 
@@ -92,6 +114,7 @@ class InferenceProcess:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
         self._spawn()
+        self._watchdog = self._loop.create_task(self._watch(), name="inference-watchdog")
 
     def _spawn(self) -> None:
         from app.inference_worker import serve
@@ -108,6 +131,7 @@ class InferenceProcess:
         # Only the worker holds its end now, so its death reads as end-of-file here.
         theirs.close()
         self._process, self._conn = process, ours
+        self._spawned_at = self._loop.time()
         self._loop.add_reader(ours.fileno(), self._on_readable)
         logger.info("inference process started (pid %s)", process.pid)
 
@@ -116,11 +140,20 @@ class InferenceProcess:
         """The worker's process id, while one runs."""
         return self._process.pid if self._process is not None and self._conn is not None else None
 
+    def status(self) -> dict[str, Any]:
+        """For /ready: the worker's pid (None while it restarts), restarts so far and why the last one died."""
+        return {"pid": self.pid, "restarts": self.restarts, "last_exit": self.last_exit}
+
+    def serving(self, handle: int) -> bool:
+        """True while the running worker has this handle loaded."""
+        return handle in self._ready
+
     async def stop(self, timeout: float = 10.0) -> None:
         """Ask the worker to exit, and kill it if it has not within `timeout` seconds."""
         self._stopping = True
-        if self._restarter is not None:
-            self._restarter.cancel()
+        for task in (self._restarter, self._watchdog):
+            if task is not None:
+                task.cancel()
         process, conn = self._process, self._conn
         if conn is not None:
             with contextlib.suppress(OSError, ValueError):
@@ -141,6 +174,7 @@ class InferenceProcess:
             self._conn = None
         self._ready.clear()
         self._xla.clear()
+        self._deadlines.clear()
         calls, self._calls = self._calls, {}
         for future in calls.values():
             if not future.done():
@@ -152,19 +186,39 @@ class InferenceProcess:
         if process is not None and exit_code is None:
             process.join(0.5)
             exit_code = process.exitcode
+        self.last_exit, self._kill_reason = self._kill_reason or f"exit code {exit_code}", None
         self._disconnect(
             InferenceUnavailableError(
-                f"the inference process stopped (exit code {exit_code}); it is restarting, retry shortly"
+                f"the inference process stopped ({self.last_exit}); it is restarting, retry shortly"
             )
         )
         if self._stopping:
             return
-        logger.error("inference process exited with code %s; restarting it", exit_code)
         assert self._loop is not None
-        self._restarter = self._loop.create_task(self._restart(), name="inference-restart")
+        lived = self._loop.time() - self._spawned_at
+        self._quick_deaths = self._quick_deaths + 1 if lived < 60 else 0
+        delay = min(self.restart_delay_seconds * 2 ** max(self._quick_deaths - 1, 0), 60.0)
+        logger.error("inference process stopped (%s); restarting it in %.1f s", self.last_exit, delay)
+        self._restarter = self._loop.create_task(self._restart(delay), name="inference-restart")
 
-    async def _restart(self) -> None:
-        await asyncio.sleep(self.restart_delay_seconds)
+    async def _watch(self) -> None:
+        """Kill a worker that has left a call unanswered past its deadline; the restart follows."""
+        assert self._loop is not None
+        while True:
+            await asyncio.sleep(min(1.0, self.call_timeout_seconds / 4))
+            first = min(self._deadlines.values(), default=None)
+            process = self._process
+            if first is None or process is None or self._conn is None:
+                continue
+            if self._loop.time() > first:
+                self._kill_reason = "killed: a call went unanswered past its deadline"
+                logger.error("inference process %s is not answering; killing it", process.pid)
+                with contextlib.suppress(OSError):
+                    process.kill()
+                # Its socket closes now, and the reader takes it from there.
+
+    async def _restart(self, delay: float) -> None:
+        await asyncio.sleep(delay)
         if self._stopping:
             return
         self._spawn()
@@ -179,15 +233,18 @@ class InferenceProcess:
 
     def _call(self, op: str, *args: Any) -> asyncio.Future[Any]:
         """Send one message; the future gets the reply (event-loop thread only)."""
+        timeout = self.load_timeout_seconds if op == "load" else self.call_timeout_seconds
         if self._conn is None or self._loop is None:
             raise InferenceUnavailableError("the inference process is not running; retry shortly")
         call_id = next(self._ids)
         future = self._loop.create_future()
         self._calls[call_id] = future
+        self._deadlines[call_id] = self._loop.time() + timeout
         try:
             self._conn.send((op, call_id, *args))
         except (OSError, ValueError) as error:
             self._calls.pop(call_id, None)
+            self._deadlines.pop(call_id, None)
             raise InferenceUnavailableError(f"the inference process cannot be reached: {error}") from error
         return future
 
@@ -208,6 +265,7 @@ class InferenceProcess:
                 self._xla.add(handle)
             return
         future = self._calls.pop(call_id, None)
+        self._deadlines.pop(call_id, None)
         if future is None or future.done():
             return
         if kind == "ok":

@@ -79,7 +79,9 @@ class ModelRegistry:
         self.pinned: OrderedDict[tuple[str, int], ServedVersion] = OrderedDict()
         self._lock = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
-        self.inference = InferenceProcess(store.root, log_level=settings.log_level)
+        self.inference = InferenceProcess(
+            store.root, log_level=settings.log_level, call_timeout_seconds=settings.inference_timeout_seconds
+        )
         self.started = False
 
     # Loading -------------------------------------------------------------------
@@ -225,11 +227,16 @@ class ModelRegistry:
         return entry
 
     def status(self) -> dict[str, Any]:
-        """Readiness: every model with versions has one loaded and warmed up."""
+        """Readiness: every model with versions has one loaded, warmed up, and in the running inference process."""
         problems = {name: state.error for name, state in self.models.items() if state.error}
-        not_loaded = [name for name, state in self.models.items() if state.served is None]
+        not_loaded = [
+            name
+            for name, state in self.models.items()
+            if state.served is None or not self.inference.serving(state.served.model.handle)
+        ]
         return {
             "ready": self.started and not not_loaded,
+            "inference_process": self.inference.status(),
             "models": {
                 name: state.served.version if state.served else None for name, state in sorted(self.models.items())
             },

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
 
     max_batch_size: int = Field(64, ge=1, description="Most windows one micro-batched inference call takes.")
     max_batch_wait_us: int = Field(1000, ge=0, description="Longest a request waits for others to batch with.")
+    inference_timeout_seconds: float = Field(
+        60.0, gt=0, description="A call the inference process leaves unanswered this long gets it restarted."
+    )
     max_batch_windows: int = Field(1024, ge=1, description="Most windows in one /predict/batch request.")
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="Largest CSV accepted by /datasets.")
     refresh_seconds: float = Field(5.0, gt=0, description="How often the store is re-read for new versions/aliases.")

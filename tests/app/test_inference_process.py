@@ -172,3 +172,71 @@ def test_a_dropped_handle_is_refused_and_a_stopped_process_takes_no_calls(model_
             process.predict(kept, scaled)
 
     run(scenario())
+
+
+def test_the_service_survives_a_killed_inference_process(model_store: ModelStore, tmp_path: Path) -> None:
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from tests.app.conftest import make_settings
+    from tests.app.test_serving_swap import WINDOW_ROWS
+
+    body = {"model": "tiny", "window": WINDOW_ROWS}
+    with TestClient(create_app(make_settings(model_store.root, tmp_path / "var"))) as client:
+        before = client.post("/predict", json=body)
+        assert before.status_code == 200, before.text
+        first_pid = client.get("/ready").json()["inference_process"]["pid"]
+        os.kill(first_pid, signal.SIGKILL)
+        statuses, details = [], []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            answer = client.post("/predict", json=body)
+            statuses.append(answer.status_code)
+            if answer.status_code != 200:
+                details.append(answer.json()["detail"])
+            ready = client.get("/ready")
+            if answer.status_code == 200 and ready.status_code == 200:
+                break
+            if ready.status_code == 503:
+                assert "inference process" in ready.json()["detail"] or "not loaded" in ready.json()["detail"]
+            time.sleep(0.05)
+        after = answer.json()
+        inference = ready.json()["inference_process"]
+    assert set(statuses) <= {200, 503}, statuses
+    assert all("inference process" in detail or "retry" in detail for detail in details), details
+    assert statuses[-1] == 200 and after["forecast"] == before.json()["forecast"]
+    assert inference["restarts"] == 1 and inference["pid"] != first_pid
+    assert inference["last_exit"] == "exit code -9"
+
+
+def test_a_worker_that_stops_answering_is_killed_and_replaced(model_store: ModelStore) -> None:
+    steps = steps_for(model_store, "tiny")
+    scaled = steps.prepare(real_windows(steps.spec, 2))
+
+    async def scenario() -> tuple[BaseException | None, np.ndarray, dict[str, object], int]:
+        process = InferenceProcess(model_store.root, restart_delay_seconds=0.1, call_timeout_seconds=1.0)
+        await process.start()
+        try:
+            handle = await process.load("tiny", 1, max_batch_size=4)
+            frozen = process.pid
+            assert frozen is not None
+            os.kill(frozen, signal.SIGSTOP)  # alive, but never answers
+            error: BaseException | None = None
+            try:
+                await process.predict(handle, scaled)
+            except InferenceUnavailableError as caught:
+                error = caught
+            await until(lambda: process.serving(handle))
+            outputs = await process.predict(handle, scaled)
+            status = process.status()
+        finally:
+            await process.stop()
+        return error, outputs, status, frozen
+
+    error, outputs, status, frozen = run(scenario())
+    assert error is not None and "unanswered past its deadline" in str(error)
+    assert outputs.shape == (2, 1)
+    assert status["restarts"] == 1 and status["pid"] != frozen
+    assert not Path(f"/proc/{frozen}").exists() or Path(f"/proc/{frozen}/stat").read_text().split()[2] == "Z"

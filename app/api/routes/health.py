@@ -20,9 +20,15 @@ async def read_health() -> dict[str, str]:
 
 @router.get("/ready", responses={503: {"description": "Not every served model is loaded and warmed up."}})
 async def read_ready(registry: RegistryDep) -> Any:
-    """Readiness: 200 only when every served model is loaded and a warm-up prediction succeeded."""
+    """Readiness: 200 only when every served model is loaded, warmed up and held by the running inference process."""
     status = registry.status()
     if status["ready"]:
         return {"status": "ready", **status}
-    reason = "starting up" if not registry.started else f"models not loaded: {status['not_loaded']}"
+    inference = status["inference_process"]
+    if not registry.started:
+        reason = "starting up"
+    elif inference["pid"] is None:
+        reason = f"the inference process is restarting ({inference['last_exit']})"
+    else:
+        reason = f"models not loaded: {status['not_loaded']}"
     return JSONResponse(status_code=503, content={"status": "not ready", "detail": reason, **status})
