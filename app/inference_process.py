@@ -249,13 +249,16 @@ class InferenceProcess:
         return future
 
     def _on_readable(self) -> None:
-        conn = self._conn
+        # One message per call: the loop calls again while the socket stays
+        # readable, and `Connection.poll` would build a selector every time.
+        if self._conn is None:
+            return
         try:
-            while conn is not None and conn.poll():
-                self._on_message(conn.recv())
-                conn = self._conn
+            message = self._conn.recv()
         except (EOFError, OSError):
             self._on_worker_exit()
+            return
+        self._on_message(message)
 
     def _on_message(self, message: tuple[Any, ...]) -> None:
         kind, call_id, *rest = message

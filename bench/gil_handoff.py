@@ -1,9 +1,12 @@
-"""What a busy event loop does to work on the inference thread: the whole forecast vs the network call alone.
+"""What a busy event loop does to a network on a thread of the same process: the evidence for the inference process.
 
     .venv/bin/python bench/gil_handoff.py [--models-dir DIR --model NAME] [--batch 16] [--calls 200]
 
-The service's event loop runs Python almost all the time under load, and the
-inference thread needs the GIL back every time it leaves C code. This runs
+The service's event loop runs Python almost all the time under load, and a
+network on an inference thread of the same process needs the GIL back every
+time it leaves C code. (The service ran that way until the networks moved
+into their own process, `app/inference_process.py`; this still measures why.)
+This runs
 one batch on a second thread, `--calls` times, while the main thread is idle
 (joins the thread) and while it runs Python (a busy loop, standing in for the
 event loop), for two splits of the work:
@@ -12,7 +15,7 @@ event loop), for two splits of the work:
   inference thread (how the service ran until the split).
 - `predict_scaled`: only padding and the network on the inference thread;
   `prepare` and `finish` are timed on the main thread, as the event loop
-  now runs them.
+  runs them.
 
 "slow-down" is the median time against a busy main thread divided by the
 median time against an idle one, for the same work in the same run.

@@ -120,6 +120,12 @@ def test_container_command_bootstraps_and_serves(tmp_path: Path) -> None:
         response = httpx.post(url + "/predict", json={"model": "msft", "window": window}, timeout=30)
         assert response.status_code == 200, response.text
         assert response.json()["version"] == 1
+        # TensorFlow lives in the inference process only; the API process never maps it.
+        inference_pid = httpx.get(url + "/ready", timeout=5).json()["inference_process"]["pid"]
+        assert "libtensorflow" in Path(f"/proc/{inference_pid}/maps").read_text()
+        assert "libtensorflow" not in Path(f"/proc/{process.pid}/maps").read_text()
     finally:
         process.terminate()
         process.wait(timeout=30)
+    # A clean stop takes the inference process with it.
+    assert not Path(f"/proc/{inference_pid}").exists()
