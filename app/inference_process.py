@@ -221,7 +221,15 @@ class InferenceProcess:
         await asyncio.sleep(delay)
         if self._stopping:
             return
-        self._spawn()
+        try:
+            self._spawn()
+        except OSError as error:
+            # Out of processes or memory for now: try again later, not never.
+            later = min(delay * 2, 60.0)
+            logger.error("inference process not started (%s); trying again in %.1f s", error, later)
+            assert self._loop is not None
+            self._restarter = self._loop.create_task(self._restart(later), name="inference-restart")
+            return
         self.restarts += 1
         for handle, (name, version, max_batch_size) in list(self._loads.items()):
             try:

@@ -240,3 +240,33 @@ def test_a_worker_that_stops_answering_is_killed_and_replaced(model_store: Model
     assert outputs.shape == (2, 1)
     assert status["restarts"] == 1 and status["pid"] != frozen
     assert not Path(f"/proc/{frozen}").exists() or Path(f"/proc/{frozen}/stat").read_text().split()[2] == "Z"
+
+
+def test_a_worker_that_cannot_be_started_is_tried_again(
+    model_store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> tuple[int, int]:
+        process = InferenceProcess(model_store.root, restart_delay_seconds=0.05)
+        await process.start()
+        try:
+            handle = await process.load("tiny", 1, max_batch_size=4)
+            spawn = process._spawn
+            refused: list[str] = []
+
+            def spawn_once_refused() -> None:
+                if not refused:
+                    refused.append("EAGAIN")
+                    raise OSError("Resource temporarily unavailable")  # what fork says with no processes left
+                spawn()
+
+            monkeypatch.setattr(process, "_spawn", spawn_once_refused)
+            pid = process.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            await until(lambda: not process.serving(handle))  # the death has been noticed
+            await until(lambda: process.serving(handle))
+        finally:
+            await process.stop()
+        return len(refused), process.restarts
+
+    assert run(scenario()) == (1, 1)
