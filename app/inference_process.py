@@ -47,7 +47,9 @@ from typing import Any
 
 import numpy as np
 
+from app.predictor import ForecastSteps
 from training.errors import BrokenVersionError, StockcastError
+from training.features import Scaler, WindowSpec
 
 logger = logging.getLogger("stockcast.inference")
 
@@ -317,18 +319,15 @@ class InferenceProcess:
         return handle in self._xla
 
 
-class RemoteModel:
+class RemoteModel(ForecastSteps):
     """A served version as the API process holds it: numpy steps here, the network in the worker."""
 
-    def __init__(self, steps: Any, process: InferenceProcess, handle: int) -> None:
-        self.steps = steps
+    def __init__(
+        self, metadata: dict[str, Any], spec: WindowSpec, scaler: Scaler, process: InferenceProcess, handle: int
+    ) -> None:
+        super().__init__(metadata, spec, scaler)
         self.process = process
         self.handle = handle
-        self.metadata: dict[str, Any] = steps.metadata
-        self.spec = steps.spec
-        self.interval_levels: tuple[str, ...] = steps.interval_levels
-        self.prepare = steps.prepare
-        self.finish = steps.finish
 
     @property
     def jit_compiled(self) -> bool:

@@ -16,7 +16,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from app.job_worker import die_with_parent, name_process
+from app.job_worker import describe_error, die_with_parent, name_process
 
 logger = logging.getLogger("stockcast.inference")
 # What `ps` shows for the inference process.
@@ -48,7 +48,7 @@ class _Worker:
         try:
             compiled = CompiledModel(load_version(self.store, name, version), max_batch_size=max_batch_size)
         except Exception as error:
-            self.reply(("error", call_id, "broken", _describe(error)))
+            self.reply(("error", call_id, "broken", describe_error(error)))
             return
         self.engines[handle] = compiled
         # TensorFlow's long-lived objects out of the collector's reach: a full
@@ -65,7 +65,7 @@ class _Worker:
         except KeyError:
             self.reply(("error", call_id, "failed", f"no loaded version has handle {handle}"))
         except Exception as error:
-            self.reply(("error", call_id, "failed", _describe(error)))
+            self.reply(("error", call_id, "failed", describe_error(error)))
         else:
             self.reply(("ok", call_id, outputs))
 
@@ -87,12 +87,6 @@ class _Worker:
                 return
             else:
                 self.reply(("error", call_id, "failed", f"unknown operation {op!r}"))
-
-
-def _describe(error: BaseException) -> str:
-    from training.errors import StockcastError
-
-    return str(error) if isinstance(error, StockcastError) else f"{type(error).__name__}: {error}"
 
 
 def serve(conn: Connection, models_dir: str, parent_pid: int, log_level: str = "info") -> None:

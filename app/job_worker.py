@@ -55,6 +55,13 @@ def summarise(outcome_metadata: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def describe_error(error: BaseException) -> str:
+    """A failure as a worker reports it: our own errors as they read, anything else with its type."""
+    from training.errors import StockcastError
+
+    return str(error) if isinstance(error, StockcastError) else f"{type(error).__name__}: {error}"
+
+
 def name_process(name: str) -> None:
     """Set the name `ps`, `top` and /proc show for this process (Linux; at most 15 characters)."""
     with contextlib.suppress(OSError):
@@ -82,10 +89,7 @@ def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int) -> No
     except JobCancelledError:
         jobs.finish(job_id, CANCELLED, error="cancelled by request before the model was saved")
     except Exception as error:  # every failure must end the job with its reason
-        from training.errors import StockcastError
-
-        message = str(error) if isinstance(error, StockcastError) else f"{type(error).__name__}: {error}"
-        jobs.finish(job_id, FAILED, error=message)
+        jobs.finish(job_id, FAILED, error=describe_error(error))
 
 
 def _train(job_id: str, request: dict[str, Any], settings: Any, jobs: JobStore, parent_pid: int) -> dict[str, Any]:

@@ -26,7 +26,6 @@ import numpy as np
 from app.batching import MicroBatcher
 from app.core.config import Settings
 from app.inference_process import InferenceProcess, RemoteModel
-from app.predictor import ForecastSteps
 from app.runtime import settle_heap
 from training.artifact import load_preprocessing
 from training.errors import BrokenVersionError, NotFoundError, StockcastError
@@ -90,7 +89,7 @@ class ModelRegistry:
         """Preprocessing here, the network in the inference process (which warms it up)."""
         metadata, spec, scaler = await asyncio.to_thread(load_preprocessing, self.store, name, version)
         handle = await self.inference.load(name, version, self.settings.max_batch_size)
-        model = RemoteModel(ForecastSteps(metadata, spec, scaler), self.inference, handle)
+        model = RemoteModel(metadata, spec, scaler, self.inference, handle)
         batcher = MicroBatcher(
             predict_later=model.predict_scaled,
             max_batch_size=self.settings.max_batch_size,

@@ -77,7 +77,8 @@ def test_a_batcher_over_the_process_answers_like_the_whole_path_in_one_process(m
         process = InferenceProcess(model_store.root)
         await process.start()
         try:
-            model = RemoteModel(steps, process, await process.load("tiny-h5", 1, max_batch_size=8))
+            handle = await process.load("tiny-h5", 1, max_batch_size=8)
+            model = RemoteModel(steps.metadata, steps.spec, steps.scaler, process, handle)
             batcher = MicroBatcher(
                 predict_later=model.predict_scaled,
                 max_batch_size=8,
