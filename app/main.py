@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.api.json_body import add_documented_bodies
+from app.api.predict_fast_path import PredictFastPath
 from app.api.routes import datasets, health, jobs, models, predict
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="stockcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
+    if settings.predict_fast_path:
+        app.add_middleware(PredictFastPath)
     # /predict first: requests are matched against routes in order, and it is the hot one.
     for module in (predict, health, models, datasets, jobs):
         app.include_router(module.router)

@@ -1,15 +1,17 @@
 """Where the API process's time goes on /predict under load: each step, timed inside the running service.
 
-    .venv/bin/python bench/request_steps.py [--models-dir DIR] [--duration 10] [--concurrency 32]
+    .venv/bin/python bench/request_steps.py [--models-dir DIR] [--duration 10] [--concurrency 32] [--route]
 
 Needs `wrk`. Starts the real service with uvicorn, from this module's `app`:
 the same app, with the synchronous steps of the /predict path wrapped in
 timers (about 0.3 us each). Drives it with wrk like `bench/serve.py`, then
 reads the totals from `GET /_steps` and prints microseconds per request for
 each step beside the CPU time per request of the API process and of the
-inference process (/proc). What the steps do not cover is FastAPI, uvicorn
-and asyncio, which a constant endpoint also pays, plus the suspension and
-resumption of each request around its batch.
+inference process (/proc). What the steps do not cover is uvicorn, the
+ASGI layers (FastAPI's middleware, and with `--route` its routing and
+request handling too) and asyncio, plus the suspension and resumption of
+each request around its batch. `--route` sends every /predict through the
+FastAPI route (STOCKCAST_PREDICT_FAST_PATH=false) instead of the fast path.
 
 The same steps timed in a tight loop are several times faster; comparing
 the two is the point (`docs/design.md`, "Serving path").
@@ -33,7 +35,9 @@ BENCH = Path(__file__).resolve().parent
 
 # (label, module or class, attribute); nested steps are indented in the table.
 STEPS: list[tuple[str, str, str]] = [
-    ("parse the body (orjson + numpy fast path)", "app.api.routes.predict", "parse_predict"),
+    # One of the two runs, by STOCKCAST_PREDICT_FAST_PATH (--route); the other shows no calls.
+    ("parse the body (fast path)", "app.api.predict_fast_path", "parse_array_window"),
+    ("parse the body (FastAPI route)", "app.api.routes.predict", "parse_predict"),
     ("check the window against the version", "app.forecasting", "window_to_array"),
     ("start a batch (stack, scale, send)", "app.batching:MicroBatcher", "_dispatch"),
     ("  of which scaling", "app.predictor:ForecastSteps", "prepare"),
@@ -110,6 +114,7 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, help=f"store with model '{MODEL_NAME}' (default: train one)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load")
     parser.add_argument("--concurrency", type=int, default=32, help="wrk connections")
+    parser.add_argument("--route", action="store_true", help="every /predict through the FastAPI route")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/request_steps.py needs wrk: apt-get install -y wrk")
@@ -152,6 +157,7 @@ def main() -> None:
                 "STOCKCAST_DATA_DIR": str(folder / "var"),
                 "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
                 "STOCKCAST_BOOTSTRAP": "false",
+                "STOCKCAST_PREDICT_FAST_PATH": "false" if args.route else "true",
             },
         )
         try:
@@ -184,12 +190,14 @@ def main() -> None:
     for label, _, _ in STEPS:
         spent = (after_steps["ns"].get(label, 0) - before_steps["ns"].get(label, 0)) / 1000 / requests
         count = (after_steps["calls"].get(label, 0) - before_steps["calls"].get(label, 0)) / requests
+        if count == 0:
+            continue
         covered += 0.0 if label.startswith(" ") else spent
         print(f"{label:45s} {count:9.3f} {spent:8.1f}")
     api_cpu = (after_cpu[0] - before_cpu[0]) / requests * 1e6
     print(f"{'all steps above':45s} {'':9s} {covered:8.1f}")
     print(f"{'API process CPU (user + system)':45s} {'':9s} {api_cpu:8.1f}")
-    print(f"{'  not in a step: FastAPI, uvicorn, asyncio':45s} {'':9s} {api_cpu - covered:8.1f}")
+    print(f"{'  not in a step: uvicorn, ASGI layers, asyncio':45s} {'':9s} {api_cpu - covered:8.1f}")
     if len(processes) > 1:
         inference_cpu = sum(after - before for after, before in zip(after_cpu[1:], before_cpu[1:], strict=True))
         print(f"{'inference process CPU':45s} {'':9s} {inference_cpu / requests * 1e6:8.1f}")

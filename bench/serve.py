@@ -9,9 +9,12 @@ Needs `wrk` (Debian: `apt-get install -y wrk`). One run:
    store is copied, so the run never writes into it.
 2. Starts the real service (`uvicorn app.main:app`) on a free loopback port
    with STOCKCAST_MODELS_DIR on that store and times start to `GET /ready`
-   = 200; then starts the two references from `bench/reference_servers.py`
-   (tutorial-style `model.predict()` per request on the same version, and a
-   constant answer), one after the other, so no start-up slows another.
+   = 200; then the same service with STOCKCAST_PREDICT_FAST_PATH=false
+   (`service-route`: every /predict through FastAPI's route, the baseline
+   for what `app/api/predict_fast_path.py` buys); then the two references
+   from `bench/reference_servers.py` (tutorial-style `model.predict()` per
+   request on the same version, and a constant answer), one after the
+   other, so no start-up slows another.
 3. Drives each server with wrk, a separate C process, at each concurrency
    (closed loop: N connections, each sending its next request when the
    previous answer arrives), bounded by `--duration` and `--max-requests`.
@@ -59,7 +62,7 @@ from app.inference_worker import INFERENCE_PROCESS_NAME
 from app.job_worker import TRAINING_PROCESS_NAME
 
 BENCH = Path(__file__).resolve().parent
-SERVICE, TUTORIAL, CONSTANT = "service", "tutorial", "constant"
+SERVICE, SERVICE_ROUTE, TUTORIAL, CONSTANT = "service", "service-route", "tutorial", "constant"
 # Every server logs the same way: warnings only, no access log.
 QUIET_UVICORN = ("--log-level", "warning", "--no-access-log")
 
@@ -438,10 +441,17 @@ def print_goals(measurements: list[Measurement], servers: dict[str, Server], top
     if 1 in {row.concurrency for row in measurements}:
         single = find(SERVICE, 1).throughput / find(TUTORIAL, 1).throughput
         print(f"(at c=1 the service answers {single:.1f}x the tutorial server's requests per second)")
+    if SERVICE_ROUTE in servers:
+        route = find(SERVICE_ROUTE, top)
+        print(
+            f"(at c={top} through FastAPI's route, {SERVICE_ROUTE}: {route.throughput / constant.throughput:.1%} "
+            f"of the constant endpoint; the /predict fast path answers {service.throughput / route.throughput:.2f}x "
+            "its requests per second)"
+        )
 
 
 def main() -> None:
-    """Train or copy the model, start the three servers, measure, print."""
+    """Train or copy the model, start the servers, measure, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", type=Path, help=f"store with model '{MODEL_NAME}' (default: train one)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
@@ -456,7 +466,9 @@ def main() -> None:
         "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for the service"
     )
     parser.add_argument(
-        "--servers", default=f"{SERVICE},{TUTORIAL},{CONSTANT}", help="which servers to run (goals need all three)"
+        "--servers",
+        default=f"{SERVICE},{SERVICE_ROUTE},{TUTORIAL},{CONSTANT}",
+        help=f"which servers to run (the goals need {SERVICE}, {TUTORIAL} and {CONSTANT})",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -483,22 +495,30 @@ def main() -> None:
         uvicorn = [sys.executable, "-m", "uvicorn"]
         reference = [sys.executable, str(BENCH / "reference_servers.py")]
         quiet = {"TF_CPP_MIN_LOG_LEVEL": "2"}
-        servers = {
-            SERVICE: Server(
-                SERVICE,
+
+        def service(name: str, **env: str) -> Server:
+            return Server(
+                name,
                 [*uvicorn, args.app, "--host", "127.0.0.1", "--port", "{port}", *QUIET_UVICORN]
                 + (["--app-dir", str(args.app_dir)] if args.app_dir else []),
                 "/ready",
-                folder / "service.log",
+                folder / f"{name}.log",
                 env={
                     **quiet,
                     "STOCKCAST_MODELS_DIR": str(store_root),
-                    "STOCKCAST_DATA_DIR": str(folder / "var"),
+                    "STOCKCAST_DATA_DIR": str(folder / f"var-{name}"),
                     "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
                     "STOCKCAST_BOOTSTRAP": "false",
+                    **env,
                     **dict(pair.split("=", 1) for pair in args.service_env),
                 },
-            ),
+            )
+
+        servers = {
+            SERVICE: service(SERVICE),
+            # The same service with every /predict through FastAPI's route:
+            # what the fast path (app/api/predict_fast_path.py) buys, same run.
+            SERVICE_ROUTE: service(SERVICE_ROUTE, STOCKCAST_PREDICT_FAST_PATH="false"),
             TUTORIAL: Server(
                 TUTORIAL,
                 [*reference, TUTORIAL, "--port", "{port}", "--models-dir", str(store_root), "--model", MODEL_NAME],
@@ -546,18 +566,18 @@ def main() -> None:
             print()
             print_table(measurements)
             print()
-            print(f"{'server':10s} {'start to ready':>14s} {'RSS MiB':>8s} {'peak RSS MiB':>12s}  processes")
+            print(f"{'server':14s} {'start to ready':>14s} {'RSS MiB':>8s} {'peak RSS MiB':>12s}  processes")
             for server in servers.values():
                 # The service's inference process is part of what it costs to run.
                 sizes = [memory_mib(pid) for pid in serving_processes(server.pid)]
                 resident, peak = sum(size[0] for size in sizes), sum(size[1] for size in sizes)
                 parts = " + ".join(f"{size[0]:.0f}" for size in sizes)
                 print(
-                    f"{server.name:10s} {server.ready_seconds:13.1f}s {resident:8.0f} {peak:12.0f}"
+                    f"{server.name:14s} {server.ready_seconds:13.1f}s {resident:8.0f} {peak:12.0f}"
                     f"  {len(sizes)} ({parts} MiB)"
                 )
             print()
-            if not args.skip_training and len(servers) == 3:
+            if not args.skip_training and {SERVICE, TUTORIAL, CONSTANT} <= servers.keys():
                 print_goals(measurements, servers, max(levels))
         finally:
             for server in servers.values():

@@ -37,12 +37,12 @@ _NUMBER_KINDS = frozenset("fi")
 
 def parse_predict(raw: bytes) -> PredictRequest | ArrayWindowRequest:
     """The request in `raw`; a 422 naming the field if it is malformed."""
-    fast = _array_window_request(raw)
+    fast = parse_array_window(raw)
     return fast if fast is not None else parse_body(PredictRequest, raw)
 
 
-def _array_window_request(raw: bytes) -> ArrayWindowRequest | None:
-    """The fast path; None whenever pydantic should look at the body instead."""
+def parse_array_window(raw: bytes) -> ArrayWindowRequest | None:
+    """An arrays-form request parsed without pydantic; None whenever pydantic should look at the body instead."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -85,4 +85,4 @@ def _selector(data: dict[str, object]) -> VersionSelector | None:
     return selector
 
 
-__all__ = ["ArrayWindowRequest", "parse_predict"]
+__all__ = ["ArrayWindowRequest", "parse_array_window", "parse_predict"]

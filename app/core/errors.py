@@ -33,10 +33,15 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
     return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
 
 
+def error_response(error: StockcastError) -> JSONResponse:
+    """A domain error as its answer: its own status code and `{"detail": message}`."""
+    return JSONResponse(status_code=error.status_code, content={"detail": str(error)})
+
+
 async def stockcast_error_handler(request: Request, error: Exception) -> JSONResponse:
     """Domain errors carry their own status code and a message saying what to fix."""
     assert isinstance(error, StockcastError)
-    return JSONResponse(status_code=error.status_code, content={"detail": str(error)})
+    return error_response(error)
 
 
 async def validation_error_handler(request: Request, error: Exception) -> JSONResponse:
