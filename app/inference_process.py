@@ -166,6 +166,7 @@ class InferenceProcess:
             if process.is_alive():
                 process.kill()
                 await asyncio.to_thread(process.join, timeout)
+            self.last_exit = f"exit code {process.exitcode}"
 
     def _disconnect(self, error: StockcastError) -> None:
         """Forget the current worker and fail every call waiting on it."""

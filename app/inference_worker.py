@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -103,3 +104,11 @@ def serve(conn: Connection, models_dir: str, parent_pid: int, log_level: str = "
     # Loader and XLA-compiler threads share the GIL with the main thread.
     tune_for_serving()
     _Worker(conn, Path(models_dir)).run()
+    # Leave at once. A loader thread may still be inside XLA's compiler, and
+    # the interpreter's normal exit runs C++ static destructors under it: the
+    # worker aborted or crashed when the service stopped during a compilation
+    # (tests/app/test_inference_process.py). Nothing here needs saving.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

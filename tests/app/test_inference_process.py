@@ -97,6 +97,27 @@ def test_a_batcher_over_the_process_answers_like_the_whole_path_in_one_process(m
     assert batches < len(windows)
 
 
+def test_a_worker_stopped_while_it_compiles_exits_cleanly(model_store: ModelStore) -> None:
+    """Stopping the service while XLA compiles a version must not abort or crash the worker."""
+
+    async def stop_after(delay: float) -> tuple[bool, str | None]:
+        process = InferenceProcess(model_store.root)
+        await process.start()
+        try:
+            handle = await process.load("tiny", 1, max_batch_size=64)
+            await asyncio.sleep(delay)
+            compiling = not process.jit_compiled(handle)
+        finally:
+            await process.stop()
+        return compiling, process.status()["last_exit"]
+
+    # The crash came at some moments of a compilation and not others: stop at several.
+    outcomes = [run(stop_after(delay)) for delay in (0.0, 0.1, 0.3, 0.6, 1.0, 1.5)]
+    assert [exit for _, exit in outcomes] == ["exit code 0"] * len(outcomes)
+    # At least one stop must have come while the compiler was running.
+    assert any(compiling for compiling, _ in outcomes)
+
+
 def test_a_broken_version_is_refused_with_its_reason(model_store: ModelStore, tmp_path: Path) -> None:
     shutil.copytree(model_store.root / "tiny", tmp_path / "tiny")
     (tmp_path / "tiny" / "1" / "model.keras").write_bytes(b"not a keras file")
