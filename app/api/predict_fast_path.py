@@ -4,9 +4,10 @@ Why: under load the API process's event loop is the service's bottleneck,
 and a /predict request, unlike a constant answer, suspends while its batch
 runs and resumes later. Through FastAPI's route that request crossed the
 exception middleware, the router, the request and response wrappers and
-dependency solving, and cost the event loop about 290 µs; answered here,
-with the same parsing, lookup, batching and encoding, about 150 µs
-(`bench/serve.py`, service against service-route, same run).
+dependency solving, and cost the API process about 300 µs of CPU; answered
+here, with the same parsing, lookup, batching and encoding, about 160 µs
+(`bench/request_steps.py` with and without `--route`). `bench/serve.py`
+measures the throughput both ways in one run (service, service-route).
 
 What it answers: POST /predict with a body that `parse_array_window`
 accepts (the window as arrays, a plain version selector), the form trading

@@ -1,4 +1,9 @@
-"""Forecasts: the hot path, parsed from raw bytes and answered with JSON encoded by orjson."""
+"""Forecasts, parsed from raw bytes and answered with JSON encoded by orjson.
+
+The usual /predict (window as arrays) is answered before it gets here, by
+`app.api.predict_fast_path`; this route answers every other form, writes the
+validation errors, and documents /predict in OpenAPI.
+"""
 
 from __future__ import annotations
 
