@@ -15,11 +15,11 @@ from app.api.predict_fast_path import PredictFastPath
 from app.api.routes import datasets, health, jobs, models, predict
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
-from app.datasets import DatasetStore
-from app.job_runner import JobRunner
-from app.job_store import JobStore
-from app.registry import ModelRegistry
-from app.runtime import settle_heap, tune_for_serving
+from app.core.runtime import settle_heap, tune_for_serving
+from app.jobs.datasets import DatasetStore
+from app.jobs.runner import JobRunner
+from app.jobs.store import JobStore
+from app.serving.registry import ModelRegistry
 from training.errors import StockcastError
 from training.store import ModelStore
 

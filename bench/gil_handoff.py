@@ -5,7 +5,7 @@
 The service's event loop runs Python almost all the time under load, and a
 network on an inference thread of the same process needs the GIL back every
 time it leaves C code. (The service ran that way until the networks moved
-into their own process, `app/inference_process.py`; this still measures why.)
+into their own process, `app/inference/client.py`; this still measures why.)
 This runs
 one batch on a second thread, `--calls` times, while the main thread is idle
 (joins the thread) and while it runs Python (a busy loop, standing in for the
@@ -87,8 +87,8 @@ def main() -> None:
     import tensorflow as tf
     from bench_model import sample_windows, train_benchmark_model  # bench/ is on sys.path
 
-    from app.predictor import CompiledModel
-    from app.runtime import tune_for_serving
+    from app.core.runtime import tune_for_serving
+    from app.inference.engine import CompiledModel
     from training.artifact import load_version
     from training.store import ModelStore
 

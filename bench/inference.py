@@ -13,7 +13,7 @@ round is reported, so that other load on the machine hits all of them alike;
 - `tf.function`: the forward pass traced once with a fixed input signature
   `(None, window, features)` float32, called as a concrete function.
 - `tf.function + XLA`: the same with `jit_compile=True` (XLA compiles once per
-  batch size, hence the bucket padding in `app.predictor`).
+  batch size, hence the bucket padding in `app.inference.engine`).
 - `exported SavedModel`: `model.export()` reloaded with `tf.saved_model.load`.
 - `CompiledModel.predict_prices`: what the service runs: numpy preprocessing,
   padding to a compiled bucket, XLA, conversion back to prices.
@@ -46,7 +46,7 @@ def build_variants(loaded: Any, folder: Path) -> dict[str, Callable[[np.ndarray,
     """Each way to run the model, as a function of (raw windows, scaled windows)."""
     import tensorflow as tf
 
-    from app.predictor import CompiledModel, compile_forward
+    from app.inference.engine import CompiledModel, compile_forward
 
     model = loaded.model
     window, feature_count = loaded.spec.window, len(loaded.spec.features)

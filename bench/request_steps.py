@@ -38,14 +38,14 @@ STEPS: list[tuple[str, str, str]] = [
     # One of the two runs, by STOCKCAST_PREDICT_FAST_PATH (--route); the other shows no calls.
     ("parse the body (fast path)", "app.api.predict_fast_path", "parse_array_window"),
     ("parse the body (FastAPI route)", "app.api.routes.predict", "parse_predict"),
-    ("check the window against the version", "app.forecasting", "window_to_array"),
-    ("start a batch (stack, scale, send)", "app.batching:MicroBatcher", "_dispatch"),
-    ("  of which scaling", "app.predictor:ForecastSteps", "prepare"),
-    ("read the inference reply", "app.inference_process:InferenceProcess", "_on_readable"),
-    ("end a batch (prices, bounds, hand out)", "app.batching:MicroBatcher", "_hand_out"),
-    ("  of which prices and bounds", "app.predictor:ForecastSteps", "finish"),
-    ("build the answer's rows", "app.forecasting", "forecast_steps"),
-    ("encode the answer (orjson)", "app.forecasting:orjson", "dumps"),
+    ("check the window against the version", "app.serving.forecasting", "window_to_array"),
+    ("start a batch (stack, scale, send)", "app.serving.batching:MicroBatcher", "_dispatch"),
+    ("  of which scaling", "app.serving.steps:ForecastSteps", "prepare"),
+    ("read the inference reply", "app.inference.client:InferenceProcess", "_on_readable"),
+    ("end a batch (prices, bounds, hand out)", "app.serving.batching:MicroBatcher", "_hand_out"),
+    ("  of which prices and bounds", "app.serving.steps:ForecastSteps", "finish"),
+    ("build the answer's rows", "app.serving.forecasting", "forecast_steps"),
+    ("encode the answer (orjson)", "app.serving.forecasting:orjson", "dumps"),
 ]
 
 
@@ -79,10 +79,10 @@ def instrumented_app() -> Any:
         if owner_name:
             owner = getattr(owner, owner_name)
         if isinstance(owner, types.ModuleType) and owner.__name__ == "orjson":
-            # orjson is a C module: give app.forecasting a stand-in with a timed dumps.
+            # orjson is a C module: give app.serving.forecasting a stand-in with a timed dumps.
             import orjson
 
-            forecasting = importlib.import_module("app.forecasting")
+            forecasting = importlib.import_module("app.serving.forecasting")
             forecasting.orjson = types.SimpleNamespace(dumps=timed(label, orjson.dumps))  # type: ignore[attr-defined]
             continue
         setattr(owner, attribute, timed(label, getattr(owner, attribute)))

@@ -58,8 +58,8 @@ from typing import Any
 
 from bench_model import MODEL_NAME, REPOSITORY, SAMPLE, UNITS, WINDOW, sample_windows, train_benchmark_model
 
-from app.inference_worker import INFERENCE_PROCESS_NAME
-from app.job_worker import TRAINING_PROCESS_NAME
+from app.inference.worker import INFERENCE_PROCESS_NAME
+from app.jobs.worker import TRAINING_PROCESS_NAME
 
 BENCH = Path(__file__).resolve().parent
 SERVICE, SERVICE_ROUTE, TUTORIAL, CONSTANT = "service", "service-route", "tutorial", "constant"

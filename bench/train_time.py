@@ -21,7 +21,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from training.data import file_sha256, load_prices
+from training.data import load_prices
+from training.files import sha256_of
 from training.pipeline import TrainConfig, train_version
 from training.store import ModelStore
 
@@ -37,7 +38,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     clean = load_prices(args.data)
-    source = {"name": args.data.name, "path": str(args.data), "sha256": file_sha256(args.data)}
+    source = {"name": args.data.name, "path": str(args.data), "sha256": sha256_of(args.data)}
     started = time.perf_counter()
     import keras
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.app.test_http_e2e import free_port, wait_for
+from tests.helpers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_container_command_bootstraps_and_serves(tmp_path: Path) -> None:
             return False
 
     try:
-        wait_for(ready, "the bootstrapped service", timeout=300)
+        wait_until(ready, "the bootstrapped service", timeout=300)
         assert (tmp_path / "models" / "msft" / "1" / "model.keras").is_file()
         assert "epoch 1/1" in log.read_text()  # the progress bar was shown while it trained
         import csv

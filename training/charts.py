@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from training import conformal, features
-from training.data import DATE_COLUMN, CleaningSettings, file_sha256, load_prices
+from training.data import DATE_COLUMN, CleaningSettings, load_prices
 from training.errors import DataError, NotFoundError
+from training.files import sha256_of
 from training.store import ModelStore
 
 # The bands drawn around the forecast; the table lists every stored level.
@@ -56,7 +57,7 @@ def _load_frame(metadata: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
             f"{label}: its training data '{path}' no longer exists; restore the file to draw the report"
         )
     notes = []
-    if data.get("sha256") and data["sha256"] != file_sha256(path):
+    if data.get("sha256") and data["sha256"] != sha256_of(path):
         notes.append(f"note: {Path(path).name} changed since training (sha256 differs)")
     dropped = data.get("rows_dropped") or {}
     required = tuple(dict.fromkeys((*metadata["features"], metadata["label"])))

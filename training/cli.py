@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from training.errors import StockcastError
+from training.files import check_name, sha256_of
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -189,15 +190,15 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
 def command_train(args: argparse.Namespace, out: TextIO) -> int:
     """Load and check the CSV, train a version, print its metrics and the gate's decision."""
-    from training.data import CleaningSettings, file_sha256, load_prices
-    from training.store import ModelStore, check_name
+    from training.data import CleaningSettings, load_prices
+    from training.store import ModelStore
     from training.workflow import train_and_promote
 
     config = _config_from_args(args)
     name = check_name(args.name if args.name is not None else args.data.stem)
     required = tuple(dict.fromkeys((*config.features, config.label)))
     clean = load_prices(args.data, required=required, settings=CleaningSettings(drop_outliers=args.drop_outliers))
-    source = {"name": args.data.name, "path": str(args.data.resolve()), "sha256": file_sha256(args.data)}
+    source = {"name": args.data.name, "path": str(args.data.resolve()), "sha256": sha256_of(args.data)}
     dropped = sum(clean.dropped.values())
     print(
         f"data: {args.data.name}, {len(clean.frame):,d} rows kept of {clean.rows_read:,d} "

@@ -8,7 +8,6 @@ what happened to the user's file.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import warnings
@@ -89,15 +88,6 @@ def read_price_csv(source: str | Path | IO[bytes] | bytes) -> pd.DataFrame:
             f"found {frame.shape[1]} column(s): {list(frame.columns)}"
         )
     return frame
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hash of a data file, recorded with each model for traceability."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _listed(rows: list[int]) -> str:

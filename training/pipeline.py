@@ -23,6 +23,7 @@ from training import conformal, evaluation, features
 from training.data import DATE_COLUMN, CleanResult
 from training.errors import ConfigError
 from training.features import Scaler, SplitBounds, WindowSpec
+from training.files import check_name, now_iso
 
 EpochCallback = Callable[[int, int, dict[str, float]], None]
 StopCheck = Callable[[], bool]
@@ -307,7 +308,7 @@ def train_version(
     `after_fit(metadata)` may add to the metadata before it is written (the
     walk-forward backtest does), so a version is stored whole or not at all.
     """
-    from training.store import MODEL_FILE, check_name, now_iso
+    from training.store import MODEL_FILE
 
     check_name(name)
     started = time.perf_counter()

@@ -9,18 +9,16 @@ an append-only log of every change.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from training.errors import BrokenVersionError, ConfigError, NotFoundError
+from training.files import ALIAS_PATTERN, check_name, now_iso, sha256_of, write_json_atomic
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
@@ -29,8 +27,6 @@ ALIASES_FILE = "aliases.json"
 ALIAS_LOG_FILE = "alias_log.jsonl"
 COUNTER_FILE = ".last_version"
 CHAMPION = "champion"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 REQUIRED_METADATA = (
     "format_version",
     "name",
@@ -60,39 +56,6 @@ def headline_mase(metadata: dict[str, Any]) -> tuple[float | None, str]:
         return float(summary["mase"]), "walk-forward backtest"
     mase = metadata.get("metrics", {}).get("model", {}).get("mase")
     return (float(mase) if mase is not None else None), "test split"
-
-
-def check_name(name: str, kind: str = "model") -> str:
-    """Names become file and folder names: letters, digits, '_', '-', '.' only."""
-    if not NAME_PATTERN.match(name or ""):
-        raise ConfigError(
-            f"invalid {kind} name {name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
-        )
-    return name
-
-
-def sha256_of(path: Path) -> str:
-    """Hex digest of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a sibling temporary file, fsync it, then rename over `path`."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def now_iso() -> str:
-    """UTC timestamp used in metadata and logs."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class ModelStore:
@@ -236,7 +199,7 @@ class ModelStore:
 
     def set_alias(self, name: str, alias: str, version: int, reason: str = "") -> dict[str, Any]:
         """Point an alias at a version, log the change, and return the log entry."""
-        if not ALIAS_PATTERN.match(alias):
+        if not isinstance(alias, str) or not ALIAS_PATTERN.fullmatch(alias):
             raise ConfigError(f"invalid alias {alias!r}: use 1-32 lower-case letters, digits, '_' or '-'")
         if version not in self.versions(name):
             raise NotFoundError(f"model '{name}' has no version {version}; versions: {self.versions(name)}")

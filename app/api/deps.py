@@ -12,10 +12,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from app.core.config import Settings
-from app.datasets import DatasetStore
-from app.job_runner import JobRunner
-from app.job_store import JobStore
-from app.registry import ModelRegistry
+from app.jobs.datasets import DatasetStore
+from app.jobs.runner import JobRunner
+from app.jobs.store import JobStore
+from app.serving.registry import ModelRegistry
 from training.errors import NotFoundError
 from training.store import ModelStore
 

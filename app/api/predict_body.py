@@ -23,7 +23,7 @@ import orjson
 from pydantic import ValidationError
 
 from app.api.json_body import parse_body
-from app.schemas import ArrayWindowRequest, PredictRequest, VersionSelector
+from app.api.schemas import ArrayWindowRequest, PredictRequest, VersionSelector
 
 _SELECTOR_KEYS = frozenset(VersionSelector.model_fields)
 # Selectors already validated, by (model, version, alias): clients send the

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.predict_body import parse_array_window
 from app.core.errors import error_response
-from app.forecasting import predict_one
+from app.serving.forecasting import predict_one
 from training.errors import StockcastError
 
 PATH = "/predict"

@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.config import Settings
-from training.data import CleanResult, load_prices
-from training.pipeline import TrainConfig, train_version
+from tests.helpers import SAMPLE, make_settings, tiny_clean, tiny_config
+from training.pipeline import train_version
 from training.store import CHAMPION, ModelStore
-
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "msft.csv"
-WINDOW = 10
-
-
-def tiny_clean(rows: int = 700) -> CleanResult:
-    """The last `rows` days of the sample: enough for a split, quick to train on."""
-    clean = load_prices(SAMPLE)
-    clean.frame = clean.frame.iloc[-rows:].reset_index(drop=True)
-    return clean
-
-
-def tiny_config(**overrides: object) -> TrainConfig:
-    """A model small enough to train in a second or two."""
-    values: dict[str, object] = {"window": WINDOW, "units": 4, "epochs": 1, "batch_size": 64, "patience": 0}
-    values.update(overrides)
-    return TrainConfig(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
@@ -42,23 +23,6 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
     train_version(clean, tiny_config(seed=7), store, "tiny", source)
     train_version(clean, tiny_config(horizon=5), store, "tiny-h5", source)
     return store
-
-
-def make_settings(store_root: Path, data_dir: Path, **overrides: object) -> Settings:
-    """Settings for a test app: no bootstrap, fast polling."""
-    values: dict[str, object] = {
-        "models_dir": store_root,
-        "data_dir": data_dir,
-        "sample_data": SAMPLE,
-        "bootstrap": False,
-        "job_poll_seconds": 0.2,
-        "refresh_seconds": 0.5,
-        "max_batch_wait_us": 500,
-        # Fewer compiled batch shapes: each one costs an XLA compilation at load.
-        "max_batch_size": 8,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")

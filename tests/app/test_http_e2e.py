@@ -11,38 +11,19 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.app.conftest import SAMPLE, tiny_clean
+from tests.helpers import SAMPLE, free_port, tiny_clean, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_SECONDS = 240
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = DEADLINE_SECONDS) -> Any:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 class Server:
@@ -72,7 +53,7 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        wait_for(self._ready, "the server to become ready", timeout=120)
+        wait_until(self._ready, "the server to become ready", timeout=120)
 
     def _ready(self) -> bool:
         assert self.process is not None
@@ -138,7 +119,7 @@ def train_and_wait(server: Server, body: dict[str, Any]) -> dict[str, Any]:
         job = server.get(f"/jobs/{job_id}").json()
         return job if job["status"] in ("succeeded", "failed", "cancelled") else None
 
-    return wait_for(finished, f"job {job_id} to finish")
+    return wait_until(finished, f"job {job_id} to finish")
 
 
 def window_rows(count: int, scale: float = 1.0) -> list[dict[str, Any]]:
@@ -178,7 +159,7 @@ def test_upload_train_poll_and_predict_without_restart(server: Server) -> None:
         models = server.get("/models").json()["models"]
         return any(model["name"] == "krw" and model["default_version"] == 1 for model in models)
 
-    wait_for(listed, "the new version to be served")
+    wait_until(listed, "the new version to be served")
     window = window_rows(10, scale=700.0)
     response = server.post("/predict", json={"model": "krw", "window": window})
     assert response.status_code == 200, response.text
@@ -207,7 +188,7 @@ def test_kill_9_during_training_settles_the_job_and_keeps_serving(server: Server
         json={"model": "msft", "dataset": "msft", "window": 20, "units": 32, "epochs": 500, "patience": 500},
     )
     job_id = accepted.json()["job_id"]
-    running = wait_for(
+    running = wait_until(
         lambda: (
             (job := server.get(f"/jobs/{job_id}").json())["status"] == "running"
             and (job.get("progress") or {}).get("epoch", 0) >= 1
@@ -224,7 +205,7 @@ def test_kill_9_during_training_settles_the_job_and_keeps_serving(server: Server
     with sqlite3.connect(server.home / "var" / "jobs.sqlite3") as connection:
         worker_pid = connection.execute("SELECT pid FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
     assert worker_pid
-    wait_for(lambda: not _alive(worker_pid), "the orphaned worker to exit", timeout=30)
+    wait_until(lambda: not _alive(worker_pid), "the orphaned worker to exit", timeout=30)
 
     server.port = free_port()
     server.url = f"http://127.0.0.1:{server.port}"

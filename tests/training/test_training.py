@@ -12,6 +12,7 @@ from training import features
 from training.artifact import load_version
 from training.data import CleanResult
 from training.errors import ConfigError
+from training.files import now_iso
 from training.models import ARCHITECTURES, build_model
 from training.pipeline import (
     TrainConfig,
@@ -22,7 +23,7 @@ from training.pipeline import (
     predict_prices,
     prepare,
 )
-from training.store import MODEL_FILE, ModelStore, now_iso
+from training.store import MODEL_FILE, ModelStore
 
 PRICE_COLUMNS = [0, 1, 2, 3]  # open, high, low, close in the default feature order
 

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, status
 
 from app.api.deps import DatasetsDep, JobDep, JobsDep, RunnerDep
-from app.examples import TRAIN_EXAMPLES
-from app.job_store import FINISHED
-from app.schemas import JobAccepted, JobPublic, TrainRequest
+from app.api.examples import TRAIN_EXAMPLES
+from app.api.schemas import JobAccepted, JobPublic, TrainRequest
+from app.jobs.store import FINISHED
 from training.errors import StockcastError
 
 router = APIRouter(tags=["training"])

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Body
 from fastapi.responses import Response
 
 from app.api.deps import ModelNameDep, RegistryDep, StoreDep
-from app.catalog import describe_model
-from app.examples import ALIAS_EXAMPLES
-from app.schemas import AliasUpdate
+from app.api.examples import ALIAS_EXAMPLES
+from app.api.schemas import AliasUpdate
+from app.serving.catalog import describe_model
 
 router = APIRouter(prefix="/models", tags=["models"])
 

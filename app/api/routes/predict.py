@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import registry_of, settings_of
+from app.api.examples import BATCH_EXAMPLES, PREDICT_EXAMPLES
 from app.api.json_body import documented_body, parse_body
 from app.api.predict_body import parse_predict
-from app.examples import BATCH_EXAMPLES, PREDICT_EXAMPLES
-from app.forecasting import predict_many, predict_one
-from app.schemas import BatchPredictRequest, BatchPredictResponse, PredictRequest, PredictResponse
+from app.api.schemas import BatchPredictRequest, BatchPredictResponse, PredictRequest, PredictResponse
+from app.serving.forecasting import predict_many, predict_one
 
 router = APIRouter(tags=["predict"])
 

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.helpers import wait_job
+
 TINY = {"window": 10, "units": 4, "epochs": 1, "batch_size": 256}
-
-
-def wait_job(client: TestClient, job_id: str, states: tuple[str, ...], timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] in states:
-            return job
-        time.sleep(0.2)
-    pytest.fail(f"job {job_id} never reached {states}")
 
 
 def test_train_job_runs_in_a_worker_and_its_version_is_served(empty_client: TestClient) -> None:

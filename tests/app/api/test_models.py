@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from tests.helpers import sample_rows
+
 
 def test_health_and_ready(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
@@ -71,7 +73,6 @@ def test_openapi_documents_every_route_with_examples(client: TestClient) -> None
 
 
 def test_model_shows_how_its_default_version_is_batched(client: TestClient) -> None:
-    from tests.app.test_predict_api import sample_rows
 
     before = client.get("/models/tiny").json()["serving"]
     assert before["version"] == 1 and before["engine"] in ("xla", "graph")

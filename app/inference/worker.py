@@ -1,7 +1,7 @@
 """Entry point of the inference process: the only process of the service that runs TensorFlow.
 
 The API process sends it scaled batches and gets network outputs back (see
-`app/inference_process.py` for why and for the protocol). Messages are
+`app/inference/client.py` for why and for the protocol). Messages are
 handled in arrival order on the main thread, except loads: a load traces,
 warms up and XLA-compiles a version for seconds, so it runs on a thread of
 its own while the versions already loaded keep answering.
@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from app.job_worker import describe_error, die_with_parent, name_process
+from app.core.process import describe_error, die_with_parent, name_process
 
 logger = logging.getLogger("stockcast.inference")
 # What `ps` shows for the inference process.
@@ -42,8 +42,8 @@ class _Worker:
 
     def load(self, call_id: int, handle: int, name: str, version: int, max_batch_size: int) -> None:
         """Load, warm up and check one version; the reply carries its warm-up time or why it failed."""
-        from app.predictor import CompiledModel
-        from app.runtime import settle_heap
+        from app.core.runtime import settle_heap
+        from app.inference.engine import CompiledModel
         from training.artifact import load_version
 
         try:
@@ -99,7 +99,7 @@ def serve(conn: Connection, models_dir: str, parent_pid: int, log_level: str = "
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    from app.runtime import tune_for_serving
+    from app.core.runtime import tune_for_serving
 
     # Loader and XLA-compiler threads share the GIL with the main thread.
     tune_for_serving()
@@ -107,7 +107,7 @@ def serve(conn: Connection, models_dir: str, parent_pid: int, log_level: str = "
     # Leave at once. A loader thread may still be inside XLA's compiler, and
     # the interpreter's normal exit runs C++ static destructors under it: the
     # worker aborted or crashed when the service stopped during a compilation
-    # (tests/app/test_inference_process.py). Nothing here needs saving.
+    # (tests/app/inference/test_client.py). Nothing here needs saving.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.registry import ModelRegistry, ServedVersion
-from app.schemas import ArrayWindowRequest, BatchPredictRequest, PredictRequest
-from app.windows import WindowError, business_days_after, window_to_array
+from app.api.schemas import ArrayWindowRequest, BatchPredictRequest, PredictRequest
+from app.serving.registry import ModelRegistry, ServedVersion
+from app.serving.windows import WindowError, business_days_after, window_to_array
 
 
 async def _served(

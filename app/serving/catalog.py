@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.registry import ModelRegistry
+from app.serving.registry import ModelRegistry
 from training.errors import BrokenVersionError
 from training.store import CHAMPION, ModelStore, headline_mase
 

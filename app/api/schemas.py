@@ -1,6 +1,6 @@
 """Request and response models: pydantic checks types, finiteness and signs here;
 the served version's metadata then checks the window's length and columns
-(`app.windows`)."""
+(`app.serving.windows`)."""
 
 from __future__ import annotations
 

@@ -8,15 +8,11 @@ orphaned training behind.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import signal
-import sys
-from pathlib import Path
 from typing import Any
 
-from app.job_store import CANCELLED, FAILED, RUNNING, JobStore
+from app.core.process import describe_error, die_with_parent, name_process
+from app.jobs.store import CANCELLED, FAILED, RUNNING, JobStore
 
 # What `ps` shows for a training worker.
 TRAINING_PROCESS_NAME = "stockcast-train"
@@ -24,15 +20,6 @@ TRAINING_PROCESS_NAME = "stockcast-train"
 
 class JobCancelledError(Exception):
     """Raised from the epoch callback to abandon a cancelled job before it saves."""
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when the process that spawned it dies."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def summarise(outcome_metadata: dict[str, Any]) -> dict[str, Any]:
@@ -53,19 +40,6 @@ def summarise(outcome_metadata: dict[str, Any]) -> dict[str, Any]:
         "epochs_run": outcome_metadata.get("epochs_run"),
         "training_seconds": outcome_metadata.get("training_seconds"),
     }
-
-
-def describe_error(error: BaseException) -> str:
-    """A failure as a worker reports it: our own errors as they read, anything else with its type."""
-    from training.errors import StockcastError
-
-    return str(error) if isinstance(error, StockcastError) else f"{type(error).__name__}: {error}"
-
-
-def name_process(name: str) -> None:
-    """Set the name `ps`, `top` and /proc show for this process (Linux; at most 15 characters)."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/comm").write_text(name[:15])
 
 
 def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int) -> None:
@@ -99,8 +73,9 @@ def _train(job_id: str, request: dict[str, Any], settings: Any, jobs: JobStore, 
 
     import time
 
-    from app.datasets import DatasetStore
-    from training.data import file_sha256, load_prices
+    from app.jobs.datasets import DatasetStore
+    from training.data import load_prices
+    from training.files import sha256_of
     from training.pipeline import TrainConfig
     from training.store import ModelStore
     from training.workflow import GateSettings, train_and_promote
@@ -136,7 +111,7 @@ def _train(job_id: str, request: dict[str, Any], settings: Any, jobs: JobStore, 
         record(stage="backtest", fold=done, folds=total, fold_mase=report.get("model", {}).get("mase"))
 
     source = {"name": f"{request['dataset']}.csv", "dataset": request["dataset"], "path": str(path.resolve())}
-    source["sha256"] = file_sha256(path)
+    source["sha256"] = sha256_of(path)
     source["job_id"] = job_id
     store = ModelStore(settings.models_dir)
     gate = GateSettings(max_mase=settings.gate_max_mase, require_not_worse=settings.gate_require_not_worse)

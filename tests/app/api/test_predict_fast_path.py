@@ -14,7 +14,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 import app.api.routes.predict as predict_route
 from app.api.predict_fast_path import PredictFastPath
-from tests.app.conftest import WINDOW, make_settings
+from tests.helpers import WINDOW, make_settings
 from training.store import ModelStore
 
 COLUMNS = ["open", "high", "low", "close", "volume"]

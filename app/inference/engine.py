@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from training import conformal, features
+from app.serving.steps import ForecastSteps
+from training import features
 from training.artifact import LoadedVersion
 from training.errors import BrokenVersionError
-from training.features import Scaler, WindowSpec
 
 logger = logging.getLogger("stockcast.predictor")
 _XLA_COMPILE_LOCK = threading.Lock()
@@ -84,60 +84,6 @@ class _Engine:
     # any size runs as it is (the plain graph takes every batch size).
     buckets: tuple[int, ...] | None
     xla: bool
-
-
-class ForecastSteps:
-    """What a version does around its network, in numpy: raw windows to network inputs, outputs to prices.
-
-    Both steps are pure and cheap (vectorised over the batch). The API
-    process runs them on its event loop for every batch; the network itself
-    runs in the inference process (`CompiledModel`, `app/inference_process.py`).
-    """
-
-    def __init__(self, metadata: dict[str, Any], spec: WindowSpec, scaler: Scaler) -> None:
-        self.metadata: dict[str, Any] = metadata
-        self.name: str = str(metadata["name"])
-        self.version: int = int(metadata["version"])
-        self.spec: WindowSpec = spec
-        self.scaler: Scaler = scaler
-        self._intervals: dict[str, Any] | None = metadata.get("intervals") or None
-        # Level keys ("80", "90", ...) in the order `finish` stacks their bounds.
-        self.interval_levels: tuple[str, ...] = tuple(self._intervals["half_widths"]) if self._intervals else ()
-
-    @property
-    def window(self) -> int:
-        """Rows per input window."""
-        return self.spec.window
-
-    @property
-    def horizon(self) -> int:
-        """Steps per forecast."""
-        return self.spec.horizon
-
-    def prepare(self, windows: np.ndarray) -> np.ndarray:
-        """Raw windows (n, window, features), oldest row first, to the scaled float32 network input."""
-        windows = np.asarray(windows, dtype=np.float64)
-        expected = (self.spec.window, len(self.spec.features))
-        if windows.ndim != 3 or windows.shape[1:] != expected:
-            raise ValueError(
-                f"expected windows of shape (n, {expected[0]}, {expected[1]}) "
-                f"for features {list(self.spec.features)}, got {windows.shape}"
-            )
-        return features.scale_inputs(windows, self.spec, self.scaler)
-
-    def finish(self, windows: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-        """Network outputs (n, horizon) for raw `windows` to forecasts and their interval bounds.
-
-        Shaped (n, 1 + 2 * levels, horizon): row 0 of each window is the
-        forecast, then the lower bound of each of `interval_levels`, then
-        their upper bounds, all in price units.
-        """
-        windows = np.asarray(windows, dtype=np.float64)
-        prices = features.outputs_to_prices(windows, outputs, self.spec, self.scaler)
-        if self._intervals is None:
-            return prices[:, None, :]
-        _, lower, upper = conformal.stacked_bounds_for(windows, prices, self._intervals, self.spec)
-        return np.concatenate([prices[:, None, :], lower, upper], axis=1)
 
 
 class CompiledModel(ForecastSteps):

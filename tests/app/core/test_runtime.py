@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.runtime import settle_heap, tune_for_serving
+from app.core.runtime import settle_heap, tune_for_serving
 
 
 @pytest.fixture

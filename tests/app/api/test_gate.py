@@ -10,11 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.app.conftest import make_settings
-from tests.app.test_jobs_api import wait_job
+from tests.helpers import WINDOW_ROWS, make_settings, wait_job
 from training.store import ModelStore
-
-WINDOW_ROWS = [[1.0 + i * 0.01, 1.1 + i * 0.01, 0.9 + i * 0.01, 1.0 + i * 0.01, 1000.0] for i in range(10)]
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from typing import Any
 
 from training.data import load_prices
 from training.errors import NotFoundError, StockcastError
+from training.files import check_name, now_iso, write_json_atomic
 from training.report import data_report
-from training.store import check_name, now_iso, write_json_atomic
 
 
 class DatasetExistsError(StockcastError):

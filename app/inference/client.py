@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from app.predictor import ForecastSteps
+from app.serving.steps import ForecastSteps
 from training.errors import BrokenVersionError, StockcastError
 from training.features import Scaler, WindowSpec
 
@@ -119,7 +119,7 @@ class InferenceProcess:
         self._watchdog = self._loop.create_task(self._watch(), name="inference-watchdog")
 
     def _spawn(self) -> None:
-        from app.inference_worker import serve
+        from app.inference.worker import serve
 
         assert self._loop is not None
         ours, theirs = self._context.Pipe(duplex=True)

@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.app.conftest import make_settings, tiny_clean, tiny_config
+from tests.helpers import WINDOW_ROWS, make_settings, tiny_clean, tiny_config
 from training.pipeline import train_version
 from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
-
-WINDOW_ROWS = [[1.0 + i * 0.01, 1.1 + i * 0.01, 0.9 + i * 0.01, 1.0 + i * 0.01, 1000.0] for i in range(10)]
 
 
 def add_broken_copy(root: Path, name: str, source_version: int, version: int) -> None:

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from app.predictor import CompiledModel, bucket_sizes
-from tests.app.conftest import tiny_clean
+from app.inference.engine import CompiledModel, bucket_sizes
+from tests.helpers import real_windows
 from training import conformal, features
 from training.artifact import LoadedVersion, load_version
 from training.store import ModelStore
@@ -17,13 +17,6 @@ from training.store import ModelStore
 RELATIVE_TOLERANCE = 1e-5
 # Small enough that padding, exact buckets and chunking are all exercised.
 MAX_BATCH_SIZE = 16
-
-
-def real_windows(spec: features.WindowSpec, count: int) -> np.ndarray:
-    """`count` consecutive windows of the sample, in the raw units a client sends."""
-    values = tiny_clean().frame[list(spec.features)].to_numpy(dtype=np.float64)
-    inputs, _ = features.make_windows(values, spec)
-    return np.ascontiguousarray(inputs[-count:])
 
 
 def keras_prices(loaded: LoadedVersion, windows: np.ndarray) -> np.ndarray:

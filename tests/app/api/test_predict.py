@@ -9,24 +9,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.schemas import BatchPredictResponse, PredictResponse
-from tests.app.conftest import WINDOW, tiny_clean
+from app.api.schemas import BatchPredictResponse, PredictResponse
+from tests.helpers import COLUMNS, WINDOW, sample_rows
 from training.artifact import load_version
 from training.store import ModelStore
-
-COLUMNS = ("open", "high", "low", "close", "volume")
-
-
-def sample_rows(count: int = WINDOW, dated: bool = True) -> list[dict[str, Any]]:
-    """The last `count` days of the sample as request rows."""
-    frame = tiny_clean().frame.iloc[-count:]
-    rows = []
-    for record in frame.to_dict("records"):
-        row = {column: float(record[column]) for column in COLUMNS}
-        if dated:
-            row["date"] = record["date"].strftime("%Y-%m-%d")
-        rows.append(row)
-    return rows
 
 
 def test_predict_rows_answers_in_price_units_with_dates_and_intervals(client: TestClient) -> None:
@@ -214,7 +200,7 @@ def test_batch_errors_name_the_window(client: TestClient) -> None:
 
 
 def test_business_days_skip_weekends() -> None:
-    from app.windows import business_days_after
+    from app.serving.windows import business_days_after
 
     friday, saturday = dt.date(2017, 11, 10), dt.date(2017, 11, 11)
     assert business_days_after(friday, 2) == [dt.date(2017, 11, 13), dt.date(2017, 11, 14)]

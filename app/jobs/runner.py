@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.config import Settings
-from app.job_store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
+from app.jobs.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
 from training.store import ModelStore
 
 logger = logging.getLogger("stockcast.jobs")
@@ -170,6 +170,6 @@ class JobRunner:
 
 def _worker_entry(job_id: str, settings_values: dict[str, Any], parent_pid: int) -> None:
     """Imported by the spawned interpreter; kept tiny so the import is cheap."""
-    from app.job_worker import run_job
+    from app.jobs.worker import run_job
 
     run_job(job_id, settings_values, parent_pid)

@@ -8,7 +8,7 @@ failure is reported by /ready and /models. Pinned versions (`version` or
 `alias` in a request) are loaded on demand and kept in a small cache.
 
 The networks of all loaded versions live in one inference process
-(`app/inference_process.py`); this process keeps each version's
+(`app/inference/client.py`); this process keeps each version's
 preprocessing and its micro-batcher.
 """
 
@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from app.batching import MicroBatcher
 from app.core.config import Settings
-from app.inference_process import InferenceProcess, RemoteModel
-from app.runtime import settle_heap
+from app.core.runtime import settle_heap
+from app.inference.client import InferenceProcess, RemoteModel
+from app.serving.batching import MicroBatcher
 from training.artifact import load_preprocessing
 from training.errors import BrokenVersionError, NotFoundError, StockcastError
 from training.store import CHAMPION, ModelStore

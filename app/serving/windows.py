@@ -13,7 +13,7 @@ import operator
 
 import numpy as np
 
-from app.schemas import PriceRow
+from app.api.schemas import PriceRow
 from training.data import PRICE_COLUMNS
 from training.errors import StockcastError
 from training.features import WindowSpec

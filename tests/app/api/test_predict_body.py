@@ -11,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 
 from app.api.json_body import parse_body
 from app.api.predict_body import parse_predict
+from app.api.schemas import ArrayWindowRequest, PredictRequest
 from app.core.errors import describe_validation_errors
-from app.schemas import ArrayWindowRequest, PredictRequest
 
 ROW = [30.1, 31.0, 29.5, 30.7, 1_200_000.0]
 

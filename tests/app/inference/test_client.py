@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.batching import MicroBatcher
-from app.inference_process import InferenceProcess, InferenceUnavailableError, RemoteModel
-from app.inference_worker import INFERENCE_PROCESS_NAME
-from app.predictor import ForecastSteps
-from tests.app.test_batching import run
-from tests.app.test_predictor import real_windows
+from app.inference.client import InferenceProcess, InferenceUnavailableError, RemoteModel
+from app.inference.worker import INFERENCE_PROCESS_NAME
+from app.serving.batching import MicroBatcher
+from app.serving.steps import ForecastSteps
+from tests.helpers import WINDOW_ROWS, make_settings, real_windows, run
 from training.artifact import load_preprocessing, load_version
 from training.errors import BrokenVersionError
 from training.store import ModelStore
@@ -202,8 +201,6 @@ def test_the_service_survives_a_killed_inference_process(model_store: ModelStore
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from tests.app.conftest import make_settings
-    from tests.app.test_serving_swap import WINDOW_ROWS
 
     body = {"model": "tiny", "window": WINDOW_ROWS}
     with TestClient(create_app(make_settings(model_store.root, tmp_path / "var"))) as client:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
 import pytest
 
-from app.batching import BatcherClosedError, MicroBatcher
-from app.predictor import CompiledModel
-from tests.app.test_predictor import real_windows
+from app.inference.engine import CompiledModel
+from app.serving.batching import BatcherClosedError, MicroBatcher
+from tests.helpers import real_windows, run
 from training.artifact import load_version
 from training.store import ModelStore
 
@@ -26,15 +26,6 @@ T = TypeVar("T")
 # Longer than any test may take: reaching it means a request was held.
 FOREVER_US = 600_000_000
 LIVENESS_SECONDS = 60
-
-
-def run(awaitable: Awaitable[T]) -> T:
-    """Run a coroutine on a fresh event loop, failing instead of hanging."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(awaitable, LIVENESS_SECONDS)
-
-    return asyncio.run(bounded())
 
 
 class Recorder:

@@ -1,0 +1,31 @@
+"""Start-up helpers shared by both kinds of child process (inference and training workers)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import signal
+import sys
+from pathlib import Path
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the process that spawned it dies."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def describe_error(error: BaseException) -> str:
+    """A failure as a worker reports it: our own errors as they read, anything else with its type."""
+    from training.errors import StockcastError
+
+    return str(error) if isinstance(error, StockcastError) else f"{type(error).__name__}: {error}"
+
+
+def name_process(name: str) -> None:
+    """Set the name `ps`, `top` and /proc show for this process (Linux; at most 15 characters)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/comm").write_text(name[:15])

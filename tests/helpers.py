@@ -1,0 +1,124 @@
+"""What several test modules share: tiny configs, sample windows, settings, waiting and ports.
+
+Test modules import helpers from here, never from one another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from training import features
+from training.data import CleanResult, load_prices
+from training.pipeline import TrainConfig
+
+T = TypeVar("T")
+DEADLINE_SECONDS = 240
+LIVENESS_SECONDS = 60
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "msft.csv"
+
+
+WINDOW = 10
+
+
+WINDOW_ROWS = [[1.0 + i * 0.01, 1.1 + i * 0.01, 0.9 + i * 0.01, 1.0 + i * 0.01, 1000.0] for i in range(10)]
+
+
+COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+def tiny_clean(rows: int = 700) -> CleanResult:
+    """The last `rows` days of the sample: enough for a split, quick to train on."""
+    clean = load_prices(SAMPLE)
+    clean.frame = clean.frame.iloc[-rows:].reset_index(drop=True)
+    return clean
+
+
+def tiny_config(**overrides: object) -> TrainConfig:
+    """A model small enough to train in a second or two."""
+    values: dict[str, object] = {"window": WINDOW, "units": 4, "epochs": 1, "batch_size": 64, "patience": 0}
+    values.update(overrides)
+    return TrainConfig(**values)  # type: ignore[arg-type]
+
+
+def make_settings(store_root: Path, data_dir: Path, **overrides: object) -> Settings:
+    """Settings for a test app: no bootstrap, fast polling."""
+    values: dict[str, object] = {
+        "models_dir": store_root,
+        "data_dir": data_dir,
+        "sample_data": SAMPLE,
+        "bootstrap": False,
+        "job_poll_seconds": 0.2,
+        "refresh_seconds": 0.5,
+        "max_batch_wait_us": 500,
+        # Fewer compiled batch shapes: each one costs an XLA compilation at load.
+        "max_batch_size": 8,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def sample_rows(count: int = WINDOW, dated: bool = True) -> list[dict[str, Any]]:
+    """The last `count` days of the sample as request rows."""
+    frame = tiny_clean().frame.iloc[-count:]
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {column: float(record[column]) for column in COLUMNS}
+        if dated:
+            row["date"] = record["date"].strftime("%Y-%m-%d")
+        rows.append(row)
+    return rows
+
+
+def real_windows(spec: features.WindowSpec, count: int) -> np.ndarray:
+    """`count` consecutive windows of the sample, in the raw units a client sends."""
+    values = tiny_clean().frame[list(spec.features)].to_numpy(dtype=np.float64)
+    inputs, _ = features.make_windows(values, spec)
+    return np.ascontiguousarray(inputs[-count:])
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE_SECONDS) -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def wait_job(client: TestClient, job_id: str, states: tuple[str, ...], timeout: float = 180) -> dict[str, Any]:
+    """Poll GET /jobs/{job_id} until its status is one of `states`."""
+
+    def reached() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+        return job if job["status"] in states else None
+
+    return wait_until(reached, f"job {job_id} to reach {states}", timeout)
+
+
+def run(awaitable: Awaitable[T]) -> T:
+    """Run a coroutine on a fresh event loop, failing instead of hanging."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(awaitable, LIVENESS_SECONDS)
+
+    return asyncio.run(bounded())
