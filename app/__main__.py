@@ -57,7 +57,7 @@ def main() -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=round(settings.graceful_shutdown_seconds),
     )
     return 0
 

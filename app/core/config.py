@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,24 @@ class Settings(BaseSettings):
         description="Answer the usual POST /predict (window as arrays) in front of FastAPI's routing; same answers,"
         " half the event-loop time per request. False sends every request through the FastAPI route.",
     )
+    inference_load_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="A version load (TensorFlow's import in a new inference process, tracing, warm-up) left"
+        " unanswered this long gets the inference process restarted; never less than inference_timeout_seconds.",
+    )
+    inference_restart_delay_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Wait before restarting an inference process that stopped; doubles after each quick death"
+        " (one that lived under a minute), up to a minute.",
+    )
+    inference_stop_timeout_seconds: float = Field(
+        10.0, gt=0, description="At shutdown, how long the inference process may take to exit before it is killed."
+    )
+    graceful_shutdown_seconds: float = Field(
+        10.0, gt=0, description="At shutdown, how long uvicorn lets open requests finish before closing them."
+    )
     max_batch_windows: int = Field(1024, ge=1, description="Most windows in one /predict/batch request.")
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="Largest CSV accepted by /datasets.")
     refresh_seconds: float = Field(5.0, gt=0, description="How often the store is re-read for new versions/aliases.")
@@ -60,6 +79,14 @@ class Settings(BaseSettings):
     def jobs_db(self) -> Path:
         """SQLite file holding job records."""
         return self.data_dir / "jobs.sqlite3"
+
+
+def default(field: str) -> Any:
+    """A setting's default, for code that runs without the Settings object (child processes, library defaults).
+
+    Keyword defaults elsewhere read it from here, so each default is written once.
+    """
+    return Settings.model_fields[field].default
 
 
 @lru_cache

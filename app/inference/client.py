@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core.config import default
 from app.serving.steps import ForecastSteps
 from training.errors import BrokenVersionError, StockcastError
 from training.features import Scaler, WindowSpec
@@ -74,14 +75,16 @@ class InferenceProcess:
         self,
         models_dir: Path,
         log_level: str = "info",
-        restart_delay_seconds: float = 1.0,
-        call_timeout_seconds: float = 60.0,
-        load_timeout_seconds: float = 600.0,
+        restart_delay_seconds: float = default("inference_restart_delay_seconds"),
+        call_timeout_seconds: float = default("inference_timeout_seconds"),
+        load_timeout_seconds: float = default("inference_load_timeout_seconds"),
+        stop_timeout_seconds: float = default("inference_stop_timeout_seconds"),
     ) -> None:
         self.models_dir = models_dir
         self.log_level = log_level
         self.restart_delay_seconds = restart_delay_seconds
         self.call_timeout_seconds = call_timeout_seconds
+        self.stop_timeout_seconds = stop_timeout_seconds
         # Loads wait for TensorFlow's import in a new worker, then trace and warm up.
         self.load_timeout_seconds = max(load_timeout_seconds, call_timeout_seconds)
         self._context = multiprocessing.get_context("spawn")
@@ -150,8 +153,9 @@ class InferenceProcess:
         """True while the running worker has this handle loaded."""
         return handle in self._ready
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Ask the worker to exit, and kill it if it has not within `timeout` seconds."""
+    async def stop(self) -> None:
+        """Ask the worker to exit, and kill it if it has not within `stop_timeout_seconds`."""
+        timeout = self.stop_timeout_seconds
         self._stopping = True
         for task in (self._restarter, self._watchdog):
             if task is not None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core.config import default
 from app.serving.steps import ForecastSteps
 from training import features
 from training.artifact import LoadedVersion
@@ -32,8 +33,8 @@ logger = logging.getLogger("stockcast.predictor")
 _XLA_COMPILE_LOCK = threading.Lock()
 
 # The largest batch the compiled function runs in one call; larger requests
-# are cut into chunks of this size. Matches the default micro-batch size.
-DEFAULT_MAX_BATCH_SIZE = 64
+# are cut into chunks of this size. The default micro-batch size (Settings).
+DEFAULT_MAX_BATCH_SIZE: int = default("max_batch_size")
 
 
 def bucket_sizes(max_batch_size: int, growth: int = 2) -> tuple[int, ...]:

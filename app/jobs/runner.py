@@ -108,17 +108,20 @@ class JobRunner:
         while True:
             try:
                 await self._reap()
-                self._cancel_flagged()
-                self._launch()
+                await self._cancel_flagged()
+                await self._launch()
             except Exception:  # the runner must survive a bad job record
                 logger.exception("job runner iteration failed")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.job_poll_seconds)
 
-    def _launch(self) -> None:
+    # SQLite calls go to the thread pool (`asyncio.to_thread`): a write can
+    # wait for a worker's transaction, and the event loop serves /predict.
+
+    async def _launch(self) -> None:
         while len(self.workers) < self.settings.job_concurrency:
-            job = self.jobs.next_queued()
+            job = await asyncio.to_thread(self.jobs.next_queued)
             if job is None:
                 return
             # Started from the event-loop thread on purpose: PR_SET_PDEATHSIG
@@ -130,16 +133,16 @@ class JobRunner:
                 name=f"stockcast-train-{job['id']}",
                 daemon=True,
             )
-            if not self.jobs.mark_running(job["id"], pid=0):
+            if not await asyncio.to_thread(self.jobs.mark_running, job["id"], 0):
                 continue
             process.start()
-            self.jobs.set_pid(job["id"], process.pid)
+            await asyncio.to_thread(self.jobs.set_pid, job["id"], process.pid)
             self.workers[job["id"]] = process
             logger.info("job %s started in worker pid %s", job["id"], process.pid)
 
-    def _cancel_flagged(self) -> None:
-        for job_id, process in self.workers.items():
-            if process.is_alive() and self.jobs.cancel_requested(job_id):
+    async def _cancel_flagged(self) -> None:
+        for job_id, process in list(self.workers.items()):
+            if process.is_alive() and await asyncio.to_thread(self.jobs.cancel_requested, job_id):
                 # The worker checks the flag every epoch; a kill is the fallback
                 # for a job stuck in a long epoch. Nothing half-written becomes
                 # visible: versions appear only by an atomic rename.
@@ -151,20 +154,19 @@ class JobRunner:
                 continue
             process.join()
             del self.workers[job_id]
-            job = self.jobs.get(job_id)
+            job = await asyncio.to_thread(self.jobs.get, job_id)
             if job is None or job["status"] != RUNNING:
                 continue  # the worker recorded a failure or cancellation itself
             if job["result"] is not None and process.exitcode == 0:
                 # Load the new version before saying "succeeded", so a client
                 # that polls the job and then predicts gets the new version.
                 serving = await self.on_finished(job)
-                self.jobs.finish(job_id, SUCCEEDED, result={**job["result"], "serving": serving})
+                await asyncio.to_thread(self.jobs.finish, job_id, SUCCEEDED, {**job["result"], "serving": serving})
             elif job["cancel_requested"]:
-                self.jobs.finish(job_id, CANCELLED, error="cancelled by request")
+                await asyncio.to_thread(self.jobs.finish, job_id, CANCELLED, None, "cancelled by request")
             else:
-                self.jobs.finish(
-                    job_id, FAILED, error=f"the training worker exited unexpectedly (exit code {process.exitcode})"
-                )
+                error = f"the training worker exited unexpectedly (exit code {process.exitcode})"
+                await asyncio.to_thread(self.jobs.finish, job_id, FAILED, None, error)
             logger.info("job %s ended", job_id)
 
 

@@ -1,7 +1,9 @@
 """Training job records in SQLite, shared by the API process and its workers.
 
 WAL mode lets a worker write progress while the API reads; every write is a
-short transaction, and each process opens its own connection.
+short transaction, and each process opens its own connection. Reads take no
+lock at all: under WAL a plain SELECT reads a snapshot while a writer works,
+so a poll of GET /jobs never waits behind a worker's progress write.
 """
 
 from __future__ import annotations
@@ -40,15 +42,17 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 class JobStore:
     """CRUD over the jobs table; every method opens and closes its own connection."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, busy_timeout_seconds: float = 30.0) -> None:
         self.path = Path(path)
+        # How long a write waits for another connection's write transaction.
+        self.busy_timeout_seconds = busy_timeout_seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as connection, connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        connection = sqlite3.connect(self.path, timeout=self.busy_timeout_seconds, isolation_level=None)
         connection.row_factory = sqlite3.Row
         return connection
 
@@ -62,6 +66,11 @@ class JobStore:
                 connection.execute("ROLLBACK")
                 raise
             return rows
+
+    def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """A read: one autocommit SELECT on a WAL snapshot, no write lock (see the module docstring)."""
+        with closing(self._connect()) as connection:
+            return connection.execute(sql, parameters).fetchall()
 
     @staticmethod
     def _decode(row: sqlite3.Row) -> dict[str, Any]:
@@ -86,20 +95,20 @@ class JobStore:
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """One job, or None."""
-        rows = self._execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return self._decode(rows[0]) if rows else None
 
     def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Newest jobs first, optionally filtered by status."""
         if status is None:
-            rows = self._execute("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
+            rows = self._query("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
         else:
-            rows = self._execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq DESC LIMIT ?", (status, limit))
+            rows = self._query("SELECT * FROM jobs WHERE status = ? ORDER BY seq DESC LIMIT ?", (status, limit))
         return [self._decode(row) for row in rows]
 
     def next_queued(self) -> dict[str, Any] | None:
         """The oldest queued job (jobs run in the order they were submitted)."""
-        rows = self._execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,))
+        rows = self._query("SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,))
         return self._decode(rows[0]) if rows else None
 
     def mark_running(self, job_id: str, pid: int) -> bool:
@@ -140,5 +149,5 @@ class JobStore:
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether someone asked to cancel this job."""
-        rows = self._execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
+        rows = self._query("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
         return bool(rows and rows[0][0])

@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from app.api.schemas import ArrayWindowRequest, BatchPredictRequest, PredictRequest
+from app.core.config import default
 from app.serving.registry import ModelRegistry, ServedVersion
 from app.serving.windows import WindowError, business_days_after, window_to_array
 
@@ -64,7 +65,9 @@ async def predict_one(registry: ModelRegistry, request: PredictRequest | ArrayWi
     )
 
 
-async def predict_many(registry: ModelRegistry, request: BatchPredictRequest, max_windows: int = 1024) -> bytes:
+async def predict_many(
+    registry: ModelRegistry, request: BatchPredictRequest, max_windows: int = default("max_batch_windows")
+) -> bytes:
     """Forecast many windows in one inference call; the JSON answer."""
     if len(request.windows) > max_windows:
         raise WindowError(f"windows: at most {max_windows} windows per request, got {len(request.windows)}")

@@ -79,7 +79,12 @@ class ModelRegistry:
         self._lock = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
         self.inference = InferenceProcess(
-            store.root, log_level=settings.log_level, call_timeout_seconds=settings.inference_timeout_seconds
+            store.root,
+            log_level=settings.log_level,
+            restart_delay_seconds=settings.inference_restart_delay_seconds,
+            call_timeout_seconds=settings.inference_timeout_seconds,
+            load_timeout_seconds=settings.inference_load_timeout_seconds,
+            stop_timeout_seconds=settings.inference_stop_timeout_seconds,
         )
         self.started = False
 
