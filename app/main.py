@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app.api.json_body import add_documented_bodies
 from app.api.predict_fast_path import PredictFastPath
+from app.api.responses import ValidationErrorPublic
 from app.api.routes import datasets, health, jobs, models, predict
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
@@ -43,6 +44,24 @@ def register_sample_dataset(settings: Settings, datasets: DatasetStore) -> None:
         datasets.save(name, settings.sample_data.read_bytes(), settings.sample_data.name)
     except StockcastError as error:
         logger.error("sample dataset %s not registered: %s", settings.sample_data, error)
+
+
+def document_validation_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """Document the 422 the service answers (`ValidationErrorPublic`), not FastAPI's default `HTTPValidationError`.
+
+    FastAPI adds its own 422 to every route with parameters or a body that
+    does not declare one; the handler in `app.core.errors` answers another shape.
+    """
+    ours = f"#/components/schemas/{ValidationErrorPublic.__name__}"
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            content = operation.get("responses", {}).get("422", {}).get("content", {}).get("application/json")
+            if content is not None and content.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                content["schema"] = {"$ref": ours}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    return schema
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -95,8 +114,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = add_documented_bodies(
-                get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            app.openapi_schema = document_validation_errors(
+                add_documented_bodies(
+                    get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+                )
             )
         return app.openapi_schema
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import jsonschema
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -122,3 +123,14 @@ def run(awaitable: Awaitable[T]) -> T:
         return await asyncio.wait_for(awaitable, LIVENESS_SECONDS)
 
     return asyncio.run(bounded())
+
+
+def assert_documented(openapi: dict[str, Any], method: str, path: str, status: int, body: Any) -> None:
+    """`body`, answered with `status` by `method path` (a path template), fits the schema OpenAPI documents for it."""
+    operation = openapi["paths"][path][method.lower()]
+    assert str(status) in operation["responses"], f"{method} {path} does not document {status}"
+    content = operation["responses"][str(status)].get("content", {}).get("application/json", {})
+    assert "schema" in content, f"{method} {path} documents no JSON schema for {status}"
+    # OpenAPI 3.1 schemas are JSON Schema 2020-12; refs point into the document's components.
+    schema = {**content["schema"], "components": openapi["components"]}
+    jsonschema.validate(body, schema, cls=jsonschema.Draft202012Validator)

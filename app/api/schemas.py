@@ -188,6 +188,12 @@ class JobPublic(BaseModel):
     finished_at: str | None = None
 
 
+class JobsPublic(BaseModel):
+    """Jobs, newest first."""
+
+    jobs: list[JobPublic]
+
+
 class JobAccepted(BaseModel):
     """Answer to POST /train."""
 

@@ -1,86 +1,126 @@
-"""What /models shows: versions, aliases, the served default and headline figures."""
+"""What /models shows: versions, aliases, the served default and headline figures.
+
+Version metadata is read through `VersionPublic` (typed, and checked: a
+version whose metadata does not fit is listed as broken, with the reason),
+and every answer is a response model, so a field renamed in one place is
+an error in mypy, not a null in an answer.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import ValidationError
 
+from app.api.responses import (
+    BacktestHeadline,
+    DataSource,
+    Figures,
+    ModelPublic,
+    ModelsPublic,
+    ServingPublic,
+    TestFigures,
+    VersionPublic,
+    VersionSummary,
+)
 from app.serving.registry import ModelRegistry
 from training.errors import BrokenVersionError
 from training.store import CHAMPION, ModelStore, headline_mase
 
 
-def _headline(metadata: dict[str, Any]) -> dict[str, Any]:
-    model = metadata.get("metrics", {}).get("model", {})
-    naive = metadata.get("metrics", {}).get("naive", {})
-    backtest = (metadata.get("backtest") or {}).get("summary", {})
-    coverage = (metadata.get("backtest") or {}).get("coverage", {})
-    mase, basis = headline_mase(metadata)
-    return {
-        "architecture": metadata.get("architecture"),
-        "window": metadata.get("window"),
-        "horizon": metadata.get("horizon"),
-        "features": metadata.get("features"),
-        "label": metadata.get("label"),
-        "created_at": metadata.get("created_at"),
-        "data": {key: metadata.get("data", {}).get(key) for key in ("name", "start", "end", "rows")},
-        "test": {
-            "mae": model.get("mae"),
-            "rmse": model.get("rmse"),
-            "mape": model.get("mape"),
-            "mase": model.get("mase"),
-            "directional_accuracy": model.get("directional_accuracy"),
-            "naive_mae": naive.get("mae"),
-        },
-        "backtest": {
-            name: {key: figures.get(key) for key in ("mae", "mase", "directional_accuracy")}
-            for name, figures in backtest.items()
+def read_version(store: ModelStore, name: str, version: int) -> VersionPublic:
+    """A version's metadata, typed; BrokenVersionError if it does not have the stored format."""
+    metadata = store.read_metadata(name, version)
+    try:
+        return VersionPublic.model_validate(metadata)
+    except ValidationError as error:
+        raise BrokenVersionError(
+            f"{name} v{version}: metadata.json does not have the stored format: {error}"
+        ) from error
+
+
+def _headline(metadata: VersionPublic) -> VersionSummary:
+    model = metadata.metrics.get("model", Figures())
+    naive = metadata.metrics.get("naive", Figures())
+    backtest = metadata.backtest
+    mase, basis = headline_mase(metadata.model_dump(by_alias=True, exclude_unset=True))
+    return VersionSummary(
+        version=metadata.version,
+        architecture=metadata.architecture,
+        window=metadata.window,
+        horizon=metadata.horizon,
+        features=metadata.features,
+        label=metadata.label,
+        created_at=metadata.created_at,
+        data=DataSource(
+            name=metadata.data.name, start=metadata.data.start, end=metadata.data.end, rows=metadata.data.rows
+        ),
+        test=TestFigures(
+            mae=model.mae,
+            rmse=model.rmse,
+            mape=model.mape,
+            mase=model.mase,
+            directional_accuracy=model.directional_accuracy,
+            naive_mae=naive.mae,
+        ),
+        backtest={
+            forecaster: BacktestHeadline(
+                mae=figures.mae, mase=figures.mase, directional_accuracy=figures.directional_accuracy
+            )
+            for forecaster, figures in backtest.summary.items()
         }
-        or None,
-        "backtest_coverage": {level: figures.get("coverage") for level, figures in coverage.items()} or None,
-        "gate_mase": mase,
-        "gate_basis": basis,
-    }
+        if backtest is not None and backtest.summary
+        else None,
+        backtest_coverage={level: figures.coverage for level, figures in backtest.coverage.items()}
+        if backtest is not None and backtest.coverage
+        else None,
+        gate_mase=mase,
+        gate_basis=basis,
+    )
 
 
-def describe_version(store: ModelStore, name: str, version: int) -> dict[str, Any]:
+def describe_version(store: ModelStore, name: str, version: int) -> VersionSummary:
     """Headline of one version, or its error if it is broken."""
     try:
-        return {"version": version, **_headline(store.read_metadata(name, version))}
+        return _headline(read_version(store, name, version))
     except BrokenVersionError as error:
-        return {"version": version, "error": str(error)}
+        return VersionSummary(version=version, error=str(error))
 
 
-def serving_figures(registry: ModelRegistry, name: str) -> dict[str, Any] | None:
+def serving_figures(registry: ModelRegistry, name: str) -> ServingPublic | None:
     """How the default version is being served: engine and micro-batching so far."""
     state = registry.models.get(name)
     if state is None or state.served is None:
         return None
     served = state.served
     batcher = served.batcher
-    return {
-        "version": served.version,
-        "engine": "xla" if getattr(served.model, "jit_compiled", False) else "graph",
-        "max_batch_size": batcher.max_batch_size,
-        "max_batch_wait_us": batcher.max_wait_us,
-        "batches": batcher.batches_run,
-        "windows": batcher.windows_run,
-        "mean_batch_size": round(batcher.windows_run / batcher.batches_run, 2) if batcher.batches_run else None,
-    }
+    return ServingPublic(
+        version=served.version,
+        engine="xla" if getattr(served.model, "jit_compiled", False) else "graph",
+        max_batch_size=batcher.max_batch_size,
+        max_batch_wait_us=batcher.max_wait_us,
+        batches=batcher.batches_run,
+        windows=batcher.windows_run,
+        mean_batch_size=round(batcher.windows_run / batcher.batches_run, 2) if batcher.batches_run else None,
+    )
 
 
-def describe_model(store: ModelStore, registry: ModelRegistry, name: str) -> dict[str, Any]:
+def describe_model(store: ModelStore, registry: ModelRegistry, name: str) -> ModelPublic:
     """A model's versions, aliases and the version served by default."""
     aliases = store.aliases(name)
     state = registry.models.get(name)
-    return {
-        "name": name,
-        "versions": [describe_version(store, name, version) for version in store.versions(name)],
-        "aliases": aliases,
-        "champion": aliases.get(CHAMPION),
-        "default_version": state.served.version if state and state.served else None,
-        "note": None
+    return ModelPublic(
+        name=name,
+        versions=[describe_version(store, name, version) for version in store.versions(name)],
+        aliases=aliases,
+        champion=aliases.get(CHAMPION),
+        default_version=state.served.version if state and state.served else None,
+        note=None
         if CHAMPION in aliases
         else "no version has passed the promotion gate yet; the one with the lowest MASE is served by default",
-        "serving_error": state.error if state else None,
-        "serving": serving_figures(registry, name),
-    }
+        serving_error=state.error if state else None,
+        serving=serving_figures(registry, name),
+    )
+
+
+def describe_models(store: ModelStore, registry: ModelRegistry) -> ModelsPublic:
+    """Every model in the store."""
+    return ModelsPublic(models=[describe_model(store, registry, name) for name in store.model_names()])

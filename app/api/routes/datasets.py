@@ -1,13 +1,17 @@
-"""Uploaded price datasets."""
+"""Uploaded price datasets.
+
+The reads are plain `def` routes: FastAPI runs them in its thread pool, off the event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile, status
 
 from app.api.deps import DatasetsDep, SettingsDep
+from app.api.responses import DatasetPublic, DatasetsPublic, DatasetSummary, error_responses
 from training.errors import StockcastError
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -22,11 +26,8 @@ class UploadTooLargeError(StockcastError):
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={
-        409: {"description": "Name taken."},
-        413: {"description": "Too large."},
-        422: {"description": "Bad CSV."},
-    },
+    response_model=DatasetPublic,
+    responses=error_responses(409, 413, 422),
 )
 async def create_dataset(
     datasets: DatasetsDep,
@@ -34,25 +35,35 @@ async def create_dataset(
     file: Annotated[UploadFile, File(description="CSV: Date, Open, High, Low, Close[, Adj Close], Volume")],
     name: Annotated[str, Form(description="Dataset name (letters, digits, '_', '-', '.')", examples=["aapl"])],
     overwrite: Annotated[bool, Form(description="Replace an existing dataset of this name")] = False,
-) -> dict[str, Any]:
+) -> DatasetPublic:
     """Upload a price CSV; answers with its data report (rows, dates, dropped rows and why, outliers)."""
     content = await file.read(settings.max_upload_bytes + 1)
     if len(content) > settings.max_upload_bytes:
         raise UploadTooLargeError(f"file is larger than the {settings.max_upload_bytes} byte limit")
-    return await asyncio.to_thread(datasets.save, name, content, file.filename or "upload.csv", overwrite)
+    report = await asyncio.to_thread(datasets.save, name, content, file.filename or "upload.csv", overwrite)
+    return DatasetPublic.model_validate(report)
 
 
-@router.get("")
-async def read_datasets(datasets: DatasetsDep) -> dict[str, Any]:
+@router.get("", response_model=DatasetsPublic)
+def read_datasets(datasets: DatasetsDep) -> DatasetsPublic:
     """Stored datasets with their row counts and date ranges."""
     summaries = []
     for name in datasets.names():
-        report = datasets.report(name)
-        summaries.append({key: report.get(key) for key in ("name", "filename", "rows", "start", "end", "uploaded_at")})
-    return {"datasets": summaries}
+        report = DatasetPublic.model_validate(datasets.report(name))
+        summaries.append(
+            DatasetSummary(
+                name=report.name,
+                filename=report.filename,
+                rows=report.rows_kept,
+                start=report.date_range.get("start"),
+                end=report.date_range.get("end"),
+                uploaded_at=report.uploaded_at,
+            )
+        )
+    return DatasetsPublic(datasets=summaries)
 
 
-@router.get("/{name}", responses={404: {"description": "Unknown dataset."}})
-async def read_dataset(name: str, datasets: DatasetsDep) -> dict[str, Any]:
+@router.get("/{name}", response_model=DatasetPublic, responses=error_responses(404, 422))
+def read_dataset(name: str, datasets: DatasetsDep) -> DatasetPublic:
     """The full data report of one dataset."""
-    return datasets.report(name)
+    return DatasetPublic.model_validate(datasets.report(name))

@@ -1,74 +1,91 @@
-"""Models, versions, aliases and version reports."""
+"""Models, versions, aliases and version reports.
+
+Plain `def` routes, except where the registry is awaited: they read files,
+and FastAPI runs plain routes in its thread pool, off the event loop.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+from typing import Annotated
 
 from fastapi import APIRouter, Body
 from fastapi.responses import Response
 
 from app.api.deps import ModelNameDep, RegistryDep, StoreDep
 from app.api.examples import ALIAS_EXAMPLES
+from app.api.responses import (
+    AliasChange,
+    AliasesPublic,
+    AliasUpdated,
+    ModelPublic,
+    ModelsPublic,
+    VersionPublic,
+    error_responses,
+)
 from app.api.schemas import AliasUpdate
-from app.serving.catalog import describe_model
+from app.serving import catalog
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-@router.get("")
-async def read_models(store: StoreDep, registry: RegistryDep) -> dict[str, Any]:
+@router.get("", response_model=ModelsPublic, response_model_exclude_unset=True)
+def read_models(store: StoreDep, registry: RegistryDep) -> ModelsPublic:
     """Every model with its versions, aliases, headline figures and the version served by default."""
-    return {"models": [describe_model(store, registry, name) for name in store.model_names()]}
+    return catalog.describe_models(store, registry)
 
 
-@router.get("/{name}", responses={404: {"description": "Unknown model."}})
-async def read_model(name: ModelNameDep, store: StoreDep, registry: RegistryDep) -> dict[str, Any]:
+@router.get("/{name}", response_model=ModelPublic, response_model_exclude_unset=True, responses=error_responses(404))
+def read_model(name: ModelNameDep, store: StoreDep, registry: RegistryDep) -> ModelPublic:
     """One model: versions, aliases, default version."""
-    return describe_model(store, registry, name)
+    return catalog.describe_model(store, registry, name)
 
 
-@router.get("/{name}/versions/{version}", responses={404: {"description": "Unknown model or version."}})
-async def read_version(name: ModelNameDep, version: int, store: StoreDep) -> dict[str, Any]:
+@router.get(
+    "/{name}/versions/{version}",
+    response_model=VersionPublic,
+    response_model_exclude_unset=True,
+    responses=error_responses(404, 409, 422),
+)
+def read_version(name: ModelNameDep, version: int, store: StoreDep) -> VersionPublic:
     """Full metadata of one version (hyper-parameters, scaler, data, split, metrics, backtest)."""
-    return store.read_metadata(name, version)
+    return catalog.read_version(store, name, version)
 
 
 @router.get(
     "/{name}/versions/{version}/report.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 404: {"description": "Unknown model/version or data gone."}},
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404, 409, 422)},
 )
 async def read_version_report(name: ModelNameDep, version: int, store: StoreDep) -> Response:
     """Chart: actual vs forecast with intervals over the test period, residuals, backtest table."""
-    import asyncio
-
     from training.charts import render_version_report
 
-    store.read_metadata(name, version)
+    await asyncio.to_thread(store.read_metadata, name, version)
     png = await asyncio.to_thread(render_version_report, store, name, version)
     return Response(content=png, media_type="image/png")
 
 
-@router.get("/{name}/aliases")
-async def read_aliases(name: ModelNameDep, store: StoreDep) -> dict[str, Any]:
+@router.get("/{name}/aliases", response_model=AliasesPublic, responses=error_responses(404))
+def read_aliases(name: ModelNameDep, store: StoreDep) -> AliasesPublic:
     """Current aliases and the log of every change (from, to, when, why)."""
-    return {"aliases": store.aliases(name), "log": store.alias_log(name)}
+    return AliasesPublic(
+        aliases=store.aliases(name), log=[AliasChange.model_validate(entry) for entry in store.alias_log(name)]
+    )
 
 
-@router.put(
-    "/{name}/aliases/{alias}",
-    responses={
-        404: {"description": "Unknown model or version."},
-        409: {"description": "The version cannot be loaded; the alias keeps its previous version."},
-    },
-)
+@router.put("/{name}/aliases/{alias}", response_model=AliasUpdated, responses=error_responses(404, 409, 422))
 async def update_alias(
     name: ModelNameDep,
     alias: str,
     update: Annotated[AliasUpdate, Body(openapi_examples=ALIAS_EXAMPLES)],
     store: StoreDep,
     registry: RegistryDep,
-) -> dict[str, Any]:
-    """Set or roll back an alias (e.g. point `champion` at an earlier version); takes effect at once."""
+) -> AliasUpdated:
+    """Set or roll back an alias (e.g. point `champion` at an earlier version); takes effect at once.
+
+    409 when the version cannot be loaded: the alias keeps its previous version.
+    """
     entry = await registry.move_alias(name, alias, update.version, reason=update.reason or "set over HTTP")
-    return {"aliases": store.aliases(name), "change": entry}
+    aliases = await asyncio.to_thread(store.aliases, name)
+    return AliasUpdated(aliases=aliases, change=AliasChange.model_validate(entry))

@@ -15,15 +15,18 @@ from app.api.deps import registry_of, settings_of
 from app.api.examples import BATCH_EXAMPLES, PREDICT_EXAMPLES
 from app.api.json_body import documented_body, parse_body
 from app.api.predict_body import parse_predict
+from app.api.responses import error_responses
 from app.api.schemas import BatchPredictRequest, BatchPredictResponse, PredictRequest, PredictResponse
 from app.serving.forecasting import predict_many, predict_one
 
 router = APIRouter(tags=["predict"])
 
+# 404: unknown model, version or alias; 409: a pinned version that cannot be
+# loaded; 422: a malformed window or one that does not fit the version; 500
+# and 503: the inference process failed the batch or is restarting.
 ERRORS: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/json": {}}},
-    404: {"description": "Unknown model, version or alias."},
-    422: {"description": "The window is malformed or does not fit the model's shape; the detail says how."},
+    **error_responses(404, 409, 422, 500, 503),
 }
 
 

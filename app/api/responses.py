@@ -1,0 +1,294 @@
+"""What every route answers: response models (so OpenAPI documents each answer) and the error schemas.
+
+Families per resource, as in fastapi/full-stack-fastapi-template: `ModelPublic`
+and `ModelsPublic`, `VersionPublic`, `AliasesPublic`, `DatasetPublic` and
+`DatasetsPublic`, `JobsPublic`. Records that grow over time (a version's
+metadata, a data report) allow fields they do not name, so a newer writer
+never breaks an older reader; the routes answer with
+`response_model_exclude_unset`, so a field absent from the record stays
+absent from the answer (the JSON is the record, not the record plus nulls).
+
+/predict's answers are documented in `app.api.schemas` (they are encoded by
+orjson on the hot path, not through these models).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Open(BaseModel):
+    """A record that may carry fields this build does not name."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+# Errors ------------------------------------------------------------------------
+
+
+class ErrorPublic(BaseModel):
+    """Every error but a request validation error: what is wrong and what was expected."""
+
+    detail: str = Field(examples=["unknown model 'aapl'; models: ['msft']"])
+
+
+class ValidationErrorItem(BaseModel):
+    """One problem pydantic found in the request."""
+
+    loc: list[str | int] = Field(description="Where: `body`, `query` or `path`, then the field path.")
+    msg: str
+    type: str
+
+
+class ValidationErrorPublic(BaseModel):
+    """422: a one-line summary of every problem, and the problems one by one."""
+
+    detail: str = Field(examples=["body.window[3].close: Input should be greater than 0"])
+    errors: list[ValidationErrorItem] = Field(
+        default_factory=list, description="Empty when the check came after parsing (a window of the wrong shape)."
+    )
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    404: "Not found: the detail names what and lists what exists.",
+    409: "Conflict with the current state: the detail says which.",
+    413: "The upload is over the size limit.",
+    422: "The request is malformed: the detail says where and what was expected.",
+    500: "The inference process could not run the batch.",
+    503: "Not available right now (the inference process is restarting); retry shortly.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each status code it can answer with, and the project's error schema for it."""
+    return {
+        code: {
+            "model": ValidationErrorPublic if code == 422 else ErrorPublic,
+            "description": ERROR_DESCRIPTIONS[code],
+        }
+        for code in codes
+    }
+
+
+# Health ------------------------------------------------------------------------
+
+
+class HealthPublic(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"]
+
+
+class InferenceProcessPublic(BaseModel):
+    """The inference process as the API sees it."""
+
+    pid: int | None = Field(description="None while it restarts.")
+    restarts: int
+    last_exit: str | None = Field(description="Why the last one stopped.")
+
+
+class ReadyPublic(Open):
+    """Readiness: which version of each model is served, and what is not loaded and why."""
+
+    status: Literal["ready", "not ready"]
+    ready: bool
+    detail: str | None = Field(None, description="Only when not ready: why.")
+    inference_process: InferenceProcessPublic
+    models: dict[str, int | None] = Field(description="Model name to the version served by default.")
+    not_loaded: list[str]
+    problems: dict[str, str] = Field(description="Model name to why its default version is not served.")
+
+
+# Versions ----------------------------------------------------------------------
+
+
+class Figures(Open):
+    """Error figures of one forecaster in price units (`per_step`, `windows` and more may follow)."""
+
+    mae: float | None = None
+    rmse: float | None = None
+    mape: float | None = None
+    mase: float | None = None
+    directional_accuracy: float | None = None
+
+
+class CoverageFigures(Open):
+    """How often the actual value fell inside one interval level, and how wide the interval was."""
+
+    coverage: float | None = None
+    mean_width: float | None = None
+
+
+class BacktestPublic(Open):
+    """The walk-forward backtest: per-forecaster summary over every fold, interval coverage, the folds."""
+
+    summary: dict[str, Figures] = Field(default_factory=dict)
+    coverage: dict[str, CoverageFigures] = Field(default_factory=dict)
+
+
+class DataSource(Open):
+    """The data a version was trained on."""
+
+    name: str | None = None
+    start: str | None = None
+    end: str | None = None
+    rows: int | None = None
+
+
+class VersionPublic(Open):
+    """A version's metadata as stored (`metadata.json`, see docs/design.md "Store format")."""
+
+    format_version: int
+    name: str
+    version: int
+    created_at: str
+    architecture: str
+    hyperparameters: dict[str, Any]
+    features: list[str]
+    label: str
+    window: int
+    horizon: int
+    transform: str
+    scaler: dict[str, Any]
+    data: DataSource
+    split: dict[str, Any]
+    metrics: dict[str, Figures]
+    libraries: dict[str, str]
+    files: dict[str, str]
+    intervals: dict[str, Any] | None = None
+    backtest: BacktestPublic | None = None
+    training_seconds: float | None = None
+
+
+class TestFigures(BaseModel):
+    """The model's figures on the test part, and the naive forecast's MAE beside them."""
+
+    mae: float | None
+    rmse: float | None
+    mape: float | None
+    mase: float | None
+    directional_accuracy: float | None
+    naive_mae: float | None
+
+
+class BacktestHeadline(BaseModel):
+    """One forecaster's pooled walk-forward figures."""
+
+    mae: float | None
+    mase: float | None
+    directional_accuracy: float | None
+
+
+class VersionSummary(BaseModel):
+    """A version's headline in /models; a version that cannot be read has only `version` and `error`."""
+
+    version: int
+    error: str | None = Field(None, description="Only for a broken version: why it cannot be read.")
+    architecture: str | None = None
+    window: int | None = None
+    horizon: int | None = None
+    features: list[str] | None = None
+    label: str | None = None
+    created_at: str | None = None
+    data: DataSource | None = None
+    test: TestFigures | None = None
+    backtest: dict[str, BacktestHeadline] | None = None
+    backtest_coverage: dict[str, float | None] | None = None
+    gate_mase: float | None = None
+    gate_basis: str | None = None
+
+
+class ServingPublic(BaseModel):
+    """How the default version is being served: its engine and micro-batching so far."""
+
+    version: int
+    engine: Literal["xla", "graph"]
+    max_batch_size: int
+    max_batch_wait_us: int
+    batches: int
+    windows: int
+    mean_batch_size: float | None
+
+
+class ModelPublic(BaseModel):
+    """A model: its versions, aliases and the version served by default."""
+
+    name: str
+    versions: list[VersionSummary]
+    aliases: dict[str, int]
+    champion: int | None
+    default_version: int | None
+    note: str | None
+    serving_error: str | None
+    serving: ServingPublic | None
+
+
+class ModelsPublic(BaseModel):
+    """Every model in the store."""
+
+    models: list[ModelPublic]
+
+
+# Aliases -----------------------------------------------------------------------
+
+
+class AliasChange(BaseModel):
+    """One line of a model's alias log."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    alias: str
+    previous: int | None = Field(alias="from", description="The version before; None when the alias was new.")
+    to: int | None
+    at: str
+    reason: str
+
+
+class AliasesPublic(BaseModel):
+    """A model's aliases and every change to them, oldest first."""
+
+    aliases: dict[str, int]
+    log: list[AliasChange]
+
+
+class AliasUpdated(BaseModel):
+    """The aliases after a change, and the change."""
+
+    aliases: dict[str, int]
+    change: AliasChange
+
+
+# Datasets ----------------------------------------------------------------------
+
+
+class DatasetPublic(Open):
+    """A stored dataset's data report: rows read, kept and dropped (and why), dates, gaps, outliers, statistics."""
+
+    name: str
+    filename: str
+    size: int = Field(alias="bytes", description="Size of the uploaded file in bytes.")
+    uploaded_at: str
+    rows_read: int
+    rows_kept: int
+    rows_dropped: dict[str, int]
+    date_range: dict[str, Any]
+    columns: list[str]
+
+
+class DatasetSummary(BaseModel):
+    """A dataset in the list."""
+
+    name: str
+    filename: str | None
+    rows: int | None = Field(description="Rows kept after cleaning.")
+    start: str | None
+    end: str | None
+    uploaded_at: str | None
+
+
+class DatasetsPublic(BaseModel):
+    """Every stored dataset."""
+
+    datasets: list[DatasetSummary]

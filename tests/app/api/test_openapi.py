@@ -1,0 +1,155 @@
+"""The OpenAPI document matches what the service answers: every status code a route can give is
+documented, with the project's error schemas, and real answers fit the documented schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.helpers import WINDOW_ROWS, assert_documented, sample_rows, wait_job
+from training.store import ModelStore
+
+# Every route and the status codes it can answer with (besides a logged 500).
+EXPECTED_CODES: dict[tuple[str, str], set[int]] = {
+    ("post", "/predict"): {200, 404, 409, 422, 500, 503},
+    ("post", "/predict/batch"): {200, 404, 409, 422, 500, 503},
+    ("get", "/health"): {200},
+    ("get", "/ready"): {200, 503},
+    ("get", "/models"): {200},
+    ("get", "/models/{name}"): {200, 404, 422},
+    ("get", "/models/{name}/versions/{version}"): {200, 404, 409, 422},
+    ("get", "/models/{name}/versions/{version}/report.png"): {200, 404, 409, 422},
+    ("get", "/models/{name}/aliases"): {200, 404, 422},
+    ("put", "/models/{name}/aliases/{alias}"): {200, 404, 409, 422},
+    ("get", "/datasets"): {200},
+    ("post", "/datasets"): {201, 409, 413, 422},
+    ("get", "/datasets/{name}"): {200, 404, 422},
+    ("post", "/train"): {202, 404, 422},
+    ("get", "/jobs"): {200, 422},
+    ("get", "/jobs/{job_id}"): {200, 404, 422},
+    ("delete", "/jobs/{job_id}"): {200, 404, 409, 422},
+}
+CSV = "Date,Open,High,Low,Close,Volume\n" + "".join(
+    f"2020-01-{day:02d},{100 + day},{101 + day},{99 + day},{100.5 + day},{1000 * day}\n" for day in range(2, 30)
+)
+
+
+@pytest.fixture(scope="module")
+def openapi(client: TestClient) -> dict[str, Any]:
+    """The document the service publishes."""
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_every_route_documents_the_codes_it_can_answer(openapi: dict[str, Any]) -> None:
+    documented = {
+        (method, path): {int(code) for code in operation["responses"]}
+        for path, operations in openapi["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert documented == EXPECTED_CODES
+
+
+def test_errors_are_documented_with_the_project_schemas(openapi: dict[str, Any]) -> None:
+    for path, operations in openapi["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                if int(code) < 400 or (path, code) == ("/ready", "503"):
+                    continue
+                expected = "ValidationErrorPublic" if code == "422" else "ErrorPublic"
+                schema = response["content"]["application/json"]["schema"]
+                assert schema == {"$ref": f"#/components/schemas/{expected}"}, (method, path, code)
+    assert "HTTPValidationError" not in openapi["components"]["schemas"]
+
+
+def test_real_answers_fit_the_documented_schemas(client: TestClient, openapi: dict[str, Any]) -> None:
+    rows = sample_rows()
+    calls: list[tuple[str, str, str, int, dict[str, Any]]] = [
+        ("get", "/health", "/health", 200, {}),
+        ("get", "/ready", "/ready", 200, {}),
+        ("get", "/models", "/models", 200, {}),
+        ("get", "/models/{name}", "/models/tiny", 200, {}),
+        ("get", "/models/{name}", "/models/nope", 404, {}),
+        ("get", "/models/{name}/versions/{version}", "/models/tiny/versions/1", 200, {}),
+        ("get", "/models/{name}/versions/{version}", "/models/tiny/versions/9", 404, {}),
+        ("get", "/models/{name}/versions/{version}", "/models/tiny/versions/one", 422, {}),
+        ("get", "/models/{name}/aliases", "/models/tiny/aliases", 200, {}),
+        ("get", "/models/{name}/aliases", "/models/nope/aliases", 404, {}),
+        ("put", "/models/{name}/aliases/{alias}", "/models/tiny/aliases/staging", 200, {"json": {"version": 2}}),
+        ("put", "/models/{name}/aliases/{alias}", "/models/tiny/aliases/staging", 404, {"json": {"version": 7}}),
+        ("put", "/models/{name}/aliases/{alias}", "/models/tiny/aliases/staging", 422, {"json": {"version": "x"}}),
+        ("post", "/predict", "/predict", 200, {"json": {"model": "tiny", "window": rows}}),
+        ("post", "/predict", "/predict", 200, {"json": {"model": "tiny", "window": WINDOW_ROWS}}),
+        ("post", "/predict", "/predict", 404, {"json": {"model": "nope", "window": WINDOW_ROWS}}),
+        ("post", "/predict", "/predict", 422, {"json": {"model": "tiny", "window": WINDOW_ROWS[:3]}}),
+        ("post", "/predict", "/predict", 422, {"json": {"model": "tiny", "window": []}}),
+        ("post", "/predict/batch", "/predict/batch", 200, {"json": {"model": "tiny", "windows": [rows, rows]}}),
+        ("post", "/predict/batch", "/predict/batch", 422, {"json": {"model": "tiny", "windows": []}}),
+        ("get", "/datasets", "/datasets", 200, {}),
+        ("get", "/datasets/{name}", "/datasets/msft", 200, {}),
+        ("get", "/datasets/{name}", "/datasets/nope", 404, {}),
+        ("get", "/datasets/{name}", "/datasets/-bad", 422, {}),
+        ("post", "/datasets", "/datasets", 201, {"files": {"file": ("a.csv", CSV)}, "data": {"name": "jan"}}),
+        ("post", "/datasets", "/datasets", 409, {"files": {"file": ("a.csv", CSV)}, "data": {"name": "jan"}}),
+        ("post", "/datasets", "/datasets", 422, {"files": {"file": ("a.csv", "x")}, "data": {"name": "feb"}}),
+        ("post", "/train", "/train", 404, {"json": {"model": "m", "dataset": "nope"}}),
+        ("post", "/train", "/train", 422, {"json": {"model": "m", "dataset": "jan", "epochs": 0}}),
+        ("get", "/jobs", "/jobs", 200, {}),
+        ("get", "/jobs", "/jobs", 422, {"params": {"limit": 0}}),
+        ("get", "/jobs/{job_id}", "/jobs/nope", 404, {}),
+        ("delete", "/jobs/{job_id}", "/jobs/nope", 404, {}),
+    ]
+    for method, template, path, status, arguments in calls:
+        response = client.request(method.upper(), path, **arguments)
+        assert response.status_code == status, (method, path, response.text)
+        assert_documented(openapi, method, template, status, response.json())
+    # A job: queued (202), cancelled (200), then cancelling it again is a conflict (409).
+    accepted = client.post("/train", json={"model": "m", "dataset": "jan", "window": 5, "epochs": 1})
+    assert accepted.status_code == 202, accepted.text
+    assert_documented(openapi, "post", "/train", 202, accepted.json())
+    job_id = accepted.json()["job_id"]
+    cancelled = client.delete(f"/jobs/{job_id}")
+    assert cancelled.status_code == 200, cancelled.text
+    assert_documented(openapi, "delete", "/jobs/{job_id}", 200, cancelled.json())
+    wait_job(client, job_id, ("cancelled",))
+    again = client.delete(f"/jobs/{job_id}")
+    assert again.status_code == 409 and again.json() == {"detail": f"job {job_id} already cancelled"}
+    assert_documented(openapi, "delete", "/jobs/{job_id}", 409, again.json())
+    assert_documented(openapi, "get", "/jobs/{job_id}", 200, client.get(f"/jobs/{job_id}").json())
+
+
+def test_version_answer_is_the_stored_metadata(client: TestClient, model_store: ModelStore) -> None:
+    assert client.get("/models/tiny/versions/1").json() == model_store.read_metadata("tiny", 1)
+
+
+def test_models_answer_keeps_its_fields(client: TestClient) -> None:
+    (tiny,) = [model for model in client.get("/models").json()["models"] if model["name"] == "tiny"]
+    assert set(tiny) == {
+        "name",
+        "versions",
+        "aliases",
+        "champion",
+        "default_version",
+        "note",
+        "serving_error",
+        "serving",
+    }
+    assert set(tiny["versions"][0]) == {
+        "version",
+        "architecture",
+        "window",
+        "horizon",
+        "features",
+        "label",
+        "created_at",
+        "data",
+        "test",
+        "backtest",
+        "backtest_coverage",
+        "gate_mase",
+        "gate_basis",
+    }
+    assert set(tiny["versions"][0]["data"]) == {"name", "start", "end", "rows"}
