@@ -8,6 +8,8 @@ an error in mypy, not a null in an answer.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 
 from app.api.responses import (
@@ -24,6 +26,17 @@ from app.api.responses import (
 from app.serving.registry import ModelRegistry
 from training.errors import BrokenVersionError
 from training.store import CHAMPION, ModelStore, headline_mase
+
+
+def gate_evidence(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Why a version may be trusted, as flat fields: its MASE against naive and what that figure was measured on.
+
+    The standard protocols carry these beside the forecast (the V2 response
+    `parameters`, TF Serving's metadata); one function so that a new piece
+    of evidence appears in all of them at once.
+    """
+    mase, basis = headline_mase(metadata)
+    return {"gate_mase": mase, "gate_basis": basis}
 
 
 def read_version(store: ModelStore, name: str, version: int) -> VersionPublic:

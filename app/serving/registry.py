@@ -192,6 +192,26 @@ class ModelRegistry:
             raise NotFoundError(f"model '{name}' has no version {version}; versions: {state.versions}")
         return await self._pinned(name, version)
 
+    def versions_of(self, name: str) -> list[int]:
+        """A model's versions in the store, oldest first; NotFoundError (as `get` words it) for an unknown model."""
+        state = self.models.get(name)
+        if state is None:
+            raise NotFoundError(f"unknown model '{name}'; models: {sorted(self.models)}")
+        return list(state.versions)
+
+    def loaded(self, name: str, version: int | None = None) -> ServedVersion | None:
+        """The version (the default one if None) when it is loaded and held by the running inference process.
+
+        Never loads anything: what the standard protocols' readiness and
+        version status report.
+        """
+        state = self.models.get(name)
+        if state is None:
+            return None
+        served = state.served if version is None or (state.served and state.served.version == version) else None
+        served = served or (self.pinned.get((name, version)) if version is not None else None)
+        return served if served is not None and self.inference.serving(served.model.handle) else None
+
     async def _pinned(self, name: str, version: int) -> ServedVersion:
         key = (name, version)
         if key in self.pinned:

@@ -57,6 +57,20 @@ def window_to_array(
     return _arrays_to_array(window, spec, where), None  # type: ignore[arg-type]
 
 
+def windows_to_array(windows: np.ndarray, spec: WindowSpec, where: str = "windows") -> np.ndarray:
+    """A finite (n, rows, columns) float64 array of windows, checked as `window_to_array` checks each one.
+
+    The protocol routes (`app/api/protocols`) decode a whole batch into one
+    array; a valid batch costs one shape comparison and one sign test, and
+    only a batch with something wrong is checked window by window, so that
+    the error names the window, row and column just as /predict/batch does.
+    """
+    if windows.shape[1:] != (spec.window, len(spec.features)) or not (windows > 0).all():
+        for index in range(len(windows)):
+            window_to_array(windows[index], spec, where=f"{where}[{index}]")
+    return windows
+
+
 def _rows_to_array(rows: list[PriceRow], spec: WindowSpec, where: str) -> tuple[np.ndarray, dt.date | None]:
     missing = [column for column in spec.features if column not in PriceRow.model_fields]
     if missing:
