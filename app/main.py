@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from app.api.json_body import add_documented_bodies
 from app.api.predict_fast_path import PredictFastPath
 from app.api.responses import ValidationErrorPublic
-from app.api.routes import datasets, health, jobs, models, predict
+from app.api.routes import datasets, health, jobs, models, predict, tfserving, v2
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.runtime import settle_heap, tune_for_serving
@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.predict_fast_path:
         app.add_middleware(PredictFastPath)
     # /predict first: requests are matched against routes in order, and it is the hot one.
-    for module in (predict, health, models, datasets, jobs):
+    for module in (predict, health, models, datasets, jobs, v2, tfserving):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -1,0 +1,131 @@
+"""What both standard protocols share: the input tensor, its checks, version parsing, error rendering.
+
+Both protocols describe a served version the same way: one input tensor
+`window` of shape (n, window, features) in the version's feature order, raw
+prices and volumes as a client sends them to /predict; and named outputs
+(`app.serving.forecasting.output_names`) of shape (n, horizon): the forecast
+and the lower and upper bound of each interval level, all in price units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import numpy as np
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from app.core.errors import describe_validation_errors
+from app.serving.catalog import gate_evidence
+from app.serving.registry import ModelRegistry, ServedVersion
+from training.errors import NotFoundError, StockcastError
+
+INPUT_NAME = "window"
+# Integers and floats: what numpy infers from JSON numbers ("b" for booleans is refused).
+_NUMBER_KINDS = frozenset("fi")
+
+
+class ProtocolError(StockcastError):
+    """A request that does not follow the protocol: malformed JSON, tensor name, shape, datatype or size."""
+
+    status_code = 422
+
+
+class ProtocolRoute(APIRoute):
+    """A route that answers errors as both protocols specify: `{"error": message}` with the status code.
+
+    The codes and messages are those /predict answers with (`{"detail": ...}`
+    there): 404 for an unknown model, version or alias, 422 for a malformed
+    request, 503 while the inference process restarts.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The usual handler, with domain and validation errors rendered as `{"error": ...}`."""
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except StockcastError as error:
+                return JSONResponse(status_code=error.status_code, content={"error": str(error)})
+            except RequestValidationError as error:
+                return JSONResponse(
+                    status_code=422, content={"error": describe_validation_errors(list(error.errors()))}
+                )
+
+        return handle
+
+
+def parse_version(registry: ModelRegistry, name: str, text: str) -> int:
+    """A version from a URL path segment; 404 as /predict words it when the model or version does not exist."""
+    versions = registry.versions_of(name)
+    version = int(text) if text.isascii() and text.isdigit() else None
+    if version is None or version not in versions:
+        raise NotFoundError(f"model '{name}' has no version {text}; versions: {versions}")
+    return version
+
+
+def number_array(data: Any, where: str) -> np.ndarray:
+    """JSON numbers (nested lists of any depth) as a float64 array; 422 for anything else."""
+    try:
+        values = np.array(data)
+    except ValueError:
+        raise ProtocolError(f"{where}: nested lists must be rectangular (every row the same length)") from None
+    if values.dtype.kind not in _NUMBER_KINDS or values.size == 0:
+        raise ProtocolError(f"{where}: expected a non-empty tensor of numbers")
+    return values.astype(np.float64, copy=False)
+
+
+def checked_windows(values: np.ndarray, where: str) -> np.ndarray:
+    """A (n, rows, columns) tensor of finite numbers, n >= 1; the window checks of /predict come after."""
+    if values.ndim != 3 or len(values) == 0:
+        raise ProtocolError(
+            f"{where}: expected shape [n, rows, columns] (n windows, oldest row first), got {list(values.shape)}"
+        )
+    finite = np.isfinite(values)
+    if not finite.all():
+        window, row, column = np.argwhere(~finite)[0]
+        raise ProtocolError(
+            f"{where}[{window}][{row}][{column}]: numbers must be finite, got {values[window, row, column]}"
+        )
+    return values
+
+
+def within_limit(windows: np.ndarray, max_windows: int, where: str) -> np.ndarray:
+    """The windows, unless there are more than one request may carry (the limit of /predict/batch)."""
+    if len(windows) > max_windows:
+        raise ProtocolError(f"{where}: at most {max_windows} windows per request, got {len(windows)}")
+    return windows
+
+
+def model_parameters(served: ServedVersion) -> dict[str, str | int | float]:
+    """What a caller needs to read the outputs, and the gate evidence, as flat scalar parameters.
+
+    Scalars only: both protocols' parameter maps hold strings, numbers and
+    booleans. Evidence not recorded for a version (None) is left out.
+    """
+    spec = served.model.spec
+    evidence = {key: value for key, value in gate_evidence(served.metadata).items() if value is not None}
+    return {
+        "units": "price",
+        "label": spec.label,
+        "features": ",".join(spec.features),
+        "horizon": spec.horizon,
+        "interval_levels": ",".join(served.model.interval_levels),
+        **evidence,
+    }
+
+
+__all__ = [
+    "INPUT_NAME",
+    "ProtocolError",
+    "ProtocolRoute",
+    "checked_windows",
+    "model_parameters",
+    "number_array",
+    "parse_version",
+    "within_limit",
+]

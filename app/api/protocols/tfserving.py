@@ -1,0 +1,148 @@
+"""TensorFlow Serving's REST API: model status, SignatureDef-shaped metadata, and :predict.
+
+Bodies follow TF Serving's REST API documentation
+(https://www.tensorflow.org/tfx/serving/api_rest): a predict request holds
+`instances` (row format: one window per instance, either the window itself
+or `{"window": ...}`) or `inputs` (columnar: all windows as one tensor, or
+`{"window": ...}`); the answer is `predictions` (one object of named outputs
+per instance) or `outputs` (one tensor per named output). Version labels are
+stockcast's aliases. Errors are `{"error": message}`.
+
+JSON numbers are taken as doubles (the signature says DT_DOUBLE), so a
+window gives exactly the forecast /predict gives for it. The gate evidence
+sits in the metadata answer beside the signature, under `stockcast`
+(TF Serving's metadata is a map of named fields, of which `signature_def`
+is one).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from app.api.protocols.common import (
+    INPUT_NAME,
+    ProtocolError,
+    checked_windows,
+    model_parameters,
+    number_array,
+    within_limit,
+)
+from app.serving.forecasting import Forecasts, forecast_windows, output_names
+from app.serving.registry import ModelRegistry, ServedVersion
+
+SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+DTYPE = "DT_DOUBLE"
+
+
+def parse_predict(body: bytes, max_windows: int) -> tuple[np.ndarray, bool]:
+    """The windows of a :predict body as finite float64 (n, rows, columns), and whether it was row format."""
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise ProtocolError(f"request body: invalid JSON ({error})") from None
+    if type(request) is not dict:
+        raise ProtocolError('request body: expected a JSON object with "instances" or "inputs"')
+    signature = request.get("signature_name", SIGNATURE)
+    if signature != SIGNATURE:
+        raise ProtocolError(f"signature_name: this model has one signature '{SIGNATURE}', got {signature!r}")
+    unknown = sorted(request.keys() - {"signature_name", "instances", "inputs"})
+    if unknown:
+        raise ProtocolError(f'request body: unknown keys {unknown}; expected "instances" or "inputs"')
+    if ("instances" in request) == ("inputs" in request):
+        raise ProtocolError('request body: give exactly one of "instances" (row format) or "inputs" (columnar format)')
+    if "instances" in request:
+        instances = request["instances"]
+        if type(instances) is not list or not instances:
+            raise ProtocolError("instances: expected a non-empty list, one window per instance")
+        if all(type(instance) is dict for instance in instances):
+            instances = [_named(instance, f"instances[{index}]") for index, instance in enumerate(instances)]
+        windows = checked_windows(number_array(instances, "instances"), "instances")
+        return within_limit(windows, max_windows, "instances"), True
+    inputs = request["inputs"]
+    if type(inputs) is dict:
+        inputs = _named(inputs, "inputs")
+    windows = checked_windows(number_array(inputs, "inputs"), "inputs")
+    return within_limit(windows, max_windows, "inputs"), False
+
+
+def _named(tensors: dict[str, Any], where: str) -> Any:
+    """The value of the one named input, `window`."""
+    if tensors.keys() != {INPUT_NAME}:
+        raise ProtocolError(f"{where}: this model takes one input '{INPUT_NAME}', got {sorted(tensors)}")
+    return tensors[INPUT_NAME]
+
+
+def encode_predictions(forecasts: Forecasts, row_format: bool) -> bytes:
+    """`{"predictions": [{output: values}, ...]}` for row format, `{"outputs": {output: values}}` for columnar."""
+    named = forecasts.named_outputs()
+    if row_format:
+        rows = [{name: values[index] for name, values in named.items()} for index in range(len(forecasts.windows))]
+        return orjson.dumps({"predictions": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
+    columns = {name: np.ascontiguousarray(values) for name, values in named.items()}
+    return orjson.dumps({"outputs": columns}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def predict(
+    registry: ModelRegistry,
+    name: str,
+    body: bytes,
+    max_windows: int,
+    version: int | None = None,
+    alias: str | None = None,
+) -> bytes:
+    """POST /v1/models/{name}[/versions/{v}|/labels/{label}]:predict: the encoded answer."""
+    windows, row_format = parse_predict(body, max_windows)
+    where = "instances" if row_format else "inputs"
+    forecasts = await forecast_windows(registry, name, windows, version=version, alias=alias, where=where)
+    return encode_predictions(forecasts, row_format)
+
+
+def version_status(versions: list[int], loaded: set[int]) -> dict[str, Any]:
+    """GET /v1/models/{name}[/versions/{v}|/labels/{label}]: each version AVAILABLE (loaded) or END (not loaded).
+
+    A version that is not loaded is loaded by the first request that names
+    it; TF Serving's nearest state for that is END (not in memory).
+    """
+    return {
+        "model_version_status": [
+            {
+                "version": str(version),
+                "state": "AVAILABLE" if version in loaded else "END",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+            for version in versions
+        ]
+    }
+
+
+def _tensor_info(name: str, sizes: list[int]) -> dict[str, Any]:
+    return {
+        "dtype": DTYPE,
+        "tensor_shape": {"dim": [{"size": str(size), "name": ""} for size in sizes], "unknown_rank": False},
+        "name": name,
+    }
+
+
+def model_metadata(served: ServedVersion) -> dict[str, Any]:
+    """GET .../metadata: the model spec, a SignatureDef of the input and named outputs, and the gate evidence."""
+    spec = served.model.spec
+    outputs = output_names(served.model.interval_levels)
+    signature = {
+        "inputs": {INPUT_NAME: _tensor_info(INPUT_NAME, [-1, spec.window, len(spec.features)])},
+        "outputs": {output: _tensor_info(output, [-1, spec.horizon]) for output in outputs},
+        "method_name": PREDICT_METHOD,
+    }
+    return {
+        "model_spec": {"name": served.name, "signature_name": "", "version": str(served.version)},
+        "metadata": {
+            "signature_def": {"signature_def": {SIGNATURE: signature}},
+            "stockcast": model_parameters(served),
+        },
+    }
+
+
+__all__ = ["encode_predictions", "model_metadata", "parse_predict", "predict", "version_status"]

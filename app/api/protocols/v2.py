@@ -1,0 +1,279 @@
+"""The Open Inference Protocol (KServe V2) over REST, with Triton's binary tensor data extension.
+
+Request and response bodies follow the protocol's REST spec
+(kserve `docs/predict-api/v2/required_api.md`) and Triton's
+`binary_tensor_data` extension, which `tritonclient.http` uses by default:
+the JSON header first, its length in the `Inference-Header-Content-Length`
+HTTP header, then each binary tensor's raw little-endian bytes in the order
+of the inputs (or outputs) whose `parameters.binary_data_size` says how many
+bytes are theirs. Binary input is the cheapest form a window can arrive in:
+no number is parsed, the bytes become the batch's array in one copy.
+
+This module decodes and encodes; the lookup, window checks, micro-batched
+inference and conversion to prices are /predict's
+(`app.serving.forecasting.forecast_windows`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from app.api.protocols.common import (
+    INPUT_NAME,
+    ProtocolError,
+    checked_windows,
+    model_parameters,
+    number_array,
+    parse_version,
+    within_limit,
+)
+from app.serving.forecasting import Forecasts, forecast_windows, output_names
+from app.serving.registry import ModelRegistry, ServedVersion
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+SERVER_NAME = "stockcast"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ("binary_tensor_data",)
+PLATFORM = "stockcast_keras"
+# The datatypes a window may arrive in; FP32 is what the metadata declares.
+INPUT_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+# Prices and bounds leave in full precision, so they equal /predict's numbers.
+OUTPUT_DATATYPE = "FP64"
+_OUTPUT_DTYPE = np.dtype("<f8")
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    """One entry of the request's `outputs`: which tensor, and whether as binary data."""
+
+    name: str
+    binary: bool
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A decoded inference request."""
+
+    id: str | None
+    alias: str | None
+    windows: np.ndarray
+    """(n, rows, columns) finite float64, decoded in the declared datatype."""
+    outputs: list[RequestedOutput] | None
+    """The outputs asked for; None for all of them."""
+    binary_outputs: bool
+    """`parameters.binary_data_output`: every output as binary unless it says otherwise."""
+
+
+def parse_infer_request(body: bytes, header_length: str | None, max_windows: int) -> InferRequest:
+    """An inference request from the raw body (and the binary extension's header); 422 naming what is wrong."""
+    header_bytes, binary = _split_body(body, header_length)
+    try:
+        header = orjson.loads(header_bytes)
+    except orjson.JSONDecodeError as error:
+        raise ProtocolError(f"request body: invalid JSON ({error})") from None
+    if type(header) is not dict:
+        raise ProtocolError("request body: expected a JSON object with 'inputs'")
+    parameters = _parameters(header.get("parameters"), "parameters")
+    inputs = header.get("inputs")
+    if type(inputs) is not list or len(inputs) != 1 or type(inputs[0]) is not dict:
+        raise ProtocolError(f"inputs: expected one input tensor '{INPUT_NAME}', got {_described(inputs)}")
+    windows, used = _input_tensor(inputs[0], binary)
+    if used != len(binary):
+        raise ProtocolError(
+            f"binary data: {len(binary)} bytes after the JSON header, but the inputs' binary_data_size add up to {used}"
+        )
+    request_id = header.get("id")
+    if request_id is not None and type(request_id) is not str:
+        raise ProtocolError(f"id: expected a string, got {_described(request_id)}")
+    alias = parameters.get("alias")
+    if alias is not None and type(alias) is not str:
+        raise ProtocolError(f"parameters.alias: expected a string, got {_described(alias)}")
+    binary_outputs = parameters.get("binary_data_output", False)
+    if type(binary_outputs) is not bool:
+        raise ProtocolError(f"parameters.binary_data_output: expected true or false, got {_described(binary_outputs)}")
+    return InferRequest(
+        id=request_id,
+        alias=alias,
+        windows=within_limit(windows, max_windows, f"inputs[0] ('{INPUT_NAME}')"),
+        outputs=_requested_outputs(header.get("outputs"), binary_outputs),
+        binary_outputs=binary_outputs,
+    )
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """The JSON header and the binary data after it (empty without the extension's header)."""
+    if header_length is None:
+        return body, memoryview(b"")
+    length = int(header_length) if header_length.isascii() and header_length.isdigit() else -1
+    if not 0 < length <= len(body):
+        raise ProtocolError(
+            f"{HEADER_LENGTH}: expected the JSON header's length in bytes (1 to {len(body)}), got '{header_length}'"
+        )
+    view = memoryview(body)
+    return bytes(view[:length]), view[length:]
+
+
+def _described(value: Any) -> str:
+    """A short description of an unexpected JSON value for an error message."""
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _parameters(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise ProtocolError(f"{where}: expected an object, got {_described(value)}")
+    return value
+
+
+def _input_tensor(tensor: dict[str, Any], binary: memoryview) -> tuple[np.ndarray, int]:
+    """The window tensor as finite float64 (n, rows, columns), and how many binary bytes it took."""
+    where = "inputs[0]"
+    if tensor.get("name") != INPUT_NAME:
+        raise ProtocolError(
+            f"{where}.name: this model takes one input '{INPUT_NAME}', got {_described(tensor.get('name'))}"
+        )
+    datatype = tensor.get("datatype")
+    dtype = INPUT_DATATYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise ProtocolError(f"{where}.datatype: expected one of {sorted(INPUT_DATATYPES)}, got {_described(datatype)}")
+    shape = tensor.get("shape")
+    if type(shape) is not list or not all(type(size) is int and size >= 0 for size in shape):
+        raise ProtocolError(f"{where}.shape: expected a list of sizes [n, rows, columns], got {_described(shape)}")
+    count = int(np.prod(shape)) if shape else 1
+    parameters = _parameters(tensor.get("parameters"), f"{where}.parameters")
+    size = parameters.get("binary_data_size")
+    if size is not None:
+        if "data" in tensor:
+            raise ProtocolError(f"{where}: give either data or parameters.binary_data_size, not both")
+        if type(size) is not int or size != count * dtype.itemsize or size > len(binary):
+            raise ProtocolError(
+                f"{where}.parameters.binary_data_size: shape {shape} of {datatype} needs {count * dtype.itemsize} "
+                f"bytes, got {_described(size)} ({len(binary)} bytes of binary data in the body)"
+            )
+        values = np.frombuffer(binary[:size], dtype=dtype).reshape(shape).astype(np.float64)
+        return checked_windows(values, where), size
+    if "data" not in tensor:
+        raise ProtocolError(f"{where}: expected data or parameters.binary_data_size")
+    values = number_array(tensor["data"], f"{where}.data")
+    if values.size != count:
+        raise ProtocolError(f"{where}.data: shape {shape} needs {count} numbers, got {values.size}")
+    # Rounded to the declared datatype, so JSON and binary FP32 give the same
+    # forecast; a number too large for it becomes inf, which the finiteness
+    # check then names, so numpy need not warn.
+    with np.errstate(over="ignore"):
+        values = values.reshape(shape).astype(dtype).astype(np.float64, copy=False)
+    return checked_windows(values, where), 0
+
+
+def _requested_outputs(value: Any, binary_default: bool) -> list[RequestedOutput] | None:
+    if value is None:
+        return None
+    if type(value) is not list or not value:
+        raise ProtocolError(f'outputs: expected a non-empty list of {{"name": ...}}, got {_described(value)}')
+    requested = []
+    for index, output in enumerate(value):
+        name = output.get("name") if type(output) is dict else None
+        if type(name) is not str:
+            raise ProtocolError(f"outputs[{index}].name: expected an output name, got {_described(output)}")
+        parameters = _parameters(output.get("parameters"), f"outputs[{index}].parameters")
+        unsupported = sorted(parameters.keys() - {"binary_data"})
+        if unsupported:
+            raise ProtocolError(f"outputs[{index}].parameters: not supported: {unsupported}")
+        binary = parameters.get("binary_data", binary_default)
+        if type(binary) is not bool:
+            raise ProtocolError(f"outputs[{index}].parameters.binary_data: expected true or false")
+        requested.append(RequestedOutput(name=name, binary=binary))
+    return requested
+
+
+def encode_infer_response(forecasts: Forecasts, request: InferRequest) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary tensors follow it (else None)."""
+    served = forecasts.served
+    named = forecasts.named_outputs()
+    wanted = request.outputs or [RequestedOutput(name, request.binary_outputs) for name in named]
+    unknown = [output.name for output in wanted if output.name not in named]
+    if unknown:
+        raise ProtocolError(f"outputs: unknown output(s) {unknown}; this version's outputs: {list(named)}")
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for output in wanted:
+        values = np.ascontiguousarray(named[output.name], dtype=_OUTPUT_DTYPE)
+        tensor: dict[str, Any] = {"name": output.name, "datatype": OUTPUT_DATATYPE, "shape": list(values.shape)}
+        if output.binary:
+            blobs.append(values.tobytes())
+            tensor["parameters"] = {"binary_data_size": len(blobs[-1])}
+        else:
+            tensor["data"] = values.ravel()
+        tensors.append(tensor)
+    answer: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
+    if request.id is not None:
+        answer["id"] = request.id
+    answer["parameters"] = model_parameters(served)
+    answer["outputs"] = tensors
+    header = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+async def infer(
+    registry: ModelRegistry,
+    name: str,
+    version_text: str | None,
+    body: bytes,
+    header_length: str | None,
+    max_windows: int,
+) -> tuple[bytes, int | None]:
+    """POST /v2/models/{name}[/versions/{v}]/infer: the encoded response (see `encode_infer_response`)."""
+    version = parse_version(registry, name, version_text) if version_text is not None else None
+    request = parse_infer_request(body, header_length, max_windows)
+    if version is not None and request.alias is not None:
+        raise ProtocolError("give either a version (in the path) or parameters.alias, not both")
+    forecasts = await forecast_windows(
+        registry, name, request.windows, version=version, alias=request.alias, where=INPUT_NAME
+    )
+    return encode_infer_response(forecasts, request)
+
+
+def server_metadata() -> dict[str, Any]:
+    """GET /v2: the server's name, version and protocol extensions."""
+    return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}
+
+
+def model_metadata(served: ServedVersion, versions: list[int]) -> dict[str, Any]:
+    """GET /v2/models/{name}[/versions/{v}]: the input tensor, the named outputs and how to read them."""
+    spec = served.model.spec
+    outputs = output_names(served.model.interval_levels)
+    return {
+        "name": served.name,
+        "versions": [str(version) for version in versions],
+        "platform": PLATFORM,
+        "inputs": [
+            {
+                "name": INPUT_NAME,
+                "datatype": "FP32",
+                "shape": [-1, spec.window, len(spec.features)],
+                "parameters": {"feature_order": ",".join(spec.features), "accepted_datatypes": "FP32,FP64"},
+            }
+        ],
+        "outputs": [{"name": output, "datatype": OUTPUT_DATATYPE, "shape": [-1, spec.horizon]} for output in outputs],
+        "parameters": {"version": served.version, **model_parameters(served)},
+    }
+
+
+__all__ = [
+    "HEADER_LENGTH",
+    "InferRequest",
+    "RequestedOutput",
+    "encode_infer_response",
+    "infer",
+    "model_metadata",
+    "parse_infer_request",
+    "server_metadata",
+]

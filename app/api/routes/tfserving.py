@@ -1,0 +1,115 @@
+"""TensorFlow Serving's REST API routes: version status, metadata and :predict, with labels as aliases.
+
+Thin: each route calls `app.api.protocols.tfserving`, which answers with
+/predict's lookup, window checks, micro-batching and prices. Errors are
+TF Serving's `{"error": message}` (`ProtocolRoute`). The `:predict` verb is
+part of the last path segment, which Starlette matches as a literal suffix
+after the `{name}` (or `{version}`, `{label}`) parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from app.api.deps import RegistryDep, registry_of, settings_of
+from app.api.protocols import tfserving
+from app.api.protocols.common import ProtocolRoute, parse_version
+from app.serving.registry import ModelRegistry
+
+router = APIRouter(prefix="/v1/models", tags=["tensorflow serving rest"], route_class=ProtocolRoute)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": 'Unknown model, version or label: `{"error": "..."}`.'},
+    422: {"description": 'Malformed request or a window that does not fit the model: `{"error": "..."}`.'},
+    503: {"description": 'The inference process is restarting: `{"error": "..."}`; retry shortly.'},
+}
+PREDICT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "examples": {
+                    "row format": {"value": {"instances": [[[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]]]}},
+                    "named row format": {
+                        "value": {"signature_name": "serving_default", "instances": [{"window": [[1, 2, 3, 4, 5]]}]}
+                    },
+                    "columnar format": {"value": {"inputs": {"window": [[[1, 2, 3, 4, 5]]]}}},
+                }
+            }
+        },
+    }
+}
+
+
+def _status(registry: ModelRegistry, name: str, versions: list[int]) -> dict[str, Any]:
+    loaded = {version for version in versions if registry.loaded(name, version) is not None}
+    return tfserving.version_status(versions, loaded)
+
+
+@router.get("/{name}", responses=ERRORS)
+async def read_model_status(name: str, registry: RegistryDep) -> dict[str, Any]:
+    """Status of every version: AVAILABLE when loaded, END when it would be loaded by its first request."""
+    return _status(registry, name, registry.versions_of(name))
+
+
+@router.get("/{name}/versions/{version}", responses=ERRORS)
+async def read_version_status(name: str, version: str, registry: RegistryDep) -> dict[str, Any]:
+    """Status of one version."""
+    return _status(registry, name, [parse_version(registry, name, version)])
+
+
+@router.get("/{name}/labels/{label}", responses=ERRORS)
+async def read_label_status(name: str, label: str, registry: RegistryDep) -> dict[str, Any]:
+    """Status of the version a label (alias) points at."""
+    served = await registry.get(name, alias=label)
+    return _status(registry, name, [served.version])
+
+
+@router.get("/{name}/metadata", responses=ERRORS)
+async def read_model_metadata(name: str, registry: RegistryDep) -> dict[str, Any]:
+    """SignatureDef of the default version (input `window`, outputs in price units) and its gate evidence."""
+    return tfserving.model_metadata(await registry.get(name))
+
+
+@router.get("/{name}/versions/{version}/metadata", responses=ERRORS)
+async def read_version_metadata(name: str, version: str, registry: RegistryDep) -> dict[str, Any]:
+    """SignatureDef and gate evidence of one version."""
+    return tfserving.model_metadata(await registry.get(name, version=parse_version(registry, name, version)))
+
+
+@router.get("/{name}/labels/{label}/metadata", responses=ERRORS)
+async def read_label_metadata(name: str, label: str, registry: RegistryDep) -> dict[str, Any]:
+    """SignatureDef and gate evidence of the version a label (alias) points at."""
+    return tfserving.model_metadata(await registry.get(name, alias=label))
+
+
+async def _predict(request: Request, name: str, version: int | None = None, alias: str | None = None) -> Response:
+    answer = await tfserving.predict(
+        registry_of(request),
+        name,
+        await request.body(),
+        settings_of(request).max_batch_windows,
+        version=version,
+        alias=alias,
+    )
+    return Response(answer, media_type="application/json")
+
+
+@router.post("/{name}:predict", responses=ERRORS, openapi_extra=PREDICT_BODY)
+async def create_prediction(name: str, request: Request) -> Response:
+    """Forecast windows (`instances` or `inputs`) with the default version; prices and bounds per named output."""
+    return await _predict(request, name)
+
+
+@router.post("/{name}/versions/{version}:predict", responses=ERRORS, openapi_extra=PREDICT_BODY)
+async def create_version_prediction(name: str, version: str, request: Request) -> Response:
+    """Forecast windows with one pinned version."""
+    return await _predict(request, name, version=parse_version(registry_of(request), name, version))
+
+
+@router.post("/{name}/labels/{label}:predict", responses=ERRORS, openapi_extra=PREDICT_BODY)
+async def create_label_prediction(name: str, label: str, request: Request) -> Response:
+    """Forecast windows with the version a label (alias) points at."""
+    return await _predict(request, name, alias=label)

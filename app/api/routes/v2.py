@@ -1,0 +1,138 @@
+"""The Open Inference Protocol (KServe V2) REST routes, with Triton's binary tensors: health, metadata, infer.
+
+Thin: each route reads the request and calls `app.api.protocols.v2`, which
+answers with /predict's lookup, window checks, micro-batching and prices.
+Errors are the protocol's `{"error": message}` (`ProtocolRoute`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.api.deps import RegistryDep, registry_of, settings_of
+from app.api.protocols import v2
+from app.api.protocols.common import ProtocolRoute, parse_version
+from app.serving.registry import ModelRegistry
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=ProtocolRoute)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": 'Unknown model or version: `{"error": "..."}`.'},
+    422: {"description": 'Malformed request or a window that does not fit the model: `{"error": "..."}`.'},
+    503: {"description": 'The inference process is restarting: `{"error": "..."}`; retry shortly.'},
+}
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    400: {"description": 'Not ready (the protocol answers "false" with a 4xx): `{"error": "..."}`.'}
+}
+INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "example": {
+                    "id": "42",
+                    "inputs": [{"name": "window", "datatype": "FP32", "shape": [1, 2, 5], "data": [[[1, 2, 3, 4, 5]]]}],
+                    "outputs": [{"name": "forecast"}],
+                }
+            },
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "Triton binary tensor data: the JSON header (its length in the "
+                    "Inference-Header-Content-Length header), then each input's little-endian bytes.",
+                }
+            },
+        },
+    }
+}
+
+
+@router.get("")
+async def read_server_metadata() -> dict[str, Any]:
+    """Server metadata: name, version and the protocol extensions served (binary_tensor_data)."""
+    return v2.server_metadata()
+
+
+@router.get("/health/live")
+async def read_server_live() -> dict[str, bool]:
+    """Liveness: 200 while the process is up."""
+    return {"live": True}
+
+
+@router.get("/health/ready", responses=NOT_READY)
+async def read_server_ready(registry: RegistryDep) -> Any:
+    """Readiness: 200 when every model's default version is loaded and held by the inference process (as /ready)."""
+    status = registry.status()
+    if status["ready"]:
+        return {"ready": True}
+    return JSONResponse(status_code=400, content={"ready": False, "error": f"not ready: {status['not_loaded']}"})
+
+
+def _model_ready(registry: ModelRegistry, name: str, version_text: str | None) -> Response:
+    version = parse_version(registry, name, version_text) if version_text is not None else None
+    if registry.loaded(name, version) is None:
+        what = f"model '{name}' version {version}" if version is not None else f"model '{name}'"
+        reason = "loaded by the first request that names it" if version is not None else "not loaded"
+        return JSONResponse(status_code=400, content={"ready": False, "error": f"{what} is not ready ({reason})"})
+    return JSONResponse({"name": name, "ready": True})
+
+
+@router.get("/models/{name}/ready", responses={**ERRORS, **NOT_READY})
+async def read_model_ready(name: str, registry: RegistryDep) -> Response:
+    """Model readiness: 200 when its default version is loaded, warmed up and held by the inference process."""
+    registry.versions_of(name)
+    return _model_ready(registry, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready", responses={**ERRORS, **NOT_READY})
+async def read_model_version_ready(name: str, version: str, registry: RegistryDep) -> Response:
+    """Version readiness: 200 when this version is loaded (a pinned version loads on its first request)."""
+    return _model_ready(registry, name, version)
+
+
+@router.get("/models/{name}", responses=ERRORS)
+async def read_model_metadata(name: str, registry: RegistryDep) -> dict[str, Any]:
+    """Metadata of the default version: input `window` [-1, window, features], outputs in price units, gate evidence."""
+    return v2.model_metadata(await registry.get(name), registry.versions_of(name))
+
+
+@router.get("/models/{name}/versions/{version}", responses=ERRORS)
+async def read_model_version_metadata(name: str, version: str, registry: RegistryDep) -> dict[str, Any]:
+    """Metadata of one version (loaded if it is not yet)."""
+    served = await registry.get(name, version=parse_version(registry, name, version))
+    return v2.model_metadata(served, registry.versions_of(name))
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    body, header_length = await v2.infer(
+        registry_of(request),
+        name,
+        version,
+        await request.body(),
+        request.headers.get(v2.HEADER_LENGTH),
+        settings_of(request).max_batch_windows,
+    )
+    if header_length is None:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type="application/octet-stream", headers={v2.HEADER_LENGTH: str(header_length)})
+
+
+@router.post("/models/{name}/infer", responses=ERRORS, openapi_extra=INFER_BODY)
+async def create_inference(name: str, request: Request) -> Response:
+    """Forecast a batch of windows (input `window`, FP32 or FP64, JSON or binary) with the default version or an alias.
+
+    `parameters.alias` picks an alias; outputs are prices and bounds: `forecast`,
+    `lower_<level>`, `upper_<level>`, each [n, horizon] FP64; the response
+    `parameters` carry the label, units and gate evidence.
+    """
+    return await _infer(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", responses=ERRORS, openapi_extra=INFER_BODY)
+async def create_version_inference(name: str, version: str, request: Request) -> Response:
+    """Forecast a batch of windows with one pinned version (see the unversioned route)."""
+    return await _infer(request, name, version)
