@@ -6,12 +6,16 @@ Test modules import helpers from here, never from one another.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import jsonschema
 import numpy as np
 import pytest
@@ -26,7 +30,8 @@ T = TypeVar("T")
 DEADLINE_SECONDS = 240
 LIVENESS_SECONDS = 60
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "msft.csv"
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample" / "msft.csv"
 
 
 WINDOW = 10
@@ -93,6 +98,59 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class ServiceProcess:
+    """The real service (`uvicorn app.main:app`) in a subprocess on a free loopback port, serving a given store."""
+
+    def __init__(self, models_dir: Path, home: Path, **env: str) -> None:
+        self.models_dir = models_dir
+        self.home = home
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = home / f"service-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120) -> None:
+        """Start the process and wait until GET /ready answers 200."""
+        env = {
+            **os.environ,
+            "STOCKCAST_MODELS_DIR": str(self.models_dir),
+            "STOCKCAST_DATA_DIR": str(self.home / "var"),
+            "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
+            "STOCKCAST_BOOTSTRAP": "false",
+            "STOCKCAST_MAX_BATCH_SIZE": "8",
+            **self.env,
+        }
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(self._ready, "the service to become ready", timeout=timeout)
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            pytest.fail(f"service exited with {self.process.returncode}: {self.log_path.read_text()[-3000:]}")
+        try:
+            return httpx.get(f"{self.url}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE_SECONDS) -> Any:
