@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from training import evaluation, features
-from training.backtest import BASELINES, run_backtest
+from training.backtest import run_backtest
+from training.baselines import BASELINES
 from training.data import load_prices
 from training.features import WindowSpec
 from training.pipeline import TrainConfig

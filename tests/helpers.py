@@ -93,6 +93,16 @@ def real_windows(spec: features.WindowSpec, count: int) -> np.ndarray:
     return np.ascontiguousarray(inputs[-count:])
 
 
+def ar_returns_prices(count: int, phi: float, seed: int) -> np.ndarray:
+    """Prices whose daily log returns follow an AR(1) with coefficient `phi`."""
+    rng = np.random.default_rng(seed)
+    shocks = rng.normal(scale=0.01, size=count)
+    returns = np.zeros(count)
+    for day in range(1, count):
+        returns[day] = phi * returns[day - 1] + shocks[day]
+    return 50 * np.exp(np.cumsum(returns))
+
+
 def free_port() -> int:
     """A TCP port on the loopback interface that nothing listens on right now."""
     with socket.socket() as sock:

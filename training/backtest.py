@@ -12,8 +12,8 @@ never leave the segment, so no target is scored twice and no target of one
 part is the input of a model fitted on it.
 
 Every window is scored in price units with `training.evaluation` for the
-network, the naive last-value and drift baselines and a ridge regression on
-lagged log returns, and the conformal intervals (calibrated on the fold's
+network and the baselines of `training.baselines` (naive last value, drift,
+and a ridge regression on lagged log returns), and the conformal intervals (calibrated on the fold's
 validation windows) are checked against the outcomes. Folds are pooled for
 the summary that the promotion gate reads.
 """
@@ -29,20 +29,19 @@ import numpy as np
 import pandas as pd
 
 from training import conformal, evaluation, features
+from training.baselines import BASELINES, RidgeBaseline, unfitted_forecasts
+from training.baselines import descriptions as baseline_descriptions
 from training.data import DATE_COLUMN
 from training.errors import ConfigError
 from training.features import Scaler, SplitBounds, WindowSpec
 from training.pipeline import PreparedData, StopCheck, TrainConfig, fit_network, predict_prices
 
+# on_fold(done, total, fold_report) after each walk-forward fold.
 FoldCallback = Callable[[int, int, dict[str, Any]], None]
 
 # Fewer windows than this in a fold's training or validation part make its
 # fit or its interval calibration meaningless (same floor as the main split).
 MIN_WINDOWS = 10
-# Candidate ridge penalties, chosen per fold by efficient leave-one-out on
-# the fold's own training windows (RidgeCV), one per horizon step.
-RIDGE_ALPHAS: tuple[float, ...] = tuple(float(alpha) for alpha in np.logspace(-2, 4, 13))
-BASELINES: tuple[str, ...] = ("naive", "drift", "ridge")
 
 
 @dataclass(frozen=True)
@@ -119,47 +118,6 @@ def prepare_fold(values: np.ndarray, spec: WindowSpec, fold: Fold) -> FoldData:
     validation = _windows_with_targets_in(values, spec, fold.validation_start, fold.cut)
     test = _windows_with_targets_in(values, spec, fold.cut, fold.test_end)
     return FoldData(fold=fold, train=train, validation=validation, test=test, scaler=features.fit_scaler(*train, spec))
-
-
-# Ridge baseline --------------------------------------------------------------
-
-
-def lagged_returns(inputs: np.ndarray, spec: WindowSpec) -> np.ndarray:
-    """The label's daily log returns inside each raw window, newest last: (n, window - 1)."""
-    label = np.asarray(inputs, dtype=np.float64)[:, :, spec.label_index]
-    return np.diff(np.log(label), axis=1)
-
-
-@dataclass
-class RidgeBaseline:
-    """Ridge regression of each step's log return on the window's lagged log returns."""
-
-    model: Any
-    spec: WindowSpec
-
-    @classmethod
-    def fit(cls, inputs: np.ndarray, futures: np.ndarray, spec: WindowSpec) -> RidgeBaseline:
-        """Fit on raw training windows; the target for step k is log(label[t+k] / label[t])."""
-        from sklearn.linear_model import RidgeCV
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        targets = np.log(np.asarray(futures, dtype=np.float64) / features.reference_values(inputs, spec)[:, None])
-        model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS, alpha_per_target=True))
-        model.fit(lagged_returns(inputs, spec), targets)
-        return cls(model=model, spec=spec)
-
-    def predict(self, inputs: np.ndarray) -> np.ndarray:
-        """Forecasts in price units (n, horizon) for raw windows."""
-        if len(inputs) == 0:
-            return np.empty((0, self.spec.horizon))
-        log_returns = np.asarray(self.model.predict(lagged_returns(inputs, self.spec))).reshape(len(inputs), -1)
-        return features.reference_values(inputs, self.spec)[:, None] * np.exp(log_returns)
-
-    @property
-    def alphas(self) -> list[float]:
-        """The penalty chosen for each horizon step."""
-        return np.atleast_1d(self.model[-1].alpha_).astype(float).tolist()
 
 
 # The walk-forward loop -------------------------------------------------------
@@ -259,8 +217,7 @@ def run_backtest(
         last = label_windows[:, -1]
         forecasts = {
             "model": predict_prices(fitted.model, test_inputs, spec, fitted.scaler),
-            "naive": evaluation.naive_forecast(last, spec.horizon),
-            "drift": evaluation.drift_forecast(label_windows, spec.horizon),
+            **unfitted_forecasts(label_windows, spec.horizon),
             "ridge": fitted.ridge.predict(test_inputs),
         }
         bounds = conformal.bounds_for(test_inputs, forecasts["model"], fitted.intervals, spec)
@@ -321,12 +278,7 @@ def run_backtest(
             "intervals": conformal.METHOD_DESCRIPTIONS[config.interval_score]
             + ", calibrated on each fold's validation windows",
             "levels": [conformal.level_key(level) for level in config.interval_levels],
-            "baselines": {
-                "naive": "last observed value",
-                "drift": "straight line from the window's first to last value",
-                "ridge": f"RidgeCV on the {spec.window - 1} lagged daily log returns of '{spec.label}', "
-                "one output per step, fitted on every row before the cut",
-            },
+            "baselines": baseline_descriptions(spec),
             "stopped": stopped,
             "seconds": round(time.perf_counter() - started, 3),
         },

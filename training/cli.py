@@ -284,7 +284,7 @@ def command_describe(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _mase(metadata: dict[str, Any]) -> str:
-    from training.workflow import headline_mase
+    from training.gate import headline_mase
 
     mase, _basis = headline_mase(metadata)
     return _metric(mase, 3)

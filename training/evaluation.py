@@ -1,4 +1,4 @@
-"""Forecast metrics in price units and the baselines every model is compared with.
+"""Forecast metrics in price units, for a model and its baselines (`training.baselines`) alike.
 
 All functions take arrays shaped (windows, horizon) and return plain floats,
 so they serve the test split, the walk-forward backtest and the benchmark
@@ -12,18 +12,7 @@ from typing import Any
 
 import numpy as np
 
-
-def naive_forecast(last: np.ndarray, horizon: int) -> np.ndarray:
-    """Every future step equals the last observed value."""
-    return np.repeat(np.asarray(last, dtype=np.float64)[:, None], horizon, axis=1)
-
-
-def drift_forecast(label_windows: np.ndarray, horizon: int) -> np.ndarray:
-    """Extend the straight line from the window's first to last value."""
-    first, last = label_windows[:, 0], label_windows[:, -1]
-    slope = (last - first) / (label_windows.shape[1] - 1)
-    steps = np.arange(1, horizon + 1, dtype=np.float64)
-    return last[:, None] + slope[:, None] * steps[None, :]
+from training.baselines import UNFITTED_BASELINES, naive_forecast, unfitted_forecasts
 
 
 def _step_metrics(actual: np.ndarray, predicted: np.ndarray, last: np.ndarray, naive_mae: float) -> dict[str, Any]:
@@ -63,9 +52,8 @@ def compare_with_baselines(
 ) -> dict[str, dict[str, Any]]:
     """The model's metrics beside the naive and drift baselines' on the same windows."""
     last = label_windows[:, -1]
-    horizon = actual.shape[1]
+    baselines = unfitted_forecasts(label_windows, actual.shape[1])
     return {
         "model": forecast_metrics(actual, predicted, last),
-        "naive": forecast_metrics(actual, naive_forecast(last, horizon), last),
-        "drift": forecast_metrics(actual, drift_forecast(label_windows, horizon), last),
+        **{name: forecast_metrics(actual, baselines[name], last) for name in UNFITTED_BASELINES},
     }

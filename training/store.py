@@ -19,6 +19,7 @@ from typing import Any
 
 from training.errors import BrokenVersionError, ConfigError, NotFoundError
 from training.files import ALIAS_PATTERN, check_name, now_iso, sha256_of, write_json_atomic
+from training.gate import headline_mase
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
@@ -46,16 +47,6 @@ REQUIRED_METADATA = (
     "created_at",
     "files",
 )
-
-
-def headline_mase(metadata: dict[str, Any]) -> tuple[float | None, str]:
-    """The MASE a version is judged by: the walk-forward backtest's when there is one."""
-    backtest = metadata.get("backtest") or {}
-    summary = backtest.get("summary", {}).get("model") if isinstance(backtest, dict) else None
-    if summary and summary.get("mase") is not None:
-        return float(summary["mase"]), "walk-forward backtest"
-    mase = metadata.get("metrics", {}).get("model", {}).get("mase")
-    return (float(mase) if mase is not None else None), "test split"
 
 
 class ModelStore:

@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from training import gate
+
 
 class Settings(BaseSettings):
     """Service settings; every field can be set as STOCKCAST_<FIELD> in the environment."""
@@ -67,8 +69,12 @@ class Settings(BaseSettings):
     refresh_seconds: float = Field(5.0, gt=0, description="How often the store is re-read for new versions/aliases.")
     pinned_cache_size: int = Field(4, ge=0, description="Non-default versions kept loaded for pinned requests.")
 
-    gate_max_mase: float = Field(1.0, gt=0, description="Promotion gate: highest MASE vs naive a champion may have.")
-    gate_require_not_worse: bool = Field(True, description="Promotion gate: refuse candidates worse than the champion.")
+    gate_max_mase: float = Field(
+        gate.DEFAULT_MAX_MASE, gt=0, description="Promotion gate: highest MASE vs naive a champion may have."
+    )
+    gate_require_not_worse: bool = Field(
+        gate.DEFAULT_REQUIRE_NOT_WORSE, description="Promotion gate: refuse candidates worse than the champion."
+    )
 
     @property
     def datasets_dir(self) -> Path:

@@ -76,9 +76,10 @@ def _train(job_id: str, request: dict[str, Any], settings: Any, jobs: JobStore, 
     from app.jobs.datasets import DatasetStore
     from training.data import load_prices
     from training.files import sha256_of
+    from training.gate import GateSettings
     from training.pipeline import TrainConfig
     from training.store import ModelStore
-    from training.workflow import GateSettings, train_and_promote
+    from training.workflow import train_and_promote
 
     datasets = DatasetStore(settings.datasets_dir)
     path = datasets.csv_path(request["dataset"])

@@ -25,7 +25,8 @@ from app.api.responses import (
 )
 from app.serving.registry import ModelRegistry
 from training.errors import BrokenVersionError
-from training.store import CHAMPION, ModelStore, headline_mase
+from training.gate import headline_mase
+from training.store import CHAMPION, ModelStore
 
 
 def gate_evidence(metadata: dict[str, Any]) -> dict[str, Any]:

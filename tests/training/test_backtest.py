@@ -1,4 +1,4 @@
-"""Walk-forward backtest: fold geometry, no look-ahead, the ridge baseline, and the gate it feeds."""
+"""Walk-forward backtest: fold geometry, no look-ahead, and the gate it feeds."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training import evaluation
-from training.backtest import RidgeBaseline, plan_folds, prepare_fold, run_backtest
+from tests.helpers import ar_returns_prices
+from training.backtest import plan_folds, prepare_fold, run_backtest
+from training.baselines import RidgeBaseline
 from training.data import CleanResult, load_prices
 from training.errors import ConfigError
-from training.features import WindowSpec, make_windows
+from training.features import WindowSpec
 from training.pipeline import TrainConfig
 from training.store import CHAMPION, ModelStore
 from training.workflow import train_and_promote
@@ -37,16 +38,6 @@ def price_frame(close: np.ndarray) -> pd.DataFrame:
             "volume": np.full(len(close), 1e6),
         }
     )
-
-
-def ar_returns_prices(count: int, phi: float, seed: int) -> np.ndarray:
-    """Prices whose daily log returns follow an AR(1) with coefficient `phi`."""
-    rng = np.random.default_rng(seed)
-    shocks = rng.normal(scale=0.01, size=count)
-    returns = np.zeros(count)
-    for day in range(1, count):
-        returns[day] = phi * returns[day - 1] + shocks[day]
-    return 50 * np.exp(np.cumsum(returns))
 
 
 @pytest.fixture(scope="module")
@@ -124,31 +115,6 @@ def test_the_no_look_ahead_check_notices_a_change_before_the_cut() -> None:
     before = prepare_fold(values, SPEC, fold)
     after = prepare_fold(altered, SPEC, fold)
     assert not np.array_equal(before.validation[1], after.validation[1])
-
-
-# The ridge baseline ----------------------------------------------------------
-
-
-def ridge_and_naive_mase(prices: np.ndarray) -> tuple[float, float]:
-    inputs, futures = make_windows(prices[:, None], SPEC)
-    train, test = slice(0, 2000), slice(2000, None)
-    ridge = RidgeBaseline.fit(inputs[train], futures[train], SPEC)
-    last = inputs[test, -1, 0]
-    ridge_metrics = evaluation.forecast_metrics(futures[test], ridge.predict(inputs[test]), last)
-    naive_metrics = evaluation.forecast_metrics(futures[test], evaluation.naive_forecast(last, SPEC.horizon), last)
-    return ridge_metrics["per_step"][0]["mase"], naive_metrics["mase"]
-
-
-def test_ridge_beats_naive_when_returns_are_strongly_autocorrelated() -> None:
-    ridge_mase, naive_mase = ridge_and_naive_mase(ar_returns_prices(3000, 0.7, seed=2))
-    assert naive_mase == pytest.approx(1.0)
-    # One step ahead, the AR(1) optimum has sqrt(1 - 0.7**2) = 0.71 of naive's error.
-    assert ridge_mase < 0.8
-
-
-def test_ridge_does_not_beat_naive_on_a_random_walk() -> None:
-    ridge_mase, _ = ridge_and_naive_mase(ar_returns_prices(3000, 0.0, seed=2))
-    assert ridge_mase > 0.97
 
 
 # The whole backtest ----------------------------------------------------------

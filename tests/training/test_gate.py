@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from training.workflow import GateSettings, decide, headline_mase
+from training.gate import GateSettings, decide, headline_mase
 
 
 def version(number: int, mase: float | None, backtest_mase: float | None = None) -> dict[str, Any]:
