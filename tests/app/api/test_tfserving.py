@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from tests.helpers import WINDOW, real_windows
 from training.features import WindowSpec
-from training.store import ModelStore, headline_mase
+from training.gate import headline_mase
+from training.store import ModelStore
 
 FEATURES = ("open", "high", "low", "close", "volume")
 OUTPUTS = ["forecast", "lower_80", "lower_90", "lower_95", "upper_80", "upper_90", "upper_95"]
