@@ -41,7 +41,7 @@ STEPS: list[tuple[str, str, str]] = [
     ("check the window against the version", "app.serving.forecasting", "window_to_array"),
     ("start a batch (stack, scale, send)", "app.serving.batching:MicroBatcher", "_dispatch"),
     ("  of which scaling", "app.serving.steps:ForecastSteps", "prepare"),
-    ("read the inference reply", "app.inference.client:InferenceProcess", "_on_readable"),
+    ("read the inference reply", "app.inference.client:_WorkerLink", "data_received"),
     ("end a batch (prices, bounds, hand out)", "app.serving.batching:MicroBatcher", "_hand_out"),
     ("  of which prices and bounds", "app.serving.steps:ForecastSteps", "finish"),
     ("build the answer's rows", "app.serving.forecasting", "forecast_steps"),

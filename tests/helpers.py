@@ -113,9 +113,11 @@ def free_port() -> int:
 class ServiceProcess:
     """The real service (`uvicorn app.main:app`) in a subprocess on a free loopback port, serving a given store."""
 
-    def __init__(self, models_dir: Path, home: Path, **env: str) -> None:
+    def __init__(self, models_dir: Path, home: Path, command: list[str] | None = None, **env: str) -> None:
         self.models_dir = models_dir
         self.home = home
+        # `python -m app` runs uvicorn as production does (the loop it picks: uvloop); the default is uvicorn's CLI.
+        self.command = command
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -133,9 +135,14 @@ class ServiceProcess:
             "STOCKCAST_MAX_BATCH_SIZE": "8",
             **self.env,
         }
+        command = self.command or [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
+        if self.command is None:
+            command = [*command, "--port", str(self.port)]
+        else:
+            env["STOCKCAST_PORT"] = str(self.port)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)],
+                command,
                 cwd=ROOT,
                 env=env,
                 stdout=log,
@@ -151,6 +158,18 @@ class ServiceProcess:
             return httpx.get(f"{self.url}/ready", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def log(self) -> str:
+        """Everything the process has written to stdout and stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """GET a path of the service."""
+        return httpx.get(self.url + path, timeout=60, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        """POST to a path of the service."""
+        return httpx.post(self.url + path, timeout=60, **kwargs)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers."""

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     inference_stop_timeout_seconds: float = Field(
         10.0, gt=0, description="At shutdown, how long the inference process may take to exit before it is killed."
     )
+    ready_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="/ready asks the inference process to answer a ping; unanswered this long, the service is"
+        " not ready (the process is alive but stuck or swamped).",
+    )
     graceful_shutdown_seconds: float = Field(
         10.0, gt=0, description="At shutdown, how long uvicorn lets open requests finish before closing them."
     )

@@ -10,19 +10,15 @@ parses requests, scales batches, turns outputs into prices and writes
 answers, and the inference process runs the compiled graphs. The same split
 is BentoML's runners and Triton's Python backend.
 
-Protocol: pickled tuples over a socket pair (`multiprocessing.Pipe`).
-
-- API to worker: `(op, call_id, *args)` with op `load` (handle, name,
-  version, max batch size), `predict` (handle, scaled float32 batch),
-  `drop` (handle) or `stop`.
-- Worker to API: `("ok", call_id, value)`, `("error", call_id, kind,
-  message)`, and `("engine", 0, handle, xla)` once a version's XLA
-  compilation has finished.
-
-Everything on the API side runs on its event loop: replies are read when
-the socket is readable (`loop.add_reader`), so a batch costs one send and
-one receive and no thread hand-over. A handle names one load, so two loads
-of the same version (a default and a pinned copy) never share one.
+Protocol: typed messages (`app/inference/protocol.py`) in length-prefixed
+frames over a socket pair. On this side the socket belongs to an asyncio
+transport (`_WorkerLink`): a write hands the whole frame to the transport,
+which keeps whatever the socket does not take at once and sends it when it
+can, and replies are reassembled from however the bytes arrive. So a batch
+costs one write and one read callback on the event loop and no thread
+hand-over, and a frame larger than the socket buffer (a 1,024-window batch
+is about 0.8 MB) arrives whole. A handle names one load, so two loads of
+the same version (a default and a pinned copy) never share one.
 
 If the worker dies (killed, out of memory), every waiting call fails with
 503, and a new worker is started and reloads every handle; predictions for
@@ -40,14 +36,30 @@ import itertools
 import logging
 import multiprocessing
 import os
-from multiprocessing.connection import Connection
+import socket
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from app.core.config import default
+from app.inference.protocol import (
+    NO_CALL,
+    Done,
+    Drop,
+    EngineReady,
+    Failed,
+    FrameReader,
+    Load,
+    Ping,
+    Predict,
+    ProtocolError,
+    Request,
+    Stop,
+    decode_body,
+    encode,
+)
 from app.serving.steps import ForecastSteps
 from training.errors import BrokenVersionError, StockcastError
 from training.features import Scaler, WindowSpec
@@ -90,7 +102,7 @@ class InferenceProcess:
         self._context = multiprocessing.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process: BaseProcess | None = None
-        self._conn: Connection | None = None
+        self._link: _WorkerLink | None = None
         self._calls: dict[int, asyncio.Future[Any]] = {}
         # By when each waiting call must be answered (loop time), for the watchdog.
         self._deadlines: dict[int, float] = {}
@@ -118,32 +130,38 @@ class InferenceProcess:
         """Start the worker (it imports TensorFlow in the background; loads queue until it is up)."""
         self._loop = asyncio.get_running_loop()
         self._stopping = False
-        self._spawn()
+        await self._spawn()
         self._watchdog = self._loop.create_task(self._watch(), name="inference-watchdog")
 
-    def _spawn(self) -> None:
+    async def _spawn(self) -> None:
         from app.inference.worker import serve
 
         assert self._loop is not None
-        ours, theirs = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=serve,
-            args=(theirs, str(self.models_dir), os.getpid(), self.log_level),
-            name="stockcast-inference",
-            daemon=True,
-        )
-        process.start()
-        # Only the worker holds its end now, so its death reads as end-of-file here.
-        theirs.close()
-        self._process, self._conn = process, ours
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = self._context.Process(
+                target=serve,
+                args=(theirs, str(self.models_dir), os.getpid(), self.log_level),
+                name="stockcast-inference",
+                daemon=True,
+            )
+            process.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            # Only the worker holds its end now, so its death reads as end-of-file here.
+            theirs.close()
+        link = _WorkerLink(self)
+        await self._loop.create_unix_connection(lambda: link, sock=ours)
+        self._process, self._link = process, link
         self._spawned_at = self._loop.time()
-        self._loop.add_reader(ours.fileno(), self._on_readable)
         logger.info("inference process started (pid %s)", process.pid)
 
     @property
     def pid(self) -> int | None:
         """The worker's process id, while one runs."""
-        return self._process.pid if self._process is not None and self._conn is not None else None
+        return self._process.pid if self._process is not None and self._link is not None else None
 
     def status(self) -> dict[str, Any]:
         """For /ready: the worker's pid (None while it restarts), restarts so far and why the last one died."""
@@ -153,6 +171,14 @@ class InferenceProcess:
         """True while the running worker has this handle loaded."""
         return handle in self._ready
 
+    async def answering(self, timeout: float) -> bool:
+        """True if the worker answers a ping within `timeout` seconds (after every message sent before it)."""
+        try:
+            await asyncio.wait_for(self._call(Ping()), timeout)
+        except (TimeoutError, StockcastError):
+            return False
+        return True
+
     async def stop(self) -> None:
         """Ask the worker to exit, and kill it if it has not within `stop_timeout_seconds`."""
         timeout = self.stop_timeout_seconds
@@ -160,10 +186,10 @@ class InferenceProcess:
         for task in (self._restarter, self._watchdog):
             if task is not None:
                 task.cancel()
-        process, conn = self._process, self._conn
-        if conn is not None:
-            with contextlib.suppress(OSError, ValueError):
-                conn.send(("stop", 0))
+        process, link = self._process, self._link
+        if link is not None:
+            # Closing the transport below still sends what it holds, this included.
+            link.send(encode(NO_CALL, Stop()))
         self._disconnect(InferenceUnavailableError("the service is shutting down"))
         if process is not None:
             await asyncio.to_thread(process.join, timeout)
@@ -174,11 +200,9 @@ class InferenceProcess:
 
     def _disconnect(self, error: StockcastError) -> None:
         """Forget the current worker and fail every call waiting on it."""
-        if self._conn is not None:
-            assert self._loop is not None
-            self._loop.remove_reader(self._conn.fileno())
-            self._conn.close()
-            self._conn = None
+        if self._link is not None:
+            self._link.detach()
+            self._link = None
         self._ready.clear()
         self._xla.clear()
         self._deadlines.clear()
@@ -208,28 +232,31 @@ class InferenceProcess:
         logger.error("inference process stopped (%s); restarting it in %.1f s", self.last_exit, delay)
         self._restarter = self._loop.create_task(self._restart(delay), name="inference-restart")
 
+    def _kill(self, reason: str) -> None:
+        """Kill the worker; its socket closes, and the link's end-of-file starts the restart."""
+        process = self._process
+        if process is None or self._link is None:
+            return
+        self._kill_reason = reason
+        logger.error("inference process %s %s", process.pid, reason)
+        with contextlib.suppress(OSError):
+            process.kill()
+
     async def _watch(self) -> None:
         """Kill a worker that has left a call unanswered past its deadline; the restart follows."""
         assert self._loop is not None
         while True:
             await asyncio.sleep(min(1.0, self.call_timeout_seconds / 4))
             first = min(self._deadlines.values(), default=None)
-            process = self._process
-            if first is None or process is None or self._conn is None:
-                continue
-            if self._loop.time() > first:
-                self._kill_reason = "killed: a call went unanswered past its deadline"
-                logger.error("inference process %s is not answering; killing it", process.pid)
-                with contextlib.suppress(OSError):
-                    process.kill()
-                # Its socket closes now, and the reader takes it from there.
+            if first is not None and self._loop.time() > first:
+                self._kill("killed: a call went unanswered past its deadline")
 
     async def _restart(self, delay: float) -> None:
         await asyncio.sleep(delay)
         if self._stopping:
             return
         try:
-            self._spawn()
+            await self._spawn()
         except OSError as error:
             # Out of processes or memory for now: try again later, not never.
             later = min(delay * 2, 60.0)
@@ -246,52 +273,49 @@ class InferenceProcess:
 
     # Calls --------------------------------------------------------------------
 
-    def _call(self, op: str, *args: Any) -> asyncio.Future[Any]:
-        """Send one message; the future gets the reply (event-loop thread only)."""
-        timeout = self.load_timeout_seconds if op == "load" else self.call_timeout_seconds
-        if self._conn is None or self._loop is None:
+    def _call(self, message: Request) -> asyncio.Future[Any]:
+        """Send one message; the future gets the reply (event-loop thread only).
+
+        Raises InferenceUnavailableError while no worker runs, InferenceFailedError
+        for a message that cannot be encoded: either way only this call fails.
+        """
+        link, loop = self._link, self._loop
+        if link is None or loop is None:
             raise InferenceUnavailableError("the inference process is not running; retry shortly")
         call_id = next(self._ids)
-        future = self._loop.create_future()
-        self._calls[call_id] = future
-        self._deadlines[call_id] = self._loop.time() + timeout
         try:
-            self._conn.send((op, call_id, *args))
-        except (OSError, ValueError) as error:
-            self._calls.pop(call_id, None)
-            self._deadlines.pop(call_id, None)
-            raise InferenceUnavailableError(f"the inference process cannot be reached: {error}") from error
+            frame = encode(call_id, message)
+        except Exception as error:
+            raise InferenceFailedError(f"inference failed: the request could not be sent ({error})") from error
+        timeout = self.load_timeout_seconds if isinstance(message, Load) else self.call_timeout_seconds
+        future = loop.create_future()
+        self._calls[call_id] = future
+        self._deadlines[call_id] = loop.time() + timeout
+        link.send(frame)
         return future
 
-    def _on_readable(self) -> None:
-        # One message per call: the loop calls again while the socket stays
-        # readable, and `Connection.poll` would build a selector every time.
-        if self._conn is None:
-            return
-        try:
-            message = self._conn.recv()
-        except (EOFError, OSError):
-            self._on_worker_exit()
-            return
-        self._on_message(message)
-
-    def _on_message(self, message: tuple[Any, ...]) -> None:
-        kind, call_id, *rest = message
-        if kind == "engine":
-            handle, xla = rest
-            if xla and handle in self._ready:
-                self._xla.add(handle)
-            return
+    def _on_frame(self, call_id: int, body: bytes) -> None:
+        """A whole reply from the worker: settle the call it answers."""
         future = self._calls.pop(call_id, None)
         self._deadlines.pop(call_id, None)
+        try:
+            message = decode_body(body)
+        except Exception as error:
+            message = Failed(f"the reply could not be read ({type(error).__name__}: {error})")
+        if isinstance(message, EngineReady):
+            if message.xla and message.handle in self._ready:
+                self._xla.add(message.handle)
+            return
         if future is None or future.done():
             return
-        if kind == "ok":
-            future.set_result(rest[0])
-        elif rest[0] == "broken":
-            future.set_exception(BrokenVersionError(rest[1]))
+        if isinstance(message, Done):
+            future.set_result(message.value)
+        elif isinstance(message, Failed) and message.broken:
+            future.set_exception(BrokenVersionError(message.message))
+        elif isinstance(message, Failed):
+            future.set_exception(InferenceFailedError(f"inference failed: {message.message}"))
         else:
-            future.set_exception(InferenceFailedError(f"inference failed: {rest[1]}"))
+            future.set_exception(InferenceFailedError(f"inference failed: unexpected reply {message!r}"))
 
     async def load(self, name: str, version: int, max_batch_size: int) -> int:
         """Load a version in the worker; its handle. BrokenVersionError if it cannot be served."""
@@ -301,27 +325,73 @@ class InferenceProcess:
         return handle
 
     async def _load_handle(self, handle: int, name: str, version: int, max_batch_size: int) -> None:
-        await self._call("load", handle, name, version, max_batch_size)
+        await self._call(Load(handle, name, version, max_batch_size))
         self._ready.add(handle)
 
     def predict(self, handle: int, scaled: np.ndarray) -> asyncio.Future[np.ndarray]:
         """Network outputs for a scaled batch, as a future (event-loop thread only)."""
         if handle not in self._ready:
             raise InferenceUnavailableError("this model version is being reloaded by the inference process; retry")
-        return self._call("predict", handle, scaled)
+        return self._call(Predict(handle, scaled))
 
     async def drop(self, handle: int) -> None:
         """Unload a version from the worker."""
         self._loads.pop(handle, None)
         self._ready.discard(handle)
         self._xla.discard(handle)
-        if self._conn is not None:
+        if self._link is not None:
             with contextlib.suppress(StockcastError):
-                await self._call("drop", handle)
+                await self._call(Drop(handle))
 
     def jit_compiled(self, handle: int) -> bool:
         """True once the worker serves this handle with the XLA-compiled graph."""
         return handle in self._xla
+
+
+class _WorkerLink(asyncio.Protocol):
+    """One worker's socket as the event loop sees it: whole frames out, whole frames in."""
+
+    def __init__(self, owner: InferenceProcess) -> None:
+        self.owner = owner
+        self.reader = FrameReader()
+        self.transport: asyncio.Transport | None = None
+        # Set once the owner has let go of this worker: its late bytes and its end are no news.
+        self.detached = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport to write to."""
+        # uvloop's transports quack like asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def send(self, frame: bytes) -> None:
+        """Queue one whole frame; the transport writes what the socket does not take at once later."""
+        if self.transport is not None and not self.detached:
+            self.transport.write(frame)
+
+    def data_received(self, data: bytes) -> None:
+        """Hand every frame completed by these bytes to the owner, in order."""
+        if self.detached:
+            return
+        try:
+            frames = self.reader.feed(data)
+        except ProtocolError as error:
+            # Nothing later on this stream can be trusted: a new worker starts clean.
+            self.owner._kill(f"killed: {error}")
+            return
+        for call_id, body in frames:
+            self.owner._on_frame(call_id, body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The worker has gone (its end closed): unless it was let go on purpose, restart it."""
+        if not self.detached:
+            self.detached = True
+            self.owner._on_worker_exit()
+
+    def detach(self) -> None:
+        """Let go of this worker: close the socket once what was queued has been written."""
+        self.detached = True
+        if self.transport is not None:
+            self.transport.close()
 
 
 class RemoteModel(ForecastSteps):

@@ -11,13 +11,30 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import socket
 import sys
 import threading
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from app.core.process import describe_error, die_with_parent, name_process
+from app.inference.protocol import (
+    NO_CALL,
+    Done,
+    Drop,
+    EngineReady,
+    Failed,
+    Load,
+    Ping,
+    Predict,
+    ProtocolError,
+    Reply,
+    Stop,
+    decode_body,
+    receive_frame,
+    send_frame,
+)
 
 logger = logging.getLogger("stockcast.inference")
 # What `ps` shows for the inference process.
@@ -25,73 +42,92 @@ INFERENCE_PROCESS_NAME = "stockcast-infer"
 
 
 class _Worker:
-    """The loaded versions, by handle, and the one connection to the API process."""
+    """The loaded versions, by handle, and the one socket to the API process."""
 
-    def __init__(self, conn: Connection, models_dir: Path) -> None:
+    def __init__(self, sock: socket.socket, models_dir: Path) -> None:
         from training.store import ModelStore
 
-        self.conn = conn
+        # Blocking on purpose: `sendall` returns once the whole frame is written.
+        sock.setblocking(True)
+        self.sock = sock
         self.store = ModelStore(models_dir)
         self.engines: dict[int, Any] = {}
-        # Loader threads answer too; a message must go out whole.
+        # Loader threads answer too; a frame must go out whole before the next one starts.
         self._send_lock = threading.Lock()
 
-    def reply(self, message: tuple[Any, ...]) -> None:
-        with self._send_lock:
-            self.conn.send(message)
+    def reply(self, call_id: int, message: Reply) -> None:
+        """Send one reply; one that cannot be encoded is replaced by a failure of that call."""
+        try:
+            with self._send_lock:
+                send_frame(self.sock, call_id, message)
+        except (pickle.PicklingError, TypeError, ValueError, AttributeError) as error:
+            with self._send_lock:
+                send_frame(self.sock, call_id, Failed(f"the reply could not be sent: {describe_error(error)}"))
 
-    def load(self, call_id: int, handle: int, name: str, version: int, max_batch_size: int) -> None:
+    def load(self, call_id: int, request: Load) -> None:
         """Load, warm up and check one version; the reply carries its warm-up time or why it failed."""
         from app.core.runtime import settle_heap
         from app.inference.engine import CompiledModel
         from training.artifact import load_version
 
         try:
-            compiled = CompiledModel(load_version(self.store, name, version), max_batch_size=max_batch_size)
+            version = load_version(self.store, request.name, request.version)
+            compiled = CompiledModel(version, max_batch_size=request.max_batch_size)
         except Exception as error:
-            self.reply(("error", call_id, "broken", describe_error(error)))
+            self.reply(call_id, Failed(describe_error(error), broken=True))
             return
-        self.engines[handle] = compiled
+        self.engines[request.handle] = compiled
         # TensorFlow's long-lived objects out of the collector's reach: a full
         # collection would otherwise stall inference for ~250 ms.
         settle_heap()
-        self.reply(("ok", call_id, {"warmup_seconds": compiled.warmup_seconds}))
+        self.reply(call_id, Done({"warmup_seconds": compiled.warmup_seconds}))
         compiled.wait_for_compilation()
-        if handle in self.engines:
-            self.reply(("engine", 0, handle, compiled.jit_compiled))
+        if request.handle in self.engines:
+            self.reply(NO_CALL, EngineReady(request.handle, compiled.jit_compiled))
 
-    def predict(self, call_id: int, handle: int, scaled: Any) -> None:
+    def predict(self, call_id: int, request: Predict) -> None:
+        """Run one batch and answer with the outputs, or with why this batch failed."""
+        engine = self.engines.get(request.handle)
+        if engine is None:
+            self.reply(call_id, Failed(f"no loaded version has handle {request.handle}"))
+            return
         try:
-            outputs = self.engines[handle].predict_scaled(scaled)
-        except KeyError:
-            self.reply(("error", call_id, "failed", f"no loaded version has handle {handle}"))
+            outputs = engine.predict_scaled(request.scaled)
         except Exception as error:
-            self.reply(("error", call_id, "failed", describe_error(error)))
+            self.reply(call_id, Failed(describe_error(error)))
         else:
-            self.reply(("ok", call_id, outputs))
+            self.reply(call_id, Done(outputs))
 
     def run(self) -> None:
         """Answer messages until the API process says stop or goes away."""
         while True:
             try:
-                op, call_id, *args = self.conn.recv()
-            except (EOFError, OSError):
+                call_id, body = receive_frame(self.sock)
+            except (EOFError, OSError, ProtocolError):
                 return
-            if op == "predict":
-                self.predict(call_id, *args)
-            elif op == "load":
-                threading.Thread(target=self.load, args=(call_id, *args), name="load", daemon=True).start()
-            elif op == "drop":
-                self.engines.pop(args[0], None)
-                self.reply(("ok", call_id, None))
-            elif op == "stop":
+            try:
+                message = decode_body(body)
+            except Exception as error:
+                # The frame was whole, so the stream is still in step: only this call fails.
+                self.reply(call_id, Failed(f"the request could not be read: {describe_error(error)}"))
+                continue
+            if isinstance(message, Predict):
+                self.predict(call_id, message)
+            elif isinstance(message, Load):
+                threading.Thread(target=self.load, args=(call_id, message), name="load", daemon=True).start()
+            elif isinstance(message, Drop):
+                self.engines.pop(message.handle, None)
+                self.reply(call_id, Done(None))
+            elif isinstance(message, Ping):
+                self.reply(call_id, Done(None))
+            elif isinstance(message, Stop):
                 return
             else:
-                self.reply(("error", call_id, "failed", f"unknown operation {op!r}"))
+                self.reply(call_id, Failed(f"unknown request {type(message).__name__}"))
 
 
-def serve(conn: Connection, models_dir: str, parent_pid: int, log_level: str = "info") -> None:
-    """Run the inference process on `conn` (the target of the spawned process)."""
+def serve(sock: socket.socket, models_dir: str, parent_pid: int, log_level: str = "info") -> None:
+    """Run the inference process on `sock` (the target of the spawned process)."""
     die_with_parent()
     name_process(INFERENCE_PROCESS_NAME)
     if os.getppid() != parent_pid:
@@ -103,7 +139,7 @@ def serve(conn: Connection, models_dir: str, parent_pid: int, log_level: str = "
 
     # Loader and XLA-compiler threads share the GIL with the main thread.
     tune_for_serving()
-    _Worker(conn, Path(models_dir)).run()
+    _Worker(sock, Path(models_dir)).run()
     # Leave at once. A loader thread may still be inside XLA's compiler, and
     # the interpreter's normal exit runs C++ static destructors under it: the
     # worker aborted or crashed when the service stopped during a compilation

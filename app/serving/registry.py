@@ -251,19 +251,48 @@ class ModelRegistry:
         return entry
 
     def status(self) -> dict[str, Any]:
-        """Readiness: every model with versions has one loaded, warmed up, and in the running inference process."""
-        problems = {name: state.error for name, state in self.models.items() if state.error}
-        not_loaded = [
-            name
-            for name, state in self.models.items()
-            if state.served is None or not self.inference.serving(state.served.model.handle)
-        ]
+        """What is served: each model's default version (None if none loads), what is not loaded and why."""
+        servable = {name for name, state in self.models.items() if self._servable(state)}
         return {
-            "ready": self.started and not not_loaded,
+            # Without the ping /ready adds (`readiness`): started, a worker running, something servable.
+            "ready": self.started and self.inference.pid is not None and (bool(servable) or not self.models),
             "inference_process": self.inference.status(),
             "models": {
                 name: state.served.version if state.served else None for name, state in sorted(self.models.items())
             },
-            "not_loaded": not_loaded,
-            "problems": problems,
+            "not_loaded": sorted(set(self.models) - servable),
+            "problems": {name: state.error for name, state in sorted(self.models.items()) if state.error},
         }
+
+    def _servable(self, state: ModelState) -> bool:
+        return state.served is not None and self.inference.serving(state.served.model.handle)
+
+    async def readiness(self, name: str | None = None) -> tuple[str | None, dict[str, Any]]:
+        """Why the service (or one model) cannot take traffic now, None if it can; and `status()`.
+
+        The service is ready when the inference process answers and at least
+        one model can be served (or the store holds none yet, so that uploads
+        and training can start): one broken model must not take the others
+        out of a balancer. A model is ready when its default version is loaded
+        in the answering inference process. NotFoundError for an unknown model.
+        """
+        status = self.status()
+        if name is not None and name not in self.models:
+            raise NotFoundError(f"unknown model '{name}'; models: {sorted(self.models)}")
+        if not self.started:
+            return "starting up", status
+        inference = status["inference_process"]
+        if inference["pid"] is None:
+            return f"the inference process is restarting ({inference['last_exit']})", status
+        if not await self.inference.answering(self.settings.ready_timeout_seconds):
+            return (
+                f"the inference process is not answering (no reply within {self.settings.ready_timeout_seconds:g} s)",
+                status,
+            )
+        if name is not None:
+            if name in status["not_loaded"]:
+                return f"model '{name}' is not loaded: {self.models[name].error or 'its version is loading'}", status
+            return None, status
+        if self.models and len(status["not_loaded"]) == len(self.models):
+            return f"no model can be served; not loaded: {status['not_loaded']}", status
+        return None, status

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from app.api.deps import RegistryDep
-from app.api.responses import HealthPublic, ReadyPublic
+from app.api.responses import HealthPublic, ReadyPublic, error_responses
 
 router = APIRouter(tags=["health"])
 
@@ -21,18 +23,25 @@ async def read_health() -> HealthPublic:
     "/ready",
     response_model=ReadyPublic,
     response_model_exclude_unset=True,
-    responses={503: {"model": ReadyPublic, "description": "Not every served model is loaded and warmed up."}},
+    responses={
+        **error_responses(404),
+        503: {"model": ReadyPublic, "description": "Not ready: `detail` says why."},
+    },
 )
-async def read_ready(registry: RegistryDep) -> ReadyPublic | JSONResponse:
-    """Readiness: 200 only when every served model is loaded, warmed up and held by the running inference process."""
-    status = registry.status()
-    if status["ready"]:
-        return ReadyPublic.model_validate({"status": "ready", **status})
-    inference = status["inference_process"]
-    if not registry.started:
-        reason = "starting up"
-    elif inference["pid"] is None:
-        reason = f"the inference process is restarting ({inference['last_exit']})"
-    else:
-        reason = f"models not loaded: {status['not_loaded']}"
-    return JSONResponse(status_code=503, content={"status": "not ready", "detail": reason, **status})
+async def read_ready(
+    registry: RegistryDep,
+    model: Annotated[
+        str | None, Query(description="Answer for this model only: its default version is loaded and answering.")
+    ] = None,
+) -> ReadyPublic | JSONResponse:
+    """Readiness: the inference process answers and a model can be served (or, with `model`, that one can).
+
+    An orchestrator should probe `/ready` without `model`: one broken model
+    (listed under `not_loaded` and `problems`) does not take the others out.
+    """
+    reason, status = await registry.readiness(model)
+    named = {"model": model} if model is not None else {}
+    if reason is None:
+        return ReadyPublic.model_validate({"status": "ready", **named, **status, "ready": True})
+    content = {"status": "not ready", "detail": reason, **named, **status, "ready": False}
+    return JSONResponse(status_code=503, content=content)

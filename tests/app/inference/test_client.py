@@ -272,11 +272,11 @@ def test_a_worker_that_cannot_be_started_is_tried_again(
             spawn = process._spawn
             refused: list[str] = []
 
-            def spawn_once_refused() -> None:
+            async def spawn_once_refused() -> None:
                 if not refused:
                     refused.append("EAGAIN")
                     raise OSError("Resource temporarily unavailable")  # what fork says with no processes left
-                spawn()
+                await spawn()
 
             monkeypatch.setattr(process, "_spawn", spawn_once_refused)
             pid = process.pid
