@@ -21,15 +21,43 @@ from training.errors import ConfigError
 # `match` with `$`: `$` also matches before a trailing newline.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 ALIAS_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """`value` quoted for an error message, cut to `limit` characters (a hostile name can be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
 
 
 def check_name(name: str, kind: str = "model") -> str:
-    """Names become file and folder names: letters, digits, '_', '-', '.' only."""
+    """The one name rule for models and datasets, whatever the route: they become file and folder names.
+
+    1-64 letters, digits, '_', '-' or '.', starting with a letter or digit,
+    matched in full: so no separator, no `..` or other dot-only name, no
+    newline (`re.match` with `$` let a trailing one through), no NUL, and a
+    length every filesystem takes.
+    """
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ConfigError(
-            f"invalid {kind} name {name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
+            f"invalid {kind} name {shown(name)}: use 1-64 letters, digits, '_', '-' or '.',"
+            " starting with a letter or digit"
         )
     return name
+
+
+def check_job_id(job_id: str) -> str:
+    """Job ids come back in URLs: 1-64 letters, digits, '_' or '-' (the store's own are 12 hex digits)."""
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
+        raise ConfigError(f"invalid job id {shown(job_id)}: use 1-64 letters, digits, '_' or '-'")
+    return job_id
+
+
+def check_alias(alias: str) -> str:
+    """Aliases are keys in a JSON file, but still read from URLs: 1-32 lower-case letters, digits, '_' or '-'."""
+    if not isinstance(alias, str) or not ALIAS_PATTERN.fullmatch(alias):
+        raise ConfigError(f"invalid alias {shown(alias)}: use 1-32 lower-case letters, digits, '_' or '-'")
+    return alias
 
 
 def sha256_of(path: Path) -> str:

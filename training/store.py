@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from training.errors import BrokenVersionError, ConfigError, NotFoundError
-from training.files import ALIAS_PATTERN, check_name, now_iso, sha256_of, write_json_atomic
+from training.errors import BrokenVersionError, NotFoundError
+from training.files import NAME_PATTERN, check_alias, check_name, now_iso, sha256_of, write_json_atomic
 from training.gate import headline_mase
 
 FORMAT_VERSION = 1
@@ -59,15 +59,25 @@ class ModelStore:
 
     # Reading -----------------------------------------------------------------
 
+    def folder(self, name: str) -> Path:
+        """A model's folder. Every path the store touches goes through here, so a name that breaks the
+        name rule (`..`, a separator, a newline, NUL, too long) is refused with ConfigError before it
+        can resolve anywhere, let alone outside the store."""
+        return self.root / check_name(name)
+
     def model_names(self) -> list[str]:
-        """Names that have at least one complete version."""
+        """Names that have at least one complete version (folders whose names break the rule are not models)."""
         if not self.root.is_dir():
             return []
-        return sorted(path.name for path in self.root.iterdir() if path.is_dir() and self.versions(path.name))
+        return sorted(
+            path.name
+            for path in self.root.iterdir()
+            if NAME_PATTERN.fullmatch(path.name) and path.is_dir() and self.versions(path.name)
+        )
 
     def versions(self, name: str) -> list[int]:
         """Complete versions of a model, oldest first (temporary folders are skipped)."""
-        folder = self.root / name
+        folder = self.folder(name)
         if not folder.is_dir():
             return []
         return sorted(
@@ -76,7 +86,7 @@ class ModelStore:
 
     def version_dir(self, name: str, version: int) -> Path:
         """Folder of one version (it may not exist)."""
-        return self.root / name / str(version)
+        return self.folder(name) / str(version)
 
     def read_metadata(self, name: str, version: int) -> dict[str, Any]:
         """Metadata of a version, checked for the keys and files it must have."""
@@ -114,7 +124,7 @@ class ModelStore:
     # Writing -----------------------------------------------------------------
 
     def _last_allocated(self, name: str) -> int:
-        counter = self.root / name / COUNTER_FILE
+        counter = self.folder(name) / COUNTER_FILE
         with contextlib.suppress(OSError, ValueError):
             return int(counter.read_text().strip())
         return 0
@@ -132,8 +142,7 @@ class ModelStore:
         renames the folder into place. If anything fails, the temporary folder
         is removed and no version becomes visible.
         """
-        check_name(name)
-        folder = self.root / name
+        folder = self.folder(name)
         folder.mkdir(parents=True, exist_ok=True)
         temporary = folder / f".tmp-{uuid.uuid4().hex}"
         temporary.mkdir()
@@ -180,7 +189,7 @@ class ModelStore:
 
     def aliases(self, name: str) -> dict[str, int]:
         """Alias → version for a model ({} when none is set)."""
-        path = self.root / name / ALIASES_FILE
+        path = self.folder(name) / ALIASES_FILE
         if not path.is_file():
             return {}
         with contextlib.suppress(OSError, json.JSONDecodeError):
@@ -190,15 +199,14 @@ class ModelStore:
 
     def set_alias(self, name: str, alias: str, version: int, reason: str = "") -> dict[str, Any]:
         """Point an alias at a version, log the change, and return the log entry."""
-        if not isinstance(alias, str) or not ALIAS_PATTERN.fullmatch(alias):
-            raise ConfigError(f"invalid alias {alias!r}: use 1-32 lower-case letters, digits, '_' or '-'")
+        check_alias(alias)
         if version not in self.versions(name):
             raise NotFoundError(f"model '{name}' has no version {version}; versions: {self.versions(name)}")
         current = self.aliases(name)
         entry = {"alias": alias, "from": current.get(alias), "to": version, "at": now_iso(), "reason": reason}
         current[alias] = version
-        write_json_atomic(self.root / name / ALIASES_FILE, current)
-        with open(self.root / name / ALIAS_LOG_FILE, "a", encoding="utf-8") as handle:
+        write_json_atomic(self.folder(name) / ALIASES_FILE, current)
+        with open(self.folder(name) / ALIAS_LOG_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
         return entry
 
@@ -208,14 +216,14 @@ class ModelStore:
         if alias not in current:
             return None
         entry = {"alias": alias, "from": current.pop(alias), "to": None, "at": now_iso(), "reason": reason}
-        write_json_atomic(self.root / name / ALIASES_FILE, current)
-        with open(self.root / name / ALIAS_LOG_FILE, "a", encoding="utf-8") as handle:
+        write_json_atomic(self.folder(name) / ALIASES_FILE, current)
+        with open(self.folder(name) / ALIAS_LOG_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
         return entry
 
     def alias_log(self, name: str) -> list[dict[str, Any]]:
         """Every alias change of a model, oldest first."""
-        path = self.root / name / ALIAS_LOG_FILE
+        path = self.folder(name) / ALIAS_LOG_FILE
         if not path.is_file():
             return []
         entries = []

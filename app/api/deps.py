@@ -17,6 +17,7 @@ from app.jobs.runner import JobRunner
 from app.jobs.store import JobStore
 from app.serving.registry import ModelRegistry
 from training.errors import NotFoundError
+from training.files import check_job_id
 from training.store import ModelStore
 
 
@@ -74,7 +75,8 @@ DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
 
 
 def valid_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
-    """The job with this id, or 404."""
+    """The job with this id; 422 for an id no job can have, else 404 if there is none."""
+    check_job_id(job_id)
     job = jobs.get(job_id)
     if job is None:
         raise NotFoundError(f"unknown job '{job_id}'")
@@ -82,7 +84,7 @@ def valid_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:
 
 
 def valid_model(name: str, store: StoreDep) -> str:
-    """A model name that has versions in the store, or 404."""
+    """A model name that has versions in the store; 422 for a name that breaks the name rule, else 404."""
     if not store.versions(name):
         raise NotFoundError(f"unknown model '{name}'; models: {store.model_names()}")
     return name

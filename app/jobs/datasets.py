@@ -10,7 +10,7 @@ from typing import Any
 
 from training.data import load_prices
 from training.errors import NotFoundError, StockcastError
-from training.files import check_name, now_iso, write_json_atomic
+from training.files import NAME_PATTERN, check_name, now_iso, write_json_atomic
 from training.report import data_report
 
 
@@ -38,7 +38,11 @@ class DatasetStore:
         """Names of stored datasets."""
         if not self.root.is_dir():
             return []
-        return sorted(path.stem for path in self.root.glob("*.csv") if (self.root / f"{path.stem}.json").is_file())
+        return sorted(
+            path.stem
+            for path in self.root.glob("*.csv")
+            if NAME_PATTERN.fullmatch(path.stem) and (self.root / f"{path.stem}.json").is_file()
+        )
 
     def report(self, name: str) -> dict[str, Any]:
         """The stored report of one dataset."""

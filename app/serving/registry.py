@@ -29,6 +29,7 @@ from app.inference.client import InferenceProcess, RemoteModel
 from app.serving.batching import MicroBatcher
 from training.artifact import load_preprocessing
 from training.errors import BrokenVersionError, NotFoundError, StockcastError
+from training.files import check_name
 from training.store import CHAMPION, ModelStore
 
 logger = logging.getLogger("stockcast.registry")
@@ -278,6 +279,7 @@ class ModelRegistry:
         """
         status = self.status()
         if name is not None and name not in self.models:
+            check_name(name)
             raise NotFoundError(f"unknown model '{name}'; models: {sorted(self.models)}")
         if not self.started:
             return "starting up", status

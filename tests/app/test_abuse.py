@@ -116,11 +116,12 @@ def half_broken_client(model_store: ModelStore, tmp_path_factory: pytest.TempPat
     """The fixture models plus `broken`, whose only version's network file is garbage."""
     from app.main import create_app
 
-    root = tmp_path_factory.mktemp("half-broken") / "models"
+    home = tmp_path_factory.mktemp("half-broken")
+    root = home / "models"
     shutil.copytree(model_store.root, root)
     shutil.copytree(root / "tiny-h5", root / "broken")
     (root / "broken" / "1" / "model.keras").write_bytes(b"not a keras file")
-    settings = make_settings(root, tmp_path_factory.mktemp("var"), ready_timeout_seconds=1.0)
+    settings = make_settings(root, home / "var", ready_timeout_seconds=1.0)
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -152,3 +153,71 @@ def test_a_stuck_inference_process_makes_the_service_not_ready(half_broken_clien
     assert stuck_model.status_code == 503
     assert stuck_model.json()["detail"] == "the inference process is not answering (no reply within 1 s)"
     wait_until(lambda: half_broken_client.get("/ready").status_code == 200, "the process to answer again")
+
+
+# (as sent in the URL, as the service decodes it)
+HOSTILE_NAMES = [
+    ("%2e%2e", ".."),
+    ("%2E", "."),
+    ("tiny%0A", "tiny\n"),
+    ("tiny%00", "tiny\x00"),
+    ("a" * 300, "a" * 300),
+    ("..%2F..%2Ftmp", "../../tmp"),
+]
+NAME_RULE = "use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
+MODEL_NAME_FIELD = "body.model: String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'"
+DATASET_NAME_FIELD = MODEL_NAME_FIELD.replace("model", "dataset")
+
+
+def shown_name(name: str) -> str:
+    """How an error message quotes a hostile name: repr, cut at 40 characters."""
+    text = repr(name)
+    return text if len(text) <= 40 else f"{text[:40]}... ({len(name)} characters)"
+
+
+@pytest.mark.parametrize(("sent", "name"), HOSTILE_NAMES)
+def test_hostile_names_on_every_route_are_refused_and_stay_in_the_store(
+    half_broken_client: TestClient, sent: str, name: str
+) -> None:
+    client = half_broken_client
+    home = client.app.state.settings.models_dir.parent  # type: ignore[attr-defined]
+    before = sorted(str(path) for path in home.rglob("*") if path.is_file())
+    if "/" in name:
+        # A separator splits the path: no route has a name with one, so nothing is looked up.
+        model_answer = dataset_answer = job_answer = alias_answer = (404, "Not Found")
+    else:
+        model_answer = (422, f"invalid model name {shown_name(name)}: {NAME_RULE}")
+        dataset_answer = (422, f"invalid dataset name {shown_name(name)}: {NAME_RULE}")
+        job_answer = (422, f"invalid job id {shown_name(name)}: use 1-64 letters, digits, '_' or '-'")
+        alias_answer = (422, f"invalid alias {shown_name(name)}: use 1-32 lower-case letters, digits, '_' or '-'")
+    by_path = [
+        ("GET", f"/models/{sent}", {}, model_answer),
+        ("GET", f"/models/{sent}/versions/1", {}, model_answer),
+        ("GET", f"/models/{sent}/versions/1/report.png", {}, model_answer),
+        ("GET", f"/models/{sent}/aliases", {}, model_answer),
+        ("PUT", f"/models/{sent}/aliases/champion", {"json": {"version": 1}}, model_answer),
+        ("PUT", f"/models/tiny/aliases/{sent}", {"json": {"version": 1}}, alias_answer),
+        ("GET", f"/datasets/{sent}", {}, dataset_answer),
+        ("GET", f"/jobs/{sent}", {}, job_answer),
+        ("DELETE", f"/jobs/{sent}", {}, job_answer),
+    ]
+    window = [[1.0, 1.1, 0.9, 1.0, 1000.0]] * 10
+    by_body = [
+        ("POST", "/predict", {"json": {"model": name, "window": window}}, (422, MODEL_NAME_FIELD)),
+        ("POST", "/predict/batch", {"json": {"model": name, "windows": [window]}}, (422, MODEL_NAME_FIELD)),
+        ("POST", "/train", {"json": {"model": name, "dataset": "tiny"}}, (422, MODEL_NAME_FIELD)),
+        ("POST", "/train", {"json": {"model": "x", "dataset": name}}, (422, DATASET_NAME_FIELD)),
+        (
+            "POST",
+            "/datasets",
+            {"data": {"name": name}, "files": {"file": ("x.csv", b"Date,Open\n")}},
+            (422, f"invalid dataset name {shown_name(name)}: {NAME_RULE}"),
+        ),
+        ("GET", "/ready", {"params": {"model": name}}, (422, f"invalid model name {shown_name(name)}: {NAME_RULE}")),
+    ]
+    for method, url, options, (status, detail) in by_path + by_body:
+        answer = client.request(method, url, **options)
+        assert (answer.status_code, answer.json()["detail"]) == (status, detail), (method, url)
+    after = sorted(str(path) for path in home.rglob("*") if path.is_file())
+    assert after == before
+    assert sorted(path.name for path in home.iterdir()) == ["models", "var"]

@@ -101,6 +101,21 @@ def test_model_names_must_be_safe_folder_names(tmp_path: Path, name: str) -> Non
         ModelStore(tmp_path).save_version(name, write_fake_model, {})
 
 
+@pytest.mark.parametrize("name", ["..", ".", "demo\n", "demo\x00", "a/../demo", "x" * 300])
+def test_every_store_method_refuses_a_name_that_could_leave_the_store(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "models"
+    store = ModelStore(root)
+    store.save_version("demo", write_fake_model, {})
+    (root / "not a model").mkdir()  # a folder whose name breaks the rule is not listed
+    reads = [store.versions, store.aliases, store.alias_log, store.default_version, lambda n: store.version_dir(n, 1)]
+    writes = [lambda n: store.set_alias(n, CHAMPION, 1), lambda n: store.save_version(n, write_fake_model, {})]
+    for call in reads + writes:
+        with pytest.raises(ConfigError, match=r"^invalid model name "):
+            call(name)
+    assert store.model_names() == ["demo"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["models"]
+
+
 def test_aliases_resolve_and_every_change_is_logged(tmp_path: Path) -> None:
     store = ModelStore(tmp_path)
     for _ in range(3):

@@ -16,7 +16,7 @@ EXPECTED_CODES: dict[tuple[str, str], set[int]] = {
     ("post", "/predict"): {200, 404, 409, 422, 500, 503},
     ("post", "/predict/batch"): {200, 404, 409, 422, 500, 503},
     ("get", "/health"): {200},
-    ("get", "/ready"): {200, 404, 503},
+    ("get", "/ready"): {200, 404, 422, 503},
     ("get", "/models"): {200},
     ("get", "/models/{name}"): {200, 404, 422},
     ("get", "/models/{name}/versions/{version}"): {200, 404, 409, 422},
