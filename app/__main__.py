@@ -1,5 +1,9 @@
 """`python -m app`: make sure a model is there to serve, then start uvicorn.
 
+`python -m app migrate` instead creates or upgrades the PostgreSQL schema of
+scaled-out mode (STOCKCAST_DATABASE_URL) and exits; run it before the APIs
+and workers start, as often as you like.
+
 On a fresh clone the store is empty, so the first start trains the sample
 model (showing a progress bar per epoch) before the API comes up. Later
 starts find the model and go straight to serving.
@@ -46,11 +50,29 @@ def ensure_sample_model(settings: Settings) -> None:
     subprocess.run(bootstrap_command(settings), check=True)
 
 
-def main() -> int:
-    """Bootstrap, then serve until interrupted."""
+def migrate_command(settings: Settings) -> int:
+    """Apply the missing migrations of the job database; 2 when there is no database to migrate."""
+    if not settings.database_url:
+        print("stockcast: STOCKCAST_DATABASE_URL is not set; embedded mode needs no migration", file=sys.stderr)
+        return 2
+    from app.jobs.schema import migrate
+
+    applied = migrate(settings.database_url)
+    print(f"stockcast: applied {applied}" if applied else "stockcast: the job database is up to date")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Bootstrap, then serve until interrupted (or `migrate`, then exit)."""
     import uvicorn
 
+    arguments = sys.argv[1:] if argv is None else argv
     settings = get_settings()
+    if arguments == ["migrate"]:
+        return migrate_command(settings)
+    if arguments:
+        print(f"usage: python -m app [migrate]; got {arguments}", file=sys.stderr)
+        return 2
     ensure_sample_model(settings)
     uvicorn.run(
         "app.main:app",

@@ -17,9 +17,8 @@ from app.api.routes import datasets, health, jobs, models, predict, tfserving, v
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.runtime import settle_heap, tune_for_serving
+from app.jobs.backend import open_job_backend
 from app.jobs.datasets import DatasetStore
-from app.jobs.runner import JobRunner
-from app.jobs.store import JobStore
 from app.serving.registry import ModelRegistry
 from training.errors import StockcastError
 from training.store import ModelStore
@@ -72,7 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = ModelStore(settings.models_dir)
         datasets = DatasetStore(settings.datasets_dir)
-        job_store = JobStore(settings.jobs_db)
         registry = ModelRegistry(store, settings)
 
         async def on_job_finished(job: dict[str, Any]) -> dict[str, Any]:
@@ -84,23 +82,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "error": state.error if state else None,
             }
 
-        runner = JobRunner(settings, job_store, on_job_finished)
+        async def on_models_changed(name: str) -> None:
+            await registry.refresh(name)
+
+        # Embedded (SQLite, jobs run here) or scaled out (PostgreSQL, jobs run by app.worker processes).
+        job_backend = open_job_backend(settings, on_job_finished, on_models_changed)
         app.state.settings, app.state.store, app.state.datasets = settings, store, datasets
-        app.state.jobs, app.state.registry, app.state.runner = job_store, registry, runner
+        app.state.jobs, app.state.registry = job_backend, registry
         register_sample_dataset(settings, datasets)
-        settled = runner.recover()
-        if settled:
-            logger.warning("settled %d job(s) interrupted by the previous shutdown: %s", len(settled), settled)
         tune_for_serving()
         await registry.start()
+        # After the registry, which finished jobs refresh. On a database
+        # without the schema this raises: the API refuses to start and says
+        # which command to run.
+        try:
+            await job_backend.start()
+        except BaseException:
+            await registry.stop()
+            raise
         # Freeze what start-up left (FastAPI, pydantic, pandas): full garbage
         # collections then walk only what requests create.
         settle_heap()
-        runner.start()
         try:
             yield
         finally:
-            await runner.stop()
+            await job_backend.stop()
             await registry.stop()
 
     app = FastAPI(title="stockcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)

@@ -6,12 +6,15 @@ Test modules import helpers from here, never from one another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -221,3 +224,117 @@ def assert_documented(openapi: dict[str, Any], method: str, path: str, status: i
     # OpenAPI 3.1 schemas are JSON Schema 2020-12; refs point into the document's components.
     schema = {**content["schema"], "components": openapi["components"]}
     jsonschema.validate(body, schema, cls=jsonschema.Draft202012Validator)
+
+
+# PostgreSQL ------------------------------------------------------------------
+
+# The server tests create scratch databases on; any database of it serves as the maintenance one.
+POSTGRES_URL = os.environ.get("STOCKCAST_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# Set by .ci/run: there, an unreachable server fails the tests instead of skipping them.
+REQUIRE_POSTGRES = os.environ.get("STOCKCAST_REQUIRE_POSTGRES") == "1"
+
+
+def postgres_unreachable() -> str | None:
+    """Why the test server cannot be used, or None when it answers."""
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.Error as error:
+        return f"PostgreSQL at {POSTGRES_URL} is unreachable ({type(error).__name__}: {str(error).strip()})"
+    return None
+
+
+def require_postgres() -> None:
+    """Skip the calling test (fail it under .ci/run) when PostgreSQL is unreachable, printing why."""
+    reason = postgres_unreachable()
+    if reason is None:
+        return
+    if REQUIRE_POSTGRES:
+        pytest.fail(f"{reason}; .ci/run requires it")
+    print(f"skipping: {reason}")
+    pytest.skip(f"{reason}; set STOCKCAST_TEST_POSTGRES_URL or start one to run this test")
+
+
+def url_of_database(name: str) -> str:
+    """POSTGRES_URL with another database name."""
+    return POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+@contextlib.contextmanager
+def scratch_database(migrated: bool = True) -> Iterator[str]:
+    """A fresh database on the test server (migrated unless asked not to), dropped afterwards; yields its URL."""
+    import psycopg
+
+    require_postgres()
+    name = f"stockcast_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    url = url_of_database(name)
+    try:
+        if migrated:
+            from app.jobs.schema import migrate
+
+            migrate(url)
+        yield url
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+class TcpRelay:
+    """A real TCP relay to the database that a test can cut and restore, to show what happens while it is down."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._server: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Accept connections and relay them to the target."""
+        server = socket.create_server(("127.0.0.1", self.port))
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Refuse new connections and break the open ones, as a stopped database would."""
+        if self._server is not None:
+            # shutdown() first: close() alone leaves a blocked accept() listening.
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
+            self._server.close()
+            self._server = None
+        with self._lock:
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._sockets.clear()

@@ -9,9 +9,11 @@ an append-only log of every change.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ ALIASES_FILE = "aliases.json"
 ALIAS_LOG_FILE = "alias_log.jsonl"
 COUNTER_FILE = ".last_version"
 CHAMPION = "champion"
+ALIAS_LOCK_FILE = ".aliases.lock"
 REQUIRED_METADATA = (
     "format_version",
     "name",
@@ -47,6 +50,38 @@ REQUIRED_METADATA = (
     "created_at",
     "files",
 )
+
+
+# Per lock file: a re-entrant lock for the threads of this process, and how
+# deeply the holding thread has entered it (flock alone would block a thread
+# that re-enters, since each open() is a separate lock owner).
+_alias_thread_locks: dict[Path, threading.RLock] = {}
+_alias_depth: dict[Path, int] = {}
+_alias_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold `path`'s lock against other threads and other processes (flock; NFSv4 and local disks honour it)."""
+    with _alias_locks_guard:
+        thread_lock = _alias_thread_locks.setdefault(path, threading.RLock())
+    with thread_lock:
+        if _alias_depth.get(path, 0):
+            _alias_depth[path] += 1
+            try:
+                yield
+            finally:
+                _alias_depth[path] -= 1
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            _alias_depth[path] = 1
+            try:
+                yield
+            finally:
+                _alias_depth[path] = 0
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class ModelStore:
@@ -197,9 +232,22 @@ class ModelStore:
             return {str(key): int(value) for key, value in data.items()}
         return {}
 
+    def alias_lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Serialise alias changes of one model across threads and processes.
+
+        The promotion gate reads `champion` and then moves it; two jobs of one
+        model finishing together must not both read the old champion. Held
+        around that read and write, and by every alias write; re-entrant.
+        """
+        return _exclusive(self.folder(name) / ALIAS_LOCK_FILE)
+
     def set_alias(self, name: str, alias: str, version: int, reason: str = "") -> dict[str, Any]:
         """Point an alias at a version, log the change, and return the log entry."""
         check_alias(alias)
+        with self.alias_lock(name):
+            return self._set_alias(name, alias, version, reason)
+
+    def _set_alias(self, name: str, alias: str, version: int, reason: str) -> dict[str, Any]:
         if version not in self.versions(name):
             raise NotFoundError(f"model '{name}' has no version {version}; versions: {self.versions(name)}")
         current = self.aliases(name)
@@ -212,6 +260,10 @@ class ModelStore:
 
     def remove_alias(self, name: str, alias: str, reason: str = "") -> dict[str, Any] | None:
         """Delete an alias (logged); None if it was not set."""
+        with self.alias_lock(name):
+            return self._remove_alias(name, alias, reason)
+
+    def _remove_alias(self, name: str, alias: str, reason: str) -> dict[str, Any] | None:
         current = self.aliases(name)
         if alias not in current:
             return None

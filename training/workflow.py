@@ -38,9 +38,12 @@ def train_and_promote(
     outcome = train_version(
         clean, config, store, name, source, on_epoch=on_epoch, should_stop=should_stop, after_fit=add_backtest
     )
-    champion_version = store.aliases(name).get(CHAMPION)
-    champion = store.read_metadata(name, champion_version) if champion_version is not None else None
-    decision = decide(outcome.metadata, champion, gate)
-    if decision.promoted:
-        store.set_alias(name, CHAMPION, outcome.version, reason=f"promoted by gate: {decision.reason}")
+    # Read the champion and move it under one lock: another job of this model
+    # (another worker, another machine on the shared store) cannot slip in between.
+    with store.alias_lock(name):
+        champion_version = store.aliases(name).get(CHAMPION)
+        champion = store.read_metadata(name, champion_version) if champion_version is not None else None
+        decision = decide(outcome.metadata, champion, gate)
+        if decision.promoted:
+            store.set_alias(name, CHAMPION, outcome.version, reason=f"promoted by gate: {decision.reason}")
     return outcome, decision

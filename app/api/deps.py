@@ -12,9 +12,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from app.core.config import Settings
+from app.jobs.backend import JobBackend
 from app.jobs.datasets import DatasetStore
-from app.jobs.runner import JobRunner
-from app.jobs.store import JobStore
 from app.serving.registry import ModelRegistry
 from training.errors import NotFoundError
 from training.files import check_job_id
@@ -51,14 +50,9 @@ async def get_store(request: Request) -> ModelStore:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
-async def get_jobs(request: Request) -> JobStore:
-    """Job records."""
+async def get_jobs(request: Request) -> JobBackend:
+    """Job records and dispatch (embedded or PostgreSQL)."""
     return request.app.state.jobs  # type: ignore[no-any-return]
-
-
-async def get_runner(request: Request) -> JobRunner:
-    """The training job runner."""
-    return request.app.state.runner  # type: ignore[no-any-return]
 
 
 async def get_datasets(request: Request) -> DatasetStore:
@@ -69,8 +63,7 @@ async def get_datasets(request: Request) -> DatasetStore:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
-JobsDep = Annotated[JobStore, Depends(get_jobs)]
-RunnerDep = Annotated[JobRunner, Depends(get_runner)]
+JobsDep = Annotated[JobBackend, Depends(get_jobs)]
 DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
 
 

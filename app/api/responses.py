@@ -57,7 +57,8 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     413: "The upload is over the size limit.",
     422: "The request is malformed: the detail says where and what was expected.",
     500: "The inference process could not run the batch.",
-    503: "Not available right now (the inference process is restarting); retry shortly.",
+    503: "Not available right now (the inference process is restarting, or the job database is unreachable);"
+    " retry shortly.",
 }
 
 

@@ -183,6 +183,10 @@ class JobPublic(BaseModel):
     result: dict[str, Any] | None = None
     error: str | None = None
     cancel_requested: bool = False
+    attempts: int = Field(
+        0, description="Runs started so far; above 1 when a worker died and the job was retried on another one."
+    )
+    worker: str | None = Field(None, description="Scaled-out mode: host:pid of the worker running the latest attempt.")
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None

@@ -36,6 +36,31 @@ class Settings(BaseSettings):
     training_niceness: int = Field(10, ge=0, le=19, description="OS priority decrement for training workers.")
     job_poll_seconds: float = Field(0.5, gt=0, description="How often the job runner checks its workers.")
 
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL URL (postgresql://user:password@host:5432/db). Unset: embedded mode, job records in"
+        " SQLite and jobs run by the API's own runner. Set: job records and the queue in PostgreSQL (procrastinate);"
+        " the API only enqueues, reads and cancels, and `python -m app.worker` processes run the jobs.",
+    )
+    database_pool_size: int = Field(
+        4, ge=1, le=64, description="Most PostgreSQL connections one API or worker process holds (plus one listener)."
+    )
+    worker_concurrency: int = Field(1, ge=1, le=16, description="Training jobs one `app.worker` process runs at once.")
+    job_max_attempts: int = Field(
+        2, ge=1, le=10, description="Runs a job may get when its worker dies mid-job (1: never retried; failed)."
+    )
+    worker_heartbeat_seconds: float = Field(10.0, gt=0, description="How often a worker tells the database it lives.")
+    worker_stalled_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A worker silent this long is presumed dead; its job is retried or failed by the sweeper. Keep it"
+        " at least three heartbeats.",
+    )
+    sweep_seconds: float = Field(5.0, gt=0, description="How often each worker looks for jobs of dead workers.")
+    abort_poll_seconds: float = Field(
+        1.0, gt=0, description="How often a worker checks for cancellations when a LISTEN/NOTIFY wake-up was missed."
+    )
+
     max_batch_size: int = Field(64, ge=1, description="Most windows one micro-batched inference call takes.")
     max_batch_wait_us: int = Field(1000, ge=0, description="Longest a request waits for others to batch with.")
     inference_timeout_seconds: float = Field(

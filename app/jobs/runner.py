@@ -44,9 +44,12 @@ class JobRunner:
         self.jobs = jobs
         self.on_finished = on_finished
         self.workers: dict[str, BaseProcess] = {}
+        # Job id -> model name of each running worker.
+        self.models: dict[str, str] = {}
         self._context = multiprocessing.get_context("spawn")
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def recover(self) -> list[str]:
         """Settle jobs that a previous API process left running (crash or kill -9)."""
@@ -86,11 +89,14 @@ class JobRunner:
 
     def start(self) -> None:
         """Begin scheduling in the background."""
-        self._task = asyncio.create_task(self._loop(), name="job-runner")
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.create_task(self._loop_forever(), name="job-runner")
 
     def wake(self) -> None:
-        """Check for new work now rather than at the next poll."""
-        self._wake.set()
+        """Check for new work now rather than at the next poll; safe from any thread (routes run in a pool)."""
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._wake.set)
 
     async def stop(self) -> None:
         """Stop scheduling, end running workers, and record why their jobs ended."""
@@ -103,8 +109,9 @@ class JobRunner:
             process.join(timeout=5)
             self.jobs.finish(job_id, FAILED, error="interrupted: the API shut down while this job was running")
         self.workers.clear()
+        self.models.clear()
 
-    async def _loop(self) -> None:
+    async def _loop_forever(self) -> None:
         while True:
             try:
                 await self._reap()
@@ -121,7 +128,9 @@ class JobRunner:
 
     async def _launch(self) -> None:
         while len(self.workers) < self.settings.job_concurrency:
-            job = await asyncio.to_thread(self.jobs.next_queued)
+            # One job per model at a time, as procrastinate's lock does in
+            # scaled-out mode: a model's jobs never race in the promotion gate.
+            job = await asyncio.to_thread(self.jobs.next_queued, set(self.models.values()))
             if job is None:
                 return
             # Started from the event-loop thread on purpose: PR_SET_PDEATHSIG
@@ -138,6 +147,7 @@ class JobRunner:
             process.start()
             await asyncio.to_thread(self.jobs.set_pid, job["id"], process.pid)
             self.workers[job["id"]] = process
+            self.models[job["id"]] = str(job["request"].get("model", ""))
             logger.info("job %s started in worker pid %s", job["id"], process.pid)
 
     async def _cancel_flagged(self) -> None:
@@ -154,6 +164,7 @@ class JobRunner:
                 continue
             process.join()
             del self.workers[job_id]
+            self.models.pop(job_id, None)
             job = await asyncio.to_thread(self.jobs.get, job_id)
             if job is None or job["status"] != RUNNING:
                 continue  # the worker recorded a failure or cancellation itself

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from collections.abc import Collection
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,14 @@ class JobStore:
             rows = self._query("SELECT * FROM jobs WHERE status = ? ORDER BY seq DESC LIMIT ?", (status, limit))
         return [self._decode(row) for row in rows]
 
-    def next_queued(self) -> dict[str, Any] | None:
-        """The oldest queued job (jobs run in the order they were submitted)."""
-        rows = self._query("SELECT * FROM jobs WHERE status = ? ORDER BY seq LIMIT 1", (QUEUED,))
+    def next_queued(self, busy_models: Collection[str] = ()) -> dict[str, Any] | None:
+        """The oldest queued job whose model has no job running (jobs of one model run one at a time, in order)."""
+        busy = json.dumps(sorted(busy_models))
+        rows = self._query(
+            "SELECT * FROM jobs WHERE status = ? "
+            "AND json_extract(request, '$.model') NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT 1",
+            (QUEUED, busy),
+        )
         return self._decode(rows[0]) if rows else None
 
     def mark_running(self, job_id: str, pid: int) -> bool:
@@ -123,15 +129,22 @@ class JobStore:
         """Record the worker process of a running job (used to settle it after a crash)."""
         self._execute("UPDATE jobs SET pid = ? WHERE id = ?", (pid, job_id))
 
-    def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
-        """Record the latest epoch's progress."""
+    def set_progress(self, job_id: str, progress: dict[str, Any], attempt: int | None = None) -> None:
+        """Record the latest epoch's progress (`attempt` is for the PostgreSQL store: embedded jobs run once)."""
         self._execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
 
-    def set_result(self, job_id: str, result: dict[str, Any]) -> None:
+    def set_result(self, job_id: str, result: dict[str, Any], attempt: int | None = None) -> None:
         """Record what a worker produced; the runner marks the job succeeded once it is served."""
         self._execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(result), job_id))
 
-    def finish(self, job_id: str, status: str, result: dict[str, Any] | None = None, error: str | None = None) -> bool:
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        attempt: int | None = None,
+    ) -> bool:
         """Move a queued or running job to a final state; False if it had already finished.
 
         A `result` of None keeps whatever result the worker recorded.

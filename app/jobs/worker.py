@@ -42,8 +42,21 @@ def summarise(outcome_metadata: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int) -> None:
-    """Train the job's model; every outcome ends in a final job status."""
+def open_records(settings: Any) -> Any:
+    """The job records of the mode the settings choose: SQLite (embedded) or PostgreSQL (scaled out)."""
+    if settings.database_url:
+        from app.jobs.postgres import PostgresJobStore
+
+        return PostgresJobStore(settings.database_url, pool_size=1)
+    return JobStore(settings.jobs_db)
+
+
+def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int, attempt: int | None = None) -> None:
+    """Train the job's model; every outcome ends in a final job status.
+
+    `attempt` (scaled-out mode) tags every write: once the job was retried
+    elsewhere, writes from this run change nothing.
+    """
     die_with_parent()
     name_process(TRAINING_PROCESS_NAME)
     if os.getppid() != parent_pid:
@@ -53,20 +66,22 @@ def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int) -> No
     from app.core.config import Settings
 
     settings = Settings(**settings_values)
-    jobs = JobStore(settings.jobs_db)
+    jobs = open_records(settings)
     job = jobs.get(job_id)
-    if job is None or job["status"] != RUNNING:
+    if job is None or job["status"] != RUNNING or (attempt is not None and job.get("attempts") != attempt):
         return
     try:
-        # The runner marks the job succeeded once the API serves what it made.
-        jobs.set_result(job_id, _train(job_id, job["request"], settings, jobs, parent_pid))
+        # The runner (or the queue worker) marks the job succeeded once it is served.
+        jobs.set_result(job_id, _train(job_id, job["request"], settings, jobs, parent_pid, attempt), attempt=attempt)
     except JobCancelledError:
-        jobs.finish(job_id, CANCELLED, error="cancelled by request before the model was saved")
+        jobs.finish(job_id, CANCELLED, error="cancelled by request before the model was saved", attempt=attempt)
     except Exception as error:  # every failure must end the job with its reason
-        jobs.finish(job_id, FAILED, error=describe_error(error))
+        jobs.finish(job_id, FAILED, error=describe_error(error), attempt=attempt)
 
 
-def _train(job_id: str, request: dict[str, Any], settings: Any, jobs: JobStore, parent_pid: int) -> dict[str, Any]:
+def _train(
+    job_id: str, request: dict[str, Any], settings: Any, jobs: Any, parent_pid: int, attempt: int | None
+) -> dict[str, Any]:
     from training.threads import limit_worker_resources
 
     limit_worker_resources(settings.training_threads, settings.training_niceness)
@@ -103,7 +118,7 @@ def _train(job_id: str, request: dict[str, Any], settings: Any, jobs: JobStore, 
     def record(**fields: Any) -> None:
         should_stop()
         progress.update(fields, elapsed_seconds=round(time.monotonic() - started, 2))
-        jobs.set_progress(job_id, progress)
+        jobs.set_progress(job_id, progress, attempt=attempt)
 
     def on_epoch(epoch: int, epochs: int, logs: dict[str, float]) -> None:
         record(stage="training", epoch=epoch, epochs=epochs, loss=logs.get("loss"), val_loss=logs.get("val_loss"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from training.artifact import load_version
 from training.errors import BrokenVersionError, ConfigError, NotFoundError
 from training.pipeline import TrainOutcome
-from training.store import CHAMPION, METADATA_FILE, MODEL_FILE, ModelStore
+from training.store import ALIAS_LOCK_FILE, CHAMPION, METADATA_FILE, MODEL_FILE, ModelStore
 
 
 class WriterCrashedError(RuntimeError):
@@ -134,6 +136,27 @@ def test_aliases_resolve_and_every_change_is_logged(tmp_path: Path) -> None:
         store.set_alias("demo", CHAMPION, 9)
     with pytest.raises(ConfigError, match="invalid alias"):
         store.set_alias("demo", "Not Valid", 1)
+
+
+def test_alias_lock_excludes_other_processes_and_is_reentrant(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path)
+    store.save_version("demo", write_fake_model, {})
+    probe = (
+        "import fcntl, sys\n"
+        "with open(sys.argv[1], 'a+b') as handle:\n"
+        "    try:\n"
+        "        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "    except BlockingIOError:\n"
+        "        sys.exit(3)\n"
+    )
+    lock_file = str(tmp_path / "demo" / ALIAS_LOCK_FILE)
+    with store.alias_lock("demo"):
+        # Another process (another worker on the shared store) must wait for it.
+        assert subprocess.run([sys.executable, "-c", probe, lock_file]).returncode == 3
+        # The gate holds the lock while it moves champion: re-entering must not deadlock.
+        store.set_alias("demo", CHAMPION, 1, reason="under the lock")
+    assert subprocess.run([sys.executable, "-c", probe, lock_file]).returncode == 0
+    assert store.aliases("demo") == {CHAMPION: 1}
 
 
 def test_unknown_models_and_versions_are_not_found(tmp_path: Path) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from app.api.deps import RegistryDep
+from app.api.deps import JobsDep, RegistryDep
 from app.api.responses import HealthPublic, ReadyPublic, error_responses
 
 router = APIRouter(tags=["health"])
@@ -25,11 +26,16 @@ async def read_health() -> HealthPublic:
     response_model_exclude_unset=True,
     responses={
         **error_responses(404),
-        503: {"model": ReadyPublic, "description": "Not ready: `detail` says why."},
+        503: {
+            "model": ReadyPublic,
+            "description": "Not ready: `detail` says why (a model, the inference process, or in scaled-out mode the"
+            " job database).",
+        },
     },
 )
 async def read_ready(
     registry: RegistryDep,
+    jobs: JobsDep,
     model: Annotated[
         str | None, Query(description="Answer for this model only: its default version is loaded and answering.")
     ] = None,
@@ -38,8 +44,11 @@ async def read_ready(
 
     An orchestrator should probe `/ready` without `model`: one broken model
     (listed under `not_loaded` and `problems`) does not take the others out.
+    In scaled-out mode the job database must answer too: a replica that
+    cannot queue or read jobs is taken out of the load balancer.
     """
     reason, status = await registry.readiness(model)
+    reason = reason or await asyncio.to_thread(jobs.problem)
     named = {"model": model} if model is not None else {}
     if reason is None:
         return ReadyPublic.model_validate({"status": "ready", **named, **status, "ready": True})

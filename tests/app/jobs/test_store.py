@@ -1,4 +1,4 @@
-"""The job store: reads never wait for a writer."""
+"""The embedded (SQLite) job store: reads never wait for a writer; one job per model at a time."""
 
 from __future__ import annotations
 
@@ -24,3 +24,16 @@ def test_reads_do_not_wait_for_a_writer_holding_the_write_lock(tmp_path: Path) -
         assert impatient.cancel_requested(job["id"]) is False
         writer.execute("COMMIT")
     assert store.get(job["id"])["progress"] == {"epoch": 1}  # type: ignore[index]
+
+
+def test_next_queued_skips_models_with_a_running_job(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    first_a = store.create({"model": "a", "dataset": "d"})
+    second_a = store.create({"model": "a", "dataset": "d"})
+    first_b = store.create({"model": "b", "dataset": "d"})
+    assert store.next_queued() == first_a
+    # While a job of `a` runs, the runner starts `b`'s, not a second `a` that would race it in the gate.
+    assert store.mark_running(first_a["id"], pid=1)
+    assert store.next_queued(busy_models={"a"}) == first_b
+    assert store.next_queued(busy_models={"a", "b"}) is None
+    assert store.next_queued() == second_a

@@ -1,0 +1,212 @@
+"""Training job records in PostgreSQL: the same records as `app.jobs.store`, readable by every replica.
+
+The methods mirror the SQLite `JobStore` so that the training process writes
+progress the same way in both modes. Writes from a run carry its attempt
+number: after a worker died and its job was retried elsewhere, a late write
+from the old run (a training process that outlived its worker) changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from app.jobs.store import QUEUED, RUNNING
+from training.files import now_iso
+
+# Channel on which workers announce a new version or alias move (payload: the model name).
+MODELS_CHANNEL = "stockcast_models"
+
+COLUMNS = (
+    "id, status, request, progress, result, error, attempts, worker, cancel_requested, "
+    "created_at, started_at, finished_at"
+)
+
+
+class PostgresJobStore:
+    """CRUD over `stockcast_jobs` through a small connection pool that reconnects after a database restart."""
+
+    def __init__(self, database_url: str, pool_size: int = 4) -> None:
+        self.database_url = database_url
+        self.pool = ConnectionPool(
+            database_url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            # Checked when taken from the pool: a connection broken by a
+            # database restart is replaced instead of failing the caller.
+            check=ConnectionPool.check_connection,
+            open=True,
+            name="stockcast-jobs",
+        )
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.pool.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in autocommit mode (use `connection.transaction()` for several statements)."""
+        with self.pool.connection(timeout=10) as connection:
+            yield connection
+
+    def _one(self, sql: str, parameters: tuple[Any, ...]) -> dict[str, Any] | None:
+        with self.connection() as connection:
+            row = connection.execute(sql, parameters).fetchone()  # type: ignore[arg-type]
+        return dict(row) if row is not None else None
+
+    def ping(self) -> None:
+        """Raise if the database cannot answer a query within a few seconds (for /ready)."""
+        with self.pool.connection(timeout=3) as connection:
+            connection.execute("SELECT 1")
+
+    # Creating ----------------------------------------------------------------
+
+    @staticmethod
+    def insert(connection: psycopg.Connection[Any], request: dict[str, Any]) -> str:
+        """Insert a queued record on the caller's connection (inside its transaction); returns the job id."""
+        job_id = uuid.uuid4().hex[:12]
+        connection.execute(
+            "INSERT INTO stockcast_jobs (id, status, model, request, created_at) VALUES (%s, %s, %s, %s, %s)",
+            (job_id, QUEUED, str(request["model"]), Jsonb(request), now_iso()),
+        )
+        return job_id
+
+    @staticmethod
+    def link(connection: psycopg.Connection[Any], job_id: str, queue_job_id: int) -> None:
+        """Remember which procrastinate job runs this record (same transaction as `insert`)."""
+        connection.execute("UPDATE stockcast_jobs SET queue_job_id = %s WHERE id = %s", (queue_job_id, job_id))
+
+    # Reading -----------------------------------------------------------------
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """One job, or None."""
+        return self._one(f"SELECT {COLUMNS} FROM stockcast_jobs WHERE id = %s", (job_id,))
+
+    def queue_job_id(self, job_id: str) -> int | None:
+        """The procrastinate job id of a record."""
+        row = self._one("SELECT queue_job_id FROM stockcast_jobs WHERE id = %s", (job_id,))
+        return int(row["queue_job_id"]) if row and row["queue_job_id"] is not None else None
+
+    def waiting_for(self, model: str, other_than: str = "") -> str | None:
+        """The id of the queued job of a model (other than `other_than`), if one waits."""
+        row = self._one(
+            "SELECT id FROM stockcast_jobs WHERE model = %s AND status = %s AND id <> %s ORDER BY seq LIMIT 1",
+            (model, QUEUED, other_than),
+        )
+        return str(row["id"]) if row else None
+
+    def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest jobs first, optionally filtered by status."""
+        with self.connection() as connection:
+            rows = connection.execute(
+                f"SELECT {COLUMNS} FROM stockcast_jobs WHERE (%s::text IS NULL OR status = %s) "
+                "ORDER BY seq DESC LIMIT %s",
+                (status, status, limit),
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether someone asked to cancel this job."""
+        row = self._one("SELECT cancel_requested FROM stockcast_jobs WHERE id = %s", (job_id,))
+        return bool(row and row["cancel_requested"])
+
+    # Writing -----------------------------------------------------------------
+
+    def mark_running(self, job_id: str, attempt: int, worker: str) -> bool:
+        """Claim the record for one attempt; False if it was cancelled or finished meanwhile."""
+        row = self._one(
+            "UPDATE stockcast_jobs SET status = %s, attempts = %s, worker = %s, error = NULL, "
+            "started_at = COALESCE(started_at, %s), updated_at = now() "
+            "WHERE id = %s AND status IN (%s, %s) AND NOT cancel_requested RETURNING id",
+            (RUNNING, attempt, worker, now_iso(), job_id, QUEUED, RUNNING),
+        )
+        return row is not None
+
+    def set_progress(self, job_id: str, progress: dict[str, Any], attempt: int | None = None) -> None:
+        """Record the latest epoch's progress (ignored when it comes from an attempt that was superseded)."""
+        self._one(
+            "UPDATE stockcast_jobs SET progress = %s, updated_at = now() "
+            "WHERE id = %s AND status = %s AND (%s::int IS NULL OR attempts = %s) RETURNING id",
+            (Jsonb(progress), job_id, RUNNING, attempt, attempt),
+        )
+
+    def touch(self, job_id: str, attempt: int) -> None:
+        """Show that the attempt's runner is alive, between progress writes (a long epoch, a draining worker)."""
+        self._one(
+            "UPDATE stockcast_jobs SET updated_at = now() WHERE id = %s AND status = %s AND attempts = %s RETURNING id",
+            (job_id, RUNNING, attempt),
+        )
+
+    def set_result(self, job_id: str, result: dict[str, Any], attempt: int | None = None) -> None:
+        """Record what a training process produced; its worker marks the job succeeded."""
+        self._one(
+            "UPDATE stockcast_jobs SET result = %s, updated_at = now() "
+            "WHERE id = %s AND status = %s AND (%s::int IS NULL OR attempts = %s) RETURNING id",
+            (Jsonb(result), job_id, RUNNING, attempt, attempt),
+        )
+
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        attempt: int | None = None,
+    ) -> bool:
+        """Move a queued or running job to a final state; False if it had already finished (or was retried)."""
+        row = self._one(
+            "UPDATE stockcast_jobs SET status = %s, result = COALESCE(%s, result), error = %s, finished_at = %s, "
+            "updated_at = now() WHERE id = %s AND status IN (%s, %s) AND (%s::int IS NULL OR attempts = %s) "
+            "RETURNING id",
+            (
+                status,
+                Jsonb(result) if result is not None else None,
+                error,
+                now_iso(),
+                job_id,
+                QUEUED,
+                RUNNING,
+                attempt,
+                attempt,
+            ),
+        )
+        return row is not None
+
+    def requeue(self, job_id: str, attempt: int, reason: str) -> bool:
+        """Put a job whose worker died back in the queue, saying why it runs again; False if it moved on."""
+        row = self._one(
+            "UPDATE stockcast_jobs SET status = %s, error = %s, updated_at = now() "
+            "WHERE id = %s AND status = %s AND attempts = %s RETURNING id",
+            (QUEUED, reason, job_id, RUNNING, attempt),
+        )
+        return row is not None
+
+    def request_cancel(self, job_id: str) -> None:
+        """Flag a job for cancellation; its training process checks the flag every epoch."""
+        self._one("UPDATE stockcast_jobs SET cancel_requested = true WHERE id = %s RETURNING id", (job_id,))
+
+    def claim_stalled(self, queue_job_id: int, stalled_seconds: float) -> dict[str, Any] | None:
+        """The running record of a procrastinate job if nothing wrote it for `stalled_seconds`, claimed for one sweeper.
+
+        The claim moves `updated_at`: a second sweeper running at the same
+        moment finds the record fresh and leaves it alone.
+        """
+        return self._one(
+            f"UPDATE stockcast_jobs SET updated_at = now() WHERE queue_job_id = %s AND status = %s "
+            f"AND updated_at < now() - make_interval(secs => %s) RETURNING {COLUMNS}",
+            (queue_job_id, RUNNING, stalled_seconds),
+        )
+
+    def notify_models(self, model: str) -> None:
+        """Tell every API replica listening that a model's versions or aliases changed."""
+        with self.connection() as connection:
+            connection.execute("SELECT pg_notify(%s, %s)", (MODELS_CHANNEL, model))

@@ -1,0 +1,45 @@
+"""The procrastinate queue of scaled-out mode: task names, locks, and the calls the API makes.
+
+API processes only defer and cancel, always on their own connection (so that
+a job record and its queue entry are written in one transaction); the task
+bodies live in `app.jobs.executor`, imported only by `app.worker` processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import procrastinate
+import psycopg
+
+TRAIN_TASK = "stockcast.train"
+
+
+def model_lock(model: str) -> str:
+    """The procrastinate lock (and queueing lock) of a model's jobs.
+
+    As `lock`, it runs one job per model at a time, so that the promotion gate
+    reads and moves `champion` without a race; as `queueing_lock`, it lets at
+    most one job per model wait, so a second one is refused (409) instead of
+    piling up behind it.
+    """
+    return f"stockcast-model:{model}"
+
+
+def api_queue() -> procrastinate.App:
+    """A procrastinate app for deferring and cancelling on connections the caller passes; it opens no pool."""
+    return procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
+
+
+def defer_training(queue: procrastinate.App, connection: psycopg.Connection[Any], job_id: str, model: str) -> int:
+    """Queue the training of record `job_id` inside the caller's transaction; raises AlreadyEnqueued."""
+    lock = model_lock(model)
+    deferrer = queue.configure_task(TRAIN_TASK, lock=lock, queueing_lock=lock, connection=connection)
+    return int(deferrer.defer(job_id=job_id))
+
+
+def cancel_queued(
+    queue: procrastinate.App, connection: psycopg.Connection[Any], queue_job_id: int, abort: bool
+) -> bool:
+    """Cancel a waiting job (abort=False) or ask the worker running it to stop (abort=True)."""
+    return bool(queue.job_manager.cancel_job_by_id(queue_job_id, abort=abort, connection=connection))

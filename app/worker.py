@@ -1,0 +1,113 @@
+"""`python -m app.worker` (or `stockcast-worker`): run training jobs queued in PostgreSQL.
+
+Start one on every machine that reaches the database (STOCKCAST_DATABASE_URL)
+and mounts the shared model store and data folder. Each runs at most
+STOCKCAST_WORKER_CONCURRENCY jobs at once, each in a fresh training process,
+and sweeps up the jobs of workers that died. SIGTERM or Ctrl-C lets running
+jobs finish; when the database goes away, the worker starts again once it is
+back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from app.core.config import Settings, get_settings
+
+logger = logging.getLogger("stockcast.worker")
+# Longest wait before the worker tries the database again after losing it.
+MAX_RECONNECT_SECONDS = 10.0
+
+
+async def _sweep_forever(queue: object, settings: Settings) -> None:
+    from app.jobs.executor import sweep
+
+    while True:
+        try:
+            await sweep(queue, settings)  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the next sweep tries again (database restarting, ...)
+            logger.exception("sweeping stalled jobs failed")
+        await asyncio.sleep(settings.sweep_seconds)
+
+
+async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
+    """One run of the queue worker and its sweeper, until asked to stop or the database connection is lost."""
+    from procrastinate.worker import Worker
+
+    from app.jobs.backend import worker_name
+    from app.jobs.executor import build_worker_queue
+
+    queue = build_worker_queue(settings)
+    async with queue.open_async():
+        worker = Worker(
+            queue,
+            name=worker_name(),
+            concurrency=settings.worker_concurrency,
+            abort_job_polling_interval=settings.abort_poll_seconds,
+            fetch_job_polling_interval=settings.abort_poll_seconds * 5,
+            update_heartbeat_interval=settings.worker_heartbeat_seconds,
+            stalled_worker_timeout=settings.worker_stalled_seconds,
+            listen_notify=True,
+            # Our handlers below: they also tell the restart loop that the stop was asked for.
+            install_signal_handlers=False,
+        )
+        loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            stopping.set()
+            worker.stop()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop)
+        sweeper = asyncio.create_task(_sweep_forever(queue, settings), name="sweeper")
+        try:
+            await worker.run()
+        finally:
+            sweeper.cancel()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+
+def main() -> int:
+    """Check the schema, then run jobs until SIGTERM/SIGINT, starting again after a lost database."""
+    from app.jobs.schema import SchemaMissingError, require_schema
+
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if not settings.database_url:
+        print("stockcast-worker: set STOCKCAST_DATABASE_URL to the PostgreSQL database of the API", file=sys.stderr)
+        return 2
+    try:
+        require_schema(settings.database_url)
+    except SchemaMissingError as error:
+        print(f"stockcast-worker: {error}", file=sys.stderr)
+        return 2
+
+    async def supervise() -> None:
+        stopping = asyncio.Event()
+        delay = 1.0
+        while not stopping.is_set():
+            try:
+                await run_worker(settings, stopping)
+                if stopping.is_set():
+                    return
+                # procrastinate stopped the worker itself: its listener lost the database.
+                logger.warning("worker stopped without being asked (database lost?); starting again in %.0f s", delay)
+            except Exception as error:  # database restarting: try again with back-off
+                logger.warning("worker lost the database (%s); starting again in %.0f s", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RECONNECT_SECONDS)
+
+    asyncio.run(supervise())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
