@@ -19,6 +19,7 @@ from app.core.errors import install_error_handlers
 from app.core.runtime import settle_heap, tune_for_serving
 from app.jobs.backend import open_job_backend
 from app.jobs.datasets import DatasetStore
+from app.jobs.reports import VersionReports
 from app.serving.registry import ModelRegistry
 from training.errors import StockcastError
 from training.store import ModelStore
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         job_backend = open_job_backend(settings, on_job_finished, on_models_changed)
         app.state.settings, app.state.store, app.state.datasets = settings, store, datasets
         app.state.jobs, app.state.registry = job_backend, registry
+        app.state.reports = VersionReports(store, settings.reports_dir)
         register_sample_dataset(settings, datasets)
         tune_for_serving()
         await registry.start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +36,21 @@ LIVENESS_SECONDS = 60
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "msft.csv"
+# Serve like `python -m uvicorn app.main:app`, then list the modules the API process holds: argv = port, out file.
+_SERVE_AND_LIST_MODULES = """
+import signal
+import sys
+import uvicorn
+
+def list_modules(*_):
+    open(sys.argv[2], "w").write("\\n".join(sorted(sys.modules)))
+    sys.exit(0)
+
+# uvicorn restores this handler after its graceful shutdown and raises SIGTERM again.
+signal.signal(signal.SIGTERM, list_modules)
+uvicorn.run("app.main:app", host="127.0.0.1", port=int(sys.argv[1]))
+list_modules()
+"""
 
 
 WINDOW = 10
@@ -114,13 +130,25 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """The real service (`uvicorn app.main:app`) in a subprocess on a free loopback port, serving a given store."""
+    """The real service (`uvicorn app.main:app`) in a subprocess on a free loopback port, serving a given store.
 
-    def __init__(self, models_dir: Path, home: Path, command: list[str] | None = None, **env: str) -> None:
+    With `modules_file`, the service writes the names in its `sys.modules`
+    there when it stops (after SIGTERM), for tests of what the API process imports.
+    """
+
+    def __init__(
+        self,
+        models_dir: Path,
+        home: Path,
+        command: list[str] | None = None,
+        modules_file: Path | None = None,
+        **env: str,
+    ) -> None:
         self.models_dir = models_dir
         self.home = home
         # `python -m app` runs uvicorn as production does (the loop it picks: uvloop); the default is uvicorn's CLI.
         self.command = command
+        self.modules_file = modules_file
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -139,7 +167,9 @@ class ServiceProcess:
             **self.env,
         }
         command = self.command or [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
-        if self.command is None:
+        if self.modules_file is not None:
+            command = [sys.executable, "-c", _SERVE_AND_LIST_MODULES, str(self.port), str(self.modules_file)]
+        elif self.command is None:
             command = [*command, "--port", str(self.port)]
         else:
             env["STOCKCAST_PORT"] = str(self.port)
@@ -184,6 +214,28 @@ class ServiceProcess:
                 self.process.kill()
                 self.process.wait()
 
+    def kill9(self) -> None:
+        """SIGKILL: the API process dies at once, as in a crash."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def log(self) -> str:
+        """What the service has logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> httpx.Response:
+        """GET a path of the service."""
+        return httpx.get(self.url + path, timeout=30)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        """POST to a path of the service."""
+        return httpx.post(self.url + path, timeout=30, **kwargs)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Any request; a long timeout, for a report drawn on first request."""
+        return httpx.request(method, self.url + path, timeout=120, **kwargs)
+
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE_SECONDS) -> Any:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
@@ -196,7 +248,9 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE_SE
     pytest.fail(f"timed out waiting for {what}")
 
 
-def wait_job(client: TestClient, job_id: str, states: tuple[str, ...], timeout: float = 180) -> dict[str, Any]:
+def wait_job(
+    client: TestClient | ServiceProcess, job_id: str, states: tuple[str, ...], timeout: float = 180
+) -> dict[str, Any]:
     """Poll GET /jobs/{job_id} until its status is one of `states`."""
 
     def reached() -> dict[str, Any] | None:

@@ -4,7 +4,9 @@
 test part (with its stored scaler and intervals, through the same functions
 that serving uses); `draw_version_report` turns that and the version's
 metadata into a PNG; `render_version_report` is the edge that reads the
-store and the data file.
+store and the data file; `write_version_report` draws it once, at training
+time, into the version's folder, where the API serves it from (a version is
+immutable, and drawing needs Keras, which the API process never imports).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import pandas as pd
 from training import conformal, features
 from training.data import DATE_COLUMN, CleaningSettings, load_prices
 from training.errors import DataError, NotFoundError
-from training.files import sha256_of
-from training.store import ModelStore
+from training.files import sha256_of, write_bytes_atomic
+from training.store import REPORT_FILE, ModelStore
 
 # The bands drawn around the forecast; the table lists every stored level.
 BAND_LEVELS: tuple[str, ...] = ("95", "80")
@@ -229,3 +231,17 @@ def render_version_report(
         frame, notes = _load_frame(metadata)
     loaded = load_version(store, name, version)
     return draw_version_report(loaded.metadata, forecast_test_period(loaded, frame, step=step), notes)
+
+
+def write_version_report(
+    store: ModelStore, name: str, version: int, target: Path | None = None, frame: pd.DataFrame | None = None
+) -> Path:
+    """Draw a version's report and write it atomically to `target` (default: `report.png` in its folder).
+
+    Readers see the whole file or none, so one that finds it can serve it.
+    """
+    target = target or store.version_dir(name, version) / REPORT_FILE
+    png = render_version_report(store, name, version, frame=frame)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(target, png)
+    return target

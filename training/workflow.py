@@ -6,6 +6,7 @@ workers share, so both apply the same promotion gate.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from training.backtest import FoldCallback
@@ -13,6 +14,8 @@ from training.data import CleanResult
 from training.gate import GateDecision, GateSettings, decide
 from training.pipeline import EpochCallback, StopCheck, TrainConfig, TrainOutcome, train_version
 from training.store import CHAMPION, ModelStore
+
+logger = logging.getLogger("stockcast.training")
 
 
 def train_and_promote(
@@ -38,6 +41,7 @@ def train_and_promote(
     outcome = train_version(
         clean, config, store, name, source, on_epoch=on_epoch, should_stop=should_stop, after_fit=add_backtest
     )
+    _write_report(store, name, outcome.version, clean)
     # Read the champion and move it under one lock: another job of this model
     # (another worker, another machine on the shared store) cannot slip in between.
     with store.alias_lock(name):
@@ -47,3 +51,19 @@ def train_and_promote(
         if decision.promoted:
             store.set_alias(name, CHAMPION, outcome.version, reason=f"promoted by gate: {decision.reason}")
     return outcome, decision
+
+
+def _write_report(store: ModelStore, name: str, version: int, clean: CleanResult) -> None:
+    """Draw the version report now, while the data is in memory: the API serves this file.
+
+    A version whose drawing failed is still a good version; the API draws
+    the report later (in a child process) if this file is missing.
+    """
+    from training.charts import write_version_report
+
+    try:
+        write_version_report(store, name, version, frame=clean.frame)
+    except Exception:
+        logger.exception(
+            "%s v%s: the version report was not drawn; it will be drawn when first asked for", name, version
+        )

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from app.core.config import Settings
 from app.jobs.backend import JobBackend
 from app.jobs.datasets import DatasetStore
+from app.jobs.reports import VersionReports
 from app.serving.registry import ModelRegistry
 from training.errors import NotFoundError
 from training.files import check_job_id
@@ -60,11 +61,17 @@ async def get_datasets(request: Request) -> DatasetStore:
     return request.app.state.datasets  # type: ignore[no-any-return]
 
 
+async def get_reports(request: Request) -> VersionReports:
+    """Version report files."""
+    return request.app.state.reports  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]
 JobsDep = Annotated[JobBackend, Depends(get_jobs)]
 DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
+ReportsDep = Annotated[VersionReports, Depends(get_reports)]
 
 
 def valid_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:

