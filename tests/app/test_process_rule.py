@@ -28,6 +28,12 @@ def test_no_tensorflow_in_the_api_process_after_every_route(model_store: ModelSt
     server.start()
     try:
         rows = sample_rows()
+        tensor = {
+            "name": "window",
+            "shape": [1, 10, 5],
+            "datatype": "FP32",
+            "data": [value for row in WINDOW_ROWS for value in row],
+        }
         calls = [
             ("GET", "/health", {}, 200),
             ("GET", "/ready", {}, 200),
@@ -47,6 +53,13 @@ def test_no_tensorflow_in_the_api_process_after_every_route(model_store: ModelSt
             ("GET", "/datasets/msft", {}, 200),
             ("POST", "/datasets", {"files": {"file": ("a.csv", CSV)}, "data": {"name": "jan"}}, 201),
             ("GET", "/jobs", {}, 200),
+            # The standard protocols.
+            ("GET", "/v2/health/ready", {}, 200),
+            ("GET", "/v2/models/tiny", {}, 200),
+            ("POST", "/v2/models/tiny/infer", {"json": {"inputs": [tensor]}}, 200),
+            ("GET", "/v1/models/tiny", {}, 200),
+            ("GET", "/v1/models/tiny/metadata", {}, 200),
+            ("POST", "/v1/models/tiny:predict", {"json": {"instances": [{"window": WINDOW_ROWS}]}}, 200),
         ]
         for method, path, arguments, status in calls:
             response = server.request(method, path, **arguments)
