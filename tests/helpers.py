@@ -220,18 +220,6 @@ class ServiceProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
 
-    def log(self) -> str:
-        """What the service has logged so far."""
-        return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str) -> httpx.Response:
-        """GET a path of the service."""
-        return httpx.get(self.url + path, timeout=30)
-
-    def post(self, path: str, **kwargs: Any) -> httpx.Response:
-        """POST to a path of the service."""
-        return httpx.post(self.url + path, timeout=30, **kwargs)
-
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Any request; a long timeout, for a report drawn on first request."""
         return httpx.request(method, self.url + path, timeout=120, **kwargs)
