@@ -1,0 +1,73 @@
+"""The scaled-out compose topology (docker-compose.scale.yml): validated offline by docker-compose itself,
+and checked against what the scale-out design needs. The same commands (migrate, worker, API) run outside
+containers in tests/app/jobs/test_scaleout.py."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import ROOT
+
+COMPOSE = ROOT / "docker-compose.scale.yml"
+ENV_EXAMPLE = ROOT / "deploy" / "scale.env.example"
+needs_compose = pytest.mark.skipif(
+    shutil.which("docker-compose") is None, reason="docker-compose (Debian package) not installed"
+)
+
+
+def compose(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), *arguments], capture_output=True, text=True, timeout=60
+    )
+
+
+@needs_compose
+def test_scaled_topology_validates_with_the_example_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "scale.env"
+    env_file.write_text(ENV_EXAMPLE.read_text().replace("change-me", "s3cret-from-env-file"))
+    checked = compose("--env-file", str(env_file), "config", "-q")
+    assert checked.returncode == 0, checked.stderr
+    resolved: dict[str, Any] = yaml.safe_load(compose("--env-file", str(env_file), "config").stdout)
+    services = resolved["services"]
+    assert sorted(services) == ["api-1", "api-2", "migrate", "nginx", "postgres", "worker-1", "worker-2"]
+    url = "postgresql://stockcast:s3cret-from-env-file@postgres:5432/stockcast"
+    for name in ("api-1", "api-2", "worker-1", "worker-2", "migrate"):
+        service = services[name]
+        assert service["environment"]["STOCKCAST_DATABASE_URL"] == url, name
+        # One store and one data folder for every process: any replica serves any version.
+        assert {volume.split(":")[0] for volume in service["volumes"]} == {"models", "data"}, name
+    assert services["migrate"]["command"] == ["python", "-m", "app", "migrate"]
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    for name in ("worker-1", "worker-2"):
+        assert services[name]["command"] == ["python", "-m", "app.worker"]
+        assert services[name]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+    for name in ("api-1", "api-2"):
+        assert "ports" not in services[name]  # only the load balancer is published
+        assert services[name]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+    postgres = services["postgres"]
+    assert postgres["environment"]["POSTGRES_PASSWORD"] == "s3cret-from-env-file"
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert any(volume.startswith("pgdata:") for volume in postgres["volumes"])
+    assert services["nginx"]["ports"] == [{"published": 8000, "target": 80}]
+    upstreams = re.findall(r"server (api-\d):8000", (ROOT / "deploy" / "nginx.conf").read_text())
+    assert upstreams == ["api-1", "api-2"]
+
+
+@needs_compose
+def test_scaled_topology_refuses_to_run_without_the_secret() -> None:
+    checked = compose("config", "-q")
+    assert checked.returncode != 0
+    assert "set POSTGRES_PASSWORD in deploy/scale.env" in checked.stderr
+
+
+def test_no_secret_is_written_in_the_compose_file() -> None:
+    text = COMPOSE.read_text()
+    assert "change-me" not in text
+    assert re.findall(r"POSTGRES_PASSWORD: (\S+)", text) == ["${POSTGRES_PASSWORD:?set"]
