@@ -88,6 +88,11 @@ async def forecast_windows(
         values = checked[0][0][None] if len(checked) == 1 else np.stack([array for array, _ in checked])
         last_dates = [day for _, day in checked]
     outputs = await served.predict(values)
+    if not np.isfinite(outputs).all():
+        # Inputs in range give finite forecasts; this guards the answer's promise that every number is one.
+        index = int(np.argwhere(~np.isfinite(outputs))[0][0])
+        name = f"{where}[{index}]" if isinstance(where, str) else where[index]
+        raise WindowError(f"{name}: this window's forecast is not a finite number; its values are too extreme")
     return Forecasts(served=served, windows=values, last_dates=last_dates, outputs=outputs)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,13 @@ class ModelRegistry:
         self.settings = settings
         self.models: dict[str, ModelState] = {}
         self.pinned: OrderedDict[tuple[str, int], ServedVersion] = OrderedDict()
+        # (name, version) -> (fingerprint of its files, why it failed): versions not to load again
+        # until their files change. Without it a broken newest version was retried, and the served
+        # one reloaded and recompiled, on every refresh, forever.
+        self._failed: dict[tuple[str, int], tuple[tuple[tuple[str, int, int], ...], str]] = {}
+        # Loads started per (name, version): what the tests count to prove nothing is reloaded.
+        self.load_attempts: Counter[tuple[str, int]] = Counter()
+        self.refreshes = 0
         self._lock = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
         self.inference = InferenceProcess(
@@ -93,6 +100,7 @@ class ModelRegistry:
 
     async def _load(self, name: str, version: int) -> ServedVersion:
         """Preprocessing here, the network in the inference process (which warms it up)."""
+        self.load_attempts[(name, version)] += 1
         metadata, spec, scaler = await asyncio.to_thread(load_preprocessing, self.store, name, version)
         handle = await self.inference.load(name, version, self.settings.max_batch_size)
         model = RemoteModel(metadata, spec, scaler, self.inference, handle)
@@ -126,17 +134,29 @@ class ModelRegistry:
         # version never leaves a model without anything to serve.
         candidates = [wanted] + [version for version in reversed(state.versions) if version < wanted]
         if state.served is not None:
+            # Fall back no further than what is served; a rollback below it tries only its target.
             candidates = [version for version in candidates if version >= state.served.version] or [wanted]
         for version in candidates:
+            if state.served is not None and version == state.served.version:
+                # Everything preferred to the served version failed: keep it
+                # as it is. Loading it again would recompile it every refresh.
+                return
+            remembered = await asyncio.to_thread(self._remembered_failure, name, version)
+            if remembered is not None:
+                state.error = state.error if version != wanted else remembered
+                continue
             try:
                 loaded = await self._load(name, version)
-            except StockcastError as error:
-                state.error = f"v{version} not served: {error}"
-                logger.error("model %s v%s failed to load: %s", name, version, error)
-                continue
             except Exception as error:
-                state.error = f"v{version} not served: {type(error).__name__}: {error}"
-                logger.exception("model %s v%s failed to load", name, version)
+                reason = str(error) if isinstance(error, StockcastError) else f"{type(error).__name__}: {error}"
+                if not isinstance(error, StockcastError):
+                    logger.exception("model %s v%s failed to load", name, version)
+                else:
+                    logger.error("model %s v%s failed to load: %s", name, version, error)
+                message = f"v{version} not served: {reason}"
+                await asyncio.to_thread(self._remember_failure, name, version, message)
+                if version == wanted:
+                    state.error = message
                 continue
             previous, state.served = state.served, loaded
             state.error = None if version == wanted else state.error
@@ -146,6 +166,35 @@ class ModelRegistry:
             if self.started:
                 settle_heap()  # re-freeze: the old version can be freed, the new one's objects frozen
             return
+
+    def _files_fingerprint(self, name: str, version: int) -> tuple[tuple[str, int, int], ...]:
+        """What changes when a version's files change: each file's name, size and modification time."""
+        folder = self.store.version_dir(name, version)
+        try:
+            return tuple(
+                sorted(
+                    (path.name, (stat := path.stat()).st_size, stat.st_mtime_ns)
+                    for path in folder.iterdir()
+                    if path.is_file()
+                )
+            )
+        except OSError:
+            return ()
+
+    def _remember_failure(self, name: str, version: int, message: str) -> None:
+        """Remember that a version failed to load, against its files as they are now."""
+        self._failed[(name, version)] = (self._files_fingerprint(name, version), message)
+
+    def _remembered_failure(self, name: str, version: int) -> str | None:
+        """Why this version failed to load, if it did and its files have not changed since (then it is not retried)."""
+        failure = self._failed.get((name, version))
+        if failure is None:
+            return None
+        fingerprint, message = failure
+        if fingerprint != self._files_fingerprint(name, version):
+            del self._failed[(name, version)]
+            return None
+        return message
 
     async def start(self) -> None:
         """Start the inference process, load every model's default version and keep watching the store."""
@@ -162,6 +211,7 @@ class ModelRegistry:
                 await self.refresh()
             except Exception:
                 logger.exception("store refresh failed")
+            self.refreshes += 1
 
     async def stop(self) -> None:
         """Stop watching, close every batcher and stop the inference process."""
@@ -220,7 +270,14 @@ class ModelRegistry:
             return self.pinned[key]
         async with self._lock:
             if key not in self.pinned:
-                self.pinned[key] = await self._load(name, version)
+                remembered = await asyncio.to_thread(self._remembered_failure, name, version)
+                if remembered is not None:
+                    raise BrokenVersionError(f"model '{name}' {remembered}")
+                try:
+                    self.pinned[key] = await self._load(name, version)
+                except StockcastError as error:
+                    await asyncio.to_thread(self._remember_failure, name, version, f"v{version} not served: {error}")
+                    raise
                 settle_heap()
                 while len(self.pinned) > max(self.settings.pinned_cache_size, 1):
                     _, evicted = self.pinned.popitem(last=False)

@@ -25,6 +25,17 @@ class WindowError(StockcastError):
     status_code = 422
 
 
+# What a window's numbers may be. Far wider than any traded price or volume,
+# far narrower than where the features (log returns, squares, exp on the way
+# back) overflow: prices near 1e300 or 1e-300 were accepted and answered with
+# null (inf/NaN) forecasts.
+PRICE_RANGE = (1e-6, 1e12)
+MAX_VOLUME = 1e15
+# Dates whose forecast dates numpy and every calendar can still name: a last
+# date of 9999-12-31 answered with an integer where a date belonged.
+DATE_RANGE = (dt.date(1900, 1, 1), dt.date(2199, 12, 31))
+
+
 def expected_shape(spec: WindowSpec) -> str:
     """Human form of the shape a version expects."""
     return f"{spec.window} rows of [{', '.join(spec.features)}]"
@@ -34,6 +45,19 @@ def expected_shape(spec: WindowSpec) -> str:
 def _price_columns(features: tuple[str, ...]) -> np.ndarray:
     """True for the price columns among `features` (they must be positive; volume may be zero)."""
     return np.array([column in PRICE_COLUMNS for column in features])
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds(features: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest value each column of `features` may hold (see PRICE_RANGE, MAX_VOLUME)."""
+    prices = _price_columns(features)
+    return np.where(prices, PRICE_RANGE[0], 0.0), np.where(prices, PRICE_RANGE[1], MAX_VOLUME)
+
+
+def _in_range(values: np.ndarray, spec: WindowSpec) -> bool:
+    """True when every value lies in its column's range (NaN does not): the hot path's whole check."""
+    low, high = _bounds(spec.features)
+    return bool((values >= low).all() and (values <= high).all())
 
 
 def window_to_array(
@@ -65,7 +89,7 @@ def windows_to_array(windows: np.ndarray, spec: WindowSpec, where: str = "window
     only a batch with something wrong is checked window by window, so that
     the error names the window, row and column just as /predict/batch does.
     """
-    if windows.shape[1:] != (spec.window, len(spec.features)) or not (windows > 0).all():
+    if windows.shape[1:] != (spec.window, len(spec.features)) or not _in_range(windows, spec):
         for index in range(len(windows)):
             window_to_array(windows[index], spec, where=f"{where}[{index}]")
     return windows
@@ -82,8 +106,16 @@ def _rows_to_array(rows: list[PriceRow], spec: WindowSpec, where: str) -> tuple[
     if np.isnan(values).any():
         index, position = np.argwhere(np.isnan(values))[0]
         raise WindowError(f"{where}[{index}].{spec.features[position]}: required by this model, got null")
+    if not _in_range(values, spec):
+        _explain_out_of_range(values, spec, where)
     dates = [row.date for row in rows]
     if all(day is not None for day in dates):
+        last = dates[-1]
+        if not DATE_RANGE[0] <= last <= DATE_RANGE[1]:  # type: ignore[operator]
+            raise WindowError(
+                f"{where}[{len(dates) - 1}].date: {last} is outside the supported range"
+                f" {DATE_RANGE[0]} to {DATE_RANGE[1]}"
+            )
         ordered = all(dates[index] < dates[index + 1] for index in range(len(dates) - 1))  # type: ignore[operator]
         if not ordered:
             raise WindowError(f"{where}: dates must be strictly increasing (oldest first)")
@@ -112,17 +144,24 @@ def _checked_values(values: np.ndarray, spec: WindowSpec, where: str) -> np.ndar
             f"{where}[0]: expected {width} values [{', '.join(spec.features)}], "
             f"got {values.shape[1]} (window shape must be {expected_shape(spec)})"
         )
-    if not (values > 0).all():
-        # pydantic has checked finiteness; here only signs can be wrong.
-        prices = _price_columns(spec.features)
-        invalid = (values <= 0) & prices | (values < 0)
-        if invalid.any():
-            row, position = np.argwhere(invalid)[0]
-            column = spec.features[position]
-            if prices[position]:
-                raise WindowError(f"{where}[{row}].{column}: prices must be positive, got {values[row, position]}")
-            raise WindowError(f"{where}[{row}].{column}: must not be negative")
+    if not _in_range(values, spec):
+        _explain_out_of_range(values, spec, where)
     return values
+
+
+def _explain_out_of_range(values: np.ndarray, spec: WindowSpec, where: str) -> None:
+    """Raise WindowError naming the first value outside its column's range (the slow path, errors only)."""
+    prices = _price_columns(spec.features)
+    low, high = _bounds(spec.features)
+    for row, position in np.argwhere(~((values >= low) & (values <= high))):
+        column, value = spec.features[position], float(values[row, position])
+        if prices[position] and value <= 0:
+            raise WindowError(f"{where}[{row}].{column}: prices must be positive, got {value}")
+        if not prices[position] and value < 0:
+            raise WindowError(f"{where}[{row}].{column}: must not be negative")
+        raise WindowError(
+            f"{where}[{row}].{column}: {value:g} is out of the supported range [{low[position]:g}, {high[position]:g}]"
+        )
 
 
 def business_days_after(last: dt.date, horizon: int) -> list[dt.date]:

@@ -10,20 +10,30 @@ non-blocking.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import SAMPLE, ServiceProcess, make_settings, tiny_clean, tiny_config, wait_until
+from tests.helpers import (
+    SAMPLE,
+    WINDOW_ROWS,
+    ServiceProcess,
+    make_settings,
+    tiny_clean,
+    tiny_config,
+    wait_until,
+)
 from training.pipeline import train_version
-from training.store import ModelStore
+from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
 
 # Production's window length: 1,024 windows of 40 rows are about 0.8 MB once
 # scaled, four times the socket buffer that the old protocol overran.
@@ -221,3 +231,88 @@ def test_hostile_names_on_every_route_are_refused_and_stay_in_the_store(
     after = sorted(str(path) for path in home.rglob("*") if path.is_file())
     assert after == before
     assert sorted(path.name for path in home.iterdir()) == ["models", "var"]
+
+
+def test_a_corrupt_newest_version_is_not_retried_and_the_served_one_not_reloaded(
+    model_store: ModelStore, tmp_path: Path
+) -> None:
+    from app.main import create_app
+
+    root = tmp_path / "models"
+    shutil.copytree(model_store.root, root)
+    # tiny v3: a copy of v2 whose network file no longer matches its hash, made champion.
+    shutil.copytree(root / "tiny" / "2", root / "tiny" / "3")
+    metadata = json.loads((root / "tiny" / "3" / METADATA_FILE).read_text())
+    (root / "tiny" / "3" / METADATA_FILE).write_text(json.dumps({**metadata, "version": 3}))
+    with open(root / "tiny" / "3" / MODEL_FILE, "ab") as handle:
+        handle.write(b"corrupted")
+    (root / "tiny" / ALIASES_FILE).write_text(json.dumps({"champion": 3}))
+    settings = make_settings(root, tmp_path / "var", refresh_seconds=0.1)
+    with TestClient(create_app(settings)) as client:
+        registry = client.app.state.registry  # type: ignore[attr-defined]
+        start = registry.refreshes
+        wait_until(lambda: registry.refreshes >= start + 10, "ten refreshes")
+        attempts = dict(registry.load_attempts)
+        served = client.post("/predict", json={"model": "tiny", "window": WINDOW_ROWS})
+        pinned = client.post("/predict", json={"model": "tiny", "version": 3, "window": WINDOW_ROWS})
+        problem = client.get("/ready").json()["problems"]["tiny"]
+        # New files: the version is tried once more (and fails once more).
+        with open(root / "tiny" / "3" / MODEL_FILE, "ab") as handle:
+            handle.write(b"again")
+        start = registry.refreshes
+        wait_until(lambda: registry.refreshes >= start + 3, "three more refreshes")
+        retried = dict(registry.load_attempts)
+    assert attempts[("tiny", 3)] == 1 and attempts[("tiny", 2)] == 1
+    assert served.status_code == 200 and served.json()["version"] == 2
+    assert pinned.status_code == 409
+    assert pinned.json() == {
+        "detail": "model 'tiny' v3 not served: tiny v3: model.keras does not match its sha256 in metadata"
+    }
+    assert problem == "v3 not served: tiny v3: model.keras does not match its sha256 in metadata"
+    assert retried[("tiny", 3)] == 2 and retried[("tiny", 2)] == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "column", "detail"),
+    [
+        (1e300, 0, "window[9].open: 1e+300 is out of the supported range [1e-06, 1e+12]"),
+        (1e-300, 3, "window[9].close: 1e-300 is out of the supported range [1e-06, 1e+12]"),
+        (1e300, 4, "window[9].volume: 1e+300 is out of the supported range [0, 1e+15]"),
+        (-1.0, 3, "window[9].close: prices must be positive, got -1.0"),
+    ],
+)
+def test_values_that_would_overflow_are_refused_by_name(
+    half_broken_client: TestClient, value: float, column: int, detail: str
+) -> None:
+    window = [list(row) for row in WINDOW_ROWS]
+    window[9][column] = value
+    for route, body in (
+        ("/predict", {"model": "tiny", "window": window}),
+        ("/predict/batch", {"model": "tiny", "windows": [window]}),
+    ):
+        answer = half_broken_client.post(route, json=body)
+        expected = detail if route == "/predict" else detail.replace("window[9]", "windows[0][9]")
+        assert (answer.status_code, answer.json()["detail"]) == (422, expected), route
+
+
+def test_rows_out_of_range_and_dates_past_the_calendar_are_refused(half_broken_client: TestClient) -> None:
+    rows = [
+        {"date": f"2020-01-{day + 1:02d}", **dict(zip(("open", "high", "low", "close", "volume"), row, strict=True))}
+        for day, row in enumerate(WINDOW_ROWS)
+    ]
+    huge = [dict(row) for row in rows]
+    huge[2]["high"] = 1e300
+    answer = half_broken_client.post("/predict", json={"model": "tiny", "window": huge})
+    assert (answer.status_code, answer.json()["detail"]) == (
+        422,
+        "window[2].high: 1e+300 is out of the supported range [1e-06, 1e+12]",
+    )
+    late = [{**row, "date": f"9999-12-{day + 20:02d}"} for day, row in enumerate(rows)]
+    answer = half_broken_client.post("/predict", json={"model": "tiny", "window": late})
+    assert (answer.status_code, answer.json()["detail"]) == (
+        422,
+        "window[9].date: 9999-12-29 is outside the supported range 1900-01-01 to 2199-12-31",
+    )
+    fine = half_broken_client.post("/predict", json={"model": "tiny", "window": rows})
+    assert fine.status_code == 200
+    assert all(isinstance(step["close"], float) for step in fine.json()["forecast"])
