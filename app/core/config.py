@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         return self.data_dir / "reports"
 
     @property
+    def temp_dir(self) -> Path:
+        """Temporary files of the inference process and training workers (TensorFlow's autograph modules)."""
+        return self.data_dir / "tmp"
+
+    @property
     def jobs_db(self) -> Path:
         """SQLite file holding job records."""
         return self.data_dir / "jobs.sqlite3"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -29,3 +32,24 @@ def name_process(name: str) -> None:
     """Set the name `ps`, `top` and /proc show for this process (Linux; at most 15 characters)."""
     with contextlib.suppress(OSError):
         Path("/proc/self/comm").write_text(name[:15])
+
+
+def use_private_temp_dir(folder: Path) -> None:
+    """Send this process's temporary files into `folder`, emptied first, instead of /tmp.
+
+    TensorFlow's autograph writes each converted function as a
+    `__autograph_generated_file*.py` in the temporary folder and deletes it
+    at interpreter exit, which our workers skip (`os._exit`): every
+    inference-process start and training job left files in /tmp. In the
+    data folder they stay where the service keeps its files, and
+    `remove_private_temp_dir` clears them when the process ends.
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+
+
+def remove_private_temp_dir(folder: Path) -> None:
+    """Delete the folder `use_private_temp_dir` set up (at the end of the process)."""
+    shutil.rmtree(folder, ignore_errors=True)

@@ -91,8 +91,11 @@ class InferenceProcess:
         call_timeout_seconds: float = default("inference_timeout_seconds"),
         load_timeout_seconds: float = default("inference_load_timeout_seconds"),
         stop_timeout_seconds: float = default("inference_stop_timeout_seconds"),
+        temp_dir: Path | None = None,
     ) -> None:
         self.models_dir = models_dir
+        # Where the worker's temporary files go (TensorFlow's autograph modules); None: the system's.
+        self.temp_dir = temp_dir
         self.log_level = log_level
         self.restart_delay_seconds = restart_delay_seconds
         self.call_timeout_seconds = call_timeout_seconds
@@ -141,7 +144,7 @@ class InferenceProcess:
         try:
             process = self._context.Process(
                 target=serve,
-                args=(theirs, str(self.models_dir), os.getpid(), self.log_level),
+                args=(theirs, str(self.models_dir), os.getpid(), self.log_level, self.temp_dir),
                 name="stockcast-inference",
                 daemon=True,
             )

@@ -18,7 +18,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from app.core.process import describe_error, die_with_parent, name_process
+from app.core.process import (
+    describe_error,
+    die_with_parent,
+    name_process,
+    remove_private_temp_dir,
+    use_private_temp_dir,
+)
 from app.inference.protocol import (
     NO_CALL,
     Done,
@@ -126,13 +132,17 @@ class _Worker:
                 self.reply(call_id, Failed(f"unknown request {type(message).__name__}"))
 
 
-def serve(sock: socket.socket, models_dir: str, parent_pid: int, log_level: str = "info") -> None:
+def serve(
+    sock: socket.socket, models_dir: str, parent_pid: int, log_level: str = "info", temp_dir: Path | None = None
+) -> None:
     """Run the inference process on `sock` (the target of the spawned process)."""
     die_with_parent()
     name_process(INFERENCE_PROCESS_NAME)
     if os.getppid() != parent_pid:
         # The API died between spawning us and the prctl call above.
         return
+    if temp_dir is not None:
+        use_private_temp_dir(temp_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     from app.core.runtime import tune_for_serving
@@ -144,6 +154,8 @@ def serve(sock: socket.socket, models_dir: str, parent_pid: int, log_level: str 
     # the interpreter's normal exit runs C++ static destructors under it: the
     # worker aborted or crashed when the service stopped during a compilation
     # (tests/app/inference/test_client.py). Nothing here needs saving.
+    if temp_dir is not None:
+        remove_private_temp_dir(temp_dir)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -11,7 +11,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from app.core.process import describe_error, die_with_parent, name_process
+from app.core.process import (
+    describe_error,
+    die_with_parent,
+    name_process,
+    remove_private_temp_dir,
+    use_private_temp_dir,
+)
 from app.jobs.store import CANCELLED, FAILED, RUNNING, JobStore
 
 # What `ps` shows for a training worker.
@@ -70,6 +76,8 @@ def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int, attem
     job = jobs.get(job_id)
     if job is None or job["status"] != RUNNING or (attempt is not None and job.get("attempts") != attempt):
         return
+    temp_dir = settings.temp_dir / f"job-{job_id}"
+    use_private_temp_dir(temp_dir)
     try:
         # The runner (or the queue worker) marks the job succeeded once it is served.
         jobs.set_result(job_id, _train(job_id, job["request"], settings, jobs, parent_pid, attempt), attempt=attempt)
@@ -77,6 +85,8 @@ def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int, attem
         jobs.finish(job_id, CANCELLED, error="cancelled by request before the model was saved", attempt=attempt)
     except Exception as error:  # every failure must end the job with its reason
         jobs.finish(job_id, FAILED, error=describe_error(error), attempt=attempt)
+    finally:
+        remove_private_temp_dir(temp_dir)
 
 
 def _train(

@@ -93,6 +93,7 @@ class ModelRegistry:
             call_timeout_seconds=settings.inference_timeout_seconds,
             load_timeout_seconds=settings.inference_load_timeout_seconds,
             stop_timeout_seconds=settings.inference_stop_timeout_seconds,
+            temp_dir=settings.temp_dir / "inference",
         )
         self.started = False
 

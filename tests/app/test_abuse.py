@@ -316,3 +316,17 @@ def test_rows_out_of_range_and_dates_past_the_calendar_are_refused(half_broken_c
     fine = half_broken_client.post("/predict", json={"model": "tiny", "window": rows})
     assert fine.status_code == 200
     assert all(isinstance(step["close"], float) for step in fine.json()["forecast"])
+
+
+def test_tensorflow_s_temporary_files_stay_in_the_data_folder(model_store: ModelStore, tmp_path: Path) -> None:
+    from app.main import create_app
+
+    settings = make_settings(model_store.root, tmp_path / "var")
+    private = settings.data_dir / "tmp" / "inference"
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/predict", json={"model": "tiny", "window": WINDOW_ROWS}).status_code == 200
+        generated = sorted(path.name for path in private.glob("__autograph_generated_file*.py"))
+    # Autograph did write its modules, and wrote them here, not in /tmp.
+    assert generated
+    # The process removes them when it stops (it leaves with os._exit, so atexit never would).
+    assert not private.exists()
