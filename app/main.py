@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 from app.api.json_body import add_documented_bodies
 from app.api.predict_fast_path import PredictFastPath
+from app.api.protocols.fast_path import ProtocolFastPath
 from app.api.responses import ValidationErrorPublic
 from app.api.routes import datasets, health, jobs, models, predict, tfserving, v2
 from app.core.config import Settings, get_settings
@@ -116,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     if settings.predict_fast_path:
         app.add_middleware(PredictFastPath)
+        # The standard protocols' inference requests, the same way (app/api/protocols/fast_path.py).
+        app.add_middleware(ProtocolFastPath)
     # /predict first: requests are matched against routes in order, and it is the hot one.
     for module in (predict, health, models, datasets, jobs, v2, tfserving):
         app.include_router(module.router)

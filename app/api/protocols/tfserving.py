@@ -28,6 +28,7 @@ from app.api.protocols.common import (
     checked_windows,
     model_parameters,
     number_array,
+    parse_version,
     within_limit,
 )
 from app.serving.forecasting import Forecasts, forecast_windows, output_names
@@ -91,13 +92,14 @@ async def predict(
     name: str,
     body: bytes,
     max_windows: int,
-    version: int | None = None,
-    alias: str | None = None,
+    version_text: str | None = None,
+    label: str | None = None,
 ) -> bytes:
     """POST /v1/models/{name}[/versions/{v}|/labels/{label}]:predict: the encoded answer."""
+    version = parse_version(registry, name, version_text) if version_text is not None else None
     windows, row_format = parse_predict(body, max_windows)
     where = "instances" if row_format else "inputs"
-    forecasts = await forecast_windows(registry, name, windows, version=version, alias=alias, where=where)
+    forecasts = await forecast_windows(registry, name, windows, version=version, alias=label, where=where)
     return encode_predictions(forecasts, row_format)
 
 

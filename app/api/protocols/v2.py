@@ -16,11 +16,13 @@ inference and conversion to prices are /predict's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
+from starlette.responses import Response
 
 from app.api.protocols.common import (
     INPUT_NAME,
@@ -104,7 +106,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_windows: int
     )
 
 
-def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryview, memoryview]:
     """The JSON header and the binary data after it (empty without the extension's header)."""
     if header_length is None:
         return body, memoryview(b"")
@@ -114,7 +116,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvi
             f"{HEADER_LENGTH}: expected the JSON header's length in bytes (1 to {len(body)}), got '{header_length}'"
         )
     view = memoryview(body)
-    return bytes(view[:length]), view[length:]
+    return view[:length], view[length:]
 
 
 def _described(value: Any) -> str:
@@ -145,7 +147,7 @@ def _input_tensor(tensor: dict[str, Any], binary: memoryview) -> tuple[np.ndarra
     shape = tensor.get("shape")
     if type(shape) is not list or not all(type(size) is int and size >= 0 for size in shape):
         raise ProtocolError(f"{where}.shape: expected a list of sizes [n, rows, columns], got {_described(shape)}")
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     parameters = _parameters(tensor.get("parameters"), f"{where}.parameters")
     size = parameters.get("binary_data_size")
     if size is not None:
@@ -195,16 +197,19 @@ def _requested_outputs(value: Any, binary_default: bool) -> list[RequestedOutput
 def encode_infer_response(forecasts: Forecasts, request: InferRequest) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary tensors follow it (else None)."""
     served = forecasts.served
-    named = forecasts.named_outputs()
-    wanted = request.outputs or [RequestedOutput(name, request.binary_outputs) for name in named]
-    unknown = [output.name for output in wanted if output.name not in named]
+    names = output_names(served.model.interval_levels)
+    wanted = request.outputs or [RequestedOutput(name, request.binary_outputs) for name in names]
+    unknown = [output.name for output in wanted if output.name not in names]
     if unknown:
-        raise ProtocolError(f"outputs: unknown output(s) {unknown}; this version's outputs: {list(named)}")
+        raise ProtocolError(f"outputs: unknown output(s) {unknown}; this version's outputs: {names}")
+    # One copy puts every output's (n, horizon) block in one contiguous run of little-endian doubles.
+    stacked = np.ascontiguousarray(forecasts.outputs.transpose(1, 0, 2), dtype=_OUTPUT_DTYPE)
+    shape = list(stacked.shape[1:])
     tensors: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for output in wanted:
-        values = np.ascontiguousarray(named[output.name], dtype=_OUTPUT_DTYPE)
-        tensor: dict[str, Any] = {"name": output.name, "datatype": OUTPUT_DATATYPE, "shape": list(values.shape)}
+        values = stacked[names.index(output.name)]
+        tensor: dict[str, Any] = {"name": output.name, "datatype": OUTPUT_DATATYPE, "shape": shape}
         if output.binary:
             blobs.append(values.tobytes())
             tensor["parameters"] = {"binary_data_size": len(blobs[-1])}
@@ -241,6 +246,13 @@ async def infer(
     return encode_infer_response(forecasts, request)
 
 
+def infer_response(body: bytes, header_length: int | None) -> Response:
+    """The HTTP answer for an encoded response: JSON, or the JSON header and binary tensors with its length."""
+    if header_length is None:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
+
+
 def server_metadata() -> dict[str, Any]:
     """GET /v2: the server's name, version and protocol extensions."""
     return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": list(EXTENSIONS)}
@@ -273,6 +285,7 @@ __all__ = [
     "RequestedOutput",
     "encode_infer_response",
     "infer",
+    "infer_response",
     "model_metadata",
     "parse_infer_request",
     "server_metadata",

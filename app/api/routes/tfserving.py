@@ -85,14 +85,14 @@ async def read_label_metadata(name: str, label: str, registry: RegistryDep) -> d
     return tfserving.model_metadata(await registry.get(name, alias=label))
 
 
-async def _predict(request: Request, name: str, version: int | None = None, alias: str | None = None) -> Response:
+async def _predict(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
     answer = await tfserving.predict(
         registry_of(request),
         name,
         await request.body(),
         settings_of(request).max_batch_windows,
-        version=version,
-        alias=alias,
+        version_text=version,
+        label=label,
     )
     return Response(answer, media_type="application/json")
 
@@ -106,10 +106,10 @@ async def create_prediction(name: str, request: Request) -> Response:
 @router.post("/{name}/versions/{version}:predict", responses=ERRORS, openapi_extra=PREDICT_BODY)
 async def create_version_prediction(name: str, version: str, request: Request) -> Response:
     """Forecast windows with one pinned version."""
-    return await _predict(request, name, version=parse_version(registry_of(request), name, version))
+    return await _predict(request, name, version=version)
 
 
 @router.post("/{name}/labels/{label}:predict", responses=ERRORS, openapi_extra=PREDICT_BODY)
 async def create_label_prediction(name: str, label: str, request: Request) -> Response:
     """Forecast windows with the version a label (alias) points at."""
-    return await _predict(request, name, alias=label)
+    return await _predict(request, name, label=label)

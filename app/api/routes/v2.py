@@ -116,9 +116,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         request.headers.get(v2.HEADER_LENGTH),
         settings_of(request).max_batch_windows,
     )
-    if header_length is None:
-        return Response(body, media_type="application/json")
-    return Response(body, media_type="application/octet-stream", headers={v2.HEADER_LENGTH: str(header_length)})
+    return v2.infer_response(body, header_length)
 
 
 @router.post("/models/{name}/infer", responses=ERRORS, openapi_extra=INFER_BODY)

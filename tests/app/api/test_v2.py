@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import WINDOW, real_windows
+from tests.helpers import WINDOW, make_settings, real_windows
 from training.features import WindowSpec
 from training.gate import headline_mase
 from training.store import ModelStore
@@ -326,3 +327,62 @@ def test_trailing_binary_bytes_are_refused(client: TestClient) -> None:
     assert response.json() == {
         "error": "binary data: 208 bytes after the JSON header, but the inputs' binary_data_size add up to 200"
     }
+
+
+@pytest.fixture(scope="module")
+def route_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The app with the fast paths off: protocol requests go through the FastAPI routes."""
+    from app.main import create_app
+
+    settings = make_settings(model_store.root, tmp_path_factory.mktemp("var"), predict_fast_path=False)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        ("/v2/models/tiny/infer", json.dumps(infer_body(windows(2), id="x")).encode(), {}),
+        ("/v2/models/tiny/versions/2/infer", *binary_request(windows(1))),
+        ("/v2/models/nope/infer", json.dumps(infer_body(windows(1))).encode(), {}),
+        ("/v2/models/tiny/versions/x/infer", json.dumps(infer_body(windows(1))).encode(), {}),
+        ("/v2/models/tiny/infer", b"[1]", {}),
+        ("/v1/models/tiny:predict", json.dumps({"instances": windows(2).tolist()}).encode(), {}),
+        ("/v1/models/tiny/versions/2:predict", json.dumps({"inputs": windows(1).tolist()}).encode(), {}),
+        ("/v1/models/tiny/labels/champion:predict", json.dumps({"instances": windows(1).tolist()}).encode(), {}),
+        ("/v1/models/tiny/labels/nope:predict", json.dumps({"instances": windows(1).tolist()}).encode(), {}),
+        ("/v1/models/tiny:predict", b"{}", {}),
+    ],
+)
+def test_fast_path_and_routes_answer_alike(
+    client: TestClient, route_client: TestClient, path: str, body: bytes, headers: dict[str, str]
+) -> None:
+    fast = client.post(path, content=body, headers=headers)
+    routed = route_client.post(path, content=body, headers=headers)
+    assert fast.status_code == routed.status_code
+    assert fast.headers["content-type"] == routed.headers["content-type"]
+    if "Inference-Header-Content-Length" in fast.headers:
+        assert fast.headers["Inference-Header-Content-Length"] == routed.headers["Inference-Header-Content-Length"]
+        fast_arrays, routed_arrays = binary_outputs(fast), binary_outputs(routed)
+        assert list(fast_arrays) == list(routed_arrays)
+        for name, values in fast_arrays.items():
+            np.testing.assert_allclose(values, routed_arrays[name], rtol=1e-6)
+    else:
+        # Two apps, two inference processes: the float32 network may differ in the last bits.
+        assert_same_json(fast.json(), routed.json())
+
+
+def assert_same_json(left: Any, right: Any) -> None:
+    """Equal JSON, numbers to float32 precision."""
+    if isinstance(left, float):
+        assert left == pytest.approx(right, rel=1e-6)
+    elif isinstance(left, dict):
+        assert list(left) == list(right)
+        for key, value in left.items():
+            assert_same_json(value, right[key])
+    elif isinstance(left, list):
+        assert len(left) == len(right)
+        for one, other in zip(left, right, strict=True):
+            assert_same_json(one, other)
+    else:
+        assert left == right

@@ -1,0 +1,102 @@
+"""The protocols' inference requests, answered in front of FastAPI's routing, as /predict's usual request is.
+
+Why: under load the API process's event loop is the service's bottleneck,
+and FastAPI's routing, request wrappers and dependency solving cost a
+request more than everything the protocol itself does (`bench/serve.py`:
+the protocol rows beside /predict; `docs/design.md`, "Serving path"). The
+protocol routes sit after the service's own in the route table, so each
+request also paid for trying every route before them.
+
+What it answers: POST /v2/models/{name}[/versions/{v}]/infer and POST
+/v1/models/{name}[/versions/{v}|/labels/{label}]:predict, entirely, with
+the same functions the FastAPI routes call (`app.api.protocols.v2.infer`,
+`app.api.protocols.tfserving.predict`), and domain errors as the protocols'
+`{"error": ...}`. Anything else goes on to FastAPI untouched; the routes
+still document these paths in OpenAPI and answer them when the fast path is
+off (`Settings.predict_fast_path`). Anything unexpected propagates to the
+app's server-error middleware and becomes the usual logged 500.
+"""
+
+from __future__ import annotations
+
+import re
+
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.api.protocols import tfserving, v2
+from training.errors import StockcastError
+
+# The route paths as Starlette matches them ({name} is [^/]+, greedy).
+V2_INFER = re.compile(r"/v2/models/(?P<name>[^/]+?)(?:/versions/(?P<version>[^/]+))?/infer")
+TF_PREDICT = re.compile(
+    r"/v1/models/(?P<name>[^/]+?)(?:/versions/(?P<version>[^/]+)|/labels/(?P<label>[^/]+))?:predict"
+)
+_PREFIXES = ("/v2/models/", "/v1/models/")
+_HEADER_LENGTH = v2.HEADER_LENGTH.lower().encode("latin-1")
+
+
+class ProtocolFastPath:
+    """ASGI middleware: answers V2 infer and TF Serving :predict itself, passes everything else on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = _route_path(scope) if scope["type"] == "http" and scope["method"] == "POST" else ""
+        match = (V2_INFER.fullmatch(path) or TF_PREDICT.fullmatch(path)) if path.startswith(_PREFIXES) else None
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        raw = await _read_body(receive)
+        if raw is None:
+            return  # The client went away before sending its whole body: nobody to answer.
+        state = scope["app"].state
+        groups = match.groupdict()
+        try:
+            if match.re is V2_INFER:
+                header_length = next((value for key, value in scope["headers"] if key == _HEADER_LENGTH), None)
+                body, length = await v2.infer(
+                    state.registry,
+                    groups["name"],
+                    groups["version"],
+                    raw,
+                    header_length.decode("latin-1") if header_length is not None else None,
+                    state.settings.max_batch_windows,
+                )
+                response = v2.infer_response(body, length)
+            else:
+                answer = await tfserving.predict(
+                    state.registry,
+                    groups["name"],
+                    raw,
+                    state.settings.max_batch_windows,
+                    version_text=groups["version"],
+                    label=groups["label"],
+                )
+                response = Response(answer, media_type="application/json")
+        except StockcastError as error:
+            response = JSONResponse(status_code=error.status_code, content={"error": str(error)})
+        await response(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path as FastAPI's router matches it: without the root path a proxy mounts the app under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client disconnected first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+__all__ = ["TF_PREDICT", "V2_INFER", "ProtocolFastPath"]
