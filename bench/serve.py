@@ -21,6 +21,14 @@ Needs `wrk` (Debian: `apt-get install -y wrk`). One run:
    Every server gets the same POST /predict body (one 40-row window as
    arrays) and a short warm-up first; after each run the bench waits until
    the server has drained its backlog (its CPU time stops growing).
+   The service is also driven through the standard protocols with the same
+   window (`--protocols`, on by default): Open Inference Protocol JSON
+   (`v2-json`: POST /v2/models/msft/infer, FP32 data), the same with
+   Triton's binary tensors (`v2-binary`: the JSON header, then the 800 raw
+   bytes of the window; outputs asked for as binary, as `tritonclient`
+   does by default) and TF Serving REST (`tfserving`: POST
+   /v1/models/msft:predict with `instances`). One window per request
+   everywhere, so requests per second are windows per second.
    This is repeated `--rounds` times, the servers taking turns within each
    round, and the run with the median throughput is reported for each
    server and concurrency: the speed of these shared machines drifts by
@@ -56,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from bench_model import MODEL_NAME, REPOSITORY, SAMPLE, UNITS, WINDOW, sample_windows, train_benchmark_model
 
 from app.inference.worker import INFERENCE_PROCESS_NAME
@@ -63,16 +72,22 @@ from app.jobs.worker import TRAINING_PROCESS_NAME
 
 BENCH = Path(__file__).resolve().parent
 SERVICE, SERVICE_ROUTE, TUTORIAL, CONSTANT = "service", "service-route", "tutorial", "constant"
+V2_JSON, V2_BINARY, TFSERVING = "service v2-json", "service v2-binary", "service tfserving"
 # Every server logs the same way: warnings only, no access log.
 QUIET_UVICORN = ("--log-level", "warning", "--no-access-log")
 
 WRK_SCRIPT = r"""
--- POST the JSON body in $BENCH_BODY; stop after $BENCH_MAX_REQUESTS answers.
+-- POST the body in $BENCH_BODY (of type $BENCH_CONTENT_TYPE; a binary V2 request also
+-- sends $BENCH_HEADER_LENGTH as Inference-Header-Content-Length); stop after $BENCH_MAX_REQUESTS answers.
 local file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
-wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+local header_length = os.getenv("BENCH_HEADER_LENGTH") or ""
+if header_length ~= "" then
+  wrk.headers["Inference-Header-Content-Length"] = header_length
+end
 local limit = tonumber(os.getenv("BENCH_MAX_REQUESTS") or "0")
 local answered = 0
 
@@ -250,6 +265,57 @@ class Server:
             self.process.wait()
 
 
+@dataclass(frozen=True)
+class Payload:
+    """What wrk POSTs: a path, a body file and its headers."""
+
+    path: str
+    body: Path
+    content_type: str = "application/json"
+    header_length: int | None = None
+    """Inference-Header-Content-Length, for a V2 request with binary tensors."""
+
+    def send(self, server: Server, timeout: float = 60.0) -> tuple[int, bytes]:
+        """One request with the standard library: (status, raw answer)."""
+        headers = {"Content-Type": self.content_type}
+        if self.header_length is not None:
+            headers["Inference-Header-Content-Length"] = str(self.header_length)
+        request = urllib.request.Request(server.url + self.path, data=self.body.read_bytes(), headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+
+def protocol_payloads(folder: Path, window: list[list[float]]) -> dict[str, Payload]:
+    """The benchmark window as a V2 JSON request, a V2 binary request and a TF Serving :predict request."""
+    values = np.asarray(window, dtype="<f4")[None]
+    tensor = {"name": "window", "shape": list(values.shape), "datatype": "FP32"}
+    json_body = {"inputs": [{**tensor, "data": values.ravel().tolist()}]}
+    raw = values.tobytes()
+    # As tritonclient sends it: no outputs named, so all of them come back as binary.
+    header = json.dumps(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    bodies = {
+        V2_JSON: json.dumps(json_body).encode(),
+        V2_BINARY: header + raw,
+        TFSERVING: json.dumps({"instances": [window]}).encode(),
+    }
+    for name, content in bodies.items():
+        (folder / f"{name.split()[-1]}.body").write_bytes(content)
+    v2 = f"/v2/models/{MODEL_NAME}/infer"
+    return {
+        V2_JSON: Payload(v2, folder / "v2-json.body"),
+        V2_BINARY: Payload(v2, folder / "v2-binary.body", "application/octet-stream", len(header)),
+        TFSERVING: Payload(f"/v1/models/{MODEL_NAME}:predict", folder / "tfserving.body"),
+    }
+
+
 @dataclass
 class Measurement:
     """What wrk reported for one run."""
@@ -280,9 +346,9 @@ class Measurement:
 
 
 def run_wrk(
-    server: Server, concurrency: int, seconds: float, max_requests: int, body: Path, script: Path, note: str = ""
+    server: Server, concurrency: int, seconds: float, max_requests: int, payload: Payload, script: Path, note: str = ""
 ) -> Measurement:
-    """One closed-loop wrk run against POST /predict."""
+    """One closed-loop wrk run posting `payload`."""
     command = [
         "wrk",
         "-t1",
@@ -292,9 +358,15 @@ def run_wrk(
         "60s",
         "-s",
         str(script),
-        server.url + "/predict",
+        server.url + payload.path,
     ]
-    env = {**os.environ, "BENCH_BODY": str(body), "BENCH_MAX_REQUESTS": str(max_requests)}
+    env = {
+        **os.environ,
+        "BENCH_BODY": str(payload.body),
+        "BENCH_CONTENT_TYPE": payload.content_type,
+        "BENCH_HEADER_LENGTH": str(payload.header_length or ""),
+        "BENCH_MAX_REQUESTS": str(max_requests),
+    }
     cpu_before = serving_cpu_seconds(server.pid)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 120, check=False)
     server_cpu = serving_cpu_seconds(server.pid) - cpu_before
@@ -328,15 +400,15 @@ def median_run(runs: list[Measurement]) -> Measurement:
     return chosen
 
 
-def check_answers(server: Server, body: dict[str, Any]) -> None:
+def check_answers(name: str, server: Server, payload: Payload) -> None:
     """Every server must answer the benchmark body with 200 before it is measured."""
-    status, answer = http("POST", server.url + "/predict", body, timeout=60)
+    status, answer = payload.send(server)
     if status != 200:
-        raise RuntimeError(f"{server.name} answered {status}: {answer}")
+        raise RuntimeError(f"{name} answered {status}: {answer[:500]!r}")
 
 
 def measure_during_training(
-    service: Server, concurrency: int, seconds: float, max_requests: int, body: Path, script: Path
+    service: Server, concurrency: int, seconds: float, max_requests: int, body: Payload, script: Path
 ) -> Measurement:
     """Start a training job, wait for its first epoch, drive the service while it trains, cancel it."""
     job_request = {
@@ -450,6 +522,24 @@ def print_goals(measurements: list[Measurement], servers: dict[str, Server], top
         )
 
 
+def print_protocols(measurements: list[Measurement], top: int) -> None:
+    """Each standard protocol's windows per second and CPU per window against /predict with arrays, same run."""
+    rows = {row.server: row for row in measurements if row.concurrency == top}
+    if SERVICE not in rows:
+        return
+    service = rows[SERVICE]
+    for name in (V2_BINARY, V2_JSON, TFSERVING):
+        if name in rows:
+            row = rows[name]
+            protocol = name.removeprefix(SERVICE + " ")
+            speed = row.throughput / service.throughput
+            cost = row.cpu_per_request_us / service.cpu_per_request_us
+            print(
+                f"(at c={top}, {protocol}: {speed:.2f}x the windows per second of /predict with arrays, "
+                f"{cost:.2f}x its CPU per window)"
+            )
+
+
 def main() -> None:
     """Train or copy the model, start the servers, measure, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -464,6 +554,12 @@ def main() -> None:
     parser.add_argument("--app-dir", type=Path, help="folder to import --app from (uvicorn --app-dir)")
     parser.add_argument(
         "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for the service"
+    )
+    parser.add_argument(
+        "--protocols",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also drive the service through V2 JSON, V2 binary and TF Serving REST",
     )
     parser.add_argument(
         "--servers",
@@ -489,6 +585,7 @@ def main() -> None:
         body = {"model": MODEL_NAME, "window": window}
         body_path = folder / "body.json"
         body_path.write_text(json.dumps(body))
+        predict = Payload("/predict", body_path)
         script = folder / "post.lua"
         script.write_text(WRK_SCRIPT)
 
@@ -535,32 +632,39 @@ def main() -> None:
         }
         wanted = args.servers.split(",")
         servers = {name: server for name, server in servers.items() if name in wanted}
+        # What each round drives: every server with /predict, and the service through each protocol.
+        targets = {name: (server, predict) for name, server in servers.items()}
+        if args.protocols and SERVICE in servers:
+            targets.update(
+                {name: (servers[SERVICE], payload) for name, payload in protocol_payloads(folder, window).items()}
+            )
         measurements: list[Measurement] = []
         try:
             for server in servers.values():
                 server.start()
-                check_answers(server, body)
+            for name, (server, payload) in targets.items():
+                check_answers(name, server, payload)
             print(
                 f"{os.cpu_count()} CPU(s); model {MODEL_NAME}: {metadata['architecture']} "
                 f"{metadata['hyperparameters']['units']} units, window {metadata['window']}; "
                 f"{args.duration:.0f}s per run, at most {args.max_requests} requests, {args.rounds} round(s)"
             )
             for concurrency in levels:
-                runs: dict[str, list[Measurement]] = {name: [] for name in servers}
+                runs: dict[str, list[Measurement]] = {name: [] for name in targets}
                 for _ in range(max(1, args.rounds)):
-                    for name, server in servers.items():
+                    for name, (server, payload) in targets.items():
                         # Warm-up: code paths, connection handling, allocator.
-                        run_wrk(server, 1, 1, 20, body_path, script)
+                        run_wrk(server, 1, 1, 20, payload, script)
                         server.wait_idle()
-                        runs[name].append(
-                            run_wrk(server, concurrency, args.duration, args.max_requests, body_path, script)
-                        )
+                        measured = run_wrk(server, concurrency, args.duration, args.max_requests, payload, script)
+                        measured.server = name
+                        runs[name].append(measured)
                         server.wait_idle()
                 measurements += [median_run(found) for found in runs.values()]
             if not args.skip_training and SERVICE in servers:
                 measurements.append(
                     measure_during_training(
-                        servers[SERVICE], max(levels), args.duration, args.max_requests, body_path, script
+                        servers[SERVICE], max(levels), args.duration, args.max_requests, predict, script
                     )
                 )
             print()
@@ -577,6 +681,7 @@ def main() -> None:
                     f"  {len(sizes)} ({parts} MiB)"
                 )
             print()
+            print_protocols(measurements, max(levels))
             if not args.skip_training and {SERVICE, TUTORIAL, CONSTANT} <= servers.keys():
                 print_goals(measurements, servers, max(levels))
         finally:
