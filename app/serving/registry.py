@@ -231,6 +231,7 @@ class ModelRegistry:
         """The version a request asks for; NotFoundError if it does not exist."""
         state = self.models.get(name)
         if state is None:
+            check_name(name)  # a name no model can have is a 422, as on every route
             raise NotFoundError(f"unknown model '{name}'; models: {sorted(self.models)}")
         if alias is not None:
             if alias not in state.aliases:
@@ -248,6 +249,7 @@ class ModelRegistry:
         """A model's versions in the store, oldest first; NotFoundError (as `get` words it) for an unknown model."""
         state = self.models.get(name)
         if state is None:
+            check_name(name)
             raise NotFoundError(f"unknown model '{name}'; models: {sorted(self.models)}")
         return list(state.versions)
 

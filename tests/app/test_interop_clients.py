@@ -134,9 +134,9 @@ def test_tf_serving_predict_over_http(service: ServiceProcess) -> None:
     response = httpx.post(f"{service.url}/v1/models/tiny:predict", json=body, timeout=30)
     assert response.status_code == 200, response.text
     assert response.json()["predictions"][0]["forecast"] == [predicted(service, WINDOWS[0])["close"]]
-    missing = httpx.post(f"{service.url}/v1/models/tiny/labels/staging:predict", json=body, timeout=30)
+    missing = httpx.post(f"{service.url}/v1/models/tiny/labels/absent:predict", json=body, timeout=30)
     assert missing.status_code == 404
-    assert missing.json() == {"error": "model 'tiny' has no alias 'staging'; aliases: ['champion']"}
+    assert missing.json() == {"error": "model 'tiny' has no alias 'absent'; aliases: ['champion']"}
 
 
 def test_service_log_has_no_tracebacks(service: ServiceProcess) -> None:

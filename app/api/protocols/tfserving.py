@@ -33,6 +33,7 @@ from app.api.protocols.common import (
 )
 from app.serving.forecasting import Forecasts, forecast_windows, output_names
 from app.serving.registry import ModelRegistry, ServedVersion
+from training.files import check_name
 
 SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -96,6 +97,7 @@ async def predict(
     label: str | None = None,
 ) -> bytes:
     """POST /v1/models/{name}[/versions/{v}|/labels/{label}]:predict: the encoded answer."""
+    check_name(name)  # the name comes from the path: refused before the body is read, as on every route
     version = parse_version(registry, name, version_text) if version_text is not None else None
     windows, row_format = parse_predict(body, max_windows)
     where = "instances" if row_format else "inputs"

@@ -35,6 +35,7 @@ from app.api.protocols.common import (
 )
 from app.serving.forecasting import Forecasts, forecast_windows, output_names
 from app.serving.registry import ModelRegistry, ServedVersion
+from training.files import check_name
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 SERVER_NAME = "stockcast"
@@ -236,6 +237,7 @@ async def infer(
     max_windows: int,
 ) -> tuple[bytes, int | None]:
     """POST /v2/models/{name}[/versions/{v}]/infer: the encoded response (see `encode_infer_response`)."""
+    check_name(name)  # the name comes from the path: refused before the body is read, as on every route
     version = parse_version(registry, name, version_text) if version_text is not None else None
     request = parse_infer_request(body, header_length, max_windows)
     if version is not None and request.alias is not None:

@@ -16,15 +16,16 @@ from fastapi import APIRouter, Request, Response
 from app.api.deps import RegistryDep, registry_of, settings_of
 from app.api.protocols import tfserving
 from app.api.protocols.common import ProtocolRoute, parse_version
+from app.api.protocols.schemas import TFMetadata, TFModelStatus, TFPredictResponse, protocol_errors
 from app.serving.registry import ModelRegistry
 
 router = APIRouter(prefix="/v1/models", tags=["tensorflow serving rest"], route_class=ProtocolRoute)
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": 'Unknown model, version or label: `{"error": "..."}`.'},
-    422: {"description": 'Malformed request or a window that does not fit the model: `{"error": "..."}`.'},
-    503: {"description": 'The inference process is restarting: `{"error": "..."}`; retry shortly.'},
-}
+# What a route can answer besides 200: lookups that may load a version can also meet a broken one
+# (409) or a restarting inference process (503); predictions can also fail in the network (500).
+STATUS_ERRORS = protocol_errors(404, 422)
+LOADING_ERRORS = protocol_errors(404, 409, 422, 503)
+PREDICT_ERRORS = protocol_errors(404, 409, 422, 500, 503)
 PREDICT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -48,38 +49,38 @@ def _status(registry: ModelRegistry, name: str, versions: list[int]) -> dict[str
     return tfserving.version_status(versions, loaded)
 
 
-@router.get("/{name}", responses=ERRORS)
+@router.get("/{name}", response_model=TFModelStatus, responses=STATUS_ERRORS)
 async def read_model_status(name: str, registry: RegistryDep) -> dict[str, Any]:
     """Status of every version: AVAILABLE when loaded, END when it would be loaded by its first request."""
     return _status(registry, name, registry.versions_of(name))
 
 
-@router.get("/{name}/versions/{version}", responses=ERRORS)
+@router.get("/{name}/versions/{version}", response_model=TFModelStatus, responses=STATUS_ERRORS)
 async def read_version_status(name: str, version: str, registry: RegistryDep) -> dict[str, Any]:
     """Status of one version."""
     return _status(registry, name, [parse_version(registry, name, version)])
 
 
-@router.get("/{name}/labels/{label}", responses=ERRORS)
+@router.get("/{name}/labels/{label}", response_model=TFModelStatus, responses=LOADING_ERRORS)
 async def read_label_status(name: str, label: str, registry: RegistryDep) -> dict[str, Any]:
     """Status of the version a label (alias) points at."""
     served = await registry.get(name, alias=label)
     return _status(registry, name, [served.version])
 
 
-@router.get("/{name}/metadata", responses=ERRORS)
+@router.get("/{name}/metadata", response_model=TFMetadata, responses=LOADING_ERRORS)
 async def read_model_metadata(name: str, registry: RegistryDep) -> dict[str, Any]:
     """SignatureDef of the default version (input `window`, outputs in price units) and its gate evidence."""
     return tfserving.model_metadata(await registry.get(name))
 
 
-@router.get("/{name}/versions/{version}/metadata", responses=ERRORS)
+@router.get("/{name}/versions/{version}/metadata", response_model=TFMetadata, responses=LOADING_ERRORS)
 async def read_version_metadata(name: str, version: str, registry: RegistryDep) -> dict[str, Any]:
     """SignatureDef and gate evidence of one version."""
     return tfserving.model_metadata(await registry.get(name, version=parse_version(registry, name, version)))
 
 
-@router.get("/{name}/labels/{label}/metadata", responses=ERRORS)
+@router.get("/{name}/labels/{label}/metadata", response_model=TFMetadata, responses=LOADING_ERRORS)
 async def read_label_metadata(name: str, label: str, registry: RegistryDep) -> dict[str, Any]:
     """SignatureDef and gate evidence of the version a label (alias) points at."""
     return tfserving.model_metadata(await registry.get(name, alias=label))
@@ -97,19 +98,29 @@ async def _predict(request: Request, name: str, version: str | None = None, labe
     return Response(answer, media_type="application/json")
 
 
-@router.post("/{name}:predict", responses=ERRORS, openapi_extra=PREDICT_BODY)
+@router.post("/{name}:predict", response_model=TFPredictResponse, responses=PREDICT_ERRORS, openapi_extra=PREDICT_BODY)
 async def create_prediction(name: str, request: Request) -> Response:
     """Forecast windows (`instances` or `inputs`) with the default version; prices and bounds per named output."""
     return await _predict(request, name)
 
 
-@router.post("/{name}/versions/{version}:predict", responses=ERRORS, openapi_extra=PREDICT_BODY)
+@router.post(
+    "/{name}/versions/{version}:predict",
+    response_model=TFPredictResponse,
+    responses=PREDICT_ERRORS,
+    openapi_extra=PREDICT_BODY,
+)
 async def create_version_prediction(name: str, version: str, request: Request) -> Response:
     """Forecast windows with one pinned version."""
     return await _predict(request, name, version=version)
 
 
-@router.post("/{name}/labels/{label}:predict", responses=ERRORS, openapi_extra=PREDICT_BODY)
+@router.post(
+    "/{name}/labels/{label}:predict",
+    response_model=TFPredictResponse,
+    responses=PREDICT_ERRORS,
+    openapi_extra=PREDICT_BODY,
+)
 async def create_label_prediction(name: str, label: str, request: Request) -> Response:
     """Forecast windows with the version a label (alias) points at."""
     return await _predict(request, name, label=label)

@@ -15,18 +15,19 @@ from fastapi.responses import JSONResponse
 from app.api.deps import RegistryDep, registry_of, settings_of
 from app.api.protocols import v2
 from app.api.protocols.common import ProtocolRoute, parse_version
+from app.api.protocols.schemas import (
+    V2InferResponse,
+    V2Live,
+    V2ModelMetadata,
+    V2ModelReady,
+    V2Ready,
+    V2ServerMetadata,
+    protocol_errors,
+)
 from app.serving.registry import ModelRegistry
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=ProtocolRoute)
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": 'Unknown model or version: `{"error": "..."}`.'},
-    422: {"description": 'Malformed request or a window that does not fit the model: `{"error": "..."}`.'},
-    503: {"description": 'The inference process is restarting: `{"error": "..."}`; retry shortly.'},
-}
-NOT_READY: dict[int | str, dict[str, Any]] = {
-    400: {"description": 'Not ready (the protocol answers "false" with a 4xx): `{"error": "..."}`.'}
-}
 INFER_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -51,19 +52,19 @@ INFER_BODY: dict[str, Any] = {
 }
 
 
-@router.get("")
+@router.get("", response_model=V2ServerMetadata)
 async def read_server_metadata() -> dict[str, Any]:
     """Server metadata: name, version and the protocol extensions served (binary_tensor_data)."""
     return v2.server_metadata()
 
 
-@router.get("/health/live")
+@router.get("/health/live", response_model=V2Live)
 async def read_server_live() -> dict[str, bool]:
     """Liveness: 200 while the process is up."""
     return {"live": True}
 
 
-@router.get("/health/ready", responses=NOT_READY)
+@router.get("/health/ready", response_model=V2Ready, responses=protocol_errors(400))
 async def read_server_ready(registry: RegistryDep) -> Any:
     """Readiness: 200 when every model's default version is loaded and held by the inference process (as /ready)."""
     status = registry.status()
@@ -81,26 +82,38 @@ def _model_ready(registry: ModelRegistry, name: str, version_text: str | None) -
     return JSONResponse({"name": name, "ready": True})
 
 
-@router.get("/models/{name}/ready", responses={**ERRORS, **NOT_READY})
+@router.get("/models/{name}/ready", response_model=V2ModelReady, responses=protocol_errors(400, 404, 422))
 async def read_model_ready(name: str, registry: RegistryDep) -> Response:
     """Model readiness: 200 when its default version is loaded, warmed up and held by the inference process."""
-    registry.versions_of(name)
+    registry.versions_of(name)  # 404 for an unknown model, not a 400 "not ready"
     return _model_ready(registry, name, None)
 
 
-@router.get("/models/{name}/versions/{version}/ready", responses={**ERRORS, **NOT_READY})
+@router.get(
+    "/models/{name}/versions/{version}/ready", response_model=V2ModelReady, responses=protocol_errors(400, 404, 422)
+)
 async def read_model_version_ready(name: str, version: str, registry: RegistryDep) -> Response:
     """Version readiness: 200 when this version is loaded (a pinned version loads on its first request)."""
     return _model_ready(registry, name, version)
 
 
-@router.get("/models/{name}", responses=ERRORS)
+@router.get(
+    "/models/{name}",
+    response_model=V2ModelMetadata,
+    response_model_exclude_none=True,
+    responses=protocol_errors(404, 409, 422, 503),
+)
 async def read_model_metadata(name: str, registry: RegistryDep) -> dict[str, Any]:
     """Metadata of the default version: input `window` [-1, window, features], outputs in price units, gate evidence."""
     return v2.model_metadata(await registry.get(name), registry.versions_of(name))
 
 
-@router.get("/models/{name}/versions/{version}", responses=ERRORS)
+@router.get(
+    "/models/{name}/versions/{version}",
+    response_model=V2ModelMetadata,
+    response_model_exclude_none=True,
+    responses=protocol_errors(404, 409, 422, 503),
+)
 async def read_model_version_metadata(name: str, version: str, registry: RegistryDep) -> dict[str, Any]:
     """Metadata of one version (loaded if it is not yet)."""
     served = await registry.get(name, version=parse_version(registry, name, version))
@@ -119,7 +132,12 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     return v2.infer_response(body, header_length)
 
 
-@router.post("/models/{name}/infer", responses=ERRORS, openapi_extra=INFER_BODY)
+@router.post(
+    "/models/{name}/infer",
+    response_model=V2InferResponse,
+    responses=protocol_errors(404, 409, 422, 500, 503),
+    openapi_extra=INFER_BODY,
+)
 async def create_inference(name: str, request: Request) -> Response:
     """Forecast a batch of windows (input `window`, FP32 or FP64, JSON or binary) with the default version or an alias.
 
@@ -130,7 +148,12 @@ async def create_inference(name: str, request: Request) -> Response:
     return await _infer(request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", responses=ERRORS, openapi_extra=INFER_BODY)
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    response_model=V2InferResponse,
+    responses=protocol_errors(404, 409, 422, 500, 503),
+    openapi_extra=INFER_BODY,
+)
 async def create_version_inference(name: str, version: str, request: Request) -> Response:
     """Forecast a batch of windows with one pinned version (see the unversioned route)."""
     return await _infer(request, name, version)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import WINDOW, real_windows
+from tests.helpers import WINDOW, assert_documented, real_windows
 from training.features import WindowSpec
 from training.gate import headline_mase
 from training.store import ModelStore
@@ -116,10 +116,10 @@ def test_metadata_is_a_signature_def_with_gate_evidence(client: TestClient, mode
             "model 'tiny' has no version 7; versions: [1, 2]",
         ),
         (
-            "/v1/models/tiny/labels/staging:predict",
+            "/v1/models/tiny/labels/absent:predict",
             {"instances": WINDOWS},
             404,
-            "model 'tiny' has no alias 'staging'; aliases: ['champion']",
+            "model 'tiny' has no alias 'absent'; aliases: {aliases}",
         ),
         (
             "/v1/models/tiny:predict",
@@ -178,14 +178,37 @@ def test_metadata_is_a_signature_def_with_gate_evidence(client: TestClient, mode
     ],
 )
 def test_errors_follow_predict_with_tf_serving_shape(
-    client: TestClient, path: str, body: dict[str, Any], status: int, message: str
+    client: TestClient, model_store: ModelStore, path: str, body: dict[str, Any], status: int, message: str
 ) -> None:
     response = client.post(path, json=body)
     assert response.status_code == status, response.text
-    assert response.json() == {"error": message}
+    # Other modules may add aliases to the shared store.
+    assert response.json() == {"error": message.format(aliases=sorted(model_store.aliases("tiny")))}
 
 
 def test_unknown_model_status_is_404(client: TestClient) -> None:
     response = client.get("/v1/models/nope")
     assert response.status_code == 404
     assert response.json() == {"error": "unknown model 'nope'; models: ['tiny', 'tiny-h5']"}
+
+
+def test_answers_fit_the_documented_schemas(client: TestClient) -> None:
+    openapi = client.get("/openapi.json").json()
+    rows, columns = {"json": {"instances": WINDOWS}}, {"json": {"inputs": {"window": WINDOWS}}}
+    calls: list[tuple[str, str, str, int, dict[str, Any]]] = [
+        ("get", "/v1/models/{name}", "/v1/models/tiny", 200, {}),
+        ("get", "/v1/models/{name}", "/v1/models/nope", 404, {}),
+        ("get", "/v1/models/{name}/versions/{version}", "/v1/models/tiny/versions/1", 200, {}),
+        ("get", "/v1/models/{name}/labels/{label}", "/v1/models/tiny/labels/champion", 200, {}),
+        ("get", "/v1/models/{name}/metadata", "/v1/models/tiny/metadata", 200, {}),
+        ("get", "/v1/models/{name}/versions/{version}/metadata", "/v1/models/tiny/versions/1/metadata", 200, {}),
+        ("get", "/v1/models/{name}/labels/{label}/metadata", "/v1/models/tiny/labels/x/metadata", 404, {}),
+        ("post", "/v1/models/{name}:predict", "/v1/models/tiny:predict", 200, rows),
+        ("post", "/v1/models/{name}:predict", "/v1/models/tiny:predict", 422, {"json": {}}),
+        ("post", "/v1/models/{name}/versions/{version}:predict", "/v1/models/tiny/versions/1:predict", 200, columns),
+        ("post", "/v1/models/{name}/labels/{label}:predict", "/v1/models/tiny/labels/champion:predict", 200, rows),
+    ]
+    for method, template, path, status, arguments in calls:
+        response = client.request(method.upper(), path, **arguments)
+        assert response.status_code == status, (method, path, response.text)
+        assert_documented(openapi, method, template, status, response.json())

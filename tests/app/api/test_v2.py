@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import WINDOW, make_settings, real_windows
+from tests.helpers import WINDOW, assert_documented, make_settings, real_windows
 from training.features import WindowSpec
 from training.gate import headline_mase
 from training.store import ModelStore
@@ -190,9 +190,9 @@ def _tensor(**changes: Any) -> dict[str, Any]:
         ("/v2/models/tiny/versions/x/infer", _tensor(), 404, "model 'tiny' has no version x; versions: [1, 2]"),
         (
             "/v2/models/tiny/infer",
-            {**_tensor(), "parameters": {"alias": "staging"}},
+            {**_tensor(), "parameters": {"alias": "absent"}},
             404,
-            "model 'tiny' has no alias 'staging'; aliases: ['champion']",
+            "model 'tiny' has no alias 'absent'; aliases: {aliases}",
         ),
         (
             "/v2/models/tiny/versions/1/infer",
@@ -264,11 +264,12 @@ def _tensor(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_errors_follow_predict_with_the_protocol_shape(
-    client: TestClient, path: str, body: dict[str, Any], status: int, message: str
+    client: TestClient, model_store: ModelStore, path: str, body: dict[str, Any], status: int, message: str
 ) -> None:
     response = client.post(path, json=body)
     assert response.status_code == status, response.text
-    assert response.json() == {"error": message}
+    # Other modules may add aliases to the shared store.
+    assert response.json() == {"error": message.format(aliases=sorted(model_store.aliases("tiny")))}
 
 
 def test_invalid_json_is_a_422(client: TestClient) -> None:
@@ -386,3 +387,47 @@ def assert_same_json(left: Any, right: Any) -> None:
             assert_same_json(one, other)
     else:
         assert left == right
+
+
+def test_answers_fit_the_documented_schemas(client: TestClient) -> None:
+    openapi = client.get("/openapi.json").json()
+    infer = json.dumps(infer_body(windows(2), id="d")).encode()
+    binary_body, binary_headers = binary_request(windows(1), {"outputs": [{"name": "forecast"}]})
+    calls: list[tuple[str, str, str, int, dict[str, Any]]] = [
+        ("get", "/v2", "/v2", 200, {}),
+        ("get", "/v2/health/live", "/v2/health/live", 200, {}),
+        ("get", "/v2/health/ready", "/v2/health/ready", 200, {}),
+        ("get", "/v2/models/{name}/ready", "/v2/models/tiny/ready", 200, {}),
+        ("get", "/v2/models/{name}/ready", "/v2/models/nope/ready", 404, {}),
+        ("get", "/v2/models/{name}/ready", "/v2/models/%2e%2e/ready", 422, {}),
+        ("get", "/v2/models/{name}/versions/{version}/ready", "/v2/models/tiny-h5/versions/1/ready", 200, {}),
+        ("get", "/v2/models/{name}", "/v2/models/tiny", 200, {}),
+        ("get", "/v2/models/{name}/versions/{version}", "/v2/models/tiny/versions/3", 404, {}),
+        ("post", "/v2/models/{name}/infer", "/v2/models/tiny/infer", 200, {"content": infer}),
+        ("post", "/v2/models/{name}/infer", "/v2/models/tiny/infer", 422, {"content": b"[]"}),
+        ("post", "/v2/models/{name}/infer", "/v2/models/nope/infer", 404, {"content": infer}),
+        (
+            "post",
+            "/v2/models/{name}/versions/{version}/infer",
+            "/v2/models/tiny/versions/1/infer",
+            200,
+            {"content": binary_body, "headers": binary_headers},
+        ),
+    ]
+    for method, template, path, status, arguments in calls:
+        response = client.request(method.upper(), path, **arguments)
+        assert response.status_code == status, (method, path, response.text)
+        if "Inference-Header-Content-Length" in response.headers:
+            body = json.loads(response.content[: int(response.headers["Inference-Header-Content-Length"])])
+        else:
+            body = response.json()
+        assert_documented(openapi, method, template, status, body)
+
+
+def test_hostile_model_names_are_refused_by_the_name_rule(client: TestClient) -> None:
+    rule = "use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
+    for path in ("/v2/models/%2e%2e", "/v2/models/tiny%0A/versions/1/ready", "/v2/models/%2e%2e/infer"):
+        response = client.request("POST" if path.endswith("infer") else "GET", path, content=b"{}")
+        assert response.status_code == 422, path
+        assert response.json()["error"].startswith("invalid model name "), path
+        assert response.json()["error"].endswith(rule), path
