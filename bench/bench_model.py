@@ -22,8 +22,9 @@ EPOCHS = 2
 def train_benchmark_model(store_root: Path, name: str = MODEL_NAME, epochs: int = EPOCHS) -> int:
     """Train the benchmark LSTM on the bundled sample into `store_root`; returns its version."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from training.config import TrainConfig
     from training.data import load_prices
-    from training.pipeline import TrainConfig, train_version
+    from training.pipeline import train_version
     from training.store import ModelStore
 
     clean = load_prices(SAMPLE)

@@ -32,9 +32,9 @@ import numpy as np
 from training import evaluation, features
 from training.backtest import run_backtest
 from training.baselines import BASELINES
+from training.config import TrainConfig
 from training.data import load_prices
 from training.features import WindowSpec
-from training.pipeline import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "msft.csv"

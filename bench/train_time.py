@@ -18,12 +18,12 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
+from training.config import TrainConfig
 from training.data import load_prices
 from training.files import sha256_of
-from training.pipeline import TrainConfig, train_version
+from training.pipeline import train_version
 from training.store import ModelStore
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "msft.csv"
@@ -53,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         store = ModelStore(folder)
         for architecture in args.architectures.split(","):
-            config = replace(TrainConfig(), architecture=architecture, backtest_folds=0)
+            config = TrainConfig(architecture=architecture, backtest_folds=0)
             started = time.perf_counter()
             outcome = train_version(clean, config, store, architecture, source)
             seconds = time.perf_counter() - started

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from training.config import TrainConfig
 from training.data import CleanResult, load_prices
-from training.pipeline import TrainConfig, TrainOutcome, train_version
+from training.pipeline import TrainOutcome, train_version
 from training.store import ModelStore
 
 # TensorFlow is imported lazily by the tests that train, after this line; its

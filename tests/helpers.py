@@ -27,8 +27,8 @@ from fastapi.testclient import TestClient
 
 from app.core.config import Settings
 from training import features
+from training.config import TrainConfig
 from training.data import CleanResult, load_prices
-from training.pipeline import TrainConfig
 
 T = TypeVar("T")
 DEADLINE_SECONDS = 240

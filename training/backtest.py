@@ -31,10 +31,11 @@ import pandas as pd
 from training import conformal, evaluation, features
 from training.baselines import BASELINES, RidgeBaseline, unfitted_forecasts
 from training.baselines import descriptions as baseline_descriptions
+from training.config import TrainConfig
 from training.data import DATE_COLUMN
 from training.errors import ConfigError
 from training.features import Scaler, SplitBounds, WindowSpec
-from training.pipeline import PreparedData, StopCheck, TrainConfig, fit_network, predict_prices
+from training.pipeline import PreparedData, StopCheck, fit_network, predict_prices
 
 # on_fold(done, total, fold_report) after each walk-forward fold.
 FoldCallback = Callable[[int, int, dict[str, Any]], None]

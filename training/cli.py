@@ -19,7 +19,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Annotated, Any, Literal, TextIO, get_args, get_origin
+
+from pydantic.fields import FieldInfo
 
 from training.errors import StockcastError
 from training.files import check_name, sha256_of
@@ -29,22 +31,62 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 PROGRESS_WIDTH = 24
 DEFAULT_MODELS_DIR = "models"
-# Spelled out rather than read from training.models so that `describe` and
-# `list` start without importing Keras; a test keeps the two in step.
-ARCHITECTURE_CHOICES = ("gru", "lstm", "simple_rnn")
+
+
+def _column_name(text: str) -> str:
+    from training.data import normalise_column_name
+
+    return normalise_column_name(text)
 
 
 def _comma_list(text: str) -> tuple[str, ...]:
-    from training.data import normalise_column_name
+    return tuple(_column_name(part) for part in text.split(",") if part.strip())
 
-    return tuple(normalise_column_name(part) for part in text.split(",") if part.strip())
+
+def _flag_kind(name: str, annotation: Any) -> dict[str, Any]:
+    """argparse keywords for a TrainConfig field's type.
+
+    Text values name columns, written as in the CSV header ("Adj Close"), so
+    they are normalised the way `training.data` normalises the header.
+    """
+    if get_origin(annotation) is Literal:
+        return {"choices": get_args(annotation)}
+    if annotation is bool:
+        # None when absent, so that only what the user typed overrides TrainConfig.
+        return {"action": "store_true", "default": None}
+    if annotation in (int, float):
+        return {"type": annotation}
+    if annotation is str:
+        return {"type": _column_name}
+    if get_origin(annotation) is tuple and _base_type(get_args(annotation)[0]) is str:
+        return {"type": _comma_list, "metavar": name.upper().replace("_", "-").rstrip("S") + ",..."}
+    raise TypeError(f"TrainConfig.{name}: no command-line flag for type {annotation!r}; add one in _flag_kind")
+
+
+def _base_type(annotation: Any) -> Any:
+    return get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
+
+
+def _flag_help(info: FieldInfo) -> str:
+    from training.config import bounds_text
+
+    default = ",".join(map(str, info.default)) if isinstance(info.default, tuple) else info.default
+    details = [f"default {default}" if info.annotation is not bool else "off by default"]
+    if bounds := bounds_text(info):
+        details.append(bounds)
+    return f"{(info.description or '').rstrip('.')} ({'; '.join(details)})"
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per public TrainConfig field: `--learning-rate` for `learning_rate`, its help and choices."""
+    from training.config import public_fields
+
+    for name, info in public_fields().items():
+        parser.add_argument(f"--{name.replace('_', '-')}", help=_flag_help(info), **_flag_kind(name, info.annotation))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its five subcommands."""
-    from training.pipeline import TrainConfig
-
-    defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="stockcast-train", description="Train and inspect stockcast models.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -53,42 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True, type=Path, help="OHLCV CSV (Date,Open,High,Low,Close[,Adj Close],Volume)"
     )
     train.add_argument("--name", help="model name (default: the CSV's file name without extension)")
-    train.add_argument("--architecture", choices=ARCHITECTURE_CHOICES, help=f"default {defaults.architecture}")
-    train.add_argument("--window", type=int, help=f"rows of history per input (default {defaults.window})")
-    train.add_argument("--horizon", type=int, help=f"days forecast at once (default {defaults.horizon})")
-    train.add_argument(
-        "--epochs", type=int, help=f"most epochs; early stopping may end sooner (default {defaults.epochs})"
-    )
-    train.add_argument("--units", type=int, help=f"recurrent units per layer (default {defaults.units})")
-    train.add_argument("--layers", type=int, help=f"stacked recurrent layers (default {defaults.layers})")
-    train.add_argument(
-        "--dropout", type=float, help=f"input dropout of each recurrent layer (default {defaults.dropout})"
-    )
-    train.add_argument("--learning-rate", type=float, help=f"Adam learning rate (default {defaults.learning_rate})")
-    train.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
-    train.add_argument("--patience", type=int, help=f"epochs without val_loss progress (default {defaults.patience})")
-    train.add_argument(
-        "--features", type=_comma_list, help=f"comma list of input columns (default {','.join(defaults.features)})"
-    )
-    train.add_argument("--label", help=f"price column to forecast (default {defaults.label})")
-    train.add_argument("--seed", type=int, help=f"random seed (default {defaults.seed})")
-    train.add_argument(
-        "--transform",
-        choices=["relative", "minmax"],
-        help="relative: scale-free log ratios (default); minmax: the tutorial's price levels, for comparison only",
-    )
-    train.add_argument(
-        "--backtest-folds", type=int, help=f"walk-forward folds judged by the gate (default {defaults.backtest_folds})"
-    )
-    train.add_argument(
-        "--backtest-stride", type=int, help="rows per walk-forward test segment (default: spread the test share)"
-    )
-    train.add_argument("--backtest-refit", choices=["every", "once"], help="refit in every fold (default) or once")
-    train.add_argument(
-        "--interval-score",
-        choices=["studentized", "absolute"],
-        help="conformal score: residual over window volatility (default) or plain absolute",
-    )
+    add_config_flags(train)
     train.add_argument("--drop-outliers", action="store_true", help="drop outlier rows instead of only reporting them")
     train.add_argument("--models-dir", type=Path, default=Path(DEFAULT_MODELS_DIR), help="model store folder")
 
@@ -157,34 +164,10 @@ def metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from training.pipeline import TrainConfig
+    from training.config import TrainConfig, public_fields
 
-    names = (
-        "architecture",
-        "window",
-        "horizon",
-        "epochs",
-        "units",
-        "layers",
-        "dropout",
-        "learning_rate",
-        "batch_size",
-        "patience",
-        "features",
-        "label",
-        "seed",
-        "transform",
-        "backtest_folds",
-        "backtest_stride",
-        "backtest_refit",
-        "interval_score",
-    )
     # Only what the user typed overrides TrainConfig, the one home of the defaults.
-    chosen = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if "label" in chosen:
-        from training.data import normalise_column_name
-
-        chosen["label"] = normalise_column_name(chosen["label"])
+    chosen = {name: getattr(args, name) for name in public_fields() if getattr(args, name) is not None}
     return TrainConfig(**chosen)
 
 

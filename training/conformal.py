@@ -19,17 +19,12 @@ level for exchangeable scores.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from training.config import DEFAULT_INTERVAL_SCORE, INTERVAL_SCORES
 from training.features import WindowSpec
-
-DEFAULT_LEVELS: tuple[float, ...] = (0.8, 0.9, 0.95)
-
-Score = Literal["studentized", "absolute"]
-SCORES: tuple[str, ...] = ("studentized", "absolute")
-DEFAULT_SCORE: Score = "studentized"
 
 # A window whose label never moves (a halted or very coarse-ticked price) has
 # zero realised volatility; dividing by it would give an infinite score. One
@@ -56,8 +51,8 @@ def window_volatility(inputs: np.ndarray, spec: WindowSpec) -> np.ndarray:
 
 
 def _check_score(score: str) -> None:
-    if score not in SCORES:
-        raise ValueError(f"conformal score must be one of {list(SCORES)}, got '{score}'")
+    if score not in INTERVAL_SCORES:
+        raise ValueError(f"conformal score must be one of {list(INTERVAL_SCORES)}, got '{score}'")
 
 
 def score_scale(inputs: np.ndarray, spec: WindowSpec, score: str) -> np.ndarray | None:
@@ -153,7 +148,7 @@ def calibrate_intervals(
     predicted: np.ndarray,
     spec: WindowSpec,
     levels: tuple[float, ...],
-    score: str = DEFAULT_SCORE,
+    score: str = DEFAULT_INTERVAL_SCORE,
 ) -> dict[str, Any]:
     """The `intervals` metadata of a version: score, half-widths per level and step.
 

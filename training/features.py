@@ -14,11 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from training.config import TRANSFORMS, Transform
 from training.data import PRICE_COLUMNS, VOLUME_COLUMN
 from training.errors import ConfigError
-
-Transform = Literal["relative", "minmax"]
-TRANSFORMS: tuple[str, ...] = ("relative", "minmax")
 
 # Standard deviations below this are treated as 1 so that a constant feature
 # (a volume column of zeros, say) does not divide by zero.

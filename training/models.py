@@ -5,9 +5,11 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from training.config import ARCHITECTURES, Architecture
 from training.errors import ConfigError
 
-ARCHITECTURES: dict[str, type[layers.Layer]] = {
+# The Keras layer behind each of training.config.ARCHITECTURES (a test keeps the two in step).
+RECURRENT_LAYERS: dict[Architecture, type[layers.Layer]] = {
     "simple_rnn": layers.SimpleRNN,
     "lstm": layers.LSTM,
     "gru": layers.GRU,
@@ -40,7 +42,7 @@ def build_model(
     if learning_rate <= 0:
         raise ConfigError(f"learning_rate must be positive, got {learning_rate}")
     keras.utils.set_random_seed(seed)
-    recurrent = ARCHITECTURES[architecture]
+    recurrent = RECURRENT_LAYERS[architecture]  # type: ignore[index]
     inputs = keras.Input(shape=(window, feature_count), name="window")
     hidden = inputs
     for index in range(layer_count):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from training import conformal, evaluation, features
+from training.config import DEFAULT_INTERVAL_SCORE, TrainConfig
 from training.data import DATE_COLUMN, CleanResult
 from training.errors import ConfigError
 from training.features import Scaler, SplitBounds, WindowSpec
@@ -27,71 +28,6 @@ from training.files import check_name, now_iso
 
 EpochCallback = Callable[[int, int, dict[str, float]], None]
 StopCheck = Callable[[], bool]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every hyper-parameter and preprocessing choice of one training run."""
-
-    architecture: str = "lstm"
-    features: tuple[str, ...] = ("open", "high", "low", "close", "volume")
-    label: str = "close"
-    window: int = 40
-    horizon: int = 1
-    transform: str = "relative"
-    units: int = 64
-    layers: int = 1
-    dropout: float = 0.0
-    learning_rate: float = 1e-3
-    batch_size: int = 64
-    epochs: int = 30
-    patience: int = 5
-    seed: int = 42
-    validation_fraction: float = 0.15
-    test_fraction: float = 0.15
-    interval_levels: tuple[float, ...] = conformal.DEFAULT_LEVELS
-    # "studentized" divides each residual by its input window's realised
-    # volatility, so intervals widen in turbulent markets and narrow in calm
-    # ones; "absolute" is plain split conformal on |log(actual/forecast)|.
-    interval_score: str = conformal.DEFAULT_SCORE
-    backtest_folds: int = 3
-    # Rows in each walk-forward test segment; 0 spreads the last
-    # test_fraction of the rows over the folds.
-    backtest_stride: int = 0
-    # "every": refit scaler, network, ridge and intervals in each fold;
-    # "once": fit them in the first fold and reuse them for the later ones.
-    backtest_refit: str = "every"
-    # Shuffling the training labels destroys any signal: used to prove that
-    # the promotion gate refuses a bad model, never for real work.
-    shuffle_labels: bool = False
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
-            raise ConfigError("epochs and batch_size must be at least 1, patience at least 0")
-        if self.interval_score not in conformal.SCORES:
-            raise ConfigError(f"interval_score must be one of {list(conformal.SCORES)}, got '{self.interval_score}'")
-        if self.backtest_folds < 0 or self.backtest_stride < 0:
-            raise ConfigError("backtest_folds and backtest_stride must be at least 0")
-        if self.backtest_refit not in ("every", "once"):
-            raise ConfigError(f"backtest_refit must be 'every' or 'once', got '{self.backtest_refit}'")
-        self.window_spec()
-
-    def window_spec(self) -> WindowSpec:
-        """The windowing and transform part of the configuration."""
-        return WindowSpec(
-            features=tuple(self.features),
-            label=self.label,
-            window=self.window,
-            horizon=self.horizon,
-            transform=self.transform,  # type: ignore[arg-type]
-        )
-
-    def hyperparameters(self) -> dict[str, Any]:
-        """JSON-ready copy of the configuration, recorded in metadata."""
-        values = asdict(self)
-        values["features"] = list(self.features)
-        values["interval_levels"] = list(self.interval_levels)
-        return values
 
 
 @dataclass
@@ -205,7 +141,7 @@ def predict_prices(model: Any, inputs: np.ndarray, spec: WindowSpec, scaler: Sca
 
 
 def evaluate_fitted(
-    model: Any, prepared: PreparedData, levels: tuple[float, ...], score: str = conformal.DEFAULT_SCORE
+    model: Any, prepared: PreparedData, levels: tuple[float, ...], score: str = DEFAULT_INTERVAL_SCORE
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Test metrics beside baselines, and intervals calibrated on validation windows."""
     spec, scaler = prepared.spec, prepared.scaler

@@ -10,9 +10,10 @@ import logging
 from typing import Any
 
 from training.backtest import FoldCallback
+from training.config import TrainConfig
 from training.data import CleanResult
 from training.gate import GateDecision, GateSettings, decide
-from training.pipeline import EpochCallback, StopCheck, TrainConfig, TrainOutcome, train_version
+from training.pipeline import EpochCallback, StopCheck, TrainOutcome, train_version
 from training.store import CHAMPION, ModelStore
 
 logger = logging.getLogger("stockcast.training")

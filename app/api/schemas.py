@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
+
+from training.config import optional_fields
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Price = Annotated[float, Field(gt=0, allow_inf_nan=False, description="A price; must be positive and finite.")]
@@ -143,34 +145,28 @@ class BatchPredictResponse(BaseModel):
     forecasts: list[list[ForecastStep]]
 
 
-class TrainRequest(BaseModel):
-    """Start a training job; omitted settings take the training defaults."""
+class TrainTarget(BaseModel):
+    """What a training job trains: the model name it stores under and the dataset it reads."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: ModelName
     dataset: ModelName
-    architecture: Literal["lstm", "simple_rnn", "gru"] = "lstm"
-    window: int | None = Field(None, ge=2, le=500)
-    horizon: int | None = Field(None, ge=1, le=60)
-    epochs: int | None = Field(None, ge=1, le=1000)
-    patience: int | None = Field(None, ge=0, le=1000)
-    units: int | None = Field(None, ge=1, le=1024)
-    layers: int | None = Field(None, ge=1, le=8)
-    dropout: float | None = Field(None, ge=0, lt=1)
-    learning_rate: float | None = Field(None, gt=0, le=1)
-    batch_size: int | None = Field(None, ge=1, le=4096)
-    features: list[str] | None = Field(None, min_length=1)
-    label: str | None = None
-    seed: int | None = None
-    transform: Literal["relative", "minmax"] | None = None
-    validation_fraction: float | None = Field(None, gt=0, lt=0.5)
-    test_fraction: float | None = Field(None, gt=0, lt=0.5)
-    backtest_folds: int | None = Field(None, ge=0, le=20, description="Walk-forward folds judged by the gate.")
-    backtest_stride: int | None = Field(None, ge=0, description="Rows per backtest test segment (0: automatic).")
-    backtest_refit: Literal["every", "once"] | None = None
-    interval_score: Literal["studentized", "absolute"] | None = None
-    shuffle_labels: bool | None = Field(None, description="Destroys the signal: only for testing the gate.")
+
+
+if TYPE_CHECKING:
+    TrainRequest = TrainTarget
+else:
+    # Every hyper-parameter comes from training.config.TrainConfig, with its
+    # help text and bounds: a new one there is a new field here, and a value
+    # out of bounds is a 422 naming the field and the bound before any job is queued.
+    TrainRequest = create_model(
+        "TrainRequest",
+        __base__=TrainTarget,
+        __doc__="Start a training job; omitted settings take the training defaults.",
+        __module__=__name__,
+        **optional_fields(),
+    )
 
 
 class JobPublic(BaseModel):

@@ -99,19 +99,16 @@ def _train(
     import time
 
     from app.jobs.datasets import DatasetStore
+    from training.config import TrainConfig
     from training.data import load_prices
     from training.files import sha256_of
     from training.gate import GateSettings
-    from training.pipeline import TrainConfig
     from training.store import ModelStore
     from training.workflow import train_and_promote
 
     datasets = DatasetStore(settings.datasets_dir)
     path = datasets.csv_path(request["dataset"])
     config_fields = {key: value for key, value in request.items() if key not in ("model", "dataset")}
-    for key in ("features", "interval_levels"):
-        if key in config_fields:
-            config_fields[key] = tuple(config_fields[key])
     config = TrainConfig(**config_fields)
     clean = load_prices(path, required=tuple(dict.fromkeys((*config.features, config.label))))
     started = time.monotonic()

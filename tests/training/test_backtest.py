@@ -13,10 +13,10 @@ import pytest
 from tests.helpers import ar_returns_prices
 from training.backtest import plan_folds, prepare_fold, run_backtest
 from training.baselines import RidgeBaseline
+from training.config import TrainConfig
 from training.data import CleanResult, load_prices
 from training.errors import ConfigError
 from training.features import WindowSpec
-from training.pipeline import TrainConfig
 from training.store import CHAMPION, ModelStore
 from training.workflow import train_and_promote
 

@@ -10,9 +10,9 @@ import pytest
 
 from training.artifact import load_version
 from training.charts import forecast_test_period, render_version_report
+from training.config import TrainConfig
 from training.data import load_prices
 from training.errors import NotFoundError
-from training.pipeline import TrainConfig
 from training.store import REPORT_FILE, ModelStore
 from training.workflow import train_and_promote
 

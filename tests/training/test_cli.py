@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 import numpy as np
 import pandas as pd
@@ -15,8 +17,9 @@ import pytest
 
 from training import cli
 from training.artifact import load_version
+from training.config import ARCHITECTURES, TrainConfig, bounds_text, public_fields
 from training.data import load_prices
-from training.models import ARCHITECTURES
+from training.models import RECURRENT_LAYERS
 from training.store import METADATA_FILE, MODEL_FILE, ModelStore
 
 TINY = ["--window", "10", "--units", "4", "--epochs", "2", "--batch-size", "32", "--patience", "1"]
@@ -207,7 +210,14 @@ def test_a_bad_csv_exits_2_with_the_message_and_no_traceback(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--window", "1"], "error: window must be at least 2 rows, got 1"),
+        (["--window", "1"], "error: window: Input should be greater than or equal to 2, got 1\n"),
+        (["--seed", "-1"], "error: seed: Input should be greater than or equal to 0, got -1\n"),
+        (["--seed", str(10**30)], f"error: seed: Input should be less than or equal to 4294967295, got {10**30}\n"),
+        (
+            ["--backtest-stride", "1000000"],
+            "error: backtest_stride: Input should be less than or equal to 10000, got 1000000\n",
+        ),
+        (["--epochs", "0"], "error: epochs: Input should be greater than or equal to 1, got 0\n"),
         (["--features", "close,volume", "--label", "Adj Close"], "error: label 'adj_close' must be one of"),
         (["--name", "../up"], "error: invalid model name '../up'"),
         (["--window", "300"], "error: not enough rows: need at least 2067 clean rows"),
@@ -231,8 +241,45 @@ def test_a_folder_given_as_data_exits_2(tmp_path: Path) -> None:
     assert status == 2 and err.startswith("error: ")
 
 
-def test_architecture_choices_match_the_builders() -> None:
-    assert tuple(sorted(ARCHITECTURES)) == cli.ARCHITECTURE_CHOICES
+def train_flags() -> dict[str, argparse.Action]:
+    """The `train` subcommand's options by destination."""
+    commands = next(action for action in cli.build_parser()._actions if action.dest == "command")
+    train = commands.choices["train"]  # type: ignore[index]
+    return {action.dest: action for action in train._actions}
+
+
+def test_every_hyper_parameter_is_a_flag_with_its_help_and_bounds() -> None:
+    flags = train_flags()
+    for name, info in public_fields().items():
+        flag = flags[name]
+        assert flag.option_strings == [f"--{name.replace('_', '-')}"]
+        assert flag.default is None  # so that TrainConfig's default applies
+        assert info.description is not None and info.description.rstrip(".") in (flag.help or "")
+        assert bounds_text(info) in (flag.help or "")
+        if get_origin(info.annotation) is Literal:
+            assert flag.choices == get_args(info.annotation)
+    assert set(public_fields()) <= set(flags)
+    assert "interval_levels" not in flags
+
+
+def test_flags_reach_the_config() -> None:
+    typed = ["--features", "Open,Adj Close", "--label", "Adj Close", "--learning-rate", "0.01", "--seed", "7"]
+    typed += ["--architecture", "gru", "--backtest-refit", "once", "--shuffle-labels"]
+    args = cli.build_parser().parse_args(["train", "--data", "x.csv", *typed])
+    config = cli._config_from_args(args)
+    assert config == TrainConfig(
+        features=("open", "adj_close"),
+        label="adj_close",
+        learning_rate=0.01,
+        architecture="gru",
+        backtest_refit="once",
+        shuffle_labels=True,
+        seed=7,
+    )
+
+
+def test_every_architecture_has_a_keras_layer() -> None:
+    assert sorted(RECURRENT_LAYERS) == sorted(ARCHITECTURES)
 
 
 def test_progress_line() -> None:

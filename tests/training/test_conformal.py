@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from training import conformal
+from training.config import INTERVAL_SCORES
 from training.features import WindowSpec
 
 SPEC = WindowSpec(features=("close",), label="close", window=20, horizon=2)
@@ -52,7 +53,7 @@ def test_coverage_of_bounds_counts_outcomes_inside_and_averages_widths() -> None
     assert result["windows"] == 4
 
 
-@pytest.mark.parametrize("score", conformal.SCORES)
+@pytest.mark.parametrize("score", INTERVAL_SCORES)
 def test_exchangeable_residuals_are_covered_at_the_nominal_level(score: str) -> None:
     rng = np.random.default_rng(7)
     calibration_inputs, calibration_futures = random_walk_windows(rng, 3000, 0.02)

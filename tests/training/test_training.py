@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,12 @@ import pytest
 
 from training import features
 from training.artifact import load_version
+from training.config import ARCHITECTURES, TrainConfig
 from training.data import CleanResult
 from training.errors import ConfigError
 from training.files import now_iso
-from training.models import ARCHITECTURES, build_model
+from training.models import build_model
 from training.pipeline import (
-    TrainConfig,
     TrainOutcome,
     build_metadata,
     evaluate_fitted,
@@ -64,7 +63,7 @@ def test_builders_refuse_bad_settings(arguments: dict, message: str) -> None:
 def test_save_then_load_gives_identical_predictions(
     small_clean: CleanResult, tiny_config: TrainConfig, tmp_path: Path
 ) -> None:
-    config = replace(tiny_config, architecture="simple_rnn", epochs=1)
+    config = tiny_config.replace(architecture="simple_rnn", epochs=1)
     prepared = prepare(small_clean.frame, config.window_spec(), config.validation_fraction, config.test_fraction)
     model, epochs_run = fit_network(config, prepared)
     metrics, intervals = evaluate_fitted(model, prepared, config.interval_levels)

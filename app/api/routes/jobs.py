@@ -16,6 +16,7 @@ from app.api.deps import DatasetsDep, JobDep, JobsDep
 from app.api.examples import TRAIN_EXAMPLES
 from app.api.responses import error_responses
 from app.api.schemas import JobAccepted, JobPublic, JobsPublic, TrainRequest
+from training.config import TrainConfig
 
 router = APIRouter(tags=["training"])
 
@@ -33,13 +34,8 @@ def create_training_job(
     datasets: DatasetsDep,
 ) -> JobAccepted:
     """Queue a training job; it runs in a separate worker process. Poll GET /jobs/{job_id}."""
-    from training.pipeline import TrainConfig
-
     datasets.csv_path(request.dataset)  # 404 now rather than a failed job later
     settings = request.model_dump(exclude_none=True, exclude={"model", "dataset"})
-    for key in ("features",):
-        if key in settings:
-            settings[key] = tuple(settings[key])
     TrainConfig(**settings)  # 422 now for inconsistent settings (label not among features, ...)
     job = jobs.submit(request.model_dump(exclude_none=True))
     return JobAccepted(job_id=job["id"], status=job["status"], location=f"/jobs/{job['id']}")

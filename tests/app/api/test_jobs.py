@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api.schemas import TrainRequest
 from tests.helpers import wait_job
+from training.config import TrainConfig, public_fields
 
 TINY = {"window": 10, "units": 4, "epochs": 1, "batch_size": 256}
 
@@ -87,6 +89,42 @@ def test_bad_train_requests(empty_client: TestClient, body: dict[str, Any], stat
     response = empty_client.post("/train", json=body)
     assert response.status_code == status, response.text
     assert fragment in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "detail"),
+    [
+        ({"seed": -1}, "body.seed: Input should be greater than or equal to 0"),
+        ({"seed": 10**30}, "body.seed: Input should be less than or equal to 4294967295"),
+        ({"backtest_stride": 10**6}, "body.backtest_stride: Input should be less than or equal to 10000"),
+        ({"backtest_folds": 21}, "body.backtest_folds: Input should be less than or equal to 20"),
+        ({"units": 100_000}, "body.units: Input should be less than or equal to 1024"),
+        ({"epochs": 0}, "body.epochs: Input should be greater than or equal to 1"),
+        ({"features": []}, "body.features: Tuple should have at least 1 item after validation, not 0"),
+        ({"backtest_refit": "never"}, "body.backtest_refit: Input should be 'every' or 'once'"),
+    ],
+)
+def test_a_setting_out_of_bounds_is_a_422_naming_the_bound_and_queues_nothing(
+    empty_client: TestClient, setting: dict[str, Any], detail: str
+) -> None:
+    response = empty_client.post("/train", json={"model": "m", "dataset": "msft", **setting})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == detail
+    assert empty_client.get("/jobs").json() == {"jobs": []}
+
+
+def test_train_request_has_every_hyper_parameter_with_the_same_bounds() -> None:
+    request_schema = TrainRequest.model_json_schema()["properties"]
+    config_schema = TrainConfig.model_json_schema()["properties"]
+    assert list(request_schema) == ["model", "dataset", *public_fields()]
+    for name in public_fields():
+        config_field = {key: value for key, value in config_schema[name].items() if key not in ("default", "title")}
+        config_field.pop("description")
+        field = request_schema[name]
+        assert field["default"] is None
+        assert field["anyOf"] == [config_field, {"type": "null"}], name
+        assert field["description"].startswith(TrainConfig.model_fields[name].description or "-")
+    assert "interval_levels" not in request_schema
 
 
 def test_unknown_job_is_404(empty_client: TestClient) -> None:
