@@ -151,7 +151,9 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     """The model's test metrics beside the naive and drift baselines."""
     header = f"{'':8}{'MAE':>12}{'RMSE':>12}{'MAPE %':>9}{'MASE':>8}{'direction':>11}"
     lines = [header]
-    for row in ("model", "naive", "drift", "ridge"):
+    from training.baselines import BASELINES
+
+    for row in ("model", *BASELINES):
         values = metrics.get(row)
         if not values:
             continue
@@ -245,7 +247,7 @@ def command_train(args: argparse.Namespace, out: TextIO) -> int:
 def command_describe(args: argparse.Namespace, out: TextIO) -> int:
     """Print the data report, as text or JSON, and optionally write the charts."""
     from training.data import CleaningSettings, load_prices
-    from training.report import data_report, render_charts, render_report_text
+    from training.data_report import data_report, render_charts, render_report_text
 
     clean = load_prices(args.data, settings=CleaningSettings(drop_outliers=args.drop_outliers))
     report = data_report(clean)
@@ -320,9 +322,9 @@ def command_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def command_report(args: argparse.Namespace, out: TextIO) -> int:
-    """Write the version report chart drawn by training.charts."""
-    from training.charts import render_version_report
+    """Write the version report chart drawn by training.version_report."""
     from training.store import ModelStore
+    from training.version_report import render_version_report
 
     store = ModelStore(args.models_dir)
     store.resolve(args.name, version=args.version)

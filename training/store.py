@@ -26,7 +26,7 @@ from training.gate import headline_mase
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
-# The version report chart, drawn once at training time (training.charts.write_version_report).
+# The version report chart, drawn once at training time (training.version_report.write_version_report).
 REPORT_FILE = "report.png"
 ALIASES_FILE = "aliases.json"
 ALIAS_LOG_FILE = "alias_log.jsonl"

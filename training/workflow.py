@@ -60,7 +60,7 @@ def _write_report(store: ModelStore, name: str, version: int, clean: CleanResult
     A version whose drawing failed is still a good version; the API draws
     the report later (in a child process) if this file is missing.
     """
-    from training.charts import write_version_report
+    from training.version_report import write_version_report
 
     try:
         write_version_report(store, name, version, frame=clean.frame)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from training.data import load_prices
+from training.data_report import data_report
 from training.errors import NotFoundError, StockcastError
 from training.files import NAME_PATTERN, check_name, now_iso, write_json_atomic
-from training.report import data_report
 
 
 class DatasetExistsError(StockcastError):

@@ -3,7 +3,7 @@
 Drawing a report recomputes the version's test-period forecasts, so it
 needs Keras (1-5 s, and TensorFlow's 400,000 objects and threads, which the
 API process never imports). A version is immutable, so its report is drawn
-once: by training, into the version's folder (`training.charts.write_version_report`),
+once: by training, into the version's folder (`training.version_report.write_version_report`),
 and the API serves that file. A version trained before that, or whose
 drawing failed, gets its report drawn once in a spawned child process, like
 a training job, into `<data_dir>/reports/<name>/<version>.png`, which is
@@ -86,7 +86,7 @@ class VersionReports:
 
 def _draw_in_child(models_dir: str, name: str, version: int, target: str) -> str:
     """Runs in the child process: draw the report (Keras is imported here) and write it to `target`."""
-    from training.charts import write_version_report
+    from training.version_report import write_version_report
 
     return str(write_version_report(ModelStore(models_dir), name, version, target=Path(target)))
 

@@ -164,7 +164,7 @@ def test_show_errors_exit_2_with_the_message(trained_cli: tuple[Path, int, str],
 
 
 def test_report_writes_the_version_png(trained_cli: tuple[Path, int, str], tmp_path: Path) -> None:
-    pytest.importorskip("training.charts")
+    pytest.importorskip("training.version_report")
     models, _, _ = trained_cli
     out_file = tmp_path / "report.png"
     status, out, err = run_cli("report", "msft", "1", "--out", out_file, "--models-dir", models)

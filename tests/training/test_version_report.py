@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from training.artifact import load_version
-from training.charts import forecast_test_period, render_version_report
 from training.config import TrainConfig
 from training.data import load_prices
 from training.errors import NotFoundError
 from training.store import REPORT_FILE, ModelStore
+from training.version_report import forecast_test_period, render_version_report
 from training.workflow import train_and_promote
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "msft.csv"

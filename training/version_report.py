@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from training import conformal, features
+from training.baselines import BASELINES
 from training.data import DATE_COLUMN, CleaningSettings, load_prices
 from training.errors import DataError, NotFoundError
 from training.files import sha256_of, write_bytes_atomic
@@ -28,7 +29,7 @@ from training.store import REPORT_FILE, ModelStore
 # The bands drawn around the forecast; the table lists every stored level.
 BAND_LEVELS: tuple[str, ...] = ("95", "80")
 BAND_COLOURS = {"95": "#c6dbef", "80": "#6baed6"}
-TABLE_ROWS: tuple[str, ...] = ("model", "naive", "drift", "ridge")
+TABLE_ROWS: tuple[str, ...] = ("model", *BASELINES)
 HISTOGRAM_BINS = 40
 # The zoomed panel shows this many of the latest forecasts, where the bands are visible.
 ZOOM_WINDOWS = 60

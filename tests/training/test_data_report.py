@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from training.data import CleanResult, load_prices
-from training.report import data_report, render_charts, render_report_text
+from training.data_report import data_report, render_charts, render_report_text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
