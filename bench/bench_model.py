@@ -24,12 +24,13 @@ def train_benchmark_model(store_root: Path, name: str = MODEL_NAME, epochs: int 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from training.config import TrainConfig
     from training.data import load_prices
-    from training.pipeline import train_version
+    from training.pipeline import TrainingRun, train_version
     from training.store import ModelStore
 
     clean = load_prices(SAMPLE)
     config = TrainConfig(architecture="lstm", units=UNITS, window=WINDOW, epochs=epochs, patience=epochs)
-    outcome = train_version(clean, config, ModelStore(store_root), name, {"name": SAMPLE.name, "path": str(SAMPLE)})
+    source = {"name": SAMPLE.name, "path": str(SAMPLE)}
+    outcome = train_version(TrainingRun(name, clean, source, config), ModelStore(store_root))
     return outcome.version
 
 

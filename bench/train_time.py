@@ -23,7 +23,7 @@ from pathlib import Path
 from training.config import TrainConfig
 from training.data import load_prices
 from training.files import sha256_of
-from training.pipeline import train_version
+from training.pipeline import TrainingRun, train_version
 from training.store import ModelStore
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "msft.csv"
@@ -55,7 +55,7 @@ def main() -> None:
         for architecture in args.architectures.split(","):
             config = TrainConfig(architecture=architecture, backtest_folds=0)
             started = time.perf_counter()
-            outcome = train_version(clean, config, store, architecture, source)
+            outcome = train_version(TrainingRun(architecture, clean, source, config), store)
             seconds = time.perf_counter() - started
             mase = outcome.metadata["metrics"]["model"]["mase"]
             rows.append((architecture, seconds, outcome.epochs_run, seconds / outcome.epochs_run, mase))

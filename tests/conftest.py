@@ -9,7 +9,7 @@ import pytest
 
 from training.config import TrainConfig
 from training.data import CleanResult, load_prices
-from training.pipeline import TrainOutcome, train_version
+from training.pipeline import TrainingRun, TrainOutcome, train_version
 from training.store import ModelStore
 
 # TensorFlow is imported lazily by the tests that train, after this line; its
@@ -63,5 +63,5 @@ def trained_store(
     """A store holding one real (tiny) version trained on the slice; treat as read-only."""
     store = ModelStore(tmp_path_factory.mktemp("models"))
     source = {"name": "msft_small.csv", "path": "msft_small.csv", "sha256": "0" * 64}
-    outcome = train_version(small_clean, tiny_config, store, "tiny", source)
+    outcome = train_version(TrainingRun("tiny", small_clean, source, tiny_config), store)
     return store, outcome

@@ -21,7 +21,6 @@ the summary that the promotion gate reads.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +34,7 @@ from training.config import TrainConfig
 from training.data import DATE_COLUMN
 from training.errors import ConfigError
 from training.features import Scaler, SplitBounds, WindowSpec
-from training.pipeline import PreparedData, StopCheck, fit_network, predict_prices
-
-# on_fold(done, total, fold_report) after each walk-forward fold.
-FoldCallback = Callable[[int, int, dict[str, Any]], None]
+from training.pipeline import FoldCallback, PreparedData, StopCheck, fit_network, predict_prices
 
 # Fewer windows than this in a fold's training or validation part make its
 # fit or its interval calibration meaningless (same floor as the main split).

@@ -176,6 +176,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 def command_train(args: argparse.Namespace, out: TextIO) -> int:
     """Load and check the CSV, train a version, print its metrics and the gate's decision."""
     from training.data import CleaningSettings, load_prices
+    from training.pipeline import Progress, TrainingRun
     from training.store import ModelStore
     from training.workflow import train_and_promote
 
@@ -211,7 +212,8 @@ def command_train(args: argparse.Namespace, out: TextIO) -> int:
     if config.backtest_folds:
         print(f"then a walk-forward backtest over {config.backtest_folds} folds (the gate judges it)", file=out)
     store = ModelStore(args.models_dir)
-    outcome, decision = train_and_promote(clean, config, store, name, source, on_epoch=on_epoch, on_fold=on_fold)
+    run = TrainingRun(name=name, clean=clean, source=source, config=config)
+    outcome, decision = train_and_promote(run, store, Progress(on_epoch=on_epoch, on_fold=on_fold))
     metadata = outcome.metadata
     test = metadata["split"]["test"]
     print(

@@ -26,8 +26,31 @@ from training.errors import ConfigError
 from training.features import Scaler, SplitBounds, WindowSpec
 from training.files import check_name, now_iso
 
+# on_epoch(epoch, epochs, logs) after each epoch.
 EpochCallback = Callable[[int, int, dict[str, float]], None]
+# on_fold(done, total, fold_report) after each walk-forward fold.
+FoldCallback = Callable[[int, int, dict[str, Any]], None]
+# should_stop() between steps: true ends the run early (a cancelled job).
 StopCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What one run trains: the model's name, the clean prices and where they came from, and the configuration."""
+
+    name: str
+    clean: CleanResult
+    source: dict[str, Any]
+    config: TrainConfig
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a run reports to and asks between its steps; every hook is optional."""
+
+    on_epoch: EpochCallback | None = None
+    on_fold: FoldCallback | None = None
+    should_stop: StopCheck | None = None
 
 
 @dataclass
@@ -230,13 +253,9 @@ def build_metadata(
 
 
 def train_version(
-    clean: CleanResult,
-    config: TrainConfig,
+    run: TrainingRun,
     store: Any,
-    name: str,
-    source: dict[str, Any],
-    on_epoch: EpochCallback | None = None,
-    should_stop: StopCheck | None = None,
+    progress: Progress = Progress(),
     after_fit: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> TrainOutcome:
     """Train, evaluate and store one version; returns its number and metadata.
@@ -246,13 +265,13 @@ def train_version(
     """
     from training.store import MODEL_FILE
 
-    check_name(name)
+    name, clean, config = check_name(run.name), run.clean, run.config
     started = time.perf_counter()
     prepared = prepare(clean.frame, config.window_spec(), config.validation_fraction, config.test_fraction)
-    model, epochs_run = fit_network(config, prepared, on_epoch=on_epoch, should_stop=should_stop)
+    model, epochs_run = fit_network(config, prepared, on_epoch=progress.on_epoch, should_stop=progress.should_stop)
     metrics, intervals = evaluate_fitted(model, prepared, config.interval_levels, config.interval_score)
     seconds = time.perf_counter() - started
-    metadata = build_metadata(config, prepared, clean, source, metrics, intervals, seconds, epochs_run)
+    metadata = build_metadata(config, prepared, clean, run.source, metrics, intervals, seconds, epochs_run)
     metadata["created_at"] = now_iso()
     if after_fit is not None:
         metadata = after_fit(metadata)

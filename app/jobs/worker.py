@@ -103,6 +103,7 @@ def _train(
     from training.data import load_prices
     from training.files import sha256_of
     from training.gate import GateSettings
+    from training.pipeline import Progress, TrainingRun
     from training.store import ModelStore
     from training.workflow import train_and_promote
 
@@ -138,17 +139,9 @@ def _train(
     source["job_id"] = job_id
     store = ModelStore(settings.models_dir)
     gate = GateSettings(max_mase=settings.gate_max_mase, require_not_worse=settings.gate_require_not_worse)
-    outcome, decision = train_and_promote(
-        clean,
-        config,
-        store,
-        request["model"],
-        source,
-        on_epoch=on_epoch,
-        should_stop=should_stop,
-        gate=gate,
-        on_fold=on_fold,
-    )
+    run = TrainingRun(name=request["model"], clean=clean, source=source, config=config)
+    hooks = Progress(on_epoch=on_epoch, on_fold=on_fold, should_stop=should_stop)
+    outcome, decision = train_and_promote(run, store, hooks, gate=gate)
     return {
         "model": request["model"],
         "version": outcome.version,

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers import SAMPLE, make_settings, tiny_clean, tiny_config
-from training.pipeline import train_version
+from training.pipeline import TrainingRun, train_version
 from training.store import CHAMPION, ModelStore
 
 
@@ -18,10 +18,10 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
     store = ModelStore(tmp_path_factory.mktemp("models"))
     clean = tiny_clean()
     source = {"name": SAMPLE.name, "path": str(SAMPLE)}
-    train_version(clean, tiny_config(), store, "tiny", source)
+    train_version(TrainingRun("tiny", clean, source, tiny_config()), store)
     store.set_alias("tiny", CHAMPION, 1, reason="test fixture")
-    train_version(clean, tiny_config(seed=7), store, "tiny", source)
-    train_version(clean, tiny_config(horizon=5), store, "tiny-h5", source)
+    train_version(TrainingRun("tiny", clean, source, tiny_config(seed=7)), store)
+    train_version(TrainingRun("tiny-h5", clean, source, tiny_config(horizon=5)), store)
     return store
 
 

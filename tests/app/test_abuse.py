@@ -32,7 +32,7 @@ from tests.helpers import (
     tiny_config,
     wait_until,
 )
-from training.pipeline import train_version
+from training.pipeline import TrainingRun, train_version
 from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
 
 # Production's window length: 1,024 windows of 40 rows are about 0.8 MB once
@@ -45,13 +45,9 @@ MAX_BATCH_WINDOWS = 1024
 def wide_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """`python -m app` (uvloop) serving one tiny model with production's window length."""
     home = tmp_path_factory.mktemp("wide")
-    train_version(
-        tiny_clean(),
-        tiny_config(window=WIDE_WINDOW),
-        ModelStore(home / "models"),
-        "wide",
-        {"name": SAMPLE.name, "path": str(SAMPLE)},
-    )
+    source = {"name": SAMPLE.name, "path": str(SAMPLE)}
+    run = TrainingRun("wide", tiny_clean(), source, tiny_config(window=WIDE_WINDOW))
+    train_version(run, ModelStore(home / "models"))
     server = ServiceProcess(
         home / "models",
         home,

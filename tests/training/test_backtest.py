@@ -17,6 +17,7 @@ from training.config import TrainConfig
 from training.data import CleanResult, load_prices
 from training.errors import ConfigError
 from training.features import WindowSpec
+from training.pipeline import TrainingRun
 from training.store import CHAMPION, ModelStore
 from training.workflow import train_and_promote
 
@@ -171,13 +172,13 @@ def test_a_model_trained_on_shuffled_labels_does_not_replace_a_good_champion(tmp
     common: dict[str, Any] = {"units": 8, "window": 10, "batch_size": 32, "backtest_folds": 2, "backtest_stride": 60}
     source = {"name": "synthetic.csv"}
 
-    good, good_decision = train_and_promote(clean, TrainConfig(**common, epochs=12, patience=3), store, "ar", source)
+    good_config = TrainConfig(**common, epochs=12, patience=3)
+    good, good_decision = train_and_promote(TrainingRun("ar", clean, source, good_config), store)
     assert good_decision.promoted, good_decision.reason
     assert good_decision.candidate_mase is not None and good_decision.candidate_mase < 0.95
 
-    bad, bad_decision = train_and_promote(
-        clean, TrainConfig(**common, epochs=1, shuffle_labels=True), store, "ar", source
-    )
+    bad_config = TrainConfig(**common, epochs=1, shuffle_labels=True)
+    bad, bad_decision = train_and_promote(TrainingRun("ar", clean, source, bad_config), store)
     assert not bad_decision.promoted
     assert store.aliases("ar")[CHAMPION] == good.version
     assert bad_decision.champion_version == good.version

@@ -12,6 +12,7 @@ from training.artifact import load_version
 from training.config import TrainConfig
 from training.data import load_prices
 from training.errors import NotFoundError
+from training.pipeline import TrainingRun
 from training.store import REPORT_FILE, ModelStore
 from training.version_report import forecast_test_period, render_version_report
 from training.workflow import train_and_promote
@@ -31,7 +32,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelStore, Path,
     config = TrainConfig(
         architecture="gru", units=4, epochs=1, window=10, horizon=2, backtest_folds=2, backtest_stride=30
     )
-    outcome, _ = train_and_promote(clean, config, store, "slice", {"name": data_path.name, "path": str(data_path)})
+    source = {"name": data_path.name, "path": str(data_path)}
+    outcome, _ = train_and_promote(TrainingRun("slice", clean, source, config), store)
     return store, data_path, outcome.version
 
 

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers import WINDOW_ROWS, make_settings, tiny_clean, tiny_config
-from training.pipeline import train_version
+from training.pipeline import TrainingRun, train_version
 from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
 
 
@@ -72,7 +72,8 @@ def test_versions_trained_elsewhere_are_picked_up_without_restart(model_store: M
     shutil.copytree(model_store.root, root)
     with TestClient(create_app(make_settings(root, tmp_path / "var"))) as client:
         assert client.post("/predict", json={"model": "fresh", "window": WINDOW_ROWS}).status_code == 404
-        train_version(tiny_clean(), tiny_config(backtest_folds=0), ModelStore(root), "fresh", {"name": "x"})
+        run = TrainingRun("fresh", tiny_clean(), {"name": "x"}, tiny_config(backtest_folds=0))
+        train_version(run, ModelStore(root))
         deadline = time.monotonic() + 60
         while client.post("/predict", json={"model": "fresh", "window": WINDOW_ROWS}).status_code != 200:
             assert time.monotonic() < deadline, "the new model was never served"
@@ -93,7 +94,8 @@ def msft_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
     from app.main import create_app
 
     root = tmp_path_factory.mktemp("examples") / "models"
-    train_version(tiny_clean(), tiny_config(window=40, backtest_folds=0), ModelStore(root), "msft", {"name": "x"})
+    run = TrainingRun("msft", tiny_clean(), {"name": "x"}, tiny_config(window=40, backtest_folds=0))
+    train_version(run, ModelStore(root))
     with TestClient(create_app(make_settings(root, tmp_path_factory.mktemp("var")))) as client:
         yield client
 
