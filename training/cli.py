@@ -25,12 +25,12 @@ from pydantic.fields import FieldInfo
 
 from training.errors import StockcastError
 from training.files import check_name, sha256_of
+from training.store import DEFAULT_ROOT
 
 EXIT_OK = 0
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 PROGRESS_WIDTH = 24
-DEFAULT_MODELS_DIR = "models"
 
 
 def _column_name(text: str) -> str:
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", help="model name (default: the CSV's file name without extension)")
     add_config_flags(train)
     train.add_argument("--drop-outliers", action="store_true", help="drop outlier rows instead of only reporting them")
-    train.add_argument("--models-dir", type=Path, default=Path(DEFAULT_MODELS_DIR), help="model store folder")
+    train.add_argument("--models-dir", type=Path, default=DEFAULT_ROOT, help="model store folder")
 
     describe = commands.add_parser("describe", help="print the data report of a price CSV")
     describe.add_argument("--data", required=True, type=Path, help="OHLCV CSV")
@@ -112,18 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--drop-outliers", action="store_true", help="report as if outlier rows were dropped")
 
     listing = commands.add_parser("list", help="list stored models, versions and aliases")
-    listing.add_argument("--models-dir", type=Path, default=Path(DEFAULT_MODELS_DIR))
+    listing.add_argument("--models-dir", type=Path, default=DEFAULT_ROOT)
 
     show = commands.add_parser("show", help="print a version's metadata.json")
     show.add_argument("name")
     show.add_argument("version", nargs="?", help="version number or alias (default: champion, else newest)")
-    show.add_argument("--models-dir", type=Path, default=Path(DEFAULT_MODELS_DIR))
+    show.add_argument("--models-dir", type=Path, default=DEFAULT_ROOT)
 
     report = commands.add_parser("report", help="write a version's report chart as PNG")
     report.add_argument("name")
     report.add_argument("version", type=int)
     report.add_argument("--out", required=True, type=Path, help="PNG file to write")
-    report.add_argument("--models-dir", type=Path, default=Path(DEFAULT_MODELS_DIR))
+    report.add_argument("--models-dir", type=Path, default=DEFAULT_ROOT)
     return parser
 
 

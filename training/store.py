@@ -23,6 +23,8 @@ from training.errors import BrokenVersionError, NotFoundError
 from training.files import NAME_PATTERN, check_alias, check_name, now_iso, sha256_of, write_json_atomic
 from training.gate import headline_mase
 
+# Where the command line and the service look for models unless told otherwise.
+DEFAULT_ROOT = Path("models")
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"

@@ -10,6 +10,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from training import gate
+from training.config import TrainConfig
+from training.store import DEFAULT_ROOT
 
 
 class Settings(BaseSettings):
@@ -17,7 +19,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="STOCKCAST_", env_file=".env", extra="ignore")
 
-    models_dir: Path = Field(Path("models"), description="Model store: <name>/<version>/ folders.")
+    models_dir: Path = Field(DEFAULT_ROOT, description="Model store: <name>/<version>/ folders.")
     data_dir: Path = Field(Path("var"), description="Uploaded datasets and the job database (SQLite).")
     sample_data: Path = Field(
         Path("data/sample/msft.csv"), description="Bundled CSV registered as a dataset and used for the first model."
@@ -28,8 +30,16 @@ class Settings(BaseSettings):
 
     bootstrap: bool = Field(True, description="On start, train a model on the sample data if the store is empty.")
     bootstrap_model: str = Field("msft", description="Name of the model trained on the sample data.")
-    bootstrap_epochs: int = Field(30, ge=1, description="Epochs for the sample model (early stopping applies).")
-    bootstrap_backtest_folds: int = Field(3, ge=0, description="Walk-forward folds for the sample model.")
+    bootstrap_epochs: int = Field(
+        TrainConfig.model_fields["epochs"].default,
+        ge=1,
+        description="Epochs for the sample model (early stopping applies); TrainConfig's bounds hold.",
+    )
+    bootstrap_backtest_folds: int = Field(
+        TrainConfig.model_fields["backtest_folds"].default,
+        ge=0,
+        description="Walk-forward folds for the sample model; TrainConfig's bounds hold.",
+    )
 
     job_concurrency: int = Field(1, ge=1, le=16, description="Training jobs that may run at once; the rest queue.")
     training_threads: int = Field(1, ge=1, description="TensorFlow threads per training worker process.")
