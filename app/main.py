@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +16,7 @@ from app.api.predict_fast_path import PredictFastPath
 from app.api.protocols.fast_path import ProtocolFastPath
 from app.api.responses import ValidationErrorPublic
 from app.api.routes import datasets, health, jobs, models, predict, tfserving, v2
+from app.api.upload_limit import UploadLimit
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.runtime import settle_heap, tune_for_serving
@@ -93,6 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jobs, app.state.registry = job_backend, registry
         app.state.reports = VersionReports(store, settings.reports_dir)
         register_sample_dataset(settings, datasets)
+        # Starlette spools uploads over 1 MB to temporary files: into the data folder, not /tmp.
+        # Never removed here: another app in the same process (tests) may point the module there.
+        spool = settings.temp_dir / "api"
+        spool.mkdir(parents=True, exist_ok=True)
+        tempfile.tempdir = str(spool)
         tune_for_serving()
         await registry.start()
         # After the registry, which finished jobs refresh. On a database
@@ -119,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(PredictFastPath)
         # The standard protocols' inference requests, the same way (app/api/protocols/fast_path.py).
         app.add_middleware(ProtocolFastPath)
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
     # /predict first: requests are matched against routes in order, and it is the hot one.
     for module in (predict, health, models, datasets, jobs, v2, tfserving):
         app.include_router(module.router)

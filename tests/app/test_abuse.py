@@ -10,10 +10,13 @@ non-blocking.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import select
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +42,7 @@ from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
 # scaled, four times the socket buffer that the old protocol overran.
 WIDE_WINDOW = 40
 MAX_BATCH_WINDOWS = 1024
+UPLOAD_LIMIT = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +57,7 @@ def wide_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicePro
         home,
         command=[sys.executable, "-m", "app"],
         STOCKCAST_MAX_BATCH_WINDOWS=str(MAX_BATCH_WINDOWS),
+        STOCKCAST_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT),
     )
     server.start()
     yield server
@@ -326,3 +331,69 @@ def test_tensorflow_s_temporary_files_stay_in_the_data_folder(model_store: Model
     assert generated
     # The process removes them when it stops (it leaves with os._exit, so atexit never would).
     assert not private.exists()
+
+
+def upload_head(server: ServiceProcess, framing: bytes) -> bytes:
+    """The head of a multipart POST /datasets whose file part never ends."""
+    return (
+        b"POST /datasets HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+        b"content-type: multipart/form-data; boundary=xyz\r\n" + framing + b"\r\n"
+    )
+
+
+FILE_PART = b'--xyz\r\ncontent-disposition: form-data; name="file"; filename="big.csv"\r\n\r\nDate,Open\n'
+
+
+def send_until_answered(sock: socket.socket, chunk: bytes, most: int) -> tuple[int, bytes]:
+    """Send `chunk` again and again until the server answers (or `most` bytes went); bytes sent, the answer."""
+    sent = 0
+    sock.setblocking(False)
+    answer = b""
+    while sent < most:
+        readable, writable, _ = select.select([sock], [sock], [], 5)
+        if readable:
+            try:
+                answer += sock.recv(65536)
+            except ConnectionError:
+                break
+            if b"\r\n\r\n" in answer:
+                break
+        elif writable:
+            try:
+                sent += sock.send(chunk)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except ConnectionError:
+                break
+    sock.setblocking(True)
+    sock.settimeout(10)
+    with contextlib.suppress(OSError):
+        while not answer.endswith(b"}"):
+            more = sock.recv(65536)
+            if not more:
+                break
+            answer += more
+    return sent, answer
+
+
+@pytest.mark.parametrize("framing", ["announced", "chunked"])
+def test_an_oversize_upload_is_refused_while_it_streams(wide_server: ServiceProcess, framing: str) -> None:
+    datasets = wide_server.home / "var" / "datasets"
+    before = sorted(datasets.iterdir()) if datasets.exists() else []
+    most = 64 * UPLOAD_LIMIT  # what a client that is never stopped would send
+    with socket.create_connection(("127.0.0.1", wide_server.port)) as sock:
+        if framing == "announced":
+            sock.sendall(upload_head(wide_server, b"content-length: %d\r\n" % most) + FILE_PART)
+            sent, answer = send_until_answered(sock, b"1" * 65536, most)
+        else:
+            sock.sendall(upload_head(wide_server, b"transfer-encoding: chunked\r\n"))
+            sock.sendall(b"%x\r\n%s\r\n" % (len(FILE_PART), FILE_PART))
+            sent, answer = send_until_answered(sock, b"10000\r\n" + b"1" * 65536 + b"\r\n", most)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert json.loads(body) == {"detail": f"file is larger than the {UPLOAD_LIMIT} byte limit"}
+    # Refused within a few socket buffers of the limit, not after the whole upload.
+    assert sent < 8 * UPLOAD_LIMIT
+    assert (sorted(datasets.iterdir()) if datasets.exists() else []) == before
+    spool = wide_server.home / "var" / "tmp" / "api"
+    assert spool.is_dir() and not any(spool.iterdir())

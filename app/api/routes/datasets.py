@@ -12,6 +12,7 @@ from fastapi import APIRouter, File, Form, UploadFile, status
 
 from app.api.deps import DatasetsDep, SettingsDep
 from app.api.responses import DatasetPublic, DatasetsPublic, DatasetSummary, error_responses
+from app.api.upload_limit import too_large_message
 from training.errors import StockcastError
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -39,7 +40,7 @@ async def create_dataset(
     """Upload a price CSV; answers with its data report (rows, dates, dropped rows and why, outliers)."""
     content = await file.read(settings.max_upload_bytes + 1)
     if len(content) > settings.max_upload_bytes:
-        raise UploadTooLargeError(f"file is larger than the {settings.max_upload_bytes} byte limit")
+        raise UploadTooLargeError(too_large_message(settings.max_upload_bytes))
     report = await asyncio.to_thread(datasets.save, name, content, file.filename or "upload.csv", overwrite)
     return DatasetPublic.model_validate(report)
 
