@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from training.errors import BrokenVersionError, NotFoundError
+from training.errors import BrokenVersionError, NotFoundError, StockcastError
 from training.files import NAME_PATTERN, check_alias, check_name, now_iso, sha256_of, write_json_atomic
 from training.gate import headline_mase
 
@@ -86,6 +86,13 @@ def _exclusive(path: Path) -> Iterator[None]:
             finally:
                 _alias_depth[path] = 0
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class StoreNotWritableError(StockcastError):
+    """The model store's folder cannot be written (read-only, full, or not a folder)."""
+
+    # The service's storage, not the request, is at fault; it may be fixed without a new request.
+    status_code = 503
 
 
 class ModelStore:
@@ -161,6 +168,23 @@ class ModelStore:
         return path
 
     # Writing -----------------------------------------------------------------
+
+    def check_writable(self, name: str) -> None:
+        """Raise StoreNotWritableError unless a version of `name` could be written now.
+
+        A training job calls this before it trains: a read-only store used to
+        be found only when the finished model was saved, minutes later.
+        """
+        folder = self.folder(name)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write-check-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise StoreNotWritableError(
+                f"the model store cannot be written ({error.strerror or type(error).__name__}); nothing was trained"
+            ) from error
 
     def _last_allocated(self, name: str) -> int:
         counter = self.folder(name) / COUNTER_FILE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -51,6 +52,18 @@ async def validation_error_handler(request: Request, error: Exception) -> JSONRe
     return JSONResponse(status_code=422, content={"detail": describe_validation_errors(errors), "errors": errors})
 
 
+async def storage_error_handler(request: Request, error: Exception) -> JSONResponse:
+    """The service's own files could not be read or written (read-only or full folder, broken database): 503.
+
+    The detail names the problem, never the server path (OSError's text carries it).
+    """
+    logger.error("storage error on %s %s: %s", request.method, request.url.path, error)
+    problem = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return JSONResponse(
+        status_code=503, content={"detail": f"the service cannot read or write its files: {problem}; retry later"}
+    )
+
+
 async def unexpected_error_handler(request: Request, error: Exception) -> JSONResponse:
     """Last resort: log the traceback, answer 500 without leaking internals."""
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -61,4 +74,6 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on an app."""
     app.add_exception_handler(StockcastError, stockcast_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(OSError, storage_error_handler)
+    app.add_exception_handler(sqlite3.Error, storage_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)

@@ -25,7 +25,12 @@ def describe_error(error: BaseException) -> str:
     """A failure as a worker reports it: our own errors as they read, anything else with its type."""
     from training.errors import StockcastError
 
-    return str(error) if isinstance(error, StockcastError) else f"{type(error).__name__}: {error}"
+    if isinstance(error, StockcastError):
+        return str(error)
+    if isinstance(error, OSError) and error.strerror:
+        # Without the file name: job errors are shown to clients, server paths are not theirs to see.
+        return f"{type(error).__name__}: {error.strerror}"
+    return f"{type(error).__name__}: {error}"
 
 
 def name_process(name: str) -> None:

@@ -109,6 +109,8 @@ def _train(
 
     datasets = DatasetStore(settings.datasets_dir)
     path = datasets.csv_path(request["dataset"])
+    store = ModelStore(settings.models_dir)
+    store.check_writable(request["model"])
     config_fields = {key: value for key, value in request.items() if key not in ("model", "dataset")}
     config = TrainConfig(**config_fields)
     clean = load_prices(path, required=tuple(dict.fromkeys((*config.features, config.label))))
@@ -134,10 +136,9 @@ def _train(
     def on_fold(done: int, total: int, report: dict[str, Any]) -> None:
         record(stage="backtest", fold=done, folds=total, fold_mase=report.get("model", {}).get("mase"))
 
-    source = {"name": f"{request['dataset']}.csv", "dataset": request["dataset"], "path": str(path.resolve())}
-    source["sha256"] = sha256_of(path)
+    # The dataset by name and hash: a server path means nothing to a client and tells it too much.
+    source = {"name": f"{request['dataset']}.csv", "dataset": request["dataset"], "sha256": sha256_of(path)}
     source["job_id"] = job_id
-    store = ModelStore(settings.models_dir)
     gate = GateSettings(max_mase=settings.gate_max_mase, require_not_worse=settings.gate_require_not_worse)
     run = TrainingRun(name=request["model"], clean=clean, source=source, config=config)
     hooks = Progress(on_epoch=on_epoch, on_fold=on_fold, should_stop=should_stop)

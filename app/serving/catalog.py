@@ -43,6 +43,8 @@ def gate_evidence(metadata: dict[str, Any]) -> dict[str, Any]:
 def read_version(store: ModelStore, name: str, version: int) -> VersionPublic:
     """A version's metadata, typed; BrokenVersionError if it does not have the stored format."""
     metadata = store.read_metadata(name, version)
+    # Versions trained before the path was left out still carry it: never answer with a server path.
+    metadata["data"] = {key: value for key, value in (metadata.get("data") or {}).items() if key != "path"}
     try:
         return VersionPublic.model_validate(metadata)
     except ValidationError as error:

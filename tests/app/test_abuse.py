@@ -33,6 +33,7 @@ from tests.helpers import (
     make_settings,
     tiny_clean,
     tiny_config,
+    wait_job,
     wait_until,
 )
 from training.pipeline import TrainingRun, train_version
@@ -397,3 +398,41 @@ def test_an_oversize_upload_is_refused_while_it_streams(wide_server: ServiceProc
     assert (sorted(datasets.iterdir()) if datasets.exists() else []) == before
     spool = wide_server.home / "var" / "tmp" / "api"
     assert spool.is_dir() and not any(spool.iterdir())
+
+
+def test_a_store_that_cannot_be_written_fails_the_job_before_it_trains(half_broken_client: TestClient) -> None:
+    settings = half_broken_client.app.state.settings  # type: ignore[attr-defined]
+    # Root ignores read-only modes, so the store's folder for this model is a file: mkdir fails the same way.
+    (settings.models_dir / "blocked").write_text("not a folder")
+    accepted = half_broken_client.post(
+        "/train", json={"model": "blocked", "dataset": "msft", "window": 10, "units": 4, "epochs": 1}
+    )
+    assert accepted.status_code == 202, accepted.text
+    job = wait_job(half_broken_client, accepted.json()["job_id"], ("failed", "succeeded"))
+    assert job["status"] == "failed"
+    assert job["error"] == "the model store cannot be written (File exists); nothing was trained"
+    assert "epoch" not in (job.get("progress") or {})
+
+
+def test_version_metadata_names_the_dataset_by_name_and_hash_not_by_path(half_broken_client: TestClient) -> None:
+    answer = half_broken_client.get("/models/tiny/versions/1")
+    assert answer.status_code == 200
+    assert "path" not in answer.json()["data"]
+    assert answer.json()["data"]["name"] == SAMPLE.name
+    assert str(SAMPLE.parent) not in answer.text and "/tmp" not in answer.text
+
+
+def test_a_data_folder_that_cannot_be_written_answers_503_without_paths(half_broken_client: TestClient) -> None:
+    datasets = half_broken_client.app.state.settings.datasets_dir  # type: ignore[attr-defined]
+    moved = datasets.with_name("datasets-moved")
+    datasets.rename(moved)
+    datasets.write_text("not a folder")
+    try:
+        answer = half_broken_client.post(
+            "/datasets", data={"name": "fresh"}, files={"file": ("f.csv", SAMPLE.read_bytes(), "text/csv")}
+        )
+    finally:
+        datasets.unlink()
+        moved.rename(datasets)
+    assert answer.status_code == 503
+    assert answer.json() == {"detail": "the service cannot read or write its files: File exists; retry later"}
