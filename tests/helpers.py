@@ -225,6 +225,69 @@ class ServiceProcess:
         return httpx.request(method, self.url + path, timeout=120, **kwargs)
 
 
+class WorkerProcess:
+    """A real `python -m app.worker` process (scaled-out mode) on the given store, data folder and database."""
+
+    def __init__(self, models_dir: Path, home: Path, name: str, **env: str) -> None:
+        self.env = {
+            **os.environ,
+            "STOCKCAST_MODELS_DIR": str(models_dir),
+            "STOCKCAST_DATA_DIR": str(home / "var"),
+            "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
+            **env,
+        }
+        self.log_path = home / f"worker-{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the worker (it registers with the database within a second or two)."""
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app.worker"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    @property
+    def pid(self) -> int:
+        """The worker's process id."""
+        assert self.process is not None
+        return self.process.pid
+
+    def training_children(self) -> list[int]:
+        """Pids of the training processes this worker has spawned and that still run."""
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                comm = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+                if int(fields[1]) == self.pid and comm == "stockcast-train":
+                    children.append(int(stat.parent.name))
+        return children
+
+    def kill9(self) -> None:
+        """SIGKILL, as a crashed machine or the OOM killer would."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM (running jobs finish), then SIGKILL if it lingers."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists and is not a zombie."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
 def wait_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE_SECONDS) -> Any:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout

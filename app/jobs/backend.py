@@ -70,6 +70,9 @@ class JobBackend(Protocol):
     def problem(self) -> str | None:
         """Why jobs cannot be queued or read right now, or None when they can (for /ready)."""
 
+    def announce(self, model: str) -> None:
+        """Tell the other API replicas that a model's versions or aliases changed."""
+
 
 def _with_attempts(job: dict[str, Any] | None) -> dict[str, Any] | None:
     """Embedded records have one attempt once started: the runner never retries."""
@@ -124,6 +127,9 @@ class EmbeddedJobs:
     def problem(self) -> str | None:
         """SQLite on the local disk is always there."""
         return None
+
+    def announce(self, model: str) -> None:
+        """One API process: nobody else to tell."""
 
 
 class PostgresJobs:
@@ -224,6 +230,13 @@ class PostgresJobs:
                 elif job["status"] == QUEUED or self._is_queued(job_id):
                     self.store.finish(job_id, CANCELLED, error="cancelled by request before it started")
         return self.store.get(job_id) or job
+
+    def announce(self, model: str) -> None:
+        """NOTIFY every replica listening; a lost notice is covered by their polling of the store."""
+        try:
+            self.store.notify_models(model)
+        except Exception as error:  # the alias moved all the same; other replicas see it at their next poll
+            logger.warning("could not announce %s to the other replicas: %s", model, error)
 
     def _is_queued(self, job_id: str) -> bool:
         job = self.store.get(job_id)

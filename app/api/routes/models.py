@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 from fastapi.responses import FileResponse
 
-from app.api.deps import ModelNameDep, RegistryDep, ReportsDep, StoreDep
+from app.api.deps import JobsDep, ModelNameDep, RegistryDep, ReportsDep, StoreDep
 from app.api.examples import ALIAS_EXAMPLES
 from app.api.responses import (
     AliasChange,
@@ -82,11 +82,14 @@ async def update_alias(
     update: Annotated[AliasUpdate, Body(openapi_examples=ALIAS_EXAMPLES)],
     store: StoreDep,
     registry: RegistryDep,
+    jobs: JobsDep,
 ) -> AliasUpdated:
     """Set or roll back an alias (e.g. point `champion` at an earlier version); takes effect at once.
 
     409 when the version cannot be loaded: the alias keeps its previous version.
     """
     entry = await registry.move_alias(name, alias, update.version, reason=update.reason or "set over HTTP")
+    # Scaled-out mode: the other replicas reload now rather than at their next poll of the store.
+    await asyncio.to_thread(jobs.announce, name)
     aliases = await asyncio.to_thread(store.aliases, name)
     return AliasUpdated(aliases=aliases, change=AliasChange.model_validate(entry))

@@ -7,6 +7,7 @@ database, dropped afterwards.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from app.jobs.postgres import PostgresJobStore
 from app.jobs.queue import api_queue, defer_training
 from app.jobs.schema import MIGRATIONS, SchemaMissingError, migrate, require_schema
 from tests.helpers import TcpRelay, make_settings, run, scratch_database, wait_until
+from training.store import ModelStore
 
 TINY = {"window": 10, "units": 4, "epochs": 1, "batch_size": 256}
 
@@ -219,3 +221,22 @@ def test_sweeper_retries_supersedes_fails_and_leaves_live_jobs_alone(database: s
     finally:
         records.close()
         executor.worker_records.cache_clear()
+
+
+def test_an_alias_moved_on_one_replica_reaches_the_other_by_notify(
+    database: str, model_store: ModelStore, tmp_path: Path
+) -> None:
+    from app.main import create_app
+
+    store = ModelStore(tmp_path / "models")
+    shutil.copytree(model_store.root / "tiny", store.root / "tiny")
+    # Replicas poll the store every 10 minutes here: only the notice can move the other one in time.
+    apps = [
+        create_app(make_settings(store.root, tmp_path / f"var{index}", database_url=database, refresh_seconds=600))
+        for index in range(2)
+    ]
+    with TestClient(apps[0]) as first, TestClient(apps[1]) as second:
+        assert [client.get("/ready").json()["models"]["tiny"] for client in (first, second)] == [1, 1]
+        moved = first.put("/models/tiny/aliases/champion", json={"version": 2, "reason": "roll forward"})
+        assert moved.status_code == 200, moved.text
+        wait_until(lambda: second.get("/ready").json()["models"]["tiny"] == 2, "the other replica to serve v2", 60)
