@@ -1,4 +1,4 @@
-"""`python -m app`: make sure a model is there to serve, then start uvicorn.
+"""`python -m app`: make sure a model is there to serve, check who may call it, then start uvicorn.
 
 `python -m app migrate` instead creates or upgrades the PostgreSQL schema of
 scaled-out mode (STOCKCAST_DATABASE_URL) and exits; run it before the APIs
@@ -7,15 +7,29 @@ and workers start, as often as you like.
 On a fresh clone the store is empty, so the first start trains the sample
 model (showing a progress bar per epoch) before the API comes up. Later
 starts find the model and go straight to serving.
+
+`python -m app keys create NAME --scope predict|admin`, `keys list` and
+`keys revoke NAME` manage the API keys (`app/core/keys.py`).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
+from pathlib import Path
 
+from app.api.auth import is_loopback
 from app.core.config import Settings, get_settings
+from app.core.keys import ADMIN, PREDICT, SCOPES, create_key, read_keys, revoke_key, summary
+from app.core.logging import configure_logging
+from training.errors import StockcastError
 from training.store import ModelStore
+
+
+class AccessRefusedError(StockcastError):
+    """Starting would expose the service to the network without keys."""
 
 
 def bootstrap_command(settings: Settings) -> list[str]:
@@ -50,8 +64,57 @@ def ensure_sample_model(settings: Settings) -> None:
     subprocess.run(bootstrap_command(settings), check=True)
 
 
+def create_first_keys(path: Path) -> list[str]:
+    """Create an `admin` and a `predict` key; the lines that show them, this once."""
+    admin = create_key(path, "admin", ADMIN)
+    predict = create_key(path, "predict", PREDICT)
+    return [
+        f"stockcast: no API keys found; created two in {path} (shown this once, only their hashes are kept):",
+        f"    admin   (scope admin):   {admin}",
+        f"    predict (scope predict): {predict}",
+        "  Send one as 'Authorization: Bearer <key>'. Manage keys with `python -m app keys list|create|revoke`.",
+    ]
+
+
+def check_access(settings: Settings) -> list[str]:
+    """Decide who may call the service before it listens; the lines to print, or AccessRefusedError.
+
+    With keys: every route but /health, /ready and the docs needs one. Without
+    keys: open on loopback (the quick start); open to the network only when
+    `allow_anonymous` says so; else keys are created now and printed once, or
+    the start is refused.
+    """
+    path = settings.keys_file
+    keys = read_keys(path)
+    if keys:
+        return [f"stockcast: {len(keys)} API key(s) in {path}; requests need 'Authorization: Bearer <key>'"]
+    if is_loopback(settings.host):
+        return [
+            f"stockcast: OPEN: no API keys in {path}, so anyone on this machine may call every route;"
+            f" serving on {settings.host} only. Create keys with `python -m app keys create NAME --scope admin`."
+        ]
+    if settings.allow_anonymous:
+        return [
+            f"stockcast: WARNING: OPEN to the network on {settings.host}: no API keys and STOCKCAST_ALLOW_ANONYMOUS"
+            " is set, so anyone who reaches the port may train, overwrite datasets and move aliases."
+        ]
+    if settings.create_keys_on_first_start:
+        return create_first_keys(path)
+    raise AccessRefusedError(
+        f"refusing to serve on {settings.host} without API keys: anyone who reaches the port could train, overwrite"
+        " datasets and move aliases. Create a key (`python -m app keys create NAME --scope admin`), or set"
+        " STOCKCAST_CREATE_KEYS_ON_FIRST_START=true to have keys created and printed once, or"
+        " STOCKCAST_ALLOW_ANONYMOUS=true to serve everyone, or bind to 127.0.0.1."
+    )
+
+
 def migrate_command(settings: Settings) -> int:
-    """Apply the missing migrations of the job database; 2 when there is no database to migrate."""
+    """Apply the missing migrations of the job database; 2 when there is no database to migrate.
+
+    With `create_keys_on_first_start` and no keys yet, it also creates the
+    first keys: this one-shot step runs before every API replica of the
+    scaled topology, so the replicas find keys instead of racing to create them.
+    """
     if not settings.database_url:
         print("stockcast: STOCKCAST_DATABASE_URL is not set; embedded mode needs no migration", file=sys.stderr)
         return 2
@@ -59,26 +122,75 @@ def migrate_command(settings: Settings) -> int:
 
     applied = migrate(settings.database_url)
     print(f"stockcast: applied {applied}" if applied else "stockcast: the job database is up to date")
+    if settings.create_keys_on_first_start and not read_keys(settings.keys_file):
+        for line in create_first_keys(settings.keys_file):
+            print(line, flush=True)
     return 0
 
 
+def keys_command(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`keys create|list|revoke`."""
+    path = settings.keys_file
+    try:
+        if arguments.action == "create":
+            key = create_key(path, arguments.name, arguments.scope)
+            print(f"created key '{arguments.name}' (scope {arguments.scope}) in {path}; it is shown this once:")
+            print(key)
+        elif arguments.action == "revoke":
+            revoke_key(path, arguments.name)
+            print(f"revoked key '{arguments.name}'; a running service refuses it within a second")
+        else:
+            print(json.dumps(summary(read_keys(path)), indent=2))
+    except StockcastError as error:
+        print(f"stockcast: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """Serve (no arguments), migrate the job database, or manage keys."""
+    parser = argparse.ArgumentParser(
+        prog="python -m app", description="Serve stockcast, migrate its job database, or manage its API keys."
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("migrate", help="create or upgrade the PostgreSQL job schema (STOCKCAST_DATABASE_URL), exit")
+    keys = commands.add_parser("keys", help="API keys (STOCKCAST_API_KEYS_FILE, default <data dir>/api_keys.json)")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key and print it once")
+    create.add_argument("name")
+    create.add_argument("--scope", choices=SCOPES, required=True)
+    actions.add_parser("list", help="names, scopes and creation times (never the keys)")
+    revoke = actions.add_parser("revoke", help="remove a key; a running service refuses it within a second")
+    revoke.add_argument("name")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Bootstrap, then serve until interrupted (or `migrate`, then exit)."""
+    """Bootstrap, check access, then serve until interrupted; or migrate, or manage keys, and exit."""
+    arguments = parse_arguments(argv)
+    settings = get_settings()
+    if arguments.command == "migrate":
+        return migrate_command(settings)
+    if arguments.command == "keys":
+        return keys_command(settings, arguments)
     import uvicorn
 
-    arguments = sys.argv[1:] if argv is None else argv
-    settings = get_settings()
-    if arguments == ["migrate"]:
-        return migrate_command(settings)
-    if arguments:
-        print(f"usage: python -m app [migrate]; got {arguments}", file=sys.stderr)
+    try:
+        lines = check_access(settings)
+    except StockcastError as error:
+        print(f"stockcast: {error}", file=sys.stderr)
         return 2
     ensure_sample_model(settings)
+    for line in lines:
+        print(line, flush=True)
     uvicorn.run(
         "app.main:app",
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=configure_logging(settings.log_format, settings.log_level),
+        # The gateway writes the access log, with key name, route template and request id.
+        access_log=False,
         timeout_graceful_shutdown=round(settings.graceful_shutdown_seconds),
     )
     return 0

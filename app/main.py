@@ -9,20 +9,26 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
+from app.api.auth import add_security_scheme
+from app.api.gateway import Gateway
 from app.api.json_body import add_documented_bodies
 from app.api.predict_fast_path import PredictFastPath
 from app.api.protocols.fast_path import ProtocolFastPath
 from app.api.responses import ValidationErrorPublic
 from app.api.routes import datasets, health, jobs, models, predict, tfserving, v2
+from app.api.routes import metrics as metrics_route
 from app.api.upload_limit import UploadLimit
+from app.core import metrics
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.runtime import settle_heap, tune_for_serving
-from app.jobs.backend import open_job_backend
+from app.jobs.backend import JobBackend, open_job_backend
 from app.jobs.datasets import DatasetStore
 from app.jobs.reports import VersionReports
+from app.jobs.store import FINISHED, QUEUED, RUNNING
 from app.serving.registry import ModelRegistry
 from training.errors import StockcastError
 from training.store import ModelStore
@@ -65,6 +71,16 @@ def document_validation_errors(schema: dict[str, Any]) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
     return schema
+
+
+def service_state(registry: ModelRegistry, jobs: JobBackend) -> dict[str, Any]:
+    """What /metrics reads from the running service when scraped (`metrics.StateCollector`)."""
+    return {
+        "versions": registry.loaded_versions(),
+        "served": registry.served_versions(),
+        "jobs": {status: len(jobs.list(status=status, limit=1_000_000)) for status in (QUEUED, RUNNING, *FINISHED)},
+        "restarts": registry.inference.restarts,
+    }
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -113,30 +129,50 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Freeze what start-up left (FastAPI, pydantic, pandas): full garbage
         # collections then walk only what requests create.
         settle_heap()
+        metrics.STATE.source = lambda: service_state(registry, job_backend)
+        metrics_server = metrics.serve_separately(settings) if settings.metrics else None
         try:
             yield
         finally:
+            metrics.STATE.source = None
+            if metrics_server is not None:
+                metrics_server.shutdown()
             await job_backend.stop()
             await registry.stop()
 
     app = FastAPI(title="stockcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    metrics.ENABLED = settings.metrics
     install_error_handlers(app)
     if settings.predict_fast_path:
         app.add_middleware(PredictFastPath)
         # The standard protocols' inference requests, the same way (app/api/protocols/fast_path.py).
         app.add_middleware(ProtocolFastPath)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    # Added last, so outermost: no request reaches the fast path or a route without its checks.
+    app.add_middleware(Gateway, settings=settings)
+    if settings.cors_origins:
+        # Outside the gateway: a browser's preflight carries no key and is answered here.
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
     # /predict first: requests are matched against routes in order, and it is the hot one.
     for module in (predict, health, models, datasets, jobs, v2, tfserving):
         app.include_router(module.router)
+    if settings.metrics and settings.metrics_port is None:
+        app.include_router(metrics_route.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_validation_errors(
-                add_documented_bodies(
-                    get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-                )
+            app.openapi_schema = add_security_scheme(
+                document_validation_errors(
+                    add_documented_bodies(
+                        get_openapi(
+                            title=app.title, version=app.version, description=app.description, routes=app.routes
+                        )
+                    )
+                ),
+                settings.metrics_scope,
             )
         return app.openapi_schema
 

@@ -11,7 +11,11 @@ Needs `wrk` (Debian: `apt-get install -y wrk`). One run:
    with STOCKCAST_MODELS_DIR on that store and times start to `GET /ready`
    = 200; then the same service with STOCKCAST_PREDICT_FAST_PATH=false
    (`service-route`: every /predict through FastAPI's route, the baseline
-   for what `app/api/predict_fast_path.py` buys); then the two references
+   for what `app/api/predict_fast_path.py` buys); then the same service
+   without API keys and with STOCKCAST_METRICS=false (`service-open`: what
+   the key check and the metrics cost; `service` and `service-route` run
+   as deployed, with a keys file and metrics, and every request they get
+   carries a key); then the two references
    from `bench/reference_servers.py` (tutorial-style `model.predict()` per
    request on the same version, and a constant answer), one after the
    other, so no start-up slows another.
@@ -67,12 +71,16 @@ from typing import Any
 import numpy as np
 from bench_model import MODEL_NAME, REPOSITORY, SAMPLE, UNITS, WINDOW, sample_windows, train_benchmark_model
 
+from app.core.keys import create_key
 from app.inference.worker import INFERENCE_PROCESS_NAME
 from app.jobs.worker import TRAINING_PROCESS_NAME
 
 BENCH = Path(__file__).resolve().parent
 SERVICE, SERVICE_ROUTE, TUTORIAL, CONSTANT = "service", "service-route", "tutorial", "constant"
 V2_JSON, V2_BINARY, TFSERVING = "service v2-json", "service v2-binary", "service tfserving"
+SERVICE_OPEN = "service-open"
+# Goal of issue 16: the key check and the metrics cost less than this share of /predict throughput.
+GOAL_GATEWAY_COST = 0.05
 # Every server logs the same way: warnings only, no access log.
 QUIET_UVICORN = ("--log-level", "warning", "--no-access-log")
 
@@ -87,6 +95,10 @@ wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
 local header_length = os.getenv("BENCH_HEADER_LENGTH") or ""
 if header_length ~= "" then
   wrk.headers["Inference-Header-Content-Length"] = header_length
+end
+local key = os.getenv("BENCH_KEY") or ""
+if key ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. key
 end
 local limit = tonumber(os.getenv("BENCH_MAX_REQUESTS") or "0")
 local answered = 0
@@ -123,10 +135,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def http(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
-    """One JSON request with the standard library; returns (status, decoded body)."""
+def http(
+    method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 10.0, key: str = ""
+) -> tuple[int, Any]:
+    """One JSON request with the standard library, with `key` as bearer if given; returns (status, decoded body)."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             return answer.status, json.loads(answer.read() or b"null")
@@ -196,6 +211,8 @@ class Server:
     ready_path: str
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    # The API key its requests carry ("" for servers without keys).
+    key: str = ""
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     ready_seconds: float = 0.0
@@ -278,6 +295,8 @@ class Payload:
     def send(self, server: Server, timeout: float = 60.0) -> tuple[int, bytes]:
         """One request with the standard library: (status, raw answer)."""
         headers = {"Content-Type": self.content_type}
+        if server.key:
+            headers["Authorization"] = f"Bearer {server.key}"
         if self.header_length is not None:
             headers["Inference-Header-Content-Length"] = str(self.header_length)
         request = urllib.request.Request(server.url + self.path, data=self.body.read_bytes(), headers=headers)
@@ -366,6 +385,7 @@ def run_wrk(
         "BENCH_CONTENT_TYPE": payload.content_type,
         "BENCH_HEADER_LENGTH": str(payload.header_length or ""),
         "BENCH_MAX_REQUESTS": str(max_requests),
+        "BENCH_KEY": server.key,
     }
     cpu_before = serving_cpu_seconds(server.pid)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 120, check=False)
@@ -420,14 +440,14 @@ def measure_during_training(
         "epochs": 1000,
         "patience": 1000,
     }
-    status, accepted = http("POST", service.url + "/train", job_request)
+    status, accepted = http("POST", service.url + "/train", job_request, key=service.key)
     if status != 202:
         raise RuntimeError(f"POST /train answered {status}: {accepted}")
     job_url = f"{service.url}/jobs/{accepted['job_id']}"
     deadline = time.monotonic() + 300
     job: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        job = http("GET", job_url)[1]
+        job = http("GET", job_url, key=service.key)[1]
         if job["status"] in ("succeeded", "failed", "cancelled"):
             raise RuntimeError(f"the training job ended before the measurement: {job}")
         if (job.get("progress") or {}).get("epoch", 0) >= 1:
@@ -441,14 +461,14 @@ def measure_during_training(
     measured = run_wrk(service, concurrency, seconds, max_requests, body, script)
     elapsed = time.monotonic() - started
     worker_cpu = sum(cpu_seconds(pid) for pid in workers if Path(f"/proc/{pid}").exists()) - worker_cpu
-    job = http("GET", job_url)[1]
+    job = http("GET", job_url, key=service.key)[1]
     still = job["status"] == "running"
     measured.server = f"{SERVICE} + training"
     measured.note = (
         f"worker used {worker_cpu / elapsed:.2f} CPU; job {'still running' if still else job['status']} "
         f"at epoch {(job.get('progress') or {}).get('epoch')}"
     )
-    http("DELETE", job_url)
+    http("DELETE", job_url, key=service.key)
     return measured
 
 
@@ -520,6 +540,23 @@ def print_goals(measurements: list[Measurement], servers: dict[str, Server], top
             f"of the constant endpoint; the /predict fast path answers {service.throughput / route.throughput:.2f}x "
             "its requests per second)"
         )
+    print_gateway_cost(measurements, servers)
+
+
+def print_gateway_cost(measurements: list[Measurement], servers: dict[str, Server]) -> None:
+    """What the key check and the metrics cost: `service` (keys, metrics) against `service-open` (neither)."""
+    if not {SERVICE, SERVICE_OPEN} <= servers.keys():
+        return
+    for concurrency in sorted({row.concurrency for row in measurements if row.server == SERVICE_OPEN}):
+        on = next(row for row in measurements if row.server == SERVICE and row.concurrency == concurrency)
+        off = next(row for row in measurements if row.server == SERVICE_OPEN and row.concurrency == concurrency)
+        cost = 1 - on.throughput / off.throughput
+        met = "yes" if cost < GOAL_GATEWAY_COST else "NO"
+        print(
+            f"keys + metrics at c={concurrency}: {on.throughput:.0f} vs {off.throughput:.0f} req/s without "
+            f"({cost:+.1%} throughput cost, goal < {GOAL_GATEWAY_COST:.0%}: {met}); "
+            f"API+inference CPU {on.cpu_per_request_us:.0f} vs {off.cpu_per_request_us:.0f} us/request"
+        )
 
 
 def print_protocols(measurements: list[Measurement], top: int) -> None:
@@ -563,7 +600,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--servers",
-        default=f"{SERVICE},{SERVICE_ROUTE},{TUTORIAL},{CONSTANT}",
+        default=f"{SERVICE},{SERVICE_ROUTE},{SERVICE_OPEN},{TUTORIAL},{CONSTANT}",
         help=f"which servers to run (the goals need {SERVICE}, {TUTORIAL} and {CONSTANT})",
     )
     args = parser.parse_args()
@@ -593,7 +630,11 @@ def main() -> None:
         reference = [sys.executable, str(BENCH / "reference_servers.py")]
         quiet = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
-        def service(name: str, **env: str) -> Server:
+        # Keys as deployed: a keys file with one admin key, sent with every request.
+        keys_file = folder / "api_keys.json"
+        key = create_key(keys_file, "bench", "admin")
+
+        def service(name: str, keyed: bool = True, **env: str) -> Server:
             return Server(
                 name,
                 [*uvicorn, args.app, "--host", "127.0.0.1", "--port", "{port}", *QUIET_UVICORN]
@@ -606,9 +647,13 @@ def main() -> None:
                     "STOCKCAST_DATA_DIR": str(folder / f"var-{name}"),
                     "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
                     "STOCKCAST_BOOTSTRAP": "false",
+                    # Uvicorn's access log is off for every server (QUIET_UVICORN); so is the service's own.
+                    "STOCKCAST_ACCESS_LOG": "false",
+                    "STOCKCAST_API_KEYS_FILE": str(keys_file if keyed else folder / f"no-keys-{name}.json"),
                     **env,
                     **dict(pair.split("=", 1) for pair in args.service_env),
                 },
+                key=key if keyed else "",
             )
 
         servers = {
@@ -616,6 +661,8 @@ def main() -> None:
             # The same service with every /predict through FastAPI's route:
             # what the fast path (app/api/predict_fast_path.py) buys, same run.
             SERVICE_ROUTE: service(SERVICE_ROUTE, STOCKCAST_PREDICT_FAST_PATH="false"),
+            # No keys (open on loopback) and no metrics: what the gateway's checks and counting cost, same run.
+            SERVICE_OPEN: service(SERVICE_OPEN, keyed=False, STOCKCAST_METRICS="false"),
             TUTORIAL: Server(
                 TUTORIAL,
                 [*reference, TUTORIAL, "--port", "{port}", "--models-dir", str(store_root), "--model", MODEL_NAME],
@@ -684,6 +731,8 @@ def main() -> None:
             print_protocols(measurements, max(levels))
             if not args.skip_training and {SERVICE, TUTORIAL, CONSTANT} <= servers.keys():
                 print_goals(measurements, servers, max(levels))
+            else:
+                print_gateway_cost(measurements, servers)
         finally:
             for server in servers.values():
                 server.stop()

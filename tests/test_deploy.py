@@ -72,6 +72,16 @@ def test_compose_file_matches_the_image() -> None:
     assert set(compose["volumes"]) == {volume.split(":")[0] for volume in api["volumes"]}
 
 
+def test_compose_is_not_open_and_holds_no_key() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    environment = compose["services"]["api"]["environment"]
+    # Bound to every interface, so the first start creates keys (printed once) instead of serving everyone.
+    assert environment["STOCKCAST_CREATE_KEYS_ON_FIRST_START"] == "true"
+    assert "STOCKCAST_ALLOW_ANONYMOUS" not in environment and "STOCKCAST_ALLOW_ANONYMOUS" not in dockerfile_env()
+    for text in ((ROOT / "docker-compose.yml").read_text(), (ROOT / "Dockerfile").read_text()):
+        assert "sc_" not in text and "api_keys" not in text.lower()
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Debian package) not installed")
 def test_compose_file_validates_offline() -> None:
     result = subprocess.run(

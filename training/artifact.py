@@ -34,8 +34,10 @@ class LoadedVersion:
 
     def predict_prices(self, inputs: np.ndarray) -> np.ndarray:
         """Raw windows (n, window, features) to forecasts (n, horizon) in price units."""
+        from training.models import predict_outputs
+
         scaled = features.scale_inputs(inputs, self.spec, self.scaler)
-        outputs = self.model.predict(scaled, batch_size=1024, verbose=0)
+        outputs = predict_outputs(self.model, scaled)
         return features.outputs_to_prices(inputs, outputs, self.spec, self.scaler)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from training.config import ARCHITECTURES, Architecture
@@ -54,3 +55,30 @@ def build_model(
     model = keras.Model(inputs, outputs, name=f"stockcast_{architecture}")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="mse")
     return model
+
+
+# Rows per call of the network at prediction time: bounds the memory of one call on a long series.
+PREDICT_CHUNK = 4096
+
+
+def predict_outputs(model: keras.Model, scaled: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
+    """The network's outputs for scaled windows (n, window, features), as (n, outputs) float32.
+
+    Why not `model.predict`: it runs the network through a tf.function that
+    it traces again for every new input shape (each array's last, partial
+    batch), and a backtest fits a new network per fold and predicts arrays of
+    several lengths, so TensorFlow filled the first start's output with
+    "triggered tf.function retracing" warnings, each a graph built to be used
+    once. Calling the network directly runs it eagerly: nothing is traced, so
+    nothing is retraced, and for the few thousand windows training predicts
+    it is as fast (the served path has its own compiled function,
+    `app/inference/engine.py`).
+    """
+    if len(scaled) == 0:
+        return np.empty((0, int(model.outputs[0].shape[-1])), dtype=np.float32)
+    scaled = np.asarray(scaled, dtype=np.float32)
+    parts = [
+        keras.ops.convert_to_numpy(model(scaled[start : start + chunk], training=False))
+        for start in range(0, len(scaled), chunk)
+    ]
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]

@@ -159,7 +159,9 @@ def predict_prices(model: Any, inputs: np.ndarray, spec: WindowSpec, scaler: Sca
     """Forecasts in price units for raw windows (training-time helper, batched)."""
     if len(inputs) == 0:
         return np.empty((0, spec.horizon))
-    outputs = model.predict(features.scale_inputs(inputs, spec, scaler), batch_size=1024, verbose=0)
+    from training.models import predict_outputs
+
+    outputs = predict_outputs(model, features.scale_inputs(inputs, spec, scaler))
     return features.outputs_to_prices(inputs, outputs, spec, scaler)
 
 

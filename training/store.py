@@ -269,17 +269,22 @@ class ModelStore:
         """
         return _exclusive(self.folder(name) / ALIAS_LOCK_FILE)
 
-    def set_alias(self, name: str, alias: str, version: int, reason: str = "") -> dict[str, Any]:
-        """Point an alias at a version, log the change, and return the log entry."""
+    def set_alias(self, name: str, alias: str, version: int, reason: str = "", by: str | None = None) -> dict[str, Any]:
+        """Point an alias at a version, log the change, and return the log entry.
+
+        `by` names who moved it (the API key's name); the log keeps it.
+        """
         check_alias(alias)
         with self.alias_lock(name):
-            return self._set_alias(name, alias, version, reason)
+            return self._set_alias(name, alias, version, reason, by)
 
-    def _set_alias(self, name: str, alias: str, version: int, reason: str) -> dict[str, Any]:
+    def _set_alias(self, name: str, alias: str, version: int, reason: str, by: str | None = None) -> dict[str, Any]:
         if version not in self.versions(name):
             raise NotFoundError(f"model '{name}' has no version {version}; versions: {self.versions(name)}")
         current = self.aliases(name)
         entry = {"alias": alias, "from": current.get(alias), "to": version, "at": now_iso(), "reason": reason}
+        if by is not None:
+            entry["by"] = by
         current[alias] = version
         write_json_atomic(self.folder(name) / ALIASES_FILE, current)
         with open(self.folder(name) / ALIAS_LOG_FILE, "a", encoding="utf-8") as handle:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from app.api.auth import ANONYMOUS
 from app.core.config import Settings
 from app.jobs.backend import JobBackend
 from app.jobs.datasets import DatasetStore
@@ -66,6 +67,12 @@ async def get_reports(request: Request) -> VersionReports:
     return request.app.state.reports  # type: ignore[no-any-return]
 
 
+async def get_caller(request: Request) -> str:
+    """The name of the API key that made the request (`anonymous` when the service has no keys)."""
+    return getattr(request.state, "key_name", ANONYMOUS)  # type: ignore[no-any-return]
+
+
+CallerDep = Annotated[str, Depends(get_caller)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 StoreDep = Annotated[ModelStore, Depends(get_store)]

@@ -52,10 +52,13 @@ class ValidationErrorPublic(BaseModel):
 
 
 ERROR_DESCRIPTIONS: dict[int, str] = {
+    401: "No API key, or one that is unknown or revoked (see WWW-Authenticate).",
+    403: "The key lacks the scope this route needs, or the request came from a foreign web origin.",
     404: "Not found: the detail names what and lists what exists.",
     409: "Conflict with the current state: the detail says which.",
     413: "The upload is over the size limit.",
     422: "The request is malformed: the detail says where and what was expected.",
+    429: "Too many requests: the key's rate limit or a full training queue; Retry-After says when to retry.",
     500: "The inference process could not run the batch.",
     503: "Not available right now (the inference process is restarting, or the job database is unreachable);"
     " retry shortly.",
@@ -245,6 +248,7 @@ class AliasChange(BaseModel):
     to: int | None
     at: str
     reason: str
+    by: str | None = Field(None, description="Name of the API key that made the change.")
 
 
 class AliasesPublic(BaseModel):
@@ -271,6 +275,7 @@ class DatasetPublic(Open):
     filename: str
     size: int = Field(alias="bytes", description="Size of the uploaded file in bytes.")
     uploaded_at: str
+    uploaded_by: str | None = Field(None, description="Name of the API key that uploaded it.")
     rows_read: int
     rows_kept: int
     rows_dropped: dict[str, int]

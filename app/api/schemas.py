@@ -186,6 +186,7 @@ class JobPublic(BaseModel):
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
+    submitted_by: str | None = Field(None, description="Name of the API key that started the job.")
 
 
 class JobsPublic(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -110,6 +110,43 @@ class Settings(BaseSettings):
     refresh_seconds: float = Field(5.0, gt=0, description="How often the store is re-read for new versions/aliases.")
     pinned_cache_size: int = Field(4, ge=0, description="Non-default versions kept loaded for pinned requests.")
 
+    api_keys_file: Path | None = Field(
+        None,
+        description="API keys (names, scopes, SHA-256 hashes; `python -m app keys ...`). Default:"
+        " <data_dir>/api_keys.json. Changes are picked up by a running service within a second.",
+    )
+    allow_anonymous: bool = Field(
+        False,
+        description="With no API keys, serve everyone even when bound to an address other than loopback."
+        " Without it, such a start is refused (or keys are created, see create_keys_on_first_start).",
+    )
+    create_keys_on_first_start: bool = Field(
+        False,
+        description="With no API keys and a non-loopback address, create an 'admin' and a 'predict' key on start"
+        " and print them once (as Jupyter prints its token); docker compose sets this.",
+    )
+    mutations_per_minute: int = Field(
+        60, ge=1, description="Per-key rate limit on mutating routes (datasets, training, cancelling, aliases)."
+    )
+    max_queued_jobs: int = Field(20, ge=1, description="Most training jobs waiting to start; more answer 429.")
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body on any route but /datasets (413 beyond)."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins allowed to call the API from a browser (CORS); empty (the default) turns CORS off."
+        " Mutating requests from any other Origin are refused.",
+    )
+    metrics: bool = Field(True, description="Count requests, batches and jobs and serve them at /metrics.")
+    metrics_scope: Literal["open", "predict", "admin"] = Field(
+        "predict", description="Scope a key needs to read /metrics on the API port ('open': no key)."
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve /metrics on this separate port (no key) instead of the API port."
+    )
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as plain text or one JSON object each.")
+    access_log: bool = Field(True, description="Log every request: key name, route, status, duration, request id.")
+
     gate_max_mase: float = Field(
         gate.DEFAULT_MAX_MASE, gt=0, description="Promotion gate: highest MASE vs naive a champion may have."
     )
@@ -131,6 +168,11 @@ class Settings(BaseSettings):
     def temp_dir(self) -> Path:
         """Temporary files of the inference process and training workers (TensorFlow's autograph modules)."""
         return self.data_dir / "tmp"
+
+    @property
+    def keys_file(self) -> Path:
+        """The API keys file in use."""
+        return self.api_keys_file or self.data_dir / "api_keys.json"
 
     @property
     def jobs_db(self) -> Path:

@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from training.errors import StockcastError
 
 logger = logging.getLogger("stockcast.errors")
+# What a 500 says: never the exception, its message or a stack trace.
+INTERNAL_ERROR = "internal error; see the server log"
 
 
 def _location(loc: tuple[Any, ...]) -> str:
@@ -35,8 +37,9 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> str:
 
 
 def error_response(error: StockcastError) -> JSONResponse:
-    """A domain error as its answer: its own status code and `{"detail": message}`."""
-    return JSONResponse(status_code=error.status_code, content={"detail": str(error)})
+    """A domain error as its answer: its own status code, `{"detail": message}`, and its `headers` if it has any."""
+    headers: dict[str, str] | None = getattr(error, "headers", None)
+    return JSONResponse(status_code=error.status_code, content={"detail": str(error)}, headers=headers)
 
 
 async def stockcast_error_handler(request: Request, error: Exception) -> JSONResponse:
@@ -67,7 +70,7 @@ async def storage_error_handler(request: Request, error: Exception) -> JSONRespo
 async def unexpected_error_handler(request: Request, error: Exception) -> JSONResponse:
     """Last resort: log the traceback, answer 500 without leaking internals."""
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(status_code=500, content={"detail": "internal error; see the server log"})
+    return JSONResponse(status_code=500, content={"detail": INTERNAL_ERROR})
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -55,8 +55,8 @@ class JobBackend(Protocol):
     async def stop(self) -> None:
         """Stop what `start` began."""
 
-    def submit(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Record and queue a job; returns its record."""
+    def submit(self, request: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
+        """Record and queue a job; returns its record (`submitted_by`: the API key's name, kept on it)."""
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """One job's record, or None."""
@@ -64,14 +64,22 @@ class JobBackend(Protocol):
     def list(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Records, newest first."""
 
-    def cancel(self, job_id: str, job: dict[str, Any]) -> dict[str, Any]:
-        """Cancel a queued job or ask a running one to stop; returns the record after the request."""
+    def cancel(self, job_id: str, job: dict[str, Any], by: str | None = None) -> dict[str, Any]:
+        """Cancel a queued job or ask a running one to stop; returns the record after the request.
+
+        `by` (the API key's name) is written in the error of a job cancelled before it started.
+        """
 
     def problem(self) -> str | None:
         """Why jobs cannot be queued or read right now, or None when they can (for /ready)."""
 
     def announce(self, model: str) -> None:
         """Tell the other API replicas that a model's versions or aliases changed."""
+
+
+def cancelled_before_start(by: str | None) -> str:
+    """The error of a job cancelled while it waited, naming the key that cancelled it."""
+    return f"cancelled by request of key '{by}' before it started" if by else "cancelled by request before it started"
 
 
 def _with_attempts(job: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -100,9 +108,9 @@ class EmbeddedJobs:
         """Stop the runner; running jobs end as failed with the reason."""
         await self.runner.stop()
 
-    def submit(self, request: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, request: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
         """Insert a queued record and wake the runner."""
-        job = self.store.create(request)
+        job = self.store.create(request, submitted_by=submitted_by)
         self.runner.wake()
         return _with_attempts(job) or job
 
@@ -114,13 +122,13 @@ class EmbeddedJobs:
         """Records, newest first."""
         return [job for job in map(_with_attempts, self.store.list(status=status, limit=limit)) if job is not None]
 
-    def cancel(self, job_id: str, job: dict[str, Any]) -> dict[str, Any]:
+    def cancel(self, job_id: str, job: dict[str, Any], by: str | None = None) -> dict[str, Any]:
         """Flag the job; a queued one ends now, a running one when the runner kills its worker."""
         if job["status"] in FINISHED:
             raise JobFinishedError(f"job {job_id} already {job['status']}")
         self.store.request_cancel(job_id)
         if job["status"] == QUEUED:
-            self.store.finish(job_id, CANCELLED, error="cancelled by request before it started")
+            self.store.finish(job_id, CANCELLED, error=cancelled_before_start(by))
         self.runner.wake()
         return self.get(job_id) or job
 
@@ -183,7 +191,7 @@ class PostgresJobs:
                 logger.warning("model notices interrupted (%s); listening again shortly", error)
                 await asyncio.sleep(min(self.settings.refresh_seconds, 5.0))
 
-    def submit(self, request: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, request: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
         """Insert the record and its queue entry in one transaction, so a crash keeps both or neither."""
         from procrastinate.exceptions import AlreadyEnqueued
 
@@ -192,7 +200,7 @@ class PostgresJobs:
         model = str(request["model"])
         try:
             with self._connection() as connection, connection.transaction():
-                job_id = self.store.insert(connection, request)
+                job_id = self.store.insert(connection, request, submitted_by)
                 self.store.link(connection, job_id, defer_training(self.queue, connection, job_id, model))
         except AlreadyEnqueued:
             waiting = self.store.waiting_for(model)
@@ -214,7 +222,7 @@ class PostgresJobs:
         with self._unavailable_as_503():
             return self.store.list(status=status, limit=limit)
 
-    def cancel(self, job_id: str, job: dict[str, Any]) -> dict[str, Any]:
+    def cancel(self, job_id: str, job: dict[str, Any], by: str | None = None) -> dict[str, Any]:
         """Cancel a waiting job now; ask the worker of a running one to stop it (it polls every second or less)."""
         from app.jobs.queue import cancel_queued
 
@@ -228,7 +236,7 @@ class PostgresJobs:
                     # It started meanwhile (or runs): its worker aborts it.
                     cancel_queued(self.queue, connection, queue_job_id, abort=True)
                 elif job["status"] == QUEUED or self._is_queued(job_id):
-                    self.store.finish(job_id, CANCELLED, error="cancelled by request before it started")
+                    self.store.finish(job_id, CANCELLED, error=cancelled_before_start(by))
         return self.store.get(job_id) or job
 
     def announce(self, model: str) -> None:

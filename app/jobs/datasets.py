@@ -49,8 +49,13 @@ class DatasetStore:
         self.csv_path(name)
         return json.loads((self.root / f"{name}.json").read_text(encoding="utf-8"))
 
-    def save(self, name: str, content: bytes, filename: str, overwrite: bool = False) -> dict[str, Any]:
-        """Check the CSV (raising DataError with the reason), then store it and its report atomically."""
+    def save(
+        self, name: str, content: bytes, filename: str, overwrite: bool = False, uploaded_by: str | None = None
+    ) -> dict[str, Any]:
+        """Check the CSV (raising DataError with the reason), then store it and its report atomically.
+
+        `uploaded_by` names the API key that sent it, kept in the report.
+        """
         check_name(name, "dataset")
         if not overwrite and (self.root / f"{name}.csv").is_file():
             raise DatasetExistsError(f"dataset '{name}' exists; send overwrite=true to replace it")
@@ -60,6 +65,7 @@ class DatasetStore:
             "filename": filename,
             "bytes": len(content),
             "uploaded_at": now_iso(),
+            "uploaded_by": uploaded_by,
             **data_report(clean),
         }
         self.root.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ MODELS_CHANNEL = "stockcast_models"
 
 COLUMNS = (
     "id, status, request, progress, result, error, attempts, worker, cancel_requested, "
-    "created_at, started_at, finished_at"
+    "created_at, started_at, finished_at, submitted_by"
 )
 
 
@@ -71,12 +71,13 @@ class PostgresJobStore:
     # Creating ----------------------------------------------------------------
 
     @staticmethod
-    def insert(connection: psycopg.Connection[Any], request: dict[str, Any]) -> str:
+    def insert(connection: psycopg.Connection[Any], request: dict[str, Any], submitted_by: str | None = None) -> str:
         """Insert a queued record on the caller's connection (inside its transaction); returns the job id."""
         job_id = uuid.uuid4().hex[:12]
         connection.execute(
-            "INSERT INTO stockcast_jobs (id, status, model, request, created_at) VALUES (%s, %s, %s, %s, %s)",
-            (job_id, QUEUED, str(request["model"]), Jsonb(request), now_iso()),
+            "INSERT INTO stockcast_jobs (id, status, model, request, created_at, submitted_by) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            (job_id, QUEUED, str(request["model"]), Jsonb(request), now_iso(), submitted_by),
         )
         return job_id
 

@@ -15,10 +15,12 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from app.core import metrics
 from app.core.config import Settings
 from app.jobs.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
 from training.store import ModelStore
@@ -167,6 +169,7 @@ class JobRunner:
             self.models.pop(job_id, None)
             job = await asyncio.to_thread(self.jobs.get, job_id)
             if job is None or job["status"] != RUNNING:
+                await asyncio.to_thread(self._observe, job_id)
                 continue  # the worker recorded a failure or cancellation itself
             if job["result"] is not None and process.exitcode == 0:
                 # Load the new version before saying "succeeded", so a client
@@ -179,6 +182,19 @@ class JobRunner:
                 error = f"the training worker exited unexpectedly (exit code {process.exitcode})"
                 await asyncio.to_thread(self.jobs.finish, job_id, FAILED, None, error)
             logger.info("job %s ended", job_id)
+            await asyncio.to_thread(self._observe, job_id)
+
+    def _observe(self, job_id: str) -> None:
+        """Count a finished job in the metrics: its duration and the gate's decision on its version."""
+        job = self.jobs.get(job_id)
+        if job is None or not metrics.ENABLED:
+            return
+        seconds = None
+        if job.get("started_at") and job.get("finished_at"):
+            started = datetime.fromisoformat(job["started_at"])
+            seconds = (datetime.fromisoformat(job["finished_at"]) - started).total_seconds()
+        result = job.get("result") or {}
+        metrics.observe_job(job["status"], seconds, result.get("gate"))
 
 
 def _worker_entry(job_id: str, settings_values: dict[str, Any], parent_pid: int) -> None:

@@ -73,6 +73,8 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001 procrastinate 3.10.0 schema", _procrastinate_schema),
     Migration("0002 stockcast_jobs", lambda: JOBS_TABLE),
+    # Every job names the API key that submitted it.
+    Migration("0003 stockcast_jobs.submitted_by", lambda: "ALTER TABLE stockcast_jobs ADD COLUMN submitted_by TEXT;"),
 )
 
 

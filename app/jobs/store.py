@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     started_at TEXT,
-    finished_at TEXT
+    finished_at TEXT,
+    submitted_by TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 """
@@ -51,6 +52,9 @@ class JobStore:
         with closing(self._connect()) as connection, connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.executescript(SCHEMA)
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(jobs)")}
+            if "submitted_by" not in columns:  # a database from before jobs were attributed
+                connection.execute("ALTER TABLE jobs ADD COLUMN submitted_by TEXT")
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=self.busy_timeout_seconds, isolation_level=None)
@@ -82,13 +86,13 @@ class JobStore:
         job.pop("seq", None)
         return job
 
-    def create(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Queue a new job and return its record."""
+    def create(self, request: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
+        """Queue a new job and return its record; `submitted_by` names the API key that asked for it."""
         job_id = uuid.uuid4().hex[:12]
         self._execute(
-            "INSERT INTO jobs (id, seq, status, request, created_at) "
-            "VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, ?)",
-            (job_id, QUEUED, json.dumps(request), now_iso()),
+            "INSERT INTO jobs (id, seq, status, request, created_at, submitted_by) "
+            "VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, ?, ?)",
+            (job_id, QUEUED, json.dumps(request), now_iso(), submitted_by),
         )
         job = self.get(job_id)
         assert job is not None  # just inserted in the same process

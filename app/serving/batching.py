@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core import metrics
 from training.errors import StockcastError
 
 Predict = Callable[[Any], np.ndarray]
@@ -123,6 +124,7 @@ class MicroBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._started_at = 0.0
         # Sizes of the batches run so far: cheap to keep, and what tests and
         # benchmarks look at to see the batching work.
         self.batches_run = 0
@@ -140,7 +142,11 @@ class MicroBatcher:
             self.batches_run += 1
             self.windows_run += len(windows)
             prepared = self.prepare(windows) if self.prepare is not None else windows
-            return self._finished(windows, await self._start(loop, prepared))
+            started = loop.time()
+            outputs = await self._start(loop, prepared)
+            if metrics.ENABLED:
+                metrics.observe_batch(len(windows), 0.0, loop.time() - started)
+            return self._finished(windows, outputs)
         self._loop = loop
         request = _Request(windows=windows, future=loop.create_future(), arrived=loop.time())
         idle = self._running is None and not self._pending
@@ -168,6 +174,7 @@ class MicroBatcher:
         inputs = batch[0].windows if len(batch) == 1 else np.concatenate([request.windows for request in batch])
         self.batches_run += 1
         self.windows_run += len(inputs)
+        self._started_at = loop.time()
         try:
             prepared = self.prepare(inputs) if self.prepare is not None else inputs
             self._running = self._start(loop, prepared)
@@ -213,6 +220,9 @@ class MicroBatcher:
     def _finish(self, batch: list[_Request], inputs: np.ndarray, done: asyncio.Future[np.ndarray]) -> None:
         """Hand each request its own rows (or the batch's error), then start the next batch."""
         self._running = None
+        if metrics.ENABLED and self._loop is not None:
+            now = self._loop.time()
+            metrics.observe_batch(len(inputs), self._started_at - batch[0].arrived, now - self._started_at)
         if done.cancelled():
             outcome = _Outcome(error=BatcherClosedError("inference was cancelled"))
         elif done.exception() is not None:

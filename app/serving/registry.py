@@ -225,6 +225,22 @@ class ModelRegistry:
             await served.close()
         await self.inference.stop()
 
+    def loaded_versions(self) -> dict[str, list[int]]:
+        """Versions loaded per model: the default one and any pinned ones (for /metrics)."""
+        loaded: dict[str, list[int]] = {}
+        # Copies: a scrape reads these from a thread while the event loop may change them.
+        for name, state in list(self.models.items()):
+            if state.served is not None:
+                loaded.setdefault(name, []).append(state.served.version)
+        for name, version in list(self.pinned):
+            loaded.setdefault(name, []).append(version)
+        return loaded
+
+    def served_versions(self) -> dict[str, int]:
+        """The version each model serves by default (for /metrics)."""
+        models = list(self.models.items())
+        return {name: state.served.version for name, state in models if state.served is not None}
+
     # Lookup --------------------------------------------------------------------
 
     async def get(self, name: str, version: int | None = None, alias: str | None = None) -> ServedVersion:
@@ -287,10 +303,15 @@ class ModelRegistry:
                     await evicted.close()
         return self.pinned[key]
 
-    async def move_alias(self, name: str, alias: str, version: int, reason: str) -> dict[str, Any]:
-        """Point an alias at a version that loads; a version that fails to load is refused and the alias restored."""
+    async def move_alias(
+        self, name: str, alias: str, version: int, reason: str, by: str | None = None
+    ) -> dict[str, Any]:
+        """Point an alias at a version that loads; a version that fails to load is refused and the alias restored.
+
+        `by` (the API key's name) is written in the alias log with the change.
+        """
         previous = self.store.aliases(name).get(alias)
-        entry = self.store.set_alias(name, alias, version, reason=reason)
+        entry = self.store.set_alias(name, alias, version, reason=reason, by=by)
         try:
             if alias == CHAMPION:
                 await self.refresh(name)
@@ -302,7 +323,7 @@ class ModelRegistry:
                 await self.get(name, version=version)
         except StockcastError as error:
             if previous is not None:
-                self.store.set_alias(name, alias, previous, reason=f"restored: v{version} failed to load")
+                self.store.set_alias(name, alias, previous, reason=f"restored: v{version} failed to load", by=by)
             await self.refresh(name)
             raise BrokenVersionError(
                 f"alias '{alias}' not moved to v{version}: it cannot be served ({error}); still v{previous}"

@@ -10,9 +10,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile, status
 
-from app.api.deps import DatasetsDep, SettingsDep
+from app.api.deps import CallerDep, DatasetsDep, SettingsDep
 from app.api.responses import DatasetPublic, DatasetsPublic, DatasetSummary, error_responses
 from app.api.upload_limit import too_large_message
+from app.core.metrics import DATASET_UPLOADS
 from training.errors import StockcastError
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -33,15 +34,23 @@ class UploadTooLargeError(StockcastError):
 async def create_dataset(
     datasets: DatasetsDep,
     settings: SettingsDep,
+    caller: CallerDep,
     file: Annotated[UploadFile, File(description="CSV: Date, Open, High, Low, Close[, Adj Close], Volume")],
     name: Annotated[str, Form(description="Dataset name (letters, digits, '_', '-', '.')", examples=["aapl"])],
     overwrite: Annotated[bool, Form(description="Replace an existing dataset of this name")] = False,
 ) -> DatasetPublic:
     """Upload a price CSV; answers with its data report (rows, dates, dropped rows and why, outliers)."""
-    content = await file.read(settings.max_upload_bytes + 1)
-    if len(content) > settings.max_upload_bytes:
-        raise UploadTooLargeError(too_large_message(settings.max_upload_bytes))
-    report = await asyncio.to_thread(datasets.save, name, content, file.filename or "upload.csv", overwrite)
+    try:
+        content = await file.read(settings.max_upload_bytes + 1)
+        if len(content) > settings.max_upload_bytes:
+            raise UploadTooLargeError(too_large_message(settings.max_upload_bytes))
+        report = await asyncio.to_thread(
+            datasets.save, name, content, file.filename or "upload.csv", overwrite, uploaded_by=caller
+        )
+    except StockcastError:
+        DATASET_UPLOADS.labels("rejected").inc()
+        raise
+    DATASET_UPLOADS.labels("stored").inc()
     return DatasetPublic.model_validate(report)
 
 

@@ -8,17 +8,27 @@ runs the jobs.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from fastapi import APIRouter, Body, Query, status
 
-from app.api.deps import DatasetsDep, JobDep, JobsDep
+from app.api.deps import CallerDep, DatasetsDep, JobDep, JobsDep, SettingsDep
 from app.api.examples import TRAIN_EXAMPLES
 from app.api.responses import error_responses
 from app.api.schemas import JobAccepted, JobPublic, JobsPublic, TrainRequest
+from app.jobs.store import QUEUED
 from training.config import TrainConfig
+from training.errors import StockcastError
 
 router = APIRouter(tags=["training"])
+
+
+class QueueFullError(StockcastError):
+    """As many training jobs are waiting as the queue holds."""
+
+    status_code = 429
+    # A job takes minutes; asking again sooner only adds load.
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "60"}
 
 
 @router.post(
@@ -26,18 +36,26 @@ router = APIRouter(tags=["training"])
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAccepted,
     # 409 and 503 only in scaled-out mode: a job of the model already waits; the database is unreachable.
-    responses=error_responses(404, 409, 422, 503),
+    responses=error_responses(404, 409, 422, 429, 503),
 )
 def create_training_job(
     request: Annotated[TrainRequest, Body(openapi_examples=TRAIN_EXAMPLES)],
     jobs: JobsDep,
     datasets: DatasetsDep,
+    service_settings: SettingsDep,
+    caller: CallerDep,
 ) -> JobAccepted:
     """Queue a training job; it runs in a separate worker process. Poll GET /jobs/{job_id}."""
+    waiting = len(jobs.list(status=QUEUED, limit=service_settings.max_queued_jobs))
+    if waiting >= service_settings.max_queued_jobs:
+        raise QueueFullError(
+            f"{waiting} training jobs are waiting to start, the most the queue holds"
+            " (STOCKCAST_MAX_QUEUED_JOBS); retry once one has started"
+        )
     datasets.csv_path(request.dataset)  # 404 now rather than a failed job later
     settings = request.model_dump(exclude_none=True, exclude={"model", "dataset"})
     TrainConfig(**settings)  # 422 now for inconsistent settings (label not among features, ...)
-    job = jobs.submit(request.model_dump(exclude_none=True))
+    job = jobs.submit(request.model_dump(exclude_none=True), submitted_by=caller)
     return JobAccepted(job_id=job["id"], status=job["status"], location=f"/jobs/{job['id']}")
 
 
@@ -60,6 +78,6 @@ def read_job(job: JobDep) -> dict[str, Any]:
 
 
 @router.delete("/jobs/{job_id}", response_model=JobPublic, responses=error_responses(404, 409, 503))
-def cancel_job(job: JobDep, jobs: JobsDep) -> dict[str, Any]:
+def cancel_job(job: JobDep, jobs: JobsDep, caller: CallerDep) -> dict[str, Any]:
     """Cancel a queued or running job, on whatever machine it runs; no partial version is ever saved."""
-    return jobs.cancel(job["id"], job)
+    return jobs.cancel(job["id"], job, by=caller)

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 from fastapi.responses import FileResponse
 
-from app.api.deps import JobsDep, ModelNameDep, RegistryDep, ReportsDep, StoreDep
+from app.api.deps import CallerDep, JobsDep, ModelNameDep, RegistryDep, ReportsDep, StoreDep
 from app.api.examples import ALIAS_EXAMPLES
 from app.api.responses import (
     AliasChange,
@@ -83,12 +83,13 @@ async def update_alias(
     store: StoreDep,
     registry: RegistryDep,
     jobs: JobsDep,
+    caller: CallerDep,
 ) -> AliasUpdated:
     """Set or roll back an alias (e.g. point `champion` at an earlier version); takes effect at once.
 
     409 when the version cannot be loaded: the alias keeps its previous version.
     """
-    entry = await registry.move_alias(name, alias, update.version, reason=update.reason or "set over HTTP")
+    entry = await registry.move_alias(name, alias, update.version, reason=update.reason or "set over HTTP", by=caller)
     # Scaled-out mode: the other replicas reload now rather than at their next poll of the store.
     await asyncio.to_thread(jobs.announce, name)
     aliases = await asyncio.to_thread(store.aliases, name)

@@ -103,13 +103,13 @@ def test_routes_enqueue_refuse_a_second_waiting_job_and_cancel(scaled_client: Te
     other = scaled_client.post("/train", json={"model": "r", "dataset": "msft", **TINY})
     assert other.status_code == 202, other.text
     job = scaled_client.get(f"/jobs/{job_id}").json()
-    assert (job["status"], job["attempts"], job["worker"]) == ("queued", 0, None)
+    assert (job["status"], job["attempts"], job["worker"], job["submitted_by"]) == ("queued", 0, None, "anonymous")
     assert [listed["id"] for listed in scaled_client.get("/jobs").json()["jobs"]] == [other.json()["job_id"], job_id]
     cancelled = scaled_client.delete(f"/jobs/{job_id}")
     assert cancelled.status_code == 200
     assert (cancelled.json()["status"], cancelled.json()["error"]) == (
         "cancelled",
-        "cancelled by request before it started",
+        "cancelled by request of key 'anonymous' before it started",
     )
     again = scaled_client.delete(f"/jobs/{job_id}")
     assert again.status_code == 409
@@ -240,3 +240,19 @@ def test_an_alias_moved_on_one_replica_reaches_the_other_by_notify(
         moved = first.put("/models/tiny/aliases/champion", json={"version": 2, "reason": "roll forward"})
         assert moved.status_code == 200, moved.text
         wait_until(lambda: second.get("/ready").json()["models"]["tiny"] == 2, "the other replica to serve v2", 60)
+
+
+def test_migrate_creates_the_first_keys_once_for_every_replica(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.__main__ import migrate_command
+    from app.core.keys import digest_of, read_keys
+
+    with scratch_database(migrated=False) as url:
+        settings = Settings(data_dir=tmp_path, database_url=url, create_keys_on_first_start=True)
+        assert migrate_command(settings) == 0
+        printed = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()[2:4]}
+        stored = {key.name: key.digest for key in read_keys(settings.keys_file)}
+        assert stored == {"admin": digest_of(printed["admin"]), "predict": digest_of(printed["predict"])}
+        assert migrate_command(settings) == 0
+        assert capsys.readouterr().out == "stockcast: the job database is up to date\n"

@@ -1,0 +1,278 @@
+"""The outermost middleware: request id, key check, limits, metrics and access log for every request.
+
+One ASGI layer in front of everything, the /predict fast path included, so
+no request reaches a route (or the fast path) without passing the same
+checks, in this order:
+
+1. a request id: the caller's `X-Request-ID` if it is sane (1-128 of
+   letters, digits and `-_.:`), else a new one; set for the log lines
+   written while answering (`app/core/logging.py`) and sent back as a
+   response header;
+2. the key (`app/api/auth.py`): 401 without a valid one, 403 without the
+   scope the route needs;
+3. a mutating request from a foreign web `Origin` is refused (403): a
+   multipart upload is a "simple" request that a browser sends from any page
+   without asking first;
+4. the per-key rate limit on mutating requests (429 with `Retry-After`);
+5. the body size: a declared `Content-Length` over the limit is refused
+   before a byte is read (413), and a body without one is counted as it
+   arrives.
+
+Why one pure ASGI class and not Starlette's `BaseHTTPMiddleware`: that
+wrapper runs the app in a separate task with memory streams and costs tens of
+microseconds a request; this costs a few (`bench/serve.py` measures the
+service with keys and metrics on and off in one run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.auth import (
+    ANONYMOUS,
+    READ_METHODS,
+    Authenticator,
+    ForbiddenError,
+    RateLimitedError,
+    RateLimiter,
+    UnauthenticatedError,
+    is_loopback,
+    required_scope,
+)
+from app.core import metrics
+from app.core.config import Settings
+from app.core.errors import INTERNAL_ERROR, error_response
+from app.core.keys import ADMIN, KeyRing
+from app.core.logging import REQUEST_ID, install_request_ids
+from training.errors import StockcastError
+
+access_logger = logging.getLogger("stockcast.access")
+error_logger = logging.getLogger("stockcast.errors")
+
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_WANTED = frozenset({b"authorization", b"x-request-id", b"content-length", b"origin", b"host"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The multipart envelope around an uploaded CSV: boundaries, part headers and the other form fields.
+_MULTIPART_ALLOWANCE = 1024 * 1024
+_UPLOAD_PATH = "/datasets"
+UNMATCHED = "unmatched"
+# Paths of the standard protocols (KServe V2, TensorFlow Serving REST), whose errors read `{"error": ...}`.
+PROTOCOL_PREFIXES = ("/v1/", "/v2")
+CLIENT_CLOSED = 499
+
+
+class BodyTooLargeError(StockcastError):
+    """A request body over the size limit."""
+
+    status_code = 413
+
+
+_REJECTIONS: dict[type[StockcastError], str] = {
+    UnauthenticatedError: "unauthenticated",
+    ForbiddenError: "forbidden",
+    RateLimitedError: "rate_limited",
+    BodyTooLargeError: "too_large",
+}
+
+
+def new_request_id() -> str:
+    """16 hex digits: unique enough to find a request's lines in a day of logs."""
+    return os.urandom(8).hex()
+
+
+class Gateway:
+    """ASGI middleware; see the module docstring."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.authenticator = Authenticator(
+            KeyRing(settings.keys_file), anonymous_allowed=settings.allow_anonymous or is_loopback(settings.host)
+        )
+        self.limiter = RateLimiter(settings.mutations_per_minute)
+        self.metrics = settings.metrics
+        self.access_log = settings.access_log
+        self.allowed_origins = frozenset(settings.cors_origins)
+        self._templates: list[tuple[str, re.Pattern[str]]] | None = None
+        self._plain_paths: frozenset[str] = frozenset()
+        install_request_ids()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            if name in _WANTED:
+                headers[name] = value
+        sent_id = headers.get(b"x-request-id")
+        request_id = sent_id.decode("latin-1") if sent_id is not None else ""
+        if not REQUEST_ID_PATTERN.fullmatch(request_id):
+            request_id = new_request_id()
+        token = REQUEST_ID.set(request_id)
+        id_header = (b"x-request-id", request_id.encode("latin-1"))
+        # Stays 499 (nginx's "client closed request") if the client leaves before an answer starts.
+        status = CLIENT_CLOSED
+        responded = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, responded
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                responded = True
+                message = {**message, "headers": [*message.get("headers", ()), id_header]}
+            await send(message)
+
+        method: str = scope["method"]
+        path = _route_path(scope)
+        key_name = "-"
+        if self.metrics:
+            metrics.HTTP_IN_FLIGHT.inc()
+        try:
+            try:
+                key_name = self._admit(scope, method, path, headers)
+                # Routes read it as `request.state.key_name` to record who made a change.
+                scope.setdefault("state", {})["key_name"] = key_name
+                await self.app(scope, self._bounded(receive, headers, path, method), send_with_id)
+            except StockcastError as error:
+                # Refusals from `_admit`, and a body found too large while a route or the fast path read it.
+                if responded:
+                    raise
+                reason = _REJECTIONS.get(type(error))
+                if reason is not None and self.metrics:
+                    metrics.AUTH_REJECTIONS.labels(reason).inc()
+                if path.startswith(PROTOCOL_PREFIXES):
+                    # KServe V2 and TF Serving clients read `{"error": ...}`, as the protocol routes answer.
+                    headers_out: dict[str, str] | None = getattr(error, "headers", None)
+                    answer = JSONResponse(
+                        status_code=error.status_code, content={"error": str(error)}, headers=headers_out
+                    )
+                    await answer(scope, receive, send_with_id)
+                else:
+                    await error_response(error)(scope, receive, send_with_id)
+            except Exception:
+                # Answered here rather than by Starlette's outermost handler, so the traceback's log line
+                # carries the request id and the answer its header. The body says nothing about the cause.
+                if responded:
+                    raise
+                error_logger.exception("unhandled error on %s %s", method, self._template(scope, path))
+                await JSONResponse(status_code=500, content={"detail": INTERNAL_ERROR})(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            route = self._template(scope, path)
+            if self.metrics:
+                metrics.HTTP_IN_FLIGHT.dec()
+                metrics.observe_request(method, route, status, seconds)
+            if self.access_log and access_logger.isEnabledFor(logging.INFO):
+                access_logger.info(
+                    "%s %s %d %.1f ms key=%s",
+                    method,
+                    route,
+                    status,
+                    seconds * 1000,
+                    key_name,
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(seconds * 1000, 2),
+                        "key": key_name,
+                    },
+                )
+            REQUEST_ID.reset(token)
+
+    def _admit(self, scope: Scope, method: str, path: str, headers: dict[bytes, bytes]) -> str:
+        """The caller's key name if the request may go on; raises the refusal otherwise."""
+        required = required_scope(method, path, self.settings.metrics_scope)
+        if required is None:
+            return "-"
+        key_name = self.authenticator.check(headers.get(b"authorization"), required, method, path)
+        if method not in READ_METHODS:
+            origin = headers.get(b"origin")
+            if origin is not None and not self._origin_allowed(origin, headers.get(b"host")):
+                raise ForbiddenError(
+                    f"cross-origin request refused: Origin {origin.decode('latin-1')!r} may not call {method} {path};"
+                    " list it in STOCKCAST_CORS_ORIGINS to allow it"
+                )
+        if required == ADMIN:
+            # Without keys, callers are told apart by address.
+            client = scope.get("client") or ("unknown", 0)
+            self.limiter.take(key_name if key_name != ANONYMOUS else f"{ANONYMOUS}@{client[0]}")
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            limit = self._body_limit(path)
+            if not declared.isdigit() or int(declared) > limit:
+                raise BodyTooLargeError(f"request body is larger than the {limit} byte limit for {path}")
+        return key_name
+
+    def _origin_allowed(self, origin: bytes, host: bytes | None) -> bool:
+        """A browser's Origin is fine if CORS allows it or it is this service's own address."""
+        text = origin.decode("latin-1")
+        if text in self.allowed_origins:
+            return True
+        _, _, authority = text.partition("://")
+        return host is not None and authority == host.decode("latin-1")
+
+    def _body_limit(self, path: str) -> int:
+        """Bytes a request body to `path` may have."""
+        if path == _UPLOAD_PATH:
+            return self.settings.max_upload_bytes + _MULTIPART_ALLOWANCE
+        return self.settings.max_request_bytes
+
+    def _bounded(self, receive: Receive, headers: dict[bytes, bytes], path: str, method: str) -> Receive:
+        """`receive`, counting the body when its size was not declared up front."""
+        if b"content-length" in headers or method not in _BODY_METHODS:
+            return receive  # The server delivers exactly the declared length, checked in `_admit`.
+        limit = self._body_limit(path)
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLargeError(f"request body is larger than the {limit} byte limit for {path}")
+            return message
+
+        return counted
+
+    def _template(self, scope: Scope, path: str) -> str:
+        """The route template a request matched: a bounded label, never the raw path."""
+        route: Any = scope.get("route")
+        if route is not None:
+            return str(getattr(route, "path_format", None) or getattr(route, "path", UNMATCHED))
+        # Answered before routing (the fast path, a refusal): match the path against the documented templates.
+        if self._templates is None:
+            self._templates = _templates_of(scope.get("app"))
+            self._plain_paths = frozenset(template for template, _ in self._templates if "{" not in template)
+        if path in self._plain_paths:
+            return path
+        for template, pattern in self._templates:
+            if pattern.fullmatch(path):
+                return template
+        return UNMATCHED
+
+
+def _templates_of(app: Any) -> list[tuple[str, re.Pattern[str]]]:
+    """Every path template in the app's OpenAPI document with a pattern matching its paths, plain paths first."""
+    paths = list(app.openapi().get("paths", {})) if hasattr(app, "openapi") else []
+    paths.sort(key=lambda template: ("{" in template, template))
+    return [(template, re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)))) for template in paths]
+
+
+def _route_path(scope: Scope) -> str:
+    """The path as the router matches it: without the root path a proxy mounts the app under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+__all__ = ["BodyTooLargeError", "Gateway", "new_request_id"]
