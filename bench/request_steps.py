@@ -100,9 +100,10 @@ def main() -> None:
     """Serve the instrumented app, load it with wrk, print the table."""
     sys.path.insert(0, str(BENCH))
     from bench_model import MODEL_NAME, SAMPLE, WINDOW, sample_windows, train_benchmark_model
-    from serve import (
+    from harness import (
         QUIET_UVICORN,
         WRK_SCRIPT,
+        Payload,
         Server,
         cpu_seconds,
         http,
@@ -168,12 +169,13 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise RuntimeError("XLA compilation did not finish within 120 s")
                 time.sleep(0.5)
-            run_wrk(server, args.concurrency, 2, 10_000, body_path, script)
+            payload = Payload("/predict", body_path)
+            run_wrk(server, args.concurrency, 2, 10_000, payload, script)
             server.wait_idle()
             processes = serving_processes(server.pid)
             before_steps = http("GET", server.url + "/_steps")[1]
             before_cpu = [cpu_seconds(pid) for pid in processes]
-            measured = run_wrk(server, args.concurrency, args.duration, 1_000_000, body_path, script)
+            measured = run_wrk(server, args.concurrency, args.duration, 1_000_000, payload, script)
             after_cpu = [cpu_seconds(pid) for pid in processes]
             after_steps = http("GET", server.url + "/_steps")[1]
         finally:
