@@ -78,8 +78,8 @@ class Settings(BaseSettings):
     )
     predict_fast_path: bool = Field(
         True,
-        description="Answer the usual POST /predict (window as arrays) in front of FastAPI's routing; same answers,"
-        " half the event-loop time per request. False sends every request through the FastAPI route.",
+        description="Answer POST /predict in front of FastAPI's routing, with the handler the FastAPI route uses;"
+        " same answers, half the event-loop time per request. False sends every request through the FastAPI route.",
     )
     inference_load_timeout_seconds: float = Field(
         600.0,
@@ -87,11 +87,11 @@ class Settings(BaseSettings):
         description="A version load (TensorFlow's import in a new inference process, tracing, warm-up) left"
         " unanswered this long gets the inference process restarted; never less than inference_timeout_seconds.",
     )
+    # Doubled after each quick death (a process that lived under a minute), up to a minute.
     inference_restart_delay_seconds: float = Field(
         1.0,
         gt=0,
-        description="Wait before restarting an inference process that stopped; doubles after each quick death"
-        " (one that lived under a minute), up to a minute.",
+        description="Wait before restarting an inference process that stopped (doubling when it keeps dying).",
     )
     inference_stop_timeout_seconds: float = Field(
         10.0, gt=0, description="At shutdown, how long the inference process may take to exit before it is killed."

@@ -58,29 +58,16 @@ def _headline(metadata: VersionPublic) -> VersionSummary:
     naive = metadata.metrics.get("naive", Figures())
     backtest = metadata.backtest
     mase, basis = headline_mase(metadata.model_dump(by_alias=True, exclude_unset=True))
+    # The headline repeats these fields of the metadata as they are.
+    copied = {"version", "architecture", "window", "horizon", "features", "label", "created_at"}
     return VersionSummary(
-        version=metadata.version,
-        architecture=metadata.architecture,
-        window=metadata.window,
-        horizon=metadata.horizon,
-        features=metadata.features,
-        label=metadata.label,
-        created_at=metadata.created_at,
-        data=DataSource(
-            name=metadata.data.name, start=metadata.data.start, end=metadata.data.end, rows=metadata.data.rows
-        ),
+        **metadata.model_dump(include=copied),
+        data=DataSource.model_validate(metadata.data.model_dump(include={"name", "start", "end", "rows"})),
         test=TestFigures(
-            mae=model.mae,
-            rmse=model.rmse,
-            mape=model.mape,
-            mase=model.mase,
-            directional_accuracy=model.directional_accuracy,
-            naive_mae=naive.mae,
+            **model.model_dump(include={"mae", "rmse", "mape", "mase", "directional_accuracy"}), naive_mae=naive.mae
         ),
         backtest={
-            forecaster: BacktestHeadline(
-                mae=figures.mae, mase=figures.mase, directional_accuracy=figures.directional_accuracy
-            )
+            forecaster: BacktestHeadline(**figures.model_dump(include={"mae", "mase", "directional_accuracy"}))
             for forecaster, figures in backtest.summary.items()
         }
         if backtest is not None and backtest.summary

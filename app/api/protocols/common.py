@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -57,6 +58,17 @@ class ProtocolRoute(APIRoute):
                 )
 
         return handle
+
+
+def json_object(raw: bytes, expected: str) -> dict[str, Any]:
+    """A request body that must be one JSON object; a ProtocolError saying what was expected otherwise."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise ProtocolError(f"request body: invalid JSON ({error})") from None
+    if type(value) is not dict:
+        raise ProtocolError(f"request body: expected a JSON object with {expected}")
+    return value
 
 
 def parse_version(registry: ModelRegistry, name: str, text: str) -> int:

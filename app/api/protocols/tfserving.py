@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from app.api.protocols import common
 from app.api.protocols.common import (
     INPUT_NAME,
     ProtocolError,
@@ -42,12 +43,7 @@ DTYPE = "DT_DOUBLE"
 
 def parse_predict(body: bytes, max_windows: int) -> tuple[np.ndarray, bool]:
     """The windows of a :predict body as finite float64 (n, rows, columns), and whether it was row format."""
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise ProtocolError(f"request body: invalid JSON ({error})") from None
-    if type(request) is not dict:
-        raise ProtocolError('request body: expected a JSON object with "instances" or "inputs"')
+    request = common.json_object(body, '"instances" or "inputs"')
     signature = request.get("signature_name", SIGNATURE)
     if signature != SIGNATURE:
         raise ProtocolError(f"signature_name: this model has one signature '{SIGNATURE}', got {signature!r}")

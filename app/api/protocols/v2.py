@@ -28,6 +28,7 @@ from app.api.protocols.common import (
     INPUT_NAME,
     ProtocolError,
     checked_windows,
+    json_object,
     model_parameters,
     number_array,
     parse_version,
@@ -74,12 +75,7 @@ class InferRequest:
 def parse_infer_request(body: bytes, header_length: str | None, max_windows: int) -> InferRequest:
     """An inference request from the raw body (and the binary extension's header); 422 naming what is wrong."""
     header_bytes, binary = _split_body(body, header_length)
-    try:
-        header = orjson.loads(header_bytes)
-    except orjson.JSONDecodeError as error:
-        raise ProtocolError(f"request body: invalid JSON ({error})") from None
-    if type(header) is not dict:
-        raise ProtocolError("request body: expected a JSON object with 'inputs'")
+    header = json_object(header_bytes, "'inputs'")
     parameters = _parameters(header.get("parameters"), "parameters")
     inputs = header.get("inputs")
     if type(inputs) is not list or len(inputs) != 1 or type(inputs[0]) is not dict:
