@@ -35,9 +35,8 @@ BENCH = Path(__file__).resolve().parent
 
 # (label, module or class, attribute); nested steps are indented in the table.
 STEPS: list[tuple[str, str, str]] = [
-    # One of the two runs, by STOCKCAST_PREDICT_FAST_PATH (--route); the other shows no calls.
-    ("parse the body (fast path)", "app.api.predict_fast_path", "parse_array_window"),
-    ("parse the body (FastAPI route)", "app.api.routes.predict", "parse_predict"),
+    # The one /predict handler parses, whichever entry point (--route) called it.
+    ("parse the body", "app.api.routes.predict", "parse_predict"),
     ("check the window against the version", "app.serving.forecasting", "window_to_array"),
     ("start a batch (stack, scale, send)", "app.serving.batching:MicroBatcher", "_dispatch"),
     ("  of which scaling", "app.serving.steps:ForecastSteps", "prepare"),

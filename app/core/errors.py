@@ -48,11 +48,16 @@ async def stockcast_error_handler(request: Request, error: Exception) -> JSONRes
     return error_response(error)
 
 
+def validation_error_response(error: RequestValidationError) -> JSONResponse:
+    """A request validation error as its answer: 422, a one-line summary and pydantic's structured errors."""
+    errors = [{key: value for key, value in item.items() if key in ("loc", "msg", "type")} for item in error.errors()]
+    return JSONResponse(status_code=422, content={"detail": describe_validation_errors(errors), "errors": errors})
+
+
 async def validation_error_handler(request: Request, error: Exception) -> JSONResponse:
     """422 with a one-line summary plus pydantic's structured errors."""
     assert isinstance(error, RequestValidationError)
-    errors = [{key: value for key, value in item.items() if key in ("loc", "msg", "type")} for item in error.errors()]
-    return JSONResponse(status_code=422, content={"detail": describe_validation_errors(errors), "errors": errors})
+    return validation_error_response(error)
 
 
 async def storage_error_handler(request: Request, error: Exception) -> JSONResponse:

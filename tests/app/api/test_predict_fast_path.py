@@ -1,4 +1,9 @@
-"""The /predict fast path: the same answers as FastAPI's route, and everything unusual left to the route."""
+"""/predict's two entry points, the fast path in front of FastAPI's routing and FastAPI's route, answer alike.
+
+Both call `answer_predict`, the one handler: one parse of the body, the
+lookup, the forecast, and every error rendered as the app's exception
+handlers render it. The fast path answers every POST /predict itself.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,11 @@ import numpy as np
 import orjson
 import pytest
 from fastapi.testclient import TestClient
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Message, Scope
 
+import app.api.predict_body as predict_body
+import app.api.predict_fast_path as fast_path
 import app.api.routes.predict as predict_route
-from app.api.predict_fast_path import PredictFastPath
 from tests.helpers import WINDOW, make_settings
 from training.store import ModelStore
 
@@ -37,20 +43,6 @@ def route_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFacto
         yield test_client
 
 
-@pytest.fixture
-def route_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the requests that reach the FastAPI route's forecasting call."""
-    calls: list[int] = []
-    real = predict_route.predict_one
-
-    async def counted(*args: Any, **kwargs: Any) -> bytes:
-        calls.append(1)
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(predict_route, "predict_one", counted)
-    return calls
-
-
 def close_enough(left: Any, right: Any) -> None:
     """Equal JSON, floats within float32 rounding (the two apps may run different compiled graphs)."""
     assert type(left) is type(right), (left, right)
@@ -68,6 +60,20 @@ def close_enough(left: Any, right: Any) -> None:
         assert left == right
 
 
+@pytest.fixture
+def fast_path_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the requests the fast path hands to the handler (the FastAPI route calls it by another name)."""
+    calls: list[int] = []
+    real = fast_path.answer_predict
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(fast_path, "answer_predict", counted)
+    return calls
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -75,17 +81,23 @@ def close_enough(left: Any, right: Any) -> None:
         arrays_body(version=2),
         arrays_body(alias="champion"),
         {**arrays_body(), "model": "tiny-h5"},
+        {
+            **arrays_body(),
+            "window": [
+                {"date": f"2017-10-{day + 2:02d}", **dict(zip(COLUMNS, ROW, strict=True))} for day in range(WINDOW)
+            ],
+        },
     ],
-    ids=["default", "pinned", "alias", "horizon-5"],
+    ids=["default", "pinned", "alias", "horizon-5", "rows"],
 )
-def test_fast_path_answers_like_the_route_without_calling_it(
-    client: TestClient, route_client: TestClient, route_calls: list[int], body: dict[str, Any]
+def test_both_entry_points_answer_alike(
+    client: TestClient, route_client: TestClient, fast_path_calls: list[int], body: dict[str, Any]
 ) -> None:
     fast = client.post("/predict", json=body)
     assert fast.status_code == 200, fast.text
-    assert route_calls == []
+    assert fast_path_calls == [1], "the fast path answers every form of window"
     routed = route_client.post("/predict", json=body)
-    assert route_calls == [1]
+    assert fast_path_calls == [1], "with the fast path off, FastAPI's route answers"
     assert routed.status_code == 200
     assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
     assert int(fast.headers["content-length"]) == len(fast.content)
@@ -93,77 +105,80 @@ def test_fast_path_answers_like_the_route_without_calling_it(
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("raw", "status"),
     [
-        {**arrays_body(), "model": "nope"},
-        arrays_body(version=99),
-        arrays_body(alias="nope"),
-        {**arrays_body(), "window": arrays_body()["window"][:3]},
-        {**arrays_body(), "window": [row[:4] for row in arrays_body()["window"]]},
-        {**arrays_body(), "window": [[-1.0, *row[1:]] for row in arrays_body()["window"]]},
+        (orjson.dumps({**arrays_body(), "model": "nope"}), 404),
+        (orjson.dumps(arrays_body(version=99)), 404),
+        (orjson.dumps(arrays_body(alias="nope")), 404),
+        (orjson.dumps({**arrays_body(), "window": arrays_body()["window"][:3]}), 422),
+        (orjson.dumps({**arrays_body(), "window": [row[:4] for row in arrays_body()["window"]]}), 422),
+        (orjson.dumps({**arrays_body(), "window": [[-1.0, *row[1:]] for row in arrays_body()["window"]]}), 422),
+        (orjson.dumps({"model": "tiny", "window": [dict(zip(COLUMNS, ROW, strict=True))] * 2}), 422),
+        (b'{"model": "tiny", "window": [[1, 2], [3]]}', 422),
+        (b'{"model": "tiny", "window": [[NaN, 1, 1, 1, 1]]}', 422),
+        (b'{"model": "tiny", "window": [[1, 1, 1, 1, 1]], "extra": 1}', 422),
+        (b'{"model": "tiny", "window": [[1, 1, 1, 1, 1]], "version": "1"}', 422),
+        (b"not json", 422),
+        (b"", 422),
     ],
-    ids=["unknown-model", "unknown-version", "unknown-alias", "short-window", "missing-column", "negative-price"],
-)
-def test_domain_errors_from_the_fast_path_equal_the_routes(
-    client: TestClient, route_client: TestClient, route_calls: list[int], body: dict[str, Any]
-) -> None:
-    fast = client.post("/predict", json=body)
-    assert route_calls == [], "the fast path answers its own errors"
-    routed = route_client.post("/predict", json=body)
-    assert 400 <= fast.status_code < 500
-    assert (fast.status_code, fast.content) == (routed.status_code, routed.content)
-
-
-@pytest.mark.parametrize(
-    ("raw", "forecast_calls"),
-    [
-        # Rows, ragged arrays and a version as a numeric string (which pydantic
-        # accepts) pass parsing and reach the forecasting call; its shape check refuses them.
-        (orjson.dumps({"model": "tiny", "window": [dict(zip(COLUMNS, ROW, strict=True))] * 2}), 2),
-        (b'{"model": "tiny", "window": [[1, 2], [3]]}', 2),
-        (b'{"model": "tiny", "window": [[NaN, 1, 1, 1, 1]]}', 0),
-        (b'{"model": "tiny", "window": [[1, 1, 1, 1, 1]], "extra": 1}', 0),
-        (b'{"model": "tiny", "window": [[1, 1, 1, 1, 1]], "version": "1"}', 2),
-        (b"not json", 0),
-        (b"", 0),
+    ids=[
+        "unknown-model",
+        "unknown-version",
+        "unknown-alias",
+        "short-window",
+        "missing-column",
+        "negative-price",
+        "short-rows",
+        "ragged",
+        "nan",
+        "unknown-key",
+        "string-version",
+        "invalid-json",
+        "empty",
     ],
-    ids=["rows", "ragged", "nan", "unknown-key", "string-version", "invalid-json", "empty"],
 )
-def test_unusual_bodies_reach_the_route_whole(
-    client: TestClient, route_client: TestClient, route_calls: list[int], raw: bytes, forecast_calls: int
+def test_errors_are_byte_for_byte_the_same(
+    client: TestClient, route_client: TestClient, fast_path_calls: list[int], raw: bytes, status: int
 ) -> None:
     headers = {"content-type": "application/json"}
     fast = client.post("/predict", content=raw, headers=headers)
+    assert fast_path_calls == [1]
     routed = route_client.post("/predict", content=raw, headers=headers)
-    assert fast.status_code == routed.status_code == 422
+    assert fast.status_code == routed.status_code == status, fast.text
     assert fast.content == routed.content
-    assert len(route_calls) == forecast_calls
 
 
-def test_rows_windows_are_forecast_by_the_route(client: TestClient, route_calls: list[int]) -> None:
-    rows = [{"date": f"2017-10-{day + 2:02d}", **dict(zip(COLUMNS, ROW, strict=True))} for day in range(WINDOW)]
-    answer = client.post("/predict", json={"model": "tiny", "window": rows})
-    assert answer.status_code == 200, answer.text
-    assert route_calls == [1]
-    assert answer.json()["forecast"][0]["date"] is not None
+def test_a_body_is_parsed_once(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The arrays parser runs once per request, also when it declines the body (rows go on to pydantic)."""
+    calls: list[bytes] = []
+    real = predict_body.parse_array_window
+
+    def counted(raw: bytes) -> Any:
+        calls.append(raw)
+        return real(raw)
+
+    monkeypatch.setattr(predict_body, "parse_array_window", counted)
+    rows = [dict(zip(COLUMNS, ROW, strict=True))] * WINDOW
+    assert client.post("/predict", json={"model": "tiny", "window": rows}).status_code == 200
+    assert client.post("/predict", json=arrays_body()).status_code == 200
+    assert len(calls) == 2
 
 
-def test_other_methods_and_paths_are_left_to_fastapi(client: TestClient, route_client: TestClient) -> None:
+def test_other_methods_and_paths_are_answered_alike(client: TestClient, route_client: TestClient) -> None:
     for method, path in (("GET", "/predict"), ("POST", "/predict/"), ("PUT", "/predict")):
         fast = client.request(method, path, json=arrays_body(), follow_redirects=False)
         routed = route_client.request(method, path, json=arrays_body(), follow_redirects=False)
-        assert (fast.status_code, fast.content) == (routed.status_code, routed.content)
+        assert (fast.status_code, fast.content) == (routed.status_code, routed.content), (method, path)
     batch = client.post("/predict/batch", json={"model": "tiny", "windows": [arrays_body()["window"]]})
     assert batch.status_code == 200
 
 
 def test_an_unexpected_error_is_a_logged_500_not_a_crash(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    import app.api.predict_fast_path as fast_path
-
     async def broken(*args: Any, **kwargs: Any) -> bytes:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(fast_path, "predict_one", broken)
+    monkeypatch.setattr(predict_route, "predict_one", broken)
+    assert predict_route.answer_predict is fast_path.answer_predict  # one handler, so this reaches the fast path
     # A second client over the same running app, one that turns server errors into answers.
     lenient = TestClient(client.app, raise_server_exceptions=False)
     answer = lenient.post("/predict", json=arrays_body())
@@ -173,8 +188,19 @@ def test_an_unexpected_error_is_a_logged_500_not_a_crash(client: TestClient, mon
     assert client.post("/predict", json=arrays_body()).status_code == 200
 
 
-def run_asgi(middleware: PredictFastPath, messages: list[Message]) -> list[Message]:
-    """Drive the middleware at the ASGI level with these incoming messages; what it sent back."""
+def test_both_entry_points_agree_over_many_windows(client: TestClient, route_client: TestClient) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        window = (np.array(ROW) * rng.uniform(0.9, 1.1, size=(WINDOW, len(ROW)))).round(2).tolist()
+        body = {"model": "tiny", "window": window}
+        close_enough(client.post("/predict", json=body).json(), route_client.post("/predict", json=body).json())
+
+
+def run_asgi(client: TestClient, messages: list[Message]) -> list[Message]:
+    """Drive the real app at the ASGI level with these incoming messages; what it sent back.
+
+    Only for bodies refused before any lookup: this runs on a loop of its own, not the app's.
+    """
     incoming = iter(messages)
     sent: list[Message] = []
 
@@ -184,49 +210,43 @@ def run_asgi(middleware: PredictFastPath, messages: list[Message]) -> list[Messa
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope: Scope = {"type": "http", "method": "POST", "path": "/predict", "root_path": "", "headers": []}
-    asyncio.run(middleware(scope, receive, send))
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "server": ("testserver", 80),
+        "client": ("testclient", 50000),
+    }
+    asyncio.run(client.app(scope, receive, send))  # type: ignore[arg-type]
     return sent
 
 
-def test_a_body_in_chunks_reaches_the_route_whole() -> None:
-    seen: list[bytes] = []
-
-    async def downstream(scope: Scope, receive: Receive, send: Send) -> None:
-        message = await receive()
-        assert message["more_body"] is False
-        seen.append(message["body"])
-        await send({"type": "http.response.start", "status": 422, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
-
-    chunks = [b'{"model": "tiny", ', b'"window": [{"close": 1}]}']
+def test_a_body_in_chunks_is_read_whole(client: TestClient) -> None:
+    chunks = [b'{"model": "tiny", ', b'"window": [{"close": 1}], "version": 0}']
     sent = run_asgi(
-        PredictFastPath(downstream),
+        client,
         [
             {"type": "http.request", "body": chunks[0], "more_body": True},
             {"type": "http.request", "body": chunks[1], "more_body": False},
         ],
     )
-    assert seen == [b"".join(chunks)]
+    # Refused by pydantic before any lookup: the whole body was parsed, as one.
     assert sent[0]["status"] == 422
+    assert orjson.loads(sent[1]["body"])["detail"].startswith(
+        "body.version: Input should be greater than or equal to 1"
+    )
 
 
-def test_a_client_gone_before_its_body_ends_gets_no_answer() -> None:
-    async def downstream(scope: Scope, receive: Receive, send: Send) -> None:
-        raise AssertionError("nothing should reach the route")
-
+def test_a_client_gone_before_its_body_ends_gets_no_answer(client: TestClient) -> None:
     messages: list[Message] = [
         {"type": "http.request", "body": b'{"model"', "more_body": True},
         {"type": "http.disconnect"},
     ]
-    assert run_asgi(PredictFastPath(downstream), messages) == []
-
-
-def test_fast_and_routed_forecasts_agree_with_each_other_over_many_windows(
-    client: TestClient, route_client: TestClient
-) -> None:
-    rng = np.random.default_rng(3)
-    for _ in range(5):
-        window = (np.array(ROW) * rng.uniform(0.9, 1.1, size=(WINDOW, len(ROW)))).round(2).tolist()
-        body = {"model": "tiny", "window": window}
-        close_enough(client.post("/predict", json=body).json(), route_client.post("/predict", json=body).json())
+    assert run_asgi(client, messages) == []
