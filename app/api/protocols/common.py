@@ -60,7 +60,7 @@ class ProtocolRoute(APIRoute):
         return handle
 
 
-def json_object(raw: bytes, expected: str) -> dict[str, Any]:
+def json_object(raw: bytes | memoryview, expected: str) -> dict[str, Any]:
     """A request body that must be one JSON object; a ProtocolError saying what was expected otherwise."""
     try:
         value = orjson.loads(raw)
