@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.asgi import read_body, route_path
 from app.api.routes.predict import answer_predict
 
 PATH = "/predict"
@@ -38,33 +39,14 @@ class PredictFastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or _route_path(scope) != PATH:
+        if scope["type"] != "http" or scope["method"] != "POST" or route_path(scope) != PATH:
             await self.app(scope, receive, send)
             return
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
         if raw is None:
             return  # The client went away before sending its whole body: nobody to answer.
         response = await answer_predict(scope["app"].state.registry, raw)
         await response(scope, receive, send)
-
-
-def _route_path(scope: Scope) -> str:
-    """The path as FastAPI's router matches it: without the root path a proxy mounts the app under."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None if the client disconnected first."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 __all__ = ["PATH", "PredictFastPath"]

@@ -24,6 +24,7 @@ import re
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.asgi import read_body, route_path
 from app.api.protocols import tfserving, v2
 from training.errors import StockcastError
 
@@ -43,12 +44,12 @@ class ProtocolFastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = _route_path(scope) if scope["type"] == "http" and scope["method"] == "POST" else ""
+        path = route_path(scope) if scope["type"] == "http" and scope["method"] == "POST" else ""
         match = (V2_INFER.fullmatch(path) or TF_PREDICT.fullmatch(path)) if path.startswith(_PREFIXES) else None
         if match is None:
             await self.app(scope, receive, send)
             return
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
         if raw is None:
             return  # The client went away before sending its whole body: nobody to answer.
         state = scope["app"].state
@@ -78,25 +79,3 @@ class ProtocolFastPath:
         except StockcastError as error:
             response = JSONResponse(status_code=error.status_code, content={"error": str(error)})
         await response(scope, receive, send)
-
-
-def _route_path(scope: Scope) -> str:
-    """The path as FastAPI's router matches it: without the root path a proxy mounts the app under."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None if the client disconnected first."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-__all__ = ["TF_PREDICT", "V2_INFER", "ProtocolFastPath"]
