@@ -53,6 +53,7 @@ def test_no_tensorflow_in_the_api_process_after_every_route(model_store: ModelSt
             ("GET", "/datasets/msft", {}, 200),
             ("POST", "/datasets", {"files": {"file": ("a.csv", CSV)}, "data": {"name": "jan"}}, 201),
             ("GET", "/jobs", {}, 200),
+            ("GET", "/metrics", {}, 200),
             # The standard protocols.
             ("GET", "/v2/health/ready", {}, 200),
             ("GET", "/v2/models/tiny", {}, 200),
