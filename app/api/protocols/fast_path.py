@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.asgi import read_body, route_path
@@ -35,6 +35,8 @@ TF_PREDICT = re.compile(
 )
 _PREFIXES = ("/v2/models/", "/v1/models/")
 _HEADER_LENGTH = v2.HEADER_LENGTH.lower().encode("latin-1")
+_JSON = (b"content-type", b"application/json")
+_BINARY = (b"content-type", b"application/octet-stream")
 
 
 class ProtocolFastPath:
@@ -57,7 +59,7 @@ class ProtocolFastPath:
         try:
             if match.re is V2_INFER:
                 header_length = next((value for key, value in scope["headers"] if key == _HEADER_LENGTH), None)
-                body, length = await v2.infer(
+                answer, length = await v2.infer(
                     state.registry,
                     groups["name"],
                     groups["version"],
@@ -65,8 +67,8 @@ class ProtocolFastPath:
                     header_length.decode("latin-1") if header_length is not None else None,
                     state.settings.max_batch_windows,
                 )
-                response = v2.infer_response(body, length)
             else:
+                length = None
                 answer = await tfserving.predict(
                     state.registry,
                     groups["name"],
@@ -75,7 +77,14 @@ class ProtocolFastPath:
                     version_text=groups["version"],
                     label=groups["label"],
                 )
-                response = Response(answer, media_type="application/json")
         except StockcastError as error:
-            response = JSONResponse(status_code=error.status_code, content={"error": str(error)})
-        await response(scope, receive, send)
+            await JSONResponse(status_code=error.status_code, content={"error": str(error)})(scope, receive, send)
+            return
+        # The headers `v2.infer_response` (Starlette's Response) sends, without building one per request.
+        headers = [(b"content-length", str(len(answer)).encode("latin-1"))]
+        if length is None:
+            headers.append(_JSON)
+        else:
+            headers += [_BINARY, (_HEADER_LENGTH, str(length).encode("latin-1"))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
