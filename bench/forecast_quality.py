@@ -1,10 +1,11 @@
 """Forecast quality benchmark: honest walk-forward scores beside baselines and the tutorial pipeline.
 
     python bench/forecast_quality.py [CSV ...] [--folds N] [--epochs N]
+    python bench/forecast_quality.py [CSV ...] --calibration-only [--architecture lstm]
 
 For the bundled MSFT sample and every CSV given, prints one table in price
-units (MAE, RMSE, MAPE, MASE against the naive last-value forecast,
-directional accuracy, 90 % interval coverage):
+units (MAE, RMSE, MAPE, MAE ratio to naive, Hyndman-Koehler MASE,
+directional accuracy beside the always-up rate, 90 % interval coverage):
 
 - SimpleRNN, LSTM and GRU scored by the walk-forward backtest of
   `training.backtest` (everything refitted inside each fold);
@@ -15,7 +16,17 @@ directional accuracy, 90 % interval coverage):
   fitted on the training rows only, scored on the later rows.
 
 The last two rows differ only in the split and where the scaler is fitted,
-so the gap between them is what leakage does to the reported error.
+and both are scored on the same chronological test windows (the last 20 %
+of rows), so the gap between them is what leakage does to the reported error.
+
+Then a calibration table: the same network backtested twice on the same
+folds and test windows, once with the leaky calibration (early stopping and
+conformal widths on the same validation windows, `calibration="shared"`) and
+once with the honest one (disjoint blocks, the default), with 90 % coverage,
+the Winkler score of the 90 % band against the training part's empirical
+return-quantile band, the Diebold-Mariano p-values against naive, and the
+coverage of the alternative calibration on earlier folds' out-of-sample
+residuals. `--calibration-only` prints just that table.
 """
 
 from __future__ import annotations
@@ -50,7 +61,19 @@ DEFAULT_BATCH_SIZE = 128
 # of closes in, MinMax on price levels, 80/20 split.
 TUTORIAL_WINDOW = 60
 TUTORIAL_TEST_FRACTION = 0.2
-COLUMNS = ("MAE", "RMSE", "MAPE %", "MASE", "dir. acc.", "90% cov.", "windows")
+COLUMNS = ("MAE", "RMSE", "MAPE %", "ratio", "MASE", "dir. acc.", "up rate", "90% cov.", "windows")
+CALIBRATION_COLUMNS = (
+    "90% cov.",
+    "cov. f2+",
+    "resid. f2+",
+    "Winkler",
+    "W. base",
+    "W. ratio",
+    "DM p s1",
+    "DM p all",
+    "ratio",
+    "windows",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--patience", type=int, default=DEFAULT_PATIENCE, help="early-stopping patience")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--json", type=Path, help="also write every result as JSON to this file")
+    parser.add_argument("--calibration-only", action="store_true", help="only the leaky vs honest calibration table")
+    parser.add_argument("--architecture", default="lstm", help="network of the calibration table")
     return parser.parse_args(argv)
 
 
@@ -74,8 +99,10 @@ def row_from_metrics(metrics: dict[str, Any], coverage: float | None = None) -> 
         "MAE": metrics["mae"],
         "RMSE": metrics["rmse"],
         "MAPE %": metrics["mape"],
+        "ratio": metrics.get("mae_ratio_to_naive"),
         "MASE": metrics["mase"],
         "dir. acc.": metrics["directional_accuracy"],
+        "up rate": metrics.get("always_up_rate"),
         "90% cov.": coverage,
         "windows": metrics["windows"],
     }
@@ -120,7 +147,7 @@ def tutorial_rows(frame: Any, args: argparse.Namespace) -> dict[str, dict[str, A
     inputs, futures = features.make_windows(values, spec)
     indices = np.arange(len(inputs))
 
-    shuffled_train, shuffled_test = train_test_split(indices, test_size=TUTORIAL_TEST_FRACTION, random_state=42)
+    shuffled_train, _ = train_test_split(indices, test_size=TUTORIAL_TEST_FRACTION, random_state=42)
     # Chronological: training windows' targets end before the first test row.
     split_row = round(len(values) * (1 - TUTORIAL_TEST_FRACTION))
     train_inputs, train_futures = features.make_windows(values[:split_row], spec)
@@ -129,10 +156,12 @@ def tutorial_rows(frame: Any, args: argparse.Namespace) -> dict[str, dict[str, A
     variants = {
         # The scaler sees every row, test rows included, and test windows sit
         # between training windows that overlap them.
+        # Scored on the same chronological windows as the honest variant,
+        # most of which it trained on.
         "tutorial (leaky)": (
             features.fit_scaler(inputs, futures, spec),
             (inputs[shuffled_train], futures[shuffled_train]),
-            (inputs[shuffled_test], futures[shuffled_test]),
+            (test_inputs, test_futures),
         ),
         "tutorial (honest)": (
             features.fit_scaler(train_inputs, train_futures, spec),
@@ -160,27 +189,64 @@ def tutorial_rows(frame: Any, args: argparse.Namespace) -> dict[str, dict[str, A
     return rows
 
 
+def calibration_rows(frame: Any, args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """One network backtested with the leaky and the honest calibration on the same folds."""
+    rows: dict[str, dict[str, Any]] = {}
+    reports: dict[str, Any] = {}
+    for label, calibration in (("leaky (shared)", "shared"), ("honest (disjoint)", "disjoint")):
+        config = TrainConfig(
+            architecture=args.architecture,
+            units=args.units,
+            epochs=args.epochs,
+            patience=args.patience,
+            batch_size=args.batch_size,
+            window=args.window,
+            horizon=args.horizon,
+            backtest_folds=args.folds,
+            calibration=calibration,
+        )
+        started = time.perf_counter()
+        report = run_backtest(frame, config)
+        print(f"  {label}: {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
+        reports[label] = report
+        evidence, sharpness = report["evidence"], report["sharpness"]["90"]
+        alternatives = report["coverage_alternatives"]
+        rows[label] = {
+            "90% cov.": report["coverage"]["90"]["coverage"],
+            "cov. f2+": alternatives["disjoint_blocks"]["coverage_90"],
+            "resid. f2+": alternatives["walk_forward_residuals"]["coverage_90"],
+            "Winkler": sharpness["winkler_model"],
+            "W. base": sharpness["winkler_empirical_baseline"],
+            "W. ratio": sharpness["ratio_to_baseline"],
+            "DM p s1": evidence["vs_naive_step_1"]["p_value"],
+            "DM p all": evidence["vs_naive_pooled"]["p_value"],
+            "ratio": report["summary"]["model"]["mae_ratio_to_naive"],
+            "windows": report["summary"]["model"]["windows"],
+        }
+    return rows, reports
+
+
 def format_cell(column: str, value: Any) -> str:
     """Fixed-width text for one cell ("-" where a figure does not apply)."""
     if value is None:
         return "-"
     if column == "windows":
         return f"{value:d}"
-    if column in ("dir. acc.", "90% cov."):
+    if column in ("dir. acc.", "90% cov.", "up rate", "cov. f2+", "resid. f2+"):
         return f"{value:.1%}"
-    if column in ("MASE",):
+    if column in ("MASE", "ratio", "W. ratio", "DM p s1", "DM p all"):
         return f"{value:.4f}"
     if column == "MAPE %":
         return f"{value:.3f}"
     return f"{value:.4g}"
 
 
-def format_table(title: str, rows: dict[str, dict[str, Any]]) -> str:
+def format_table(title: str, rows: dict[str, dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
     """A plain-text table, one row per model."""
     width = max(len(name) for name in rows) + 2
-    lines = [title, "model".ljust(width) + "".join(column.rjust(11) for column in COLUMNS)]
+    lines = [title, "model".ljust(width) + "".join(column.rjust(11) for column in columns)]
     for name, row in rows.items():
-        lines.append(name.ljust(width) + "".join(format_cell(column, row[column]).rjust(11) for column in COLUMNS))
+        lines.append(name.ljust(width) + "".join(format_cell(column, row[column]).rjust(11) for column in columns))
     return "\n".join(lines)
 
 
@@ -192,6 +258,19 @@ def main(argv: list[str] | None = None) -> int:
         clean = load_prices(path)
         frame = clean.frame
         print(f"{path.name}: {len(frame)} rows", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        calibration, calibration_reports = calibration_rows(frame, args)
+        protocol = next(iter(calibration_reports.values()))["protocol"]
+        title = (
+            f"{path.name}: calibration, {args.architecture}, backtest {protocol['folds']} folds x "
+            f"{protocol['stride']} rows from {protocol['test_start']} to {protocol['test_end']}, window "
+            f"{args.window}, horizon {args.horizon}; same folds and test windows in both rows "
+            f"({time.perf_counter() - started:.0f}s)"
+        )
+        print(format_table(title, calibration, CALIBRATION_COLUMNS) + "\n", flush=True)
+        if args.calibration_only:
+            results[path.name] = {"calibration": calibration, "calibration_backtests": calibration_reports}
+            continue
         started = time.perf_counter()
         rows, reports = backtest_rows(frame, args)
         rows.update(tutorial_rows(frame, args))
@@ -205,7 +284,12 @@ def main(argv: list[str] | None = None) -> int:
             f"({time.perf_counter() - started:.0f}s)"
         )
         print(format_table(title, rows) + "\n", flush=True)
-        results[path.name] = {"rows": rows, "backtests": reports}
+        results[path.name] = {
+            "rows": rows,
+            "backtests": reports,
+            "calibration": calibration,
+            "calibration_backtests": calibration_reports,
+        }
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0

@@ -57,14 +57,14 @@ def main() -> None:
             started = time.perf_counter()
             outcome = train_version(TrainingRun(architecture, clean, source, config), store)
             seconds = time.perf_counter() - started
-            mase = outcome.metadata["metrics"]["model"]["mase"]
+            mase = outcome.metadata["metrics"]["model"]["mae_ratio_to_naive"]
             rows.append((architecture, seconds, outcome.epochs_run, seconds / outcome.epochs_run, mase))
             print(f"  {architecture}: {seconds:.1f}s, {outcome.epochs_run} epochs", flush=True)
 
     base_seconds, base_per_epoch = rows[0][1], rows[0][3]
     print()
     print(
-        f"{'architecture':12} {'seconds':>8} {'epochs':>7} {'s/epoch':>8} {'x time':>7} {'x s/epoch':>10} {'MASE':>7}"
+        f"{'architecture':12} {'seconds':>8} {'epochs':>7} {'s/epoch':>8} {'x time':>7} {'x s/epoch':>10} {'ratio':>7}"
     )
     for architecture, seconds, epochs, per_epoch, mase in rows:
         print(

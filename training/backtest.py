@@ -3,8 +3,10 @@
 The protocol is that of Darts' `historical_forecasts` and skforecast's
 `TimeSeriesFold`. The last `folds * stride` rows are cut into `folds`
 consecutive test segments of `stride` rows. Fold k knows only the rows before
-its cut: the tail of them is its validation part (early stopping and conformal
-calibration), the rest its training part (scaler, network and ridge baseline).
+its cut: the tail of them is its validation part, split like the main fit's
+into an early-stopping block and a later calibration block `horizon - 1`
+rows apart (`features.tail_blocks`), the rest its training part (scaler,
+network, ridge baseline, drift and the MASE scale).
 It then forecasts every origin whose `horizon` future rows all lie inside its
 test segment. A forecast's input window may reach back into the fold's
 earlier rows, because at the forecast origin they are the past; its targets
@@ -12,10 +14,18 @@ never leave the segment, so no target is scored twice and no target of one
 part is the input of a model fitted on it.
 
 Every window is scored in price units with `training.evaluation` for the
-network and the baselines of `training.baselines` (naive last value, drift,
-and a ridge regression on lagged log returns), and the conformal intervals (calibrated on the fold's
-validation windows) are checked against the outcomes. Folds are pooled for
-the summary that the promotion gate reads.
+network, the naive last-value and mean-return drift baselines and a ridge
+regression on lagged log returns, and the conformal intervals (calibrated on
+the fold's calibration block) are checked against the outcomes. Folds are
+pooled for the summary, and `evidence` holds what the promotion gate reads:
+Diebold-Mariano tests against naive (step 1 and pooled) and drift, the 90 %
+coverage with its binomial tolerance, and the Winkler score of the band beside
+that of the training part's empirical return-quantile band.
+
+The alternative calibration, on the walk-forward backtest's own earlier
+out-of-sample residuals (as skforecast does), is measured beside it: from the
+second fold on, each fold's test windows are also bounded with half-widths
+calibrated on every earlier fold's test residuals (`coverage_alternatives`).
 """
 
 from __future__ import annotations
@@ -27,14 +37,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training import conformal, evaluation, features
+from training import conformal, evaluation, features, significance
 from training.baselines import BASELINES, RidgeBaseline, unfitted_forecasts
 from training.baselines import descriptions as baseline_descriptions
 from training.config import TrainConfig
 from training.data import DATE_COLUMN
 from training.errors import ConfigError
 from training.features import Scaler, SplitBounds, WindowSpec
-from training.pipeline import FoldCallback, PreparedData, StopCheck, fit_network, predict_prices
+from training.pipeline import FoldCallback, PreparedData, StopCheck, fit_network, outlier_mask, predict_prices
+
+# The interval level whose coverage the gate checks and the bench reports.
+GATE_LEVEL = 0.9
+GATE_LEVEL_KEY = conformal.level_key(GATE_LEVEL)
 
 # Fewer windows than this in a fold's training or validation part make its
 # fit or its interval calibration meaningless (same floor as the main split).
@@ -43,12 +57,18 @@ MIN_WINDOWS = 10
 
 @dataclass(frozen=True)
 class Fold:
-    """Row boundaries of one fold: train [0, validation_start), validation up to cut, test [cut, test_end)."""
+    """Row boundaries of one fold: train [0, validation_start), validation up to cut, test [cut, test_end).
+
+    The validation rows hold the early-stopping block's targets up to
+    `early_stopping_stop` and the calibration block's from `calibration_start`.
+    """
 
     index: int
     validation_start: int
     cut: int
     test_end: int
+    early_stopping_stop: int = 0
+    calibration_start: int = 0
 
 
 @dataclass
@@ -58,6 +78,7 @@ class FoldData:
     fold: Fold
     train: tuple[np.ndarray, np.ndarray]
     validation: tuple[np.ndarray, np.ndarray]
+    calibration: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
     scaler: Scaler
 
@@ -69,11 +90,19 @@ def resolve_stride(rows: int, config: TrainConfig) -> int:
     return max(1, round(rows * config.test_fraction / max(config.backtest_folds, 1)))
 
 
-def plan_folds(rows: int, spec: WindowSpec, folds: int, stride: int, validation_share: float) -> list[Fold]:
+def plan_folds(
+    rows: int,
+    spec: WindowSpec,
+    folds: int,
+    stride: int,
+    validation_share: float,
+    calibration_share: float | None = 0.5,
+) -> list[Fold]:
     """Fold boundaries, oldest first; raises ConfigError when a part cannot hold enough windows.
 
     `validation_share` is the fraction of each fold's known rows kept as its
-    validation tail.
+    validation tail; `calibration_share` the fraction of that tail kept as
+    the calibration block (None: the leaky variant, one shared block).
     """
     if folds < 1:
         raise ConfigError(f"backtest needs at least 1 fold, got {folds}")
@@ -98,23 +127,31 @@ def plan_folds(rows: int, spec: WindowSpec, folds: int, stride: int, validation_
                 f"{max(train_windows, 0)} training and {max(validation_windows, 0)} validation windows "
                 f"(needs {MIN_WINDOWS} each); use fewer folds, a smaller stride, or more than {needed} rows"
             )
-        plan.append(Fold(index=index, validation_start=validation_start, cut=cut, test_end=cut + stride))
+        if calibration_share is None:
+            plan.append(Fold(index, validation_start, cut, cut + stride, cut, validation_start))
+            continue
+        blocks = features.tail_blocks(validation_start, cut, spec, calibration_share, MIN_WINDOWS)
+        plan.append(
+            Fold(index, validation_start, cut, cut + stride, blocks.early_stopping_stop, blocks.calibration_start)
+        )
     return plan
 
 
-def _windows_with_targets_in(
-    values: np.ndarray, spec: WindowSpec, first_target: int, stop: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Windows whose every future row lies in [first_target, stop); inputs reach back before first_target."""
-    return features.make_windows(values[first_target - spec.window : stop], spec)
-
-
-def prepare_fold(values: np.ndarray, spec: WindowSpec, fold: Fold) -> FoldData:
-    """Window one fold's parts and fit its scaler on its training windows only."""
-    train = features.make_windows(values[: fold.validation_start], spec)
-    validation = _windows_with_targets_in(values, spec, fold.validation_start, fold.cut)
-    test = _windows_with_targets_in(values, spec, fold.cut, fold.test_end)
-    return FoldData(fold=fold, train=train, validation=validation, test=test, scaler=features.fit_scaler(*train, spec))
+def prepare_fold(values: np.ndarray, spec: WindowSpec, fold: Fold, masked: np.ndarray | None = None) -> FoldData:
+    """Window one fold's parts and fit its scaler on its training windows only; masked rows' windows are left out."""
+    head = None if masked is None else masked[: fold.validation_start]
+    train = features.make_windows(values[: fold.validation_start], spec, head)
+    validation = features.windows_with_targets_in(values, spec, fold.validation_start, fold.early_stopping_stop, masked)
+    calibration = features.windows_with_targets_in(values, spec, fold.calibration_start, fold.cut, masked)
+    test = features.windows_with_targets_in(values, spec, fold.cut, fold.test_end, masked)
+    return FoldData(
+        fold=fold,
+        train=train,
+        validation=validation,
+        calibration=calibration,
+        test=test,
+        scaler=features.fit_scaler(*train, spec),
+    )
 
 
 # The walk-forward loop -------------------------------------------------------
@@ -149,21 +186,24 @@ def _fit_fold(config: TrainConfig, data: FoldData, should_stop: StopCheck | None
         parts={"train": data.train, "validation": data.validation, "test": data.test},
         dates={},
     )
-    model, epochs_run = fit_network(config, prepared, should_stop=should_stop)
-    validation_inputs, validation_futures = data.validation
-    validation_forecast = predict_prices(model, validation_inputs, spec, data.scaler)
+    model, epochs_run, _ = fit_network(config, prepared, should_stop=should_stop)
+    calibration_inputs, calibration_futures = data.calibration
+    calibration_forecast = predict_prices(model, calibration_inputs, spec, data.scaler)
     intervals = conformal.calibrate_intervals(
-        validation_inputs,
-        validation_futures,
-        validation_forecast,
+        calibration_inputs,
+        calibration_futures,
+        calibration_forecast,
         spec,
         config.interval_levels,
         score=config.interval_score,
+        band=config.interval_band,
     )
     # The ridge sees every row before the cut: it has no early stopping that
     # would need the validation part held out.
+    shared = fold.calibration_start == fold.validation_start
+    parts = (data.train, data.validation) if shared else (data.train, data.validation, data.calibration)
     ridge = RidgeBaseline.fit(
-        np.concatenate([data.train[0], validation_inputs]), np.concatenate([data.train[1], validation_futures]), spec
+        np.concatenate([inputs for inputs, _ in parts]), np.concatenate([futures for _, futures in parts]), spec
     )
     return _Fitted(data.scaler, model, ridge, intervals, epochs_run, fold.index)
 
@@ -172,13 +212,69 @@ def _pooled(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty((0, 0))
 
 
+@dataclass
+class BacktestRun:
+    """The JSON report of a backtest and its pooled out-of-sample arrays, in time order.
+
+    `forecasts` maps "actual", "last", "model" and each baseline to (windows,
+    horizon) arrays (last: (windows,)); the gate pairs them with a champion
+    re-scored on the same windows. Only `report` is stored.
+    """
+
+    report: dict[str, Any]
+    forecasts: dict[str, np.ndarray]
+
+
+def _evidence(
+    forecasts: dict[str, np.ndarray],
+    bounds: tuple[np.ndarray, np.ndarray] | None,
+    horizon: int,
+    significance_level: float,
+) -> dict[str, Any]:
+    """Diebold-Mariano tests against naive (step 1, pooled) and drift, and the 90 % coverage's binomial check."""
+    actual = forecasts["actual"]
+    loss = {name: np.abs(forecasts[name] - actual) for name in ("model", "naive", "drift")}
+    pooled = {name: values.mean(axis=1) for name, values in loss.items()}
+    evidence: dict[str, Any] = {
+        "loss": "absolute error in price units",
+        "significance_level": significance_level,
+        "vs_naive_step_1": significance.diebold_mariano(loss["model"][:, 0], loss["naive"][:, 0], 1),
+        "vs_naive_pooled": significance.diebold_mariano(pooled["model"], pooled["naive"], horizon),
+        "vs_drift_pooled": significance.diebold_mariano(pooled["model"], pooled["drift"], horizon),
+        "mae": {name: float(values.mean()) for name, values in loss.items()},
+    }
+    if bounds is not None:
+        lower, upper = bounds
+        # Windows one row apart share outcomes, so the count of independent
+        # draws is nearer the window count than windows * horizon; the
+        # binomial check uses the step-1 outcomes.
+        inside = (actual[:, 0] >= lower[:, 0]) & (actual[:, 0] <= upper[:, 0])
+        evidence["coverage_90"] = significance.coverage_within_tolerance(
+            int(inside.sum()), len(inside), GATE_LEVEL, significance_level
+        )
+        evidence["coverage_90"]["pooled_over_steps"] = float(np.mean((actual >= lower) & (actual <= upper)))
+    return evidence
+
+
 def run_backtest(
     frame: pd.DataFrame,
     config: TrainConfig,
     should_stop: StopCheck | None = None,
     on_fold: FoldCallback | None = None,
+    significance_level: float = 0.05,
 ) -> dict[str, Any]:
-    """Walk-forward backtest of `config` on a clean price frame; a JSON-ready report.
+    """Walk-forward backtest of `config` on a clean price frame; a JSON-ready report (see `walk_forward`)."""
+    return walk_forward(frame, config, should_stop, on_fold, significance_level).report
+
+
+def walk_forward(
+    frame: pd.DataFrame,
+    config: TrainConfig,
+    should_stop: StopCheck | None = None,
+    on_fold: FoldCallback | None = None,
+    significance_level: float = 0.05,
+) -> BacktestRun:
+    """Walk-forward backtest of `config` on a clean price frame: the report and the pooled forecasts.
 
     `on_fold(done, total, fold_report)` is called after each fold. When
     `should_stop()` turns true the remaining folds are skipped and the report
@@ -190,77 +286,139 @@ def run_backtest(
     if missing:
         raise ConfigError(f"feature column(s) {missing} are not in the data; it has {list(frame.columns)}")
     values = frame[list(spec.features)].to_numpy(dtype=np.float64)
+    masked = outlier_mask(frame)
+    label = values[:, spec.label_index]
     dates = frame[DATE_COLUMN] if DATE_COLUMN in frame.columns else None
     folds = max(config.backtest_folds, 1)
     stride = resolve_stride(len(values), config)
     # Keep the main split's train:validation ratio inside every fold.
     validation_share = config.validation_fraction / (1 - config.test_fraction)
-    plan = plan_folds(len(values), spec, folds, stride, validation_share)
+    calibration_share = config.calibration_share if config.calibration == "disjoint" else None
+    plan = plan_folds(len(values), spec, folds, stride, validation_share, calibration_share)
 
     reports: list[dict[str, Any]] = []
-    pooled: dict[str, list[np.ndarray]] = {"actual": [], "last": [], "model": [], "naive": [], "drift": [], "ridge": []}
+    names = ("model", *BASELINES)
+    pooled: dict[str, list[np.ndarray]] = {"actual": [], "last": [], **{name: [] for name in names}}
     pooled_bounds: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    baseline_bounds: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    alternative: dict[str, list[np.ndarray]] = {"disjoint_blocks": [], "walk_forward_residuals": []}
+    pooled_inputs: list[np.ndarray] = []
+    scale: float | None = None
     fitted: _Fitted | None = None
     stopped = False
     for fold in plan:
         if should_stop is not None and should_stop():
             stopped = True
             break
-        data = prepare_fold(values, spec, fold)
+        data = prepare_fold(values, spec, fold, masked)
         if fitted is None or config.backtest_refit == "every":
             fitted = _fit_fold(config, data, should_stop)
         test_inputs, test_futures = data.test
         label_windows = test_inputs[:, :, spec.label_index]
         last = label_windows[:, -1]
+        history = label[: fold.validation_start]
+        scale = evaluation.naive_scale(history)
         forecasts = {
             "model": predict_prices(fitted.model, test_inputs, spec, fitted.scaler),
-            **unfitted_forecasts(label_windows, spec.horizon),
+            # Full-history mean return: every row before the cut is the past.
+            **unfitted_forecasts(label_windows, spec.horizon, label[: fold.cut]),
             "ridge": fitted.ridge.predict(test_inputs),
         }
         bounds = conformal.bounds_for(test_inputs, forecasts["model"], fitted.intervals, spec)
+        empirical = conformal.empirical_bounds(
+            test_inputs, conformal.empirical_band(*data.train, spec, config.interval_levels), spec
+        )
+        if pooled["model"] and GATE_LEVEL_KEY in bounds:
+            # The alternative calibration: every earlier fold's out-of-sample residuals.
+            widths = conformal.calibrate_intervals(
+                np.concatenate(pooled_inputs),
+                np.concatenate(pooled["actual"]),
+                np.concatenate(pooled["model"]),
+                spec,
+                (GATE_LEVEL,),
+                score=config.interval_score,
+                band=config.interval_band,
+            )
+            if GATE_LEVEL_KEY in widths["half_widths"]:
+                low, high = conformal.bounds_for(test_inputs, forecasts["model"], widths, spec)[GATE_LEVEL_KEY]
+                alternative["walk_forward_residuals"].append((test_futures >= low) & (test_futures <= high))
+                low, high = bounds[GATE_LEVEL_KEY]
+                alternative["disjoint_blocks"].append((test_futures >= low) & (test_futures <= high))
         report: dict[str, Any] = {
             "fold": fold.index + 1,
             "train_start": _date(dates, 0),
             "train_end": _date(dates, fold.cut - 1),
             "validation_start": _date(dates, fold.validation_start),
+            "calibration_start": _date(dates, fold.calibration_start),
             "test_start": _date(dates, fold.cut),
             "test_end": _date(dates, fold.test_end - 1),
             "rows": {"train": fold.validation_start, "validation": fold.cut - fold.validation_start, "test": stride},
             "windows": len(test_inputs),
             "train_windows": len(data.train[0]),
             "validation_windows": len(data.validation[0]),
+            "calibration_windows": len(data.calibration[0]),
             "fitted_in_fold": fitted.fitted_in_fold + 1,
             "epochs_run": fitted.epochs_run,
             "ridge_alphas": fitted.ridge.alphas,
-            **{name: evaluation.forecast_metrics(test_futures, forecast, last) for name, forecast in forecasts.items()},
+            "refused_levels": fitted.intervals.get("refused", {}),
+            **{
+                name: evaluation.forecast_metrics(test_futures, forecast, last, scale)
+                for name, forecast in forecasts.items()
+            },
             "coverage": conformal.coverage_of_bounds(test_futures, bounds),
         }
         reports.append(report)
         pooled["actual"].append(test_futures)
         pooled["last"].append(last)
+        pooled_inputs.append(test_inputs)
         for name, forecast in forecasts.items():
             pooled[name].append(forecast)
-        for key, (lower, upper) in bounds.items():
-            pooled_bounds.setdefault(key, ([], []))
-            pooled_bounds[key][0].append(lower)
-            pooled_bounds[key][1].append(upper)
+        for target, source in ((pooled_bounds, bounds), (baseline_bounds, empirical)):
+            for key, (lower, upper) in source.items():
+                target.setdefault(key, ([], []))
+                target[key][0].append(lower)
+                target[key][1].append(upper)
         if on_fold is not None:
             on_fold(fold.index + 1, len(plan), report)
-
     summary: dict[str, Any] = {}
     coverage: dict[str, Any] = {}
+    evidence: dict[str, Any] = {}
+    sharpness: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
     if reports:
-        actual, last = _pooled(pooled["actual"]), _pooled(pooled["last"])
-        summary = {
-            name: evaluation.forecast_metrics(actual, _pooled(pooled[name]), last) for name in ("model", *BASELINES)
-        }
-        coverage = conformal.coverage_of_bounds(
-            actual, {key: (_pooled(lower), _pooled(upper)) for key, (lower, upper) in pooled_bounds.items()}
-        )
-    return {
+        arrays = {name: _pooled(parts) for name, parts in pooled.items()}
+        actual, last = arrays["actual"], arrays["last"]
+        # The pooled MASE is scaled by the last fold's training part (the longest history).
+        summary = {name: evaluation.forecast_metrics(actual, arrays[name], last, scale) for name in names}
+        stacked = {key: (_pooled(lower), _pooled(upper)) for key, (lower, upper) in pooled_bounds.items()}
+        coverage = conformal.coverage_of_bounds(actual, stacked)
+        evidence = _evidence(arrays, stacked.get(GATE_LEVEL_KEY), spec.horizon, significance_level)
+        for key, (lower, upper) in stacked.items():
+            level = int(key) / 100
+            base_lower, base_upper = (_pooled(part) for part in baseline_bounds[key])
+            model_score = significance.winkler_score(actual, lower, upper, level)
+            baseline_score = significance.winkler_score(actual, base_lower, base_upper, level)
+            sharpness[key] = {
+                "winkler_model": model_score,
+                "winkler_empirical_baseline": baseline_score,
+                "ratio_to_baseline": model_score / baseline_score if baseline_score > 0 else None,
+                "baseline_coverage": float(np.mean((actual >= base_lower) & (actual <= base_upper))),
+            }
+    alternatives = {
+        name: {"coverage_90": float(np.mean(np.concatenate(parts))) if parts else None, "folds": len(parts)}
+        for name, parts in alternative.items()
+    }
+    report = {
         "folds": reports,
         "summary": summary,
         "coverage": coverage,
+        "sharpness": sharpness,
+        "evidence": evidence,
+        "coverage_alternatives": {
+            **alternatives,
+            "note": "90 % coverage on the test windows of folds 2.. only: calibrated on the fold's own calibration "
+            "block (disjoint_blocks, what is served) or on every earlier fold's out-of-sample residuals",
+        },
         "protocol": {
             "kind": "walk-forward, expanding window",
             "folds": len(plan),
@@ -270,13 +428,24 @@ def run_backtest(
             "window": spec.window,
             "horizon": spec.horizon,
             "validation_share": round(validation_share, 6),
+            "calibration": config.calibration,
+            "calibration_share": config.calibration_share,
+            "test_start": reports[0]["test_start"] if reports else None,
+            "test_end": reports[-1]["test_end"] if reports else None,
             "test_windows": "every origin whose targets lie inside the fold's test segment; "
             "inputs may reach back into earlier rows",
             "intervals": conformal.METHOD_DESCRIPTIONS[config.interval_score]
-            + ", calibrated on each fold's validation windows",
+            + (
+                ", calibrated on each fold's calibration block (after its early-stopping block)"
+                if config.calibration == "disjoint"
+                else ", calibrated on the validation windows that chose the epoch (leaky)"
+            ),
+            "band": config.interval_band,
             "levels": [conformal.level_key(level) for level in config.interval_levels],
             "baselines": baseline_descriptions(spec),
+            "mase_scale": "one-step naive MAE of the fold's training rows (pooled: the last fold's)",
             "stopped": stopped,
             "seconds": round(time.perf_counter() - started, 3),
         },
     }
+    return BacktestRun(report=report, forecasts=arrays)

@@ -2,8 +2,10 @@
 
 Each turns raw windows into forecasts in price units shaped (windows,
 horizon), so the test split, the walk-forward backtest and the benchmarks
-score a network and its baselines on exactly the same windows. Naive and
-drift need no fitting; the ridge is fitted on a fold's own training windows.
+score a network and its baselines on exactly the same windows. Naive needs
+no fitting; drift has one parameter, the mean daily log return of the
+training history (every row before the split or the fold's cut); the ridge
+is fitted on a fold's own training windows.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from training.features import WindowSpec
 
 # Every baseline scored beside the model, in the order reports list them.
 BASELINES: tuple[str, ...] = ("naive", "drift", "ridge")
-# Baselines that need no fitting, scored on the test split as well as in the backtest.
+# Baselines scored on the test split as well as in the backtest.
 UNFITTED_BASELINES: tuple[str, ...] = ("naive", "drift")
 # Candidate ridge penalties, chosen per fold by efficient leave-one-out on
 # the fold's own training windows (RidgeCV), one per horizon step.
@@ -30,19 +32,35 @@ def naive_forecast(last: np.ndarray, horizon: int) -> np.ndarray:
     return np.repeat(np.asarray(last, dtype=np.float64)[:, None], horizon, axis=1)
 
 
-def drift_forecast(label_windows: np.ndarray, horizon: int) -> np.ndarray:
-    """Extend the straight line from the window's first to last value."""
-    first, last = label_windows[:, 0], label_windows[:, -1]
-    slope = (last - first) / (label_windows.shape[1] - 1)
+def mean_log_return(label_history: np.ndarray) -> float:
+    """Mean daily log return of a price history (the drift baseline's one parameter)."""
+    history = np.asarray(label_history, dtype=np.float64)
+    if history.size < 2:
+        return 0.0
+    return float(np.mean(np.diff(np.log(history))))
+
+
+def drift_forecast(last: np.ndarray, horizon: int, mean_return: float) -> np.ndarray:
+    """Mean-return drift: the last value grown by the history's mean daily log return per step.
+
+    `mean_return` comes from the full training history (not the input
+    window): the random walk with drift. The earlier drift, a straight line
+    through the window's first and last value, chased a 40-day slope and was
+    easy to beat.
+    """
     steps = np.arange(1, horizon + 1, dtype=np.float64)
-    return last[:, None] + slope[:, None] * steps[None, :]
+    return np.asarray(last, dtype=np.float64)[:, None] * np.exp(mean_return * steps)[None, :]
 
 
-def unfitted_forecasts(label_windows: np.ndarray, horizon: int) -> dict[str, np.ndarray]:
-    """Naive and drift forecasts of the label's windows (n, window), in price units."""
+def unfitted_forecasts(label_windows: np.ndarray, horizon: int, label_history: np.ndarray) -> dict[str, np.ndarray]:
+    """Naive and mean-return drift forecasts of the label's windows (n, window), in price units.
+
+    `label_history` is the training history the drift's mean return is taken from.
+    """
+    last = label_windows[:, -1]
     return {
-        "naive": naive_forecast(label_windows[:, -1], horizon),
-        "drift": drift_forecast(label_windows, horizon),
+        "naive": naive_forecast(last, horizon),
+        "drift": drift_forecast(last, horizon, mean_log_return(label_history)),
     }
 
 
@@ -88,7 +106,8 @@ def descriptions(spec: WindowSpec) -> dict[str, str]:
     """What each baseline is, in words, for a report's protocol section."""
     return {
         "naive": "last observed value",
-        "drift": "straight line from the window's first to last value",
+        "drift": "last value grown by the mean daily log return of every row before the cut",
         "ridge": f"RidgeCV on the {spec.window - 1} lagged daily log returns of '{spec.label}', "
         "one output per step, fitted on every row before the cut",
+        "empirical_band": "the fold's training windows' empirical return quantiles per step (sharpness)",
     }

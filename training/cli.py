@@ -96,7 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--name", help="model name (default: the CSV's file name without extension)")
     add_config_flags(train)
-    train.add_argument("--drop-outliers", action="store_true", help="drop outlier rows instead of only reporting them")
+    train.add_argument(
+        "--mask-outliers",
+        "--drop-outliers",
+        dest="mask_outliers",
+        action="store_true",
+        help="leave every window touching an outlier row out of training and scoring (rows are never deleted)",
+    )
     train.add_argument("--models-dir", type=Path, default=DEFAULT_ROOT, help="model store folder")
 
     describe = commands.add_parser("describe", help="print the data report of a price CSV")
@@ -109,7 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="price axis of the history chart (auto: log when prices span more than 20x)",
     )
-    describe.add_argument("--drop-outliers", action="store_true", help="report as if outlier rows were dropped")
+    describe.add_argument(
+        "--mask-outliers",
+        "--drop-outliers",
+        dest="mask_outliers",
+        action="store_true",
+        help="report as training with --mask-outliers would see the data",
+    )
 
     listing = commands.add_parser("list", help="list stored models, versions and aliases")
     listing.add_argument("--models-dir", type=Path, default=DEFAULT_ROOT)
@@ -149,7 +161,7 @@ def _metric(value: Any, digits: int) -> str:
 
 def metrics_table(metrics: dict[str, Any]) -> str:
     """The model's test metrics beside the naive and drift baselines."""
-    header = f"{'':8}{'MAE':>12}{'RMSE':>12}{'MAPE %':>9}{'MASE':>8}{'direction':>11}"
+    header = f"{'':8}{'MAE':>12}{'RMSE':>12}{'MAPE %':>9}{'ratio':>8}{'MASE':>8}{'direction':>11}{'up':>7}"
     lines = [header]
     from training.baselines import BASELINES
 
@@ -159,8 +171,9 @@ def metrics_table(metrics: dict[str, Any]) -> str:
             continue
         lines.append(
             f"{row:8}{_metric(values['mae'], 4):>12}{_metric(values['rmse'], 4):>12}"
-            f"{_metric(values['mape'], 2):>9}{_metric(values['mase'], 3):>8}"
-            f"{_metric(values['directional_accuracy'], 3):>11}"
+            f"{_metric(values['mape'], 2):>9}{_metric(values.get('mae_ratio_to_naive'), 3):>8}"
+            f"{_metric(values['mase'], 3):>8}{_metric(values['directional_accuracy'], 3):>11}"
+            f"{_metric(values.get('always_up_rate'), 3):>7}"
         )
     return "\n".join(lines)
 
@@ -183,12 +196,17 @@ def command_train(args: argparse.Namespace, out: TextIO) -> int:
     config = _config_from_args(args)
     name = check_name(args.name if args.name is not None else args.data.stem)
     required = tuple(dict.fromkeys((*config.features, config.label)))
-    clean = load_prices(args.data, required=required, settings=CleaningSettings(drop_outliers=args.drop_outliers))
+    # The outlier rule is fitted on the split's training rows, whatever the fractions.
+    cleaning = CleaningSettings(
+        mask_outliers=args.mask_outliers,
+        outlier_fit_fraction=1 - config.validation_fraction - config.test_fraction,
+    )
+    clean = load_prices(args.data, required=required, settings=cleaning)
     source = {"name": args.data.name, "path": str(args.data.resolve()), "sha256": sha256_of(args.data)}
     dropped = sum(clean.dropped.values())
     print(
         f"data: {args.data.name}, {len(clean.frame):,d} rows kept of {clean.rows_read:,d} "
-        f"({dropped} dropped, {len(clean.outliers)} outlier(s) {'dropped' if args.drop_outliers else 'kept'})",
+        f"({dropped} dropped, {len(clean.outliers)} outlier(s) {'masked' if args.mask_outliers else 'kept'})",
         file=out,
     )
     print(
@@ -202,9 +220,10 @@ def command_train(args: argparse.Namespace, out: TextIO) -> int:
         print(progress_line(epoch, epochs, logs, time.perf_counter() - started), file=out, flush=True)
 
     def on_fold(done: int, total: int, report: dict[str, Any]) -> None:
-        mase = report.get("model", {}).get("mase")
+        mase = report.get("model", {}).get("mae_ratio_to_naive")
         print(
-            f"backtest fold {done}/{total}: model MASE {_metric(mase, 4)} ({time.perf_counter() - started:.1f}s)",
+            f"backtest fold {done}/{total}: model MAE ratio to naive {_metric(mase, 4)} "
+            f"({time.perf_counter() - started:.1f}s)",
             file=out,
             flush=True,
         )
@@ -251,7 +270,7 @@ def command_describe(args: argparse.Namespace, out: TextIO) -> int:
     from training.data import CleaningSettings, load_prices
     from training.data_report import data_report, render_charts, render_report_text
 
-    clean = load_prices(args.data, settings=CleaningSettings(drop_outliers=args.drop_outliers))
+    clean = load_prices(args.data, settings=CleaningSettings(mask_outliers=args.mask_outliers))
     report = data_report(clean)
     charts: list[Path] = []
     if args.charts is not None:
@@ -271,9 +290,9 @@ def command_describe(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _mase(metadata: dict[str, Any]) -> str:
-    from training.gate import headline_mase
+    from training.gate import headline_ratio
 
-    mase, _basis = headline_mase(metadata)
+    mase, _basis = headline_ratio(metadata)
     return _metric(mase, 3)
 
 
@@ -292,7 +311,7 @@ def command_list(args: argparse.Namespace, out: TextIO) -> int:
         for alias, version in sorted(aliases.items()):
             by_version.setdefault(version, []).append(alias)
         print(name, file=out)
-        print(f"  {'version':>7}  {'created':25} {'architecture':12} {'window':>6} {'MASE':>7}  aliases", file=out)
+        print(f"  {'version':>7}  {'created':25} {'architecture':12} {'window':>6} {'ratio':>7}  aliases", file=out)
         for version in store.versions(name):
             tags = ",".join(by_version.get(version, []))
             try:

@@ -45,6 +45,19 @@ INTERVAL_SCORES: tuple[IntervalScore, ...] = get_args(IntervalScore)
 BacktestRefit = Literal["every", "once"]
 BACKTEST_REFITS: tuple[BacktestRefit, ...] = get_args(BacktestRefit)
 
+# "per_step": each step's band covers that step's outcome at the level;
+# "path": one band that covers the whole forecast path at the level (wider).
+Band = Literal["per_step", "path"]
+BANDS: tuple[Band, ...] = get_args(Band)
+DEFAULT_BAND: Band = "per_step"
+# "disjoint": early stopping on the first part of the validation tail, the
+# conformal calibration on its last part, horizon - 1 rows later; "shared":
+# both on the same windows, which biases the calibration low (leaky, kept
+# only so the benchmark can measure it).
+Calibration = Literal["disjoint", "shared"]
+CALIBRATIONS: tuple[Calibration, ...] = get_args(Calibration)
+DEFAULT_CALENDAR = "XNYS"
+
 DEFAULT_INTERVAL_SCORE: IntervalScore = "studentized"
 DEFAULT_INTERVAL_LEVELS: tuple[float, ...] = (0.8, 0.9, 0.95)
 # numpy's and TensorFlow's seeds are unsigned 32-bit integers.
@@ -109,6 +122,26 @@ class TrainConfig(BaseModel):
     shuffle_labels: bool = Field(
         False, description="Shuffle the training labels, destroying the signal: only for testing the gate."
     )
+    interval_band: Band = Field(
+        DEFAULT_BAND, description="per_step: each step's band covers that step; path: one band covers the whole path."
+    )
+    calibration: Calibration = Field(
+        "disjoint",
+        description="disjoint: calibrate intervals on a block after the early-stopping block; shared: on the same "
+        "windows (leaky, for measurement only).",
+    )
+    calibration_share: float = Field(
+        0.5, gt=0, lt=1, allow_inf_nan=False, description="Share of the validation rows kept for calibration."
+    )
+    production_refit: bool = Field(
+        True, description="Serve a network refitted on every row after evaluation (the figures stay out of sample)."
+    )
+    calendar: str = Field(
+        DEFAULT_CALENDAR,
+        min_length=1,
+        max_length=16,
+        description="Trading calendar of the data, for forecast dates: XNYS, XKRX, ... or 24/7 for crypto.",
+    )
 
     def __init__(self, **values: Any) -> None:
         # Callers (the command line, the job worker, tests) catch ConfigError,
@@ -122,6 +155,9 @@ class TrainConfig(BaseModel):
     def _consistent(self) -> TrainConfig:
         """Checks across fields (label among the features, known columns), by WindowSpec's own rules."""
         self.window_spec()
+        from training.calendars import check_calendar
+
+        check_calendar(self.calendar)
         return self
 
     def window_spec(self) -> WindowSpec:
@@ -143,6 +179,24 @@ class TrainConfig(BaseModel):
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed, checked like a new configuration."""
         return TrainConfig(**{**self.model_dump(), **changes})
+
+    @classmethod
+    def from_hyperparameters(cls, values: dict[str, Any]) -> TrainConfig:
+        """The configuration a version recorded (`hyperparameters()`); fields it predates keep their defaults."""
+        return cls(**{key: value for key, value in values.items() if key in cls.model_fields})
+
+    def with_backtest_of(self, other: TrainConfig) -> TrainConfig:
+        """This model on `other`'s folds: the same split, stride and blocks, so both score the same windows."""
+        return self.replace(
+            validation_fraction=other.validation_fraction,
+            test_fraction=other.test_fraction,
+            backtest_folds=other.backtest_folds,
+            backtest_stride=other.backtest_stride,
+            backtest_refit=other.backtest_refit,
+            calibration=other.calibration,
+            calibration_share=other.calibration_share,
+            horizon=other.horizon,
+        )
 
 
 # Fields that only code sets: the request schema and the command line leave

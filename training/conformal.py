@@ -13,7 +13,16 @@ forecast * exp(-+quantile * volatility).
 
 For each level and step the quantile is the finite-sample-corrected
 ceil((n + 1) * level)-th smallest score, which keeps coverage at or above the
-level for exchangeable scores.
+level for exchangeable scores. With fewer than ceil(level / (1 - level))
+calibration windows that rank does not exist (the honest bound is infinite):
+the level is refused, left out of the half-widths, and listed under
+`refused` in the metadata, instead of being clamped to the largest score.
+
+Bands are per step by default: each step's band covers that step's outcome
+with the level's probability, and the whole path lies inside all of them
+less often. The "path" band calibrates one score per window, the maximum
+over steps of the step's score divided by that step's median score, so the
+whole path is covered with the level's probability (a simultaneous band).
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from training.config import DEFAULT_INTERVAL_SCORE, INTERVAL_SCORES
+from training.config import BANDS, DEFAULT_BAND, DEFAULT_INTERVAL_SCORE, INTERVAL_SCORES
 from training.features import WindowSpec
 
 # A window whose label never moves (a halted or very coarse-ticked price) has
@@ -61,32 +70,87 @@ def score_scale(inputs: np.ndarray, spec: WindowSpec, score: str) -> np.ndarray 
     return window_volatility(inputs, spec) if score == "studentized" else None
 
 
+def minimum_windows(level: float) -> int:
+    """Calibration windows a level needs before its conformal rank exists: ceil(level / (1 - level))."""
+    # Rounded first so that 0.9 / 0.1 is 9, not 9.000000000000002.
+    return math.ceil(round(level / (1 - level), 9))
+
+
+def refused_levels(count: int, levels: tuple[float, ...]) -> dict[str, str]:
+    """Levels that `count` calibration windows cannot support, with the reason."""
+    return {
+        level_key(level): f"needs at least {minimum_windows(level)} calibration windows, has {count}"
+        for level in levels
+        if count < minimum_windows(level)
+    }
+
+
 def calibrate(
     actual: np.ndarray,
     predicted: np.ndarray,
     levels: tuple[float, ...],
     scale: np.ndarray | None = None,
+    band: str = DEFAULT_BAND,
 ) -> dict[str, list[float]]:
-    """Half-widths per level and step from calibration windows.
+    """Half-widths per level and step from calibration windows; refused levels are left out.
 
     Without `scale` the half-widths are in log units; with it (one positive
     number per window) they are in units of that scale.
     """
+    if band not in BANDS:
+        raise ValueError(f"interval band must be one of {list(BANDS)}, got '{band}'")
     residuals = np.abs(np.log(np.asarray(actual, dtype=np.float64) / np.asarray(predicted, dtype=np.float64)))
     if scale is not None:
         residuals = residuals / np.asarray(scale, dtype=np.float64)[:, None]
     count = residuals.shape[0]
     if count == 0:
         raise ValueError("no calibration windows to compute interval widths from")
+    step_shape = np.maximum(np.median(residuals, axis=0), 1e-12)
+    if band == "path":
+        residuals = np.max(residuals / step_shape, axis=1, keepdims=True)
     ordered = np.sort(residuals, axis=0)
     widths: dict[str, list[float]] = {}
     for level in levels:
         if not 0 < level < 1:
             raise ValueError(f"interval level must be between 0 and 1, got {level}")
         # The (n+1) correction keeps coverage at or above the level for exchangeable data.
-        rank = min(math.ceil((count + 1) * level), count)
-        widths[level_key(level)] = ordered[rank - 1].tolist()
+        rank = math.ceil(round((count + 1) * level, 9))
+        if rank > count:
+            continue
+        quantile = ordered[rank - 1]
+        widths[level_key(level)] = (quantile * step_shape if band == "path" else quantile).tolist()
     return widths
+
+
+def empirical_band(
+    train_inputs: np.ndarray, train_futures: np.ndarray, spec: WindowSpec, levels: tuple[float, ...]
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Baseline band: the training windows' empirical quantiles of each step's log return.
+
+    Level key to (lower, upper) log-return quantiles per step; the band of a
+    window is its last value times exp of them. No model, no volatility
+    scaling: the sharpness any interval should beat.
+    """
+    last = np.asarray(train_inputs, dtype=np.float64)[:, -1:, spec.label_index]
+    returns = np.log(np.asarray(train_futures, dtype=np.float64) / last)
+    return {
+        level_key(level): (
+            np.quantile(returns, (1 - level) / 2, axis=0).tolist(),
+            np.quantile(returns, (1 + level) / 2, axis=0).tolist(),
+        )
+        for level in levels
+    }
+
+
+def empirical_bounds(
+    inputs: np.ndarray, band: dict[str, tuple[list[float], list[float]]], spec: WindowSpec
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Price bounds of the empirical baseline band for raw windows."""
+    last = np.asarray(inputs, dtype=np.float64)[:, -1, spec.label_index][:, None]
+    return {
+        key: (last * np.exp(np.asarray(low)[None, :]), last * np.exp(np.asarray(high)[None, :]))
+        for key, (low, high) in band.items()
+    }
 
 
 def stacked_bounds(
@@ -149,19 +213,22 @@ def calibrate_intervals(
     spec: WindowSpec,
     levels: tuple[float, ...],
     score: str = DEFAULT_INTERVAL_SCORE,
+    band: str = DEFAULT_BAND,
 ) -> dict[str, Any]:
-    """The `intervals` metadata of a version: score, half-widths per level and step.
+    """The `intervals` metadata of a version: score, band, half-widths per level and step, refused levels.
 
     `inputs` are the raw calibration windows (n, window, features); the
     studentised score takes each window's volatility from them.
     """
-    widths = calibrate(actual, predicted, levels, score_scale(inputs, spec, score))
+    widths = calibrate(actual, predicted, levels, score_scale(inputs, spec, score), band=band)
     return {
         "method": METHOD_DESCRIPTIONS[score],
         "score": score,
+        "band": band,
         "volatility_floor": VOLATILITY_FLOOR,
         "calibration_windows": len(inputs),
         "half_widths": widths,
+        "refused": refused_levels(len(inputs), levels),
     }
 
 

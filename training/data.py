@@ -25,6 +25,8 @@ from training.errors import DataError
 DATE_COLUMN = "date"
 PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
 VOLUME_COLUMN = "volume"
+# Boolean column added when outliers are masked: True on a flagged row.
+OUTLIER_COLUMN = "outlier"
 KNOWN_COLUMNS = (DATE_COLUMN, *PRICE_COLUMNS, VOLUME_COLUMN)
 NULL_MARKERS = ("", "null", "nan", "na", "n/a", "none", "-")
 
@@ -37,12 +39,16 @@ MAX_LISTED_ROWS = 5
 class CleaningSettings:
     """How strict the cleaner is; every field is reported with the data."""
 
-    drop_outliers: bool = False
+    # Flagged rows stay in the series (deleting a day would join the days
+    # around it into one false return); with this on, every window that
+    # touches one is left out of training and scoring (an `outlier` column).
+    mask_outliers: bool = False
     # A one-day log return is an outlier when it lies further than this many
     # robust standard deviations (1.4826 * MAD) from the median return.
     outlier_threshold: float = 12.0
     # Share of the rows (oldest first) on which the outlier rule's median and
-    # MAD are fitted, so later data never moves the threshold (no look-ahead).
+    # MAD are fitted: the training part's share of the split (1 - validation
+    # - test), so later data never moves the threshold (no look-ahead).
     outlier_fit_fraction: float = 0.7
 
 
@@ -234,9 +240,8 @@ def clean_prices(
                 }
             )
         dropped["outliers"] = 0
-        if settings.drop_outliers and flags.any():
-            dropped["outliers"] = int(flags.sum())
-            frame = frame[~flags].reset_index(drop=True)
+        if settings.mask_outliers:
+            frame[OUTLIER_COLUMN] = flags
 
     if frame.empty:
         raise DataError(f"no usable rows left out of {rows_read}: {dropped}")

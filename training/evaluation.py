@@ -2,8 +2,20 @@
 
 All functions take arrays shaped (windows, horizon) and return plain floats,
 so they serve the test split, the walk-forward backtest and the benchmark
-alike. MASE here is the model's MAE divided by the naive last-value
-forecast's MAE on the same windows: below 1.0 beats "tomorrow equals today".
+alike. Two scaled errors are reported, under the names the literature uses:
+
+- `mae_ratio_to_naive`: the model's MAE divided by the naive last-value
+  forecast's MAE on the same windows (below 1.0 beats "tomorrow equals
+  today" on those windows). The promotion gate reads this one, together with
+  a Diebold-Mariano test on the same paired losses (`training.significance`).
+- `mase`: Hyndman and Koehler's mean absolute scaled error, the MAE divided by
+  the in-sample one-step naive MAE of the training part (mean |y_t - y_t-1|
+  over the training rows), so the figure compares with Darts' and sktime's
+  `mase`. It is None when no training scale was given.
+
+Directional accuracy is reported beside the "always up" rate (the accuracy of
+a forecast that always predicts a rise) and the count of scored windows, so a
+figure of 0.53 can be read against a market that rose on 53 % of days.
 """
 
 from __future__ import annotations
@@ -15,24 +27,46 @@ import numpy as np
 from training.baselines import UNFITTED_BASELINES, naive_forecast, unfitted_forecasts
 
 
-def _step_metrics(actual: np.ndarray, predicted: np.ndarray, last: np.ndarray, naive_mae: float) -> dict[str, Any]:
+def naive_scale(label_history: np.ndarray) -> float | None:
+    """In-sample one-step naive MAE of a training history: the MASE denominator (Hyndman and Koehler)."""
+    history = np.asarray(label_history, dtype=np.float64)
+    if history.size < 2:
+        return None
+    scale = float(np.mean(np.abs(np.diff(history))))
+    return scale if scale > 0 else None
+
+
+def _step_metrics(
+    actual: np.ndarray, predicted: np.ndarray, last: np.ndarray, naive_mae: float, scale: float | None
+) -> dict[str, Any]:
     error = predicted - actual
     mae = float(np.mean(np.abs(error)))
     actual_move = np.sign(actual - last)
     predicted_move = np.sign(predicted - last)
     # Days without a move, or forecasts of no move, have no direction to get right.
     scored = (actual_move != 0) & (predicted_move != 0)
+    moved = actual_move != 0
     return {
         "mae": mae,
         "rmse": float(np.sqrt(np.mean(error**2))),
         "mape": float(np.mean(np.abs(error) / np.abs(actual)) * 100),
-        "mase": float(mae / naive_mae) if naive_mae > 0 else None,
+        "mae_ratio_to_naive": float(mae / naive_mae) if naive_mae > 0 else None,
+        "mase": float(mae / scale) if scale else None,
         "directional_accuracy": float(np.mean(actual_move[scored] == predicted_move[scored])) if scored.any() else None,
+        "direction_windows": int(scored.sum()),
+        "always_up_rate": float(np.mean(actual_move[moved] > 0)) if moved.any() else None,
     }
 
 
-def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, last: np.ndarray) -> dict[str, Any]:
-    """MAE, RMSE, MAPE (%), MASE vs naive and directional accuracy, overall and per step."""
+def forecast_metrics(
+    actual: np.ndarray, predicted: np.ndarray, last: np.ndarray, scale: float | None = None
+) -> dict[str, Any]:
+    """MAE, RMSE, MAPE (%), MAE ratio to naive, MASE and directional accuracy, overall and per step.
+
+    `scale` is the training part's one-step naive MAE (`naive_scale`); the
+    MASE of step k is divided by the same one-step scale, as in Darts and
+    sktime, so later steps show their larger errors.
+    """
     actual = np.asarray(actual, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
     last = np.asarray(last, dtype=np.float64)
@@ -41,19 +75,26 @@ def forecast_metrics(actual: np.ndarray, predicted: np.ndarray, last: np.ndarray
     per_step = []
     for step in range(horizon):
         naive_mae = float(np.mean(np.abs(naive[:, step] - actual[:, step])))
-        per_step.append({"step": step + 1, **_step_metrics(actual[:, step], predicted[:, step], last, naive_mae)})
+        per_step.append(
+            {"step": step + 1, **_step_metrics(actual[:, step], predicted[:, step], last, naive_mae, scale)}
+        )
     overall_naive_mae = float(np.mean(np.abs(naive - actual)))
-    overall = _step_metrics(actual.ravel(), predicted.ravel(), np.repeat(last, horizon), overall_naive_mae)
+    overall = _step_metrics(actual.ravel(), predicted.ravel(), np.repeat(last, horizon), overall_naive_mae, scale)
     return {**overall, "windows": int(actual.shape[0]), "per_step": per_step}
 
 
 def compare_with_baselines(
-    actual: np.ndarray, predicted: np.ndarray, label_windows: np.ndarray
+    actual: np.ndarray, predicted: np.ndarray, label_windows: np.ndarray, label_history: np.ndarray
 ) -> dict[str, dict[str, Any]]:
-    """The model's metrics beside the naive and drift baselines' on the same windows."""
+    """The model's metrics beside the naive and mean-return drift baselines' on the same windows.
+
+    `label_history` is the training part's label: it fits the drift and the
+    MASE scale, and nothing after the training part reaches either.
+    """
     last = label_windows[:, -1]
-    baselines = unfitted_forecasts(label_windows, actual.shape[1])
+    scale = naive_scale(label_history)
+    baselines = unfitted_forecasts(label_windows, actual.shape[1], label_history)
     return {
-        "model": forecast_metrics(actual, predicted, last),
-        **{name: forecast_metrics(actual, baselines[name], last) for name in UNFITTED_BASELINES},
+        "model": forecast_metrics(actual, predicted, last, scale),
+        **{name: forecast_metrics(actual, baselines[name], last, scale) for name in UNFITTED_BASELINES},
     }

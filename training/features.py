@@ -109,11 +109,15 @@ class Scaler:
         return cls(kind=kind, **arrays)
 
 
-def make_windows(values: np.ndarray, spec: WindowSpec) -> tuple[np.ndarray, np.ndarray]:
+def make_windows(
+    values: np.ndarray, spec: WindowSpec, masked: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Cut rows (time, features) into inputs (n, window, features) and futures (n, horizon).
 
     Window i covers rows i .. i+window-1; its future is the label on the next
-    `horizon` rows. Returns views where possible, so this is cheap.
+    `horizon` rows. Returns views where possible, so this is cheap. `masked`
+    (one bool per row) leaves out every window whose inputs or targets touch
+    a masked row (an outlier): the row stays in the series, unused.
     """
     rows = values.shape[0]
     count = rows - spec.window - spec.horizon + 1
@@ -124,6 +128,11 @@ def make_windows(values: np.ndarray, spec: WindowSpec) -> tuple[np.ndarray, np.n
     inputs = np.moveaxis(inputs, -1, 1)
     label = values[spec.window :, spec.label_index]
     futures = np.lib.stride_tricks.sliding_window_view(label, spec.horizon)[:count]
+    if masked is not None and np.any(masked):
+        touched = np.concatenate([[0], np.cumsum(np.asarray(masked, dtype=np.int64))])
+        span = spec.window + spec.horizon
+        keep = touched[span : span + count] - touched[:count] == 0
+        return inputs[:count][keep], futures[keep]
     return inputs[:count], futures
 
 
@@ -230,3 +239,49 @@ def chronological_split(rows: int, spec: WindowSpec, validation_fraction: float,
     train_end = round(rows * train_fraction)
     validation_end = round(rows * (train_fraction + validation_fraction))
     return SplitBounds(train_end=train_end, validation_end=validation_end, rows=rows)
+
+
+@dataclass(frozen=True)
+class TailBlocks:
+    """Where the early-stopping block's targets end and the calibration block's begin (row indices).
+
+    Early-stopping targets lie in [start, early_stopping_stop), calibration
+    targets in [calibration_start, stop); the `horizon - 1` rows between them
+    keep every target of one block out of the other, and the early-stopping
+    epoch is chosen on windows the intervals are never calibrated on.
+    """
+
+    start: int
+    early_stopping_stop: int
+    calibration_start: int
+    stop: int
+
+
+def tail_blocks(start: int, stop: int, spec: WindowSpec, calibration_share: float, min_windows: int = 10) -> TailBlocks:
+    """Split the held-out tail [start, stop) into an early-stopping block, a gap and a calibration block."""
+    if not 0 < calibration_share < 1:
+        raise ConfigError(f"calibration_share must be between 0 and 1, got {calibration_share}")
+    rows = stop - start
+    calibration_rows = round(rows * calibration_share)
+    calibration_start = stop - calibration_rows
+    early_stopping_stop = calibration_start - (spec.horizon - 1)
+    # Early-stopping windows keep their inputs inside the block (as the
+    # validation part always did); calibration windows may read earlier rows
+    # as their past, so only their targets must fit.
+    early_windows = early_stopping_stop - start - spec.window - spec.horizon + 1
+    calibration_windows = calibration_rows - spec.horizon + 1
+    if early_windows < min_windows or calibration_windows < min_windows:
+        raise ConfigError(
+            f"the held-out tail of {rows} rows is too short for an early-stopping block and a calibration "
+            f"block (got {max(early_windows, 0)} and {max(calibration_windows, 0)} windows, need {min_windows} "
+            f"each with window {spec.window} and horizon {spec.horizon}); use more rows or a larger validation_fraction"
+        )
+    return TailBlocks(start, early_stopping_stop, calibration_start, stop)
+
+
+def windows_with_targets_in(
+    values: np.ndarray, spec: WindowSpec, first_target: int, stop: int, masked: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Windows whose every future row lies in [first_target, stop); inputs reach back before first_target."""
+    rows = slice(max(first_target - spec.window, 0), stop)
+    return make_windows(values[rows], spec, None if masked is None else masked[rows])

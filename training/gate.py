@@ -1,40 +1,76 @@
-"""The promotion gate: the metric a version is judged by, and the rule that promotes it.
+"""The promotion gate: a version becomes champion only on statistical evidence of skill.
 
-A pure module (metadata dicts in, a decision out, no I/O), so the command
-line, the API's training workers and the store's default-version rule all
-judge a version the same way. `app.core.config.Settings` takes its gate
-defaults from here.
+A candidate is promoted when, on its walk-forward backtest (out-of-sample
+windows, everything refitted per fold):
+
+1. it beats the naive last-value forecast with evidence: one-sided
+   Diebold-Mariano tests on paired absolute errors (HAC variance with lag
+   h - 1, Harvey-Leybourne-Newbold correction) reject "no better than naive"
+   at the configured level both at step 1 (the step traders act on) and
+   pooled over steps. A tie is no skill (p-value 1);
+2. its pooled MAE is not worse than the full-history mean-return drift
+   baseline's (a network trained on shuffled labels learns about that
+   constant, and must not pass for skill because the period drifted up);
+3. its 90 % intervals' step-1 coverage lies inside the central binomial
+   tolerance of nominal at the same level;
+4. when a champion exists that was trained on the same dataset (sha256) and
+   horizon, the champion's configuration is re-scored on the candidate's own
+   folds (same data, same windows) and the candidate's pooled MAE must not
+   be worse; the paired DM test of candidate against champion is recorded.
+   A champion from another dataset or horizon is not compared at all.
+
+The gate reads the MAE ratio to naive (`mae_ratio_to_naive`), not
+Hyndman-Koehler MASE: the ratio is the paired comparison on the same windows
+that the DM test makes formal. The decision records the statistics,
+p-values, dataset sha256, tested period and horizon.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# MASE is model MAE / naive last-value MAE on the same windows; above 1.0
-# the model loses to "tomorrow equals today".
-DEFAULT_MAX_MASE = 1.0
-# Refuse a candidate whose MASE is worse than the current champion's.
+import numpy as np
+
+from training import significance
+
+# Re-scores a champion's configuration on the candidate's folds; returns its
+# pooled out-of-sample forecasts (windows, horizon) on the same windows.
+Rescore = Callable[[dict[str, Any]], np.ndarray]
+
+# One-sided level of the DM tests and of the binomial coverage check.
+DEFAULT_SIGNIFICANCE_LEVEL = 0.05
+# Refuse a candidate worse than the champion re-scored on the same folds.
 DEFAULT_REQUIRE_NOT_WORSE = True
 BACKTEST_BASIS = "walk-forward backtest"
 TEST_SPLIT_BASIS = "test split"
 
 
-def headline_mase(metadata: dict[str, Any]) -> tuple[float | None, str]:
-    """The MASE a version is judged by: the walk-forward backtest's when there is one."""
+def _ratio(figures: dict[str, Any]) -> float | None:
+    # Metadata written before the rename called the MAE ratio to naive "mase".
+    value = figures.get("mae_ratio_to_naive", figures.get("mase") if "mae_ratio_to_naive" not in figures else None)
+    return float(value) if value is not None else None
+
+
+def headline_ratio(metadata: dict[str, Any]) -> tuple[float | None, str]:
+    """The MAE ratio to naive a version is ranked by: the walk-forward backtest's when there is one."""
     backtest = metadata.get("backtest") or {}
     summary = backtest.get("summary", {}).get("model") if isinstance(backtest, dict) else None
-    if summary and summary.get("mase") is not None:
-        return float(summary["mase"]), BACKTEST_BASIS
-    mase = metadata.get("metrics", {}).get("model", {}).get("mase")
-    return (float(mase) if mase is not None else None), TEST_SPLIT_BASIS
+    if summary and _ratio(summary) is not None:
+        return _ratio(summary), BACKTEST_BASIS
+    return _ratio(metadata.get("metrics", {}).get("model", {})), TEST_SPLIT_BASIS
 
 
 @dataclass(frozen=True)
 class GateSettings:
     """When a new version may replace the champion."""
 
-    max_mase: float = DEFAULT_MAX_MASE
+    # One-sided level of every test: DM against naive (step 1 and pooled) and
+    # the binomial coverage check.
+    significance_level: float = DEFAULT_SIGNIFICANCE_LEVEL
+    # Refuse a candidate whose MAE on its own folds is worse than the
+    # champion's re-scored on the same folds.
     require_not_worse: bool = DEFAULT_REQUIRE_NOT_WORSE
 
 
@@ -44,36 +80,133 @@ class GateDecision:
 
     promoted: bool
     reason: str
-    candidate_mase: float | None
+    ratio_to_naive: float | None
     champion_version: int | None
-    champion_mase: float | None
+    champion_ratio_to_naive: float | None
     basis: str
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain-JSON form for job records and API responses."""
         return asdict(self)
 
 
-def decide(candidate: dict[str, Any], champion: dict[str, Any] | None, gate: GateSettings) -> GateDecision:
-    """Pure gate rule: pass the MASE ceiling, and do not lose to the champion."""
-    candidate_mase, basis = headline_mase(candidate)
-    champion_mase = headline_mase(champion)[0] if champion is not None else None
+def skill_of(metadata: dict[str, Any], level: float) -> dict[str, Any]:
+    """A version's own evidence of skill against naive and drift (no champion involved).
+
+    What every /predict answer carries as `skill`, and the first half of the gate.
+    """
+    backtest = metadata.get("backtest") or {}
+    evidence = backtest.get("evidence") or {}
+    summary = (backtest.get("summary") or {}).get("model") or {}
+    trained_through = metadata.get("trained_through")
+    if not evidence:
+        return {
+            "beats_naive": False,
+            "ratio_to_naive": summary.get("mae_ratio_to_naive"),
+            "p_value": None,
+            "basis": "no walk-forward backtest: no evidence of skill",
+            "trained_through": trained_through,
+        }
+    step_1, pooled = evidence["vs_naive_step_1"], evidence["vs_naive_pooled"]
+    beats = step_1["p_value"] < level and pooled["p_value"] < level
+    return {
+        "beats_naive": bool(beats),
+        "ratio_to_naive": summary.get("mae_ratio_to_naive"),
+        "p_value": max(step_1["p_value"], pooled["p_value"]),
+        "basis": f"walk-forward backtest, {pooled['windows']} windows, Diebold-Mariano vs naive at step 1 and "
+        f"pooled (larger p-value shown), level {level}",
+        "trained_through": trained_through,
+    }
+
+
+def _fmt(test: dict[str, Any]) -> str:
+    statistic = "n/a" if test["statistic"] is None else f"{test['statistic']:.3f}"
+    return f"DM {statistic}, p {test['p_value']:.4f}"
+
+
+def decide(
+    candidate: dict[str, Any],
+    champion: dict[str, Any] | None,
+    gate: GateSettings,
+    candidate_forecasts: dict[str, np.ndarray] | None = None,
+    rescore: Rescore | None = None,
+) -> GateDecision:
+    """The gate rule (module docstring) for a candidate's metadata and the champion's, if any."""
+    level = gate.significance_level
+    backtest = candidate.get("backtest") or {}
+    evidence = dict(backtest.get("evidence") or {})
+    protocol = backtest.get("protocol") or {}
+    ratio = ((backtest.get("summary") or {}).get("model") or {}).get("mae_ratio_to_naive")
+    record: dict[str, Any] = {
+        "dataset_sha256": (candidate.get("data") or {}).get("sha256"),
+        "period": {"start": protocol.get("test_start"), "end": protocol.get("test_end")},
+        "horizon": candidate.get("horizon"),
+        "significance_level": level,
+        **{key: evidence.get(key) for key in ("vs_naive_step_1", "vs_naive_pooled", "vs_drift_pooled", "coverage_90")},
+    }
     champion_version = int(champion["version"]) if champion is not None else None
 
-    def verdict(promoted: bool, reason: str) -> GateDecision:
-        return GateDecision(promoted, reason, candidate_mase, champion_version, champion_mase, basis)
+    def verdict(promoted: bool, reason: str, champion_ratio: float | None = None) -> GateDecision:
+        return GateDecision(promoted, reason, ratio, champion_version, champion_ratio, "walk-forward backtest", record)
 
-    if candidate_mase is None:
-        return verdict(False, "no MASE could be computed for the candidate")
-    if candidate_mase > gate.max_mase:
+    if not evidence:
+        return verdict(False, "no walk-forward backtest: there is no out-of-sample evidence of skill to promote on")
+    step_1, pooled, drift = evidence["vs_naive_step_1"], evidence["vs_naive_pooled"], evidence["vs_drift_pooled"]
+    if not step_1["p_value"] < level:
         return verdict(
             False,
-            f"MASE {candidate_mase:.4f} on the {basis} is above the gate's {gate.max_mase:.4f}: "
+            f"no evidence of skill at step 1: {_fmt(step_1)} against naive (needs p < {level}); "
             "the model does not beat the naive last-value forecast",
         )
-    if gate.require_not_worse and champion_mase is not None and candidate_mase > champion_mase:
+    if not pooled["p_value"] < level:
         return verdict(
             False,
-            f"MASE {candidate_mase:.4f} is worse than champion v{champion_version}'s {champion_mase:.4f}",
+            f"no evidence of skill pooled over steps: {_fmt(pooled)} against naive (needs p < {level})",
         )
-    return verdict(True, f"MASE {candidate_mase:.4f} on the {basis} passes the gate")
+    mae = evidence["mae"]
+    if mae["model"] > mae["drift"]:
+        return verdict(
+            False,
+            f"worse than the mean-return drift baseline: MAE {mae['model']:.4f} > {mae['drift']:.4f} "
+            f"({_fmt(drift)} against drift)",
+        )
+    coverage = evidence.get("coverage_90")
+    if coverage is None or not coverage["within"]:
+        measured = "none" if coverage is None else f"{coverage['coverage']:.3f} of {coverage['windows']} windows"
+        tolerance = "" if coverage is None else f" (tolerance {coverage['low']:.3f}-{coverage['high']:.3f})"
+        return verdict(False, f"90 % interval coverage {measured} is not within the binomial tolerance{tolerance}")
+    passed = f"{_fmt(step_1)} at step 1 and {_fmt(pooled)} pooled against naive; MAE ratio to naive {ratio:.4f}"
+    if champion is None or not gate.require_not_worse:
+        return verdict(True, f"beats naive with evidence: {passed}")
+    same_data = (champion.get("data") or {}).get("sha256") == record["dataset_sha256"] and record["dataset_sha256"]
+    if not same_data or champion.get("horizon") != candidate.get("horizon"):
+        record["champion"] = "not compared: trained on another dataset or horizon"
+        return verdict(
+            True,
+            f"beats naive with evidence: {passed}; champion v{champion_version} not compared "
+            "(another dataset or horizon)",
+        )
+    if candidate_forecasts is None or rescore is None:
+        return verdict(False, "the champion could not be re-scored on the candidate's folds")
+    champion_forecast = rescore(champion)
+    actual = candidate_forecasts["actual"]
+    candidate_loss = np.abs(candidate_forecasts["model"] - actual).mean(axis=1)
+    champion_loss = np.abs(champion_forecast - actual).mean(axis=1)
+    naive_mae = float(np.abs(candidate_forecasts["naive"] - actual).mean())
+    champion_ratio = float(champion_loss.mean() / naive_mae) if naive_mae > 0 else None
+    paired = significance.diebold_mariano(candidate_loss, champion_loss, int(candidate.get("horizon") or 1))
+    record["vs_champion_pooled"] = {**paired, "champion_version": champion_version}
+    if candidate_loss.mean() > champion_loss.mean():
+        return verdict(
+            False,
+            f"worse than champion v{champion_version} re-scored on the same folds: MAE ratio to naive "
+            f"{ratio:.4f} vs {champion_ratio:.4f} ({_fmt(paired)})",
+            champion_ratio,
+        )
+    return verdict(
+        True,
+        f"beats naive with evidence: {passed}; not worse than champion v{champion_version} re-scored on the "
+        f"same folds ({champion_ratio:.4f}, {_fmt(paired)})",
+        champion_ratio,
+    )

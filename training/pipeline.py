@@ -2,10 +2,20 @@
 
 The steps are the seed's worked example done without look-ahead: split the
 rows chronologically, window each part on its own, fit the scaler on the
-training windows, train with early stopping on the validation windows, score
-the untouched test windows in price units beside the naive and drift
-baselines, calibrate intervals on the validation windows, then write the
-version atomically.
+training windows, train with early stopping on the first block of the
+validation part, calibrate intervals on its later, disjoint block (so the
+windows that chose the epoch never set the interval widths), score the
+untouched test windows in price units beside the naive and mean-return
+drift baselines, then write the version atomically.
+
+The network that is stored and served is not that evaluated network: once
+evaluation is done, a production refit trains the same architecture on every
+row up to the last one, for the number of epochs early stopping chose, with
+the scaler refitted on the same rows. Its intervals keep the evaluated run's
+scale-free half-widths (held-out residuals), and the metadata keeps the
+evaluated run's figures beside the date the served network is trained
+through. Every figure shown stays out of sample; the served network has seen
+the latest rows.
 """
 
 from __future__ import annotations
@@ -14,14 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from training import conformal, evaluation, features
-from training.config import DEFAULT_INTERVAL_SCORE, TrainConfig
-from training.data import DATE_COLUMN, CleanResult
+from training import baselines, conformal, evaluation, features
+from training.config import DEFAULT_BAND, DEFAULT_INTERVAL_SCORE, TrainConfig
+from training.data import DATE_COLUMN, OUTLIER_COLUMN, CleanResult
 from training.errors import ConfigError
 from training.features import Scaler, SplitBounds, WindowSpec
 from training.files import check_name, now_iso
@@ -68,12 +78,26 @@ def _date(frame: pd.DataFrame, row: int) -> str:
     return str(frame[DATE_COLUMN].iloc[row].strftime("%Y-%m-%d"))
 
 
-def prepare(frame: pd.DataFrame, spec: WindowSpec, validation_fraction: float, test_fraction: float) -> PreparedData:
-    """Split chronologically, window each part separately, fit the scaler on train only."""
+def prepare(
+    frame: pd.DataFrame,
+    spec: WindowSpec,
+    validation_fraction: float,
+    test_fraction: float,
+    calibration_share: float = 0.5,
+    calibration: str = "disjoint",
+) -> PreparedData:
+    """Split chronologically, window each part separately, fit the scaler on train only.
+
+    With `calibration="disjoint"` the validation part becomes two blocks:
+    "validation" (early stopping) and "calibration" (conformal widths),
+    `horizon - 1` rows apart so that no target is in both. With "shared"
+    (the leaky variant, for comparison only) both are the whole validation part.
+    """
     missing = [column for column in spec.features if column not in frame.columns]
     if missing:
         raise ConfigError(f"feature column(s) {missing} are not in the data; it has {list(frame.columns)}")
     values = frame[list(spec.features)].to_numpy(dtype=np.float64)
+    masked = outlier_mask(frame)
     bounds = features.chronological_split(len(values), spec, validation_fraction, test_fraction)
     slices = {
         "train": slice(0, bounds.train_end),
@@ -81,13 +105,35 @@ def prepare(frame: pd.DataFrame, spec: WindowSpec, validation_fraction: float, t
         "test": slice(bounds.validation_end, bounds.rows),
     }
     # Windowing each part on its own means no window straddles a boundary.
-    parts = {part: features.make_windows(values[rows], spec) for part, rows in slices.items()}
+    parts = {
+        part: features.make_windows(values[rows], spec, None if masked is None else masked[rows])
+        for part, rows in slices.items()
+    }
+    if calibration == "disjoint":
+        blocks = features.tail_blocks(bounds.train_end, bounds.validation_end, spec, calibration_share)
+        early = slice(blocks.start, blocks.early_stopping_stop)
+        parts["validation"] = features.make_windows(values[early], spec, None if masked is None else masked[early])
+        parts["calibration"] = features.windows_with_targets_in(
+            values, spec, blocks.calibration_start, blocks.stop, masked
+        )
+        slices["calibration"] = slice(blocks.calibration_start, blocks.stop)
+        slices["validation"] = slice(blocks.start, blocks.early_stopping_stop)
+    else:
+        parts["calibration"] = parts["validation"]
+        slices["calibration"] = slices["validation"]
     scaler = features.fit_scaler(*parts["train"], spec)
     dates = {
         part: {"start": _date(frame, rows.start), "end": _date(frame, rows.stop - 1), "rows": rows.stop - rows.start}
         for part, rows in slices.items()
     }
     return PreparedData(spec=spec, bounds=bounds, scaler=scaler, parts=parts, dates=dates)  # type: ignore[arg-type]
+
+
+def outlier_mask(frame: pd.DataFrame) -> np.ndarray | None:
+    """The rows flagged as outliers when the data was cleaned with masking on; None otherwise."""
+    if OUTLIER_COLUMN not in frame.columns:
+        return None
+    return frame[OUTLIER_COLUMN].to_numpy(dtype=bool)
 
 
 class _EpochReporter:
@@ -107,27 +153,18 @@ class _EpochReporter:
         return Reporter()
 
 
-def fit_network(
-    config: TrainConfig,
-    prepared: PreparedData,
-    on_epoch: EpochCallback | None = None,
-    should_stop: StopCheck | None = None,
-) -> tuple[Any, int]:
-    """Build and train the network; returns the model (best weights) and epochs run."""
-    import keras
+class Fit(NamedTuple):
+    """A trained network, the epochs it ran and the epoch whose weights it kept."""
 
+    model: Any
+    epochs_run: int
+    best_epoch: int
+
+
+def _build(config: TrainConfig, spec: WindowSpec) -> Any:
     from training.models import build_model
 
-    spec, scaler = prepared.spec, prepared.scaler
-    train_inputs, train_futures = prepared.parts["train"]
-    validation_inputs, validation_futures = prepared.parts["validation"]
-    train_x = features.scale_inputs(train_inputs, spec, scaler)
-    train_y = features.scale_targets(train_inputs, train_futures, spec, scaler)
-    if config.shuffle_labels:
-        train_y = np.random.default_rng(config.seed).permutation(train_y)
-    validation_x = features.scale_inputs(validation_inputs, spec, scaler)
-    validation_y = features.scale_targets(validation_inputs, validation_futures, spec, scaler)
-    model = build_model(
+    return build_model(
         config.architecture,
         window=spec.window,
         feature_count=len(spec.features),
@@ -138,6 +175,34 @@ def fit_network(
         learning_rate=config.learning_rate,
         seed=config.seed,
     )
+
+
+def _training_targets(
+    config: TrainConfig, inputs: np.ndarray, futures: np.ndarray, spec: WindowSpec, scaler: Scaler
+) -> np.ndarray:
+    targets = features.scale_targets(inputs, futures, spec, scaler)
+    if config.shuffle_labels:
+        targets = np.random.default_rng(config.seed).permutation(targets)
+    return targets
+
+
+def fit_network(
+    config: TrainConfig,
+    prepared: PreparedData,
+    on_epoch: EpochCallback | None = None,
+    should_stop: StopCheck | None = None,
+) -> Fit:
+    """Build and train the network with early stopping; the model keeps its best epoch's weights."""
+    import keras
+
+    spec, scaler = prepared.spec, prepared.scaler
+    train_inputs, train_futures = prepared.parts["train"]
+    validation_inputs, validation_futures = prepared.parts["validation"]
+    train_x = features.scale_inputs(train_inputs, spec, scaler)
+    train_y = _training_targets(config, train_inputs, train_futures, spec, scaler)
+    validation_x = features.scale_inputs(validation_inputs, spec, scaler)
+    validation_y = features.scale_targets(validation_inputs, validation_futures, spec, scaler)
+    model = _build(config, spec)
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
         _EpochReporter.create(config.epochs, on_epoch, should_stop),
@@ -152,7 +217,39 @@ def fit_network(
         callbacks=callbacks,
         verbose=0,
     )
-    return model, len(history.history.get("loss", []))
+    losses = history.history.get("val_loss", [])
+    best_epoch = int(np.argmin(losses)) + 1 if losses else len(history.history.get("loss", []))
+    return Fit(model, len(history.history.get("loss", [])), best_epoch)
+
+
+def refit_on_all_rows(
+    config: TrainConfig,
+    frame: pd.DataFrame,
+    epochs: int,
+    on_epoch: EpochCallback | None = None,
+    should_stop: StopCheck | None = None,
+) -> tuple[Any, Scaler, int]:
+    """The production refit: every window of every row, the scaler refitted on them, a fixed epoch count.
+
+    Nothing is held out, so there is no early stopping: `epochs` is the
+    best epoch of the evaluated run. Returns the model, its scaler and the
+    number of windows it saw.
+    """
+    spec = config.window_spec()
+    values = frame[list(spec.features)].to_numpy(dtype=np.float64)
+    inputs, futures = features.make_windows(values, spec, outlier_mask(frame))
+    scaler = features.fit_scaler(inputs, futures, spec)
+    model = _build(config, spec)
+    model.fit(
+        features.scale_inputs(inputs, spec, scaler),
+        _training_targets(config, inputs, futures, spec, scaler),
+        epochs=max(epochs, 1),
+        batch_size=config.batch_size,
+        shuffle=True,
+        callbacks=[_EpochReporter.create(max(epochs, 1), on_epoch, should_stop)],
+        verbose=0,
+    )
+    return model, scaler, len(inputs)
 
 
 def predict_prices(model: Any, inputs: np.ndarray, spec: WindowSpec, scaler: Scaler) -> np.ndarray:
@@ -166,19 +263,42 @@ def predict_prices(model: Any, inputs: np.ndarray, spec: WindowSpec, scaler: Sca
 
 
 def evaluate_fitted(
-    model: Any, prepared: PreparedData, levels: tuple[float, ...], score: str = DEFAULT_INTERVAL_SCORE
+    model: Any,
+    prepared: PreparedData,
+    levels: tuple[float, ...],
+    score: str = DEFAULT_INTERVAL_SCORE,
+    band: str = DEFAULT_BAND,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Test metrics beside baselines, and intervals calibrated on validation windows."""
+    """Test metrics beside baselines, and intervals calibrated on the calibration block."""
     spec, scaler = prepared.spec, prepared.scaler
-    validation_inputs, validation_futures = prepared.parts["validation"]
+    calibration_inputs, calibration_futures = prepared.parts["calibration"]
     test_inputs, test_futures = prepared.parts["test"]
+    train_inputs, _ = prepared.parts["train"]
+    # The training rows' label, rebuilt from the windows: the first window
+    # and then each later window's last row.
+    label = train_inputs[:, :, spec.label_index]
+    history = np.concatenate([label[0], label[1:, -1]]) if len(label) else np.empty(0)
     test_forecast = predict_prices(model, test_inputs, spec, scaler)
-    metrics = evaluation.compare_with_baselines(test_futures, test_forecast, test_inputs[:, :, spec.label_index])
-    validation_forecast = predict_prices(model, validation_inputs, spec, scaler)
+    label_windows = test_inputs[:, :, spec.label_index]
+    metrics = evaluation.compare_with_baselines(test_futures, test_forecast, label_windows, history)
+    calibration_forecast = predict_prices(model, calibration_inputs, spec, scaler)
     intervals = conformal.calibrate_intervals(
-        validation_inputs, validation_futures, validation_forecast, spec, levels, score=score
+        calibration_inputs, calibration_futures, calibration_forecast, spec, levels, score=score, band=band
     )
-    intervals["method"] += " on validation windows"
+    shared = prepared.parts["calibration"] is prepared.parts["validation"]
+    intervals["method"] += (
+        " on the validation windows that also chose the early-stopping epoch (leaky)"
+        if shared
+        else " on the calibration block (after the early-stopping block, horizon - 1 rows apart)"
+    )
+    # The naive forecast's own bands, calibrated on the same block: what an
+    # unpinned request for an unpromoted model gets when the service is set
+    # to answer with naive (app setting unpromoted_default="naive").
+    naive = baselines.naive_forecast(calibration_inputs[:, -1, spec.label_index], spec.horizon)
+    naive_intervals = conformal.calibrate_intervals(
+        calibration_inputs, calibration_futures, naive, spec, levels, score=score, band=band
+    )
+    intervals["naive"] = {key: naive_intervals[key] for key in ("half_widths", "refused")}
     # bounds_for is the function serving uses, so the coverage reported here
     # is the coverage of the intervals a client will receive.
     intervals["test_coverage"] = conformal.coverage_for(test_inputs, test_futures, test_forecast, intervals, spec)
@@ -220,9 +340,16 @@ def build_metadata(
     intervals: dict[str, Any],
     seconds: float,
     epochs_run: int,
+    refit: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything a server needs to serve a version, and a person to trust it."""
+    """Everything a server needs to serve a version, and a person to trust it.
+
+    With a production `refit`, "scaler" is the refit network's and
+    "trained_through" the last row's date; "metrics", "intervals" and the
+    backtest stay the evaluated run's (out of sample).
+    """
     frame = clean.frame
+    evaluated_through = prepared.dates["train"]["end"]
     return {
         "architecture": config.architecture,
         "hyperparameters": config.hyperparameters(),
@@ -231,7 +358,12 @@ def build_metadata(
         "window": prepared.spec.window,
         "horizon": prepared.spec.horizon,
         "transform": prepared.spec.transform,
-        "scaler": prepared.scaler.to_json(),
+        "scaler": refit["scaler"] if refit else prepared.scaler.to_json(),
+        "calendar": config.calendar,
+        "trained_through": refit["trained_through"] if refit else evaluated_through,
+        "refit": {key: value for key, value in refit.items() if key != "scaler"}
+        if refit
+        else {"kind": "none: the served network is the evaluated one", "trained_through": evaluated_through},
         "data": {
             **source,
             "start": _date(frame, 0),
@@ -240,6 +372,8 @@ def build_metadata(
             "rows_read": clean.rows_read,
             "rows_dropped": clean.dropped,
             "outliers": len(clean.outliers),
+            "outliers_masked": bool(OUTLIER_COLUMN in frame.columns),
+            "outlier_rule": clean.outlier_rule,
             "last_close": float(frame["close"].iloc[-1]) if "close" in frame.columns else None,
         },
         "split": {
@@ -269,11 +403,36 @@ def train_version(
 
     name, clean, config = check_name(run.name), run.clean, run.config
     started = time.perf_counter()
-    prepared = prepare(clean.frame, config.window_spec(), config.validation_fraction, config.test_fraction)
-    model, epochs_run = fit_network(config, prepared, on_epoch=progress.on_epoch, should_stop=progress.should_stop)
-    metrics, intervals = evaluate_fitted(model, prepared, config.interval_levels, config.interval_score)
+    prepared = prepare(
+        clean.frame,
+        config.window_spec(),
+        config.validation_fraction,
+        config.test_fraction,
+        calibration_share=config.calibration_share,
+        calibration=config.calibration,
+    )
+    fit = fit_network(config, prepared, on_epoch=progress.on_epoch, should_stop=progress.should_stop)
+    metrics, intervals = evaluate_fitted(
+        fit.model, prepared, config.interval_levels, config.interval_score, config.interval_band
+    )
+    model, epochs_run, refit = fit.model, fit.epochs_run, None
+    if config.production_refit:
+        model, scaler, windows = refit_on_all_rows(
+            config, clean.frame, fit.best_epoch, on_epoch=progress.on_epoch, should_stop=progress.should_stop
+        )
+        refit = {
+            "kind": "production refit on every row; scaler refitted on the same rows",
+            "epochs": max(fit.best_epoch, 1),
+            "epochs_from": "best epoch of the evaluated run's early stopping",
+            "windows": windows,
+            "trained_through": _date(clean.frame, len(clean.frame) - 1),
+            "evaluated_trained_through": prepared.dates["train"]["end"],
+            "evaluated_scaler": prepared.scaler.to_json(),
+            "intervals": "half-widths from the evaluated run's calibration block (scale-free, held out)",
+            "scaler": scaler.to_json(),
+        }
     seconds = time.perf_counter() - started
-    metadata = build_metadata(config, prepared, clean, run.source, metrics, intervals, seconds, epochs_run)
+    metadata = build_metadata(config, prepared, clean, run.source, metrics, intervals, seconds, epochs_run, refit)
     metadata["created_at"] = now_iso()
     if after_fit is not None:
         metadata = after_fit(metadata)

@@ -21,7 +21,7 @@ from typing import Any
 
 from training.errors import BrokenVersionError, NotFoundError, StockcastError
 from training.files import NAME_PATTERN, check_alias, check_name, now_iso, sha256_of, write_json_atomic
-from training.gate import headline_mase
+from training.gate import headline_ratio
 
 # Where the command line and the service look for models unless told otherwise.
 DEFAULT_ROOT = Path("models")
@@ -322,7 +322,7 @@ class ModelStore:
         key = (name, version)
         if key not in self._mase_cache:
             try:
-                self._mase_cache[key] = headline_mase(self.read_metadata(name, version))[0]
+                self._mase_cache[key] = headline_ratio(self.read_metadata(name, version))[0]
             except BrokenVersionError:
                 return None  # not cached: a repaired version is scored next time
         return self._mase_cache[key]

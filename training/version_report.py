@@ -62,9 +62,8 @@ def _load_frame(metadata: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
     notes = []
     if data.get("sha256") and data["sha256"] != sha256_of(path):
         notes.append(f"note: {Path(path).name} changed since training (sha256 differs)")
-    dropped = data.get("rows_dropped") or {}
     required = tuple(dict.fromkeys((*metadata["features"], metadata["label"])))
-    settings = CleaningSettings(drop_outliers=bool(dropped.get("outliers")))
+    settings = CleaningSettings(mask_outliers=bool(data.get("outliers_masked")))
     return load_prices(path, required=required, settings=settings).frame, notes
 
 
@@ -177,8 +176,10 @@ def draw_version_report(metadata: dict[str, Any], forecasts: PeriodForecasts, no
             _cell(scores[name].get("mae"), "{:.4g}"),
             _cell(scores[name].get("rmse"), "{:.4g}"),
             _cell(scores[name].get("mape"), "{:.3f}%"),
+            _cell(scores[name].get("mae_ratio_to_naive"), "{:.4f}"),
             _cell(scores[name].get("mase"), "{:.4f}"),
             _cell(scores[name].get("directional_accuracy"), "{:.3f}"),
+            _cell(scores[name].get("always_up_rate"), "{:.3f}"),
             _cell(scores[name].get("windows"), "{:d}"),
         ]
         for name in rows
@@ -187,7 +188,7 @@ def draw_version_report(metadata: dict[str, Any], forecasts: PeriodForecasts, no
         table = table_axes.table(
             cellText=cells,
             rowLabels=rows,
-            colLabels=["MAE", "RMSE", "MAPE", "MASE", "directional acc.", "windows"],
+            colLabels=["MAE", "RMSE", "MAPE", "ratio to naive", "MASE (H-K)", "direction", "always up", "windows"],
             loc="center",
             cellLoc="center",
         )

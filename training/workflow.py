@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+
+from training.config import TrainConfig
 from training.data import CleanResult
-from training.gate import GateDecision, GateSettings, decide
+from training.gate import GateDecision, GateSettings, decide, skill_of
 from training.pipeline import Progress, TrainingRun, TrainOutcome, train_version
 from training.store import CHAMPION, ModelStore
 
@@ -23,16 +26,33 @@ def train_and_promote(
     progress: Progress = Progress(),
     gate: GateSettings = GateSettings(),
 ) -> tuple[TrainOutcome, GateDecision]:
-    """Train and store a version (with its backtest), then promote it if the gate allows."""
+    """Train and store a version (with its backtest and its skill), then promote it if the gate allows."""
+    forecasts: dict[str, np.ndarray] = {}
 
     def add_backtest(metadata: dict[str, Any]) -> dict[str, Any]:
         if run.config.backtest_folds > 0:
-            from training.backtest import run_backtest
+            from training.backtest import walk_forward
 
-            metadata["backtest"] = run_backtest(
-                run.clean.frame, run.config, should_stop=progress.should_stop, on_fold=progress.on_fold
+            backtest = walk_forward(
+                run.clean.frame,
+                run.config,
+                should_stop=progress.should_stop,
+                on_fold=progress.on_fold,
+                significance_level=gate.significance_level,
             )
+            metadata["backtest"] = backtest.report
+            forecasts.update(backtest.forecasts)
+        metadata["skill"] = skill_of(metadata, gate.significance_level)
         return metadata
+
+    def rescore(champion_metadata: dict[str, Any]) -> np.ndarray:
+        # The champion's configuration refitted on the candidate's folds: the
+        # same data, the same windows, so the comparison is paired.
+        from training.backtest import walk_forward
+
+        champion_config = TrainConfig.from_hyperparameters(champion_metadata["hyperparameters"])
+        same_folds = champion_config.with_backtest_of(run.config)
+        return walk_forward(run.clean.frame, same_folds, should_stop=progress.should_stop).forecasts["model"]
 
     outcome = train_version(run, store, progress, after_fit=add_backtest)
     _write_report(store, run.name, outcome.version, run.clean)
@@ -41,7 +61,7 @@ def train_and_promote(
     with store.alias_lock(run.name):
         champion_version = store.aliases(run.name).get(CHAMPION)
         champion = store.read_metadata(run.name, champion_version) if champion_version is not None else None
-        decision = decide(outcome.metadata, champion, gate)
+        decision = decide(outcome.metadata, champion, gate, forecasts or None, rescore)
         if decision.promoted:
             store.set_alias(run.name, CHAMPION, outcome.version, reason=f"promoted by gate: {decision.reason}")
     return outcome, decision

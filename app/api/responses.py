@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.schemas import Skill as SkillPublic
+
 
 class Open(BaseModel):
     """A record that may carry fields this build does not name."""
@@ -114,8 +116,16 @@ class Figures(Open):
     mae: float | None = None
     rmse: float | None = None
     mape: float | None = None
-    mase: float | None = None
+    mae_ratio_to_naive: float | None = Field(
+        None, description="MAE divided by the naive last-value forecast's MAE on the same windows (the gate's figure)."
+    )
+    mase: float | None = Field(
+        None, description="Hyndman-Koehler MASE: MAE over the training part's one-step naive MAE (as Darts, sktime)."
+    )
     directional_accuracy: float | None = None
+    always_up_rate: float | None = Field(None, description="Share of windows whose label rose: the base rate.")
+    direction_windows: int | None = Field(None, description="Windows scored for direction (both moved).")
+    per_step: list[dict[str, Any]] | None = None
 
 
 class CoverageFigures(Open):
@@ -175,6 +185,9 @@ class TestFigures(BaseModel):
     mase: float | None
     directional_accuracy: float | None
     naive_mae: float | None
+    mae_ratio_to_naive: float | None = None
+    always_up_rate: float | None = None
+    direction_windows: int | None = None
 
 
 class BacktestHeadline(BaseModel):
@@ -183,6 +196,10 @@ class BacktestHeadline(BaseModel):
     mae: float | None
     mase: float | None
     directional_accuracy: float | None
+    mae_ratio_to_naive: float | None = None
+    always_up_rate: float | None = None
+    direction_windows: int | None = None
+    per_step: list[dict[str, Any]] | None = Field(None, description="The same figures for each forecast step.")
 
 
 class VersionSummary(BaseModel):
@@ -200,7 +217,10 @@ class VersionSummary(BaseModel):
     test: TestFigures | None = None
     backtest: dict[str, BacktestHeadline] | None = None
     backtest_coverage: dict[str, float | None] | None = None
-    gate_mase: float | None = None
+    calendar: str | None = None
+    trained_through: str | None = None
+    skill: SkillPublic | None = None
+    gate_ratio_to_naive: float | None = None
     gate_basis: str | None = None
 
 

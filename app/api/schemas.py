@@ -126,6 +126,21 @@ class ForecastStep(BaseModel):
     )
 
 
+class Skill(BaseModel):
+    """A version's own out-of-sample evidence against naive; on every /predict answer and in /models."""
+
+    beats_naive: bool = Field(description="Diebold-Mariano rejects 'no better than naive' at step 1 and pooled.")
+    ratio_to_naive: float | None = Field(description="Backtest MAE ratio to naive (below 1 beats naive).")
+    p_value: float | None = Field(description="The larger of the step-1 and pooled one-sided DM p-values.")
+    basis: str = Field(description="Where the evidence comes from.")
+    trained_through: str | None = Field(description="Date of the last row the served network was trained on.")
+    served_as: str | None = Field(
+        None,
+        description="On answers: 'champion', 'pinned', 'unpromoted' (no version passed the gate), "
+        "'naive' (the naive forecast, setting unpromoted_default) or 'fallback: ...' (the champion failed to load).",
+    )
+
+
 class PredictResponse(BaseModel):
     """The forecast of one window."""
 
@@ -134,6 +149,7 @@ class PredictResponse(BaseModel):
     label: str
     last_value: float = Field(description="The label's last value in the window (the naive forecast).")
     forecast: list[ForecastStep]
+    skill: Skill
 
 
 class BatchPredictResponse(BaseModel):
@@ -143,6 +159,7 @@ class BatchPredictResponse(BaseModel):
     version: int
     label: str
     forecasts: list[list[ForecastStep]]
+    skill: Skill
 
 
 class TrainTarget(BaseModel):

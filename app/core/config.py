@@ -147,11 +147,23 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field("text", description="Log lines as plain text or one JSON object each.")
     access_log: bool = Field(True, description="Log every request: key name, route, status, duration, request id.")
 
-    gate_max_mase: float = Field(
-        gate.DEFAULT_MAX_MASE, gt=0, description="Promotion gate: highest MASE vs naive a champion may have."
+    gate_significance_level: float = Field(
+        gate.DEFAULT_SIGNIFICANCE_LEVEL,
+        gt=0,
+        lt=0.5,
+        description="Promotion gate: one-sided level of the Diebold-Mariano tests against naive (step 1 and pooled)"
+        " and of the binomial check of 90 % coverage; see training/gate.py.",
     )
     gate_require_not_worse: bool = Field(
-        gate.DEFAULT_REQUIRE_NOT_WORSE, description="Promotion gate: refuse candidates worse than the champion."
+        gate.DEFAULT_REQUIRE_NOT_WORSE,
+        description="Promotion gate: refuse a candidate whose MAE is worse than the champion's, re-scored on the"
+        " candidate's own folds (same dataset and horizon only).",
+    )
+    unpromoted_default: Literal["network", "naive", "refuse"] = Field(
+        "network",
+        description="What an unpinned /predict gets for a model with no promoted version (no champion): 'network'"
+        " serves the lowest-ratio version with skill.beats_naive false; 'naive' answers the last value with the"
+        " naive forecast's conformal bands; 'refuse' answers 409. Pinned requests always get what they pin.",
     )
 
     @property

@@ -100,7 +100,7 @@ def _train(
 
     from app.jobs.datasets import DatasetStore
     from training.config import TrainConfig
-    from training.data import load_prices
+    from training.data import CleaningSettings, load_prices
     from training.files import sha256_of
     from training.gate import GateSettings
     from training.pipeline import Progress, TrainingRun
@@ -113,7 +113,9 @@ def _train(
     store.check_writable(request["model"])
     config_fields = {key: value for key, value in request.items() if key not in ("model", "dataset")}
     config = TrainConfig(**config_fields)
-    clean = load_prices(path, required=tuple(dict.fromkeys((*config.features, config.label))))
+    # The outlier rule is fitted on the split's training rows, whatever the fractions.
+    cleaning = CleaningSettings(outlier_fit_fraction=1 - config.validation_fraction - config.test_fraction)
+    clean = load_prices(path, required=tuple(dict.fromkeys((*config.features, config.label))), settings=cleaning)
     started = time.monotonic()
     # One record that grows: the last epoch's figures stay visible during the backtest.
     progress: dict[str, Any] = {}
@@ -134,12 +136,15 @@ def _train(
         record(stage="training", epoch=epoch, epochs=epochs, loss=logs.get("loss"), val_loss=logs.get("val_loss"))
 
     def on_fold(done: int, total: int, report: dict[str, Any]) -> None:
-        record(stage="backtest", fold=done, folds=total, fold_mase=report.get("model", {}).get("mase"))
+        ratio = report.get("model", {}).get("mae_ratio_to_naive")
+        record(stage="backtest", fold=done, folds=total, fold_ratio_to_naive=ratio)
 
     # The dataset by name and hash: a server path means nothing to a client and tells it too much.
     source = {"name": f"{request['dataset']}.csv", "dataset": request["dataset"], "sha256": sha256_of(path)}
     source["job_id"] = job_id
-    gate = GateSettings(max_mase=settings.gate_max_mase, require_not_worse=settings.gate_require_not_worse)
+    gate = GateSettings(
+        significance_level=settings.gate_significance_level, require_not_worse=settings.gate_require_not_worse
+    )
     run = TrainingRun(name=request["model"], clean=clean, source=source, config=config)
     hooks = Progress(on_epoch=on_epoch, on_fold=on_fold, should_stop=should_stop)
     outcome, decision = train_and_promote(run, store, hooks, gate=gate)

@@ -19,25 +19,34 @@ from app.api.responses import (
     ModelPublic,
     ModelsPublic,
     ServingPublic,
+    SkillPublic,
     TestFigures,
     VersionPublic,
     VersionSummary,
 )
 from app.serving.registry import ModelRegistry
+from training import gate
 from training.errors import BrokenVersionError
-from training.gate import headline_mase
+from training.gate import headline_ratio, skill_of
 from training.store import CHAMPION, ModelStore
 
 
 def gate_evidence(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Why a version may be trusted, as flat fields: its MASE against naive and what that figure was measured on.
+    """Why a version may be trusted, as flat fields: its MAE ratio to naive, what it was measured on, its skill.
 
     The standard protocols carry these beside the forecast (the V2 response
     `parameters`, TF Serving's metadata); one function so that a new piece
     of evidence appears in all of them at once.
     """
-    mase, basis = headline_mase(metadata)
-    return {"gate_mase": mase, "gate_basis": basis}
+    ratio, basis = headline_ratio(metadata)
+    skill = metadata.get("skill") or skill_of(metadata, gate.DEFAULT_SIGNIFICANCE_LEVEL)
+    return {
+        "gate_ratio_to_naive": ratio,
+        "gate_basis": basis,
+        "beats_naive": bool(skill["beats_naive"]),
+        "p_value": skill["p_value"],
+        "trained_through": skill["trained_through"],
+    }
 
 
 def read_version(store: ModelStore, name: str, version: int) -> VersionPublic:
@@ -57,17 +66,27 @@ def _headline(metadata: VersionPublic) -> VersionSummary:
     model = metadata.metrics.get("model", Figures())
     naive = metadata.metrics.get("naive", Figures())
     backtest = metadata.backtest
-    mase, basis = headline_mase(metadata.model_dump(by_alias=True, exclude_unset=True))
+    metadata_json = metadata.model_dump(by_alias=True, exclude_unset=True)
+    mase, basis = headline_ratio(metadata_json)
     # The headline repeats these fields of the metadata as they are.
     copied = {"version", "architecture", "window", "horizon", "features", "label", "created_at"}
     return VersionSummary(
         **metadata.model_dump(include=copied),
         data=DataSource.model_validate(metadata.data.model_dump(include={"name", "start", "end", "rows"})),
         test=TestFigures(
-            **model.model_dump(include={"mae", "rmse", "mape", "mase", "directional_accuracy"}), naive_mae=naive.mae
+            **model.model_dump(
+                include={"mae", "rmse", "mape", "mase", "directional_accuracy", "mae_ratio_to_naive"}
+                | {"always_up_rate", "direction_windows"}
+            ),
+            naive_mae=naive.mae,
         ),
         backtest={
-            forecaster: BacktestHeadline(**figures.model_dump(include={"mae", "mase", "directional_accuracy"}))
+            forecaster: BacktestHeadline(
+                **figures.model_dump(
+                    include={"mae", "mase", "directional_accuracy", "mae_ratio_to_naive", "always_up_rate"}
+                    | {"direction_windows", "per_step"}
+                )
+            )
             for forecaster, figures in backtest.summary.items()
         }
         if backtest is not None and backtest.summary
@@ -75,7 +94,10 @@ def _headline(metadata: VersionPublic) -> VersionSummary:
         backtest_coverage={level: figures.coverage for level, figures in backtest.coverage.items()}
         if backtest is not None and backtest.coverage
         else None,
-        gate_mase=mase,
+        calendar=metadata_json.get("calendar"),
+        trained_through=metadata_json.get("trained_through"),
+        skill=SkillPublic(**metadata_json["skill"]) if metadata_json.get("skill") else None,
+        gate_ratio_to_naive=mase,
         gate_basis=basis,
     )
 
@@ -118,7 +140,9 @@ def describe_model(store: ModelStore, registry: ModelRegistry, name: str) -> Mod
         default_version=state.served.version if state and state.served else None,
         note=None
         if CHAMPION in aliases
-        else "no version has passed the promotion gate yet; the one with the lowest MASE is served by default",
+        else "no version has passed the promotion gate yet: unpinned requests get what the unpromoted_default "
+        f"setting says ({registry.settings.unpromoted_default}); the network served is the one with the lowest MAE "
+        "ratio to naive, and every answer's skill says it has no evidence of beating naive",
         serving_error=state.error if state else None,
         serving=serving_figures(registry, name),
     )

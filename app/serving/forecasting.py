@@ -6,6 +6,12 @@ where building the response's pydantic models and dumping them cost several
 times more on the event loop. `PredictResponse` and `BatchPredictResponse`
 still document the shape (OpenAPI), and the tests validate real answers
 against them.
+
+Every answer carries `skill`: the served version's own out-of-sample
+evidence against naive (`training.gate.skill_of`) and how the version was
+chosen (`served_as`), so a back end can never take a no-skill forecast for a
+signal. Forecast dates are the next sessions of the version's trading
+calendar (`training.calendars`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import orjson
 from app.api.schemas import ArrayWindowRequest, BatchPredictRequest, PredictRequest, PriceRow
 from app.core.config import default
 from app.serving.registry import ModelRegistry, ServedVersion
-from app.serving.windows import WindowError, business_days_after, window_to_array, windows_to_array
+from app.serving.windows import WindowError, window_to_array, windows_to_array
+from training import baselines, calendars, conformal
 
 # What a request may carry as one window (see `window_to_array`).
 Window = list[PriceRow] | list[list[float]] | np.ndarray
@@ -55,11 +62,30 @@ class Forecasts:
     """Each window's last date, when the request carried dates."""
     outputs: np.ndarray
     """(n, 1 + 2 * levels, horizon) forecasts, lower and upper bounds in price units (`output_names`)."""
+    levels: tuple[str, ...]
+    """The interval levels of `outputs`, in order."""
+    skill: dict[str, Any]
+    """The answer's `skill`: the version's evidence and `served_as`."""
 
     def named_outputs(self) -> dict[str, np.ndarray]:
         """Each output row across the batch, by name: (n, horizon) arrays in price units."""
-        names = output_names(self.served.model.interval_levels)
+        names = output_names(self.levels)
         return {name: self.outputs[:, index, :] for index, name in enumerate(names)}
+
+    @property
+    def calendar(self) -> str:
+        """The trading calendar the version's forecast dates follow."""
+        return str(self.served.metadata.get("calendar") or calendars.DEFAULT_CALENDAR)
+
+
+def _naive_outputs(served: ServedVersion, windows: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The naive forecast with its conformal bands (calibrated at training time), shaped like `finish`'s output."""
+    spec = served.model.spec
+    prices = baselines.naive_forecast(windows[:, -1, spec.label_index], spec.horizon)
+    intervals = served.metadata.get("intervals") or {}
+    naive = {"score": intervals.get("score", "absolute"), **(intervals.get("naive") or {"half_widths": {}})}
+    keys, lower, upper = conformal.stacked_bounds_for(windows, prices, naive, spec)
+    return np.concatenate([prices[:, None, :], lower, upper], axis=1), keys
 
 
 async def forecast_windows(
@@ -77,7 +103,7 @@ async def forecast_windows(
     arrays) or one finite (n, rows, columns) array. Errors name each window
     as `where[index]`, or by its own name when `where` is a sequence.
     """
-    served = await registry.get(model, version=version, alias=alias)
+    served, served_as = await registry.resolve(model, version=version, alias=alias)
     spec = served.model.spec
     if isinstance(windows, np.ndarray) and windows.ndim == 3:
         values = windows_to_array(windows, spec, where if isinstance(where, str) else "windows")
@@ -87,21 +113,33 @@ async def forecast_windows(
         checked = [window_to_array(window, spec, where=name) for window, name in zip(windows, names, strict=True)]
         values = checked[0][0][None] if len(checked) == 1 else np.stack([array for array, _ in checked])
         last_dates = [day for _, day in checked]
-    outputs = await served.predict(values)
+    skill = {**served.skill, "served_as": served_as}
+    if served_as == "unpromoted" and registry.settings.unpromoted_default == "naive":
+        outputs, levels = _naive_outputs(served, values)
+        skill.update(served_as="naive", beats_naive=False, ratio_to_naive=1.0)
+    else:
+        outputs, levels = await served.predict(values), served.model.interval_levels
     if not np.isfinite(outputs).all():
         # Inputs in range give finite forecasts; this guards the answer's promise that every number is one.
         index = int(np.argwhere(~np.isfinite(outputs))[0][0])
         name = f"{where}[{index}]" if isinstance(where, str) else where[index]
         raise WindowError(f"{name}: this window's forecast is not a finite number; its values are too extreme")
-    return Forecasts(served=served, windows=values, last_dates=last_dates, outputs=outputs)
+    return Forecasts(served=served, windows=values, last_dates=last_dates, outputs=outputs, levels=levels, skill=skill)
 
 
-def forecast_steps(output: np.ndarray, levels: tuple[str, ...], last_date: dt.date | None) -> list[dict[str, Any]]:
+def forecast_steps(
+    output: np.ndarray,
+    levels: tuple[str, ...],
+    last_date: dt.date | None,
+    calendar: str = calendars.DEFAULT_CALENDAR,
+) -> list[dict[str, Any]]:
     """One window's `CompiledModel.forecast` output (1 + 2 * levels, horizon) as response steps."""
     rows: list[list[float]] = output.tolist()
     forecast, lowers, uppers = rows[0], rows[1 : 1 + len(levels)], rows[1 + len(levels) :]
     horizon = len(forecast)
-    dates: list[dt.date] | list[None] = business_days_after(last_date, horizon) if last_date else [None] * horizon
+    dates: list[dt.date] | list[None] = (
+        calendars.sessions_after(last_date, horizon, calendar) if last_date else [None] * horizon
+    )
     return [
         {
             "step": step + 1,
@@ -128,7 +166,8 @@ async def predict_one(registry: ModelRegistry, request: PredictRequest | ArrayWi
             "version": served.version,
             "label": spec.label,
             "last_value": float(found.windows[0, -1, spec.label_index]),
-            "forecast": forecast_steps(found.outputs[0], served.model.interval_levels, found.last_dates[0]),
+            "forecast": forecast_steps(found.outputs[0], found.levels, found.last_dates[0], found.calendar),
+            "skill": found.skill,
         }
     )
 
@@ -143,16 +182,16 @@ async def predict_many(
         registry, request.model, request.windows, version=request.version, alias=request.alias, where="windows"
     )
     served = found.served
-    levels = served.model.interval_levels
     return orjson.dumps(
         {
             "model": served.name,
             "version": served.version,
             "label": served.model.spec.label,
             "forecasts": [
-                forecast_steps(found.outputs[index], levels, found.last_dates[index])
+                forecast_steps(found.outputs[index], found.levels, found.last_dates[index], found.calendar)
                 for index in range(len(found.windows))
             ],
+            "skill": found.skill,
         }
     )
 

@@ -15,6 +15,7 @@ preprocessing and its micro-batcher.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -27,12 +28,20 @@ from app.core.config import Settings
 from app.core.runtime import settle_heap
 from app.inference.client import InferenceProcess, RemoteModel
 from app.serving.batching import MicroBatcher
+from training import calendars
 from training.artifact import load_preprocessing
 from training.errors import BrokenVersionError, NotFoundError, StockcastError
 from training.files import check_name
+from training.gate import skill_of
 from training.store import CHAMPION, ModelStore
 
 logger = logging.getLogger("stockcast.registry")
+
+
+class NoPromotedVersionError(StockcastError):
+    """An unpinned request for a model with no champion, when the service is set to refuse those."""
+
+    status_code = 409
 
 
 @dataclass
@@ -45,6 +54,8 @@ class ServedVersion:
     model: RemoteModel
     batcher: MicroBatcher
     loaded_at: float = field(default_factory=time.time)
+    # The version's own evidence (`training.gate.skill_of`), computed once at load.
+    skill: dict[str, Any] = field(default_factory=dict)
 
     async def predict(self, windows: np.ndarray) -> np.ndarray:
         """Forecasts and bounds of raw windows (`ForecastSteps.finish`), batched with concurrent requests.
@@ -103,6 +114,11 @@ class ModelRegistry:
         """Preprocessing here, the network in the inference process (which warms it up)."""
         self.load_attempts[(name, version)] += 1
         metadata, spec, scaler = await asyncio.to_thread(load_preprocessing, self.store, name, version)
+        # The calendar's sessions are built once (seconds for some exchanges),
+        # here rather than in the first request that needs a date.
+        calendar = str(metadata.get("calendar") or calendars.DEFAULT_CALENDAR)
+        for day in {dt.date.today(), dt.date.fromisoformat(str(metadata.get("trained_through") or dt.date.today()))}:
+            await asyncio.to_thread(calendars.sessions_after, day, 1, calendar)
         handle = await self.inference.load(name, version, self.settings.max_batch_size)
         model = RemoteModel(metadata, spec, scaler, self.inference, handle)
         batcher = MicroBatcher(
@@ -112,7 +128,10 @@ class ModelRegistry:
             prepare=model.prepare,
             finish=model.finish,
         )
-        return ServedVersion(name=name, version=version, metadata=metadata, model=model, batcher=batcher)
+        skill = metadata.get("skill") or skill_of(metadata, self.settings.gate_significance_level)
+        return ServedVersion(
+            name=name, version=version, metadata=metadata, model=model, batcher=batcher, skill=dict(skill)
+        )
 
     async def refresh(self, name: str | None = None) -> None:
         """Re-read the store for one model (or all) and swap in changed defaults."""
@@ -245,6 +264,37 @@ class ModelRegistry:
 
     async def get(self, name: str, version: int | None = None, alias: str | None = None) -> ServedVersion:
         """The version a request asks for; NotFoundError if it does not exist."""
+        served, _ = await self.resolve(name, version, alias)
+        return served
+
+    async def resolve(
+        self, name: str, version: int | None = None, alias: str | None = None
+    ) -> tuple[ServedVersion, str]:
+        """The version a request asks for and how it was chosen (the answer's `skill.served_as`).
+
+        "pinned" when the request named a version or alias; otherwise
+        "champion", "fallback: ..." when the champion could not be loaded,
+        or "unpromoted" when no version has passed the gate. With the
+        setting `unpromoted_default="refuse"` an unpinned request for an
+        unpromoted model is refused (409).
+        """
+        if version is not None or alias is not None:
+            return await self._get(name, version, alias), "pinned"
+        served = await self._get(name, None, None)
+        champion = self.models[name].aliases.get(CHAMPION)
+        if champion is None:
+            if self.settings.unpromoted_default == "refuse":
+                raise NoPromotedVersionError(
+                    f"model '{name}' has no promoted version: no version has passed the promotion gate, and this "
+                    "service refuses unpinned requests for it (setting unpromoted_default); pin a version or "
+                    "alias to use one anyway"
+                )
+            return served, "unpromoted"
+        if served.version != champion:
+            return served, f"fallback: champion v{champion} failed to load; serving v{served.version}"
+        return served, "champion"
+
+    async def _get(self, name: str, version: int | None = None, alias: str | None = None) -> ServedVersion:
         state = self.models.get(name)
         if state is None:
             check_name(name)  # a name no model can have is a 422, as on every route

@@ -162,9 +162,3 @@ def _explain_out_of_range(values: np.ndarray, spec: WindowSpec, where: str) -> N
         raise WindowError(
             f"{where}[{row}].{column}: {value:g} is out of the supported range [{low[position]:g}, {high[position]:g}]"
         )
-
-
-def business_days_after(last: dt.date, horizon: int) -> list[dt.date]:
-    """The next `horizon` business days (Mon-Fri) after `last`."""
-    offsets = np.busday_offset(np.datetime64(last, "D"), np.arange(1, horizon + 1), roll="backward")
-    return [day.astype(dt.date) for day in offsets]

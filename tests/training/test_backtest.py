@@ -63,16 +63,24 @@ def test_each_part_of_a_fold_holds_only_its_own_targets() -> None:
     data = prepare_fold(values, SPEC, fold)
     train_inputs, train_futures = data.train
     validation_inputs, validation_futures = data.validation
+    calibration_inputs, calibration_futures = data.calibration
     test_inputs, test_futures = data.test
     rows = {part: futures - 1 for part, futures in (("train", train_futures), ("test", test_futures))}
     assert rows["train"].max() == fold.validation_start - 1
+    # Early stopping on the first half of the validation tail, calibration on
+    # the second, horizon - 1 rows apart: no target in both.
     assert (validation_futures - 1).min() == fold.validation_start
-    assert (validation_futures - 1).max() == fold.cut - 1
+    assert (validation_futures - 1).max() == fold.early_stopping_stop - 1
+    assert (calibration_futures - 1).min() == fold.calibration_start
+    assert (calibration_futures - 1).max() == fold.cut - 1
+    assert fold.calibration_start - fold.early_stopping_stop == SPEC.horizon - 1
+    assert fold.cut - fold.calibration_start == round((fold.cut - fold.validation_start) * 0.5)
     assert rows["test"].min() == fold.cut
     assert rows["test"].max() == fold.test_end - 1
     # Every origin whose targets fit in the segment: stride - horizon + 1 windows.
     assert len(test_inputs) == 100 - SPEC.horizon + 1
-    assert len(validation_inputs) == fold.cut - fold.validation_start - SPEC.horizon + 1
+    assert len(validation_inputs) == fold.early_stopping_stop - fold.validation_start - SPEC.horizon + 1
+    assert len(calibration_inputs) == fold.cut - fold.calibration_start - SPEC.horizon + 1
     assert len(train_inputs) == fold.validation_start - SPEC.window - SPEC.horizon + 1
     # A test window's inputs are the rows just before its first target.
     np.testing.assert_array_equal(test_inputs[0, :, 0] - 1, np.arange(fold.cut - SPEC.window, fold.cut))
@@ -115,7 +123,7 @@ def test_the_no_look_ahead_check_notices_a_change_before_the_cut() -> None:
     altered[fold.cut - 50 :] *= 1.5
     before = prepare_fold(values, SPEC, fold)
     after = prepare_fold(altered, SPEC, fold)
-    assert not np.array_equal(before.validation[1], after.validation[1])
+    assert not np.array_equal(before.calibration[1], after.calibration[1])
 
 
 # The whole backtest ----------------------------------------------------------
@@ -135,11 +143,19 @@ def test_backtest_reports_every_fold_and_pools_them(sample_frame: pd.DataFrame) 
     for fold in folds:
         for name in ("model", "naive", "drift", "ridge"):
             assert len(fold[name]["per_step"]) == 2
-        assert fold["naive"]["mase"] == pytest.approx(1.0)
+        assert fold["naive"]["mae_ratio_to_naive"] == pytest.approx(1.0)
+        assert fold["naive"]["mase"] > 0
     summary = report["summary"]
     assert set(summary) == {"model", "naive", "drift", "ridge"}
     assert summary["model"]["windows"] == 78
-    assert summary["model"]["mase"] > 0
+    assert summary["model"]["mae_ratio_to_naive"] > 0
+    evidence = report["evidence"]
+    assert evidence["vs_naive_step_1"]["windows"] == 78 and evidence["vs_naive_pooled"]["lag"] == 1
+    assert 0 <= evidence["vs_naive_pooled"]["p_value"] <= 1
+    assert evidence["coverage_90"]["windows"] == 78
+    assert set(report["sharpness"]) == {"80", "90", "95"}
+    assert report["sharpness"]["90"]["winkler_empirical_baseline"] > 0
+    assert report["coverage_alternatives"]["walk_forward_residuals"]["folds"] == 1
     assert set(report["coverage"]) == {"80", "90", "95"}
     assert report["coverage"]["80"]["mean_width"] < report["coverage"]["95"]["mean_width"]
     assert report["protocol"]["stride"] == 40
@@ -165,27 +181,54 @@ def test_a_stop_request_skips_the_remaining_folds(sample_frame: pd.DataFrame) ->
 # The gate reads the backtest -------------------------------------------------
 
 
-def test_a_model_trained_on_shuffled_labels_does_not_replace_a_good_champion(tmp_path: Path) -> None:
+def test_a_synthetic_series_that_beats_naive_is_promoted_on_evidence(tmp_path: Path) -> None:
     # Strongly autocorrelated returns give a small network something real to learn.
     clean = CleanResult(frame=price_frame(ar_returns_prices(900, 0.6, seed=5)), rows_read=900)
     store = ModelStore(tmp_path / "models")
-    common: dict[str, Any] = {"units": 8, "window": 10, "batch_size": 32, "backtest_folds": 2, "backtest_stride": 60}
-    source = {"name": "synthetic.csv"}
+    config = TrainConfig(units=8, window=10, batch_size=32, backtest_folds=2, backtest_stride=60, epochs=12, patience=3)
+    good, decision = train_and_promote(
+        TrainingRun("ar", clean, {"name": "synthetic.csv", "sha256": "s"}, config), store
+    )
 
-    good_config = TrainConfig(**common, epochs=12, patience=3)
-    good, good_decision = train_and_promote(TrainingRun("ar", clean, source, good_config), store)
-    assert good_decision.promoted, good_decision.reason
-    assert good_decision.candidate_mase is not None and good_decision.candidate_mase < 0.95
-
-    bad_config = TrainConfig(**common, epochs=1, shuffle_labels=True)
-    bad, bad_decision = train_and_promote(TrainingRun("ar", clean, source, bad_config), store)
-    assert not bad_decision.promoted
+    assert decision.promoted, decision.reason
+    assert decision.reason.startswith("beats naive with evidence: DM -")
+    assert decision.ratio_to_naive is not None and decision.ratio_to_naive < 0.95
+    assert decision.evidence["vs_naive_step_1"]["p_value"] < 0.05
+    assert decision.evidence["vs_naive_pooled"]["p_value"] < 0.05
+    assert decision.evidence["dataset_sha256"] == "s" and decision.evidence["horizon"] == 1
     assert store.aliases("ar")[CHAMPION] == good.version
-    assert bad_decision.champion_version == good.version
-    assert bad_decision.basis == "walk-forward backtest"
-    assert bad_decision.candidate_mase is not None and bad_decision.champion_mase is not None
-    assert bad_decision.candidate_mase > bad_decision.champion_mase
-    assert "MASE" in bad_decision.reason
-    assert f"v{good.version}" in bad_decision.reason or "naive" in bad_decision.reason
-    assert bad.metadata["backtest"]["summary"]["model"]["mase"] == pytest.approx(bad_decision.candidate_mase)
-    assert [entry["to"] for entry in store.alias_log("ar")] == [good.version]
+    assert good.metadata["skill"]["beats_naive"] is True
+    # The served network is the production refit: trained through the last row.
+    assert good.metadata["trained_through"] == clean.frame["date"].iloc[-1].strftime("%Y-%m-%d")
+
+
+def test_a_shuffled_label_horizon_5_network_is_refused_with_no_champion(
+    tmp_path: Path, sample_frame: pd.DataFrame
+) -> None:
+    clean = CleanResult(frame=sample_frame, rows_read=len(sample_frame))
+    store = ModelStore(tmp_path / "models")
+    config = TrainConfig(**TINY, horizon=5, shuffle_labels=True, backtest_folds=2, backtest_stride=60)
+    bad, decision = train_and_promote(
+        TrainingRun("shuffled", clean, {"name": "msft.csv", "sha256": "m"}, config), store
+    )
+
+    assert not decision.promoted
+    assert decision.champion_version is None
+    assert decision.reason.startswith(("no evidence of skill at step 1: DM ", "no evidence of skill pooled over steps"))
+    assert "p " in decision.reason and "against naive (needs p < 0.05)" in decision.reason
+    assert decision.evidence["period"] == {
+        "start": bad.metadata["backtest"]["folds"][0]["test_start"],
+        "end": bad.metadata["backtest"]["folds"][-1]["test_end"],
+    }
+    assert CHAMPION not in store.aliases("shuffled")
+    assert bad.metadata["skill"]["beats_naive"] is False
+
+
+def test_a_champion_configuration_is_rebuilt_for_the_candidates_folds() -> None:
+    champion = TrainConfig(**TINY, horizon=5, backtest_folds=2, calendar="XKRX")
+    recorded = TrainConfig.from_hyperparameters(champion.hyperparameters())
+    assert recorded == champion
+    candidate = TrainConfig(**TINY, horizon=5, backtest_folds=4, backtest_stride=30, calibration_share=0.4)
+    rebuilt = recorded.with_backtest_of(candidate)
+    assert (rebuilt.backtest_folds, rebuilt.backtest_stride, rebuilt.calibration_share) == (4, 30, 0.4)
+    assert rebuilt.calendar == "XKRX" and rebuilt.units == champion.units

@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers import ar_returns_prices
 from training import evaluation
-from training.baselines import RidgeBaseline, drift_forecast, naive_forecast, unfitted_forecasts
+from training.baselines import RidgeBaseline, drift_forecast, mean_log_return, naive_forecast, unfitted_forecasts
 from training.features import WindowSpec, make_windows
 
 SPEC = WindowSpec(features=("close",), label="close", window=10, horizon=3)
@@ -17,17 +17,22 @@ def test_naive_repeats_the_last_value_for_every_step() -> None:
     np.testing.assert_array_equal(naive_forecast(np.array([2.0, 5.0]), 3), [[2.0, 2.0, 2.0], [5.0, 5.0, 5.0]])
 
 
-def test_drift_extends_the_line_from_the_first_to_the_last_value() -> None:
-    label_windows = np.array([[10.0, 11.0, 12.0], [9.0, 9.0, 9.0]])
-    np.testing.assert_array_equal(drift_forecast(label_windows, 2), [[13.0, 14.0], [9.0, 9.0]])
+def test_drift_grows_the_last_value_by_the_historys_mean_log_return() -> None:
+    history = 10.0 * np.exp(0.01 * np.arange(50))  # +1 % (log) every day
+    assert mean_log_return(history) == pytest.approx(0.01)
+    np.testing.assert_allclose(
+        drift_forecast(np.array([12.0, 9.0]), 2, 0.01),
+        [[12.0 * np.exp(0.01), 12.0 * np.exp(0.02)], [9.0 * np.exp(0.01), 9.0 * np.exp(0.02)]],
+    )
 
 
 def test_unfitted_forecasts_are_naive_and_drift_of_the_same_windows() -> None:
     label_windows = np.array([[10.0, 11.0, 12.0]])
-    forecasts = unfitted_forecasts(label_windows, 2)
+    history = np.array([100.0, 100.0 * np.exp(0.02), 100.0 * np.exp(0.04)])
+    forecasts = unfitted_forecasts(label_windows, 2, history)
     assert list(forecasts) == ["naive", "drift"]
     np.testing.assert_array_equal(forecasts["naive"], [[12.0, 12.0]])
-    np.testing.assert_array_equal(forecasts["drift"], [[13.0, 14.0]])
+    np.testing.assert_allclose(forecasts["drift"], [[12.0 * np.exp(0.02), 12.0 * np.exp(0.04)]])
 
 
 def ridge_and_naive_mase(prices: np.ndarray) -> tuple[float, float]:
@@ -37,7 +42,7 @@ def ridge_and_naive_mase(prices: np.ndarray) -> tuple[float, float]:
     last = inputs[test, -1, 0]
     ridge_metrics = evaluation.forecast_metrics(futures[test], ridge.predict(inputs[test]), last)
     naive_metrics = evaluation.forecast_metrics(futures[test], naive_forecast(last, SPEC.horizon), last)
-    return ridge_metrics["per_step"][0]["mase"], naive_metrics["mase"]
+    return ridge_metrics["per_step"][0]["mae_ratio_to_naive"], naive_metrics["mae_ratio_to_naive"]
 
 
 def test_ridge_beats_naive_when_returns_are_strongly_autocorrelated() -> None:

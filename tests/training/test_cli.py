@@ -94,9 +94,9 @@ def test_train_prints_progress_version_metrics_and_gate(trained_cli: tuple[Path,
     table_rows = [line.split()[0] for line in lines if line.split()[:1] in names]
     # The test-part table, then the walk-forward backtest's with the ridge baseline.
     assert table_rows == ["model", "naive", "drift", "model", "naive", "drift", "ridge"]
-    assert any(line.startswith("backtest fold 3/3: model MASE ") for line in lines)
+    assert any(line.startswith("backtest fold 3/3: model MAE ratio to naive ") for line in lines)
     assert any(line.startswith("interval coverage in the backtest: 80% -> ") for line in lines)
-    assert lines[-1].startswith(("gate: promoted to champion: MASE", "gate: not promoted: MASE"))
+    assert lines[-1].startswith(("gate: promoted to champion: beats naive with evidence", "gate: not promoted: "))
 
 
 def test_training_again_makes_version_two(trained_cli: tuple[Path, int, str], small_csv: Path) -> None:

@@ -58,6 +58,15 @@ def test_replace_checks_the_new_values() -> None:
     assert str(raised.value) == "seed: Input should be greater than or equal to 0, got -5"
 
 
+def test_an_unknown_calendar_is_refused() -> None:
+    with pytest.raises(ConfigError) as raised:
+        TrainConfig(calendar="MOON")
+    assert str(raised.value) == (
+        "unknown trading calendar 'MOON'; use an exchange_calendars code such as XNYS, XNAS, XLON, XKRX, XTKS, "
+        "or '24/7' for markets that never close"
+    )
+
+
 def test_hyperparameters_keep_the_metadata_keys_and_json_types() -> None:
     # Stored versions record these keys in this order; the store format must not change.
     recorded = TrainConfig(features=["open", "close"]).hyperparameters()
@@ -65,6 +74,8 @@ def test_hyperparameters_keep_the_metadata_keys_and_json_types() -> None:
         "architecture", "features", "label", "window", "horizon", "transform", "units", "layers", "dropout",
         "learning_rate", "batch_size", "epochs", "patience", "seed", "validation_fraction", "test_fraction",
         "interval_levels", "interval_score", "backtest_folds", "backtest_stride", "backtest_refit", "shuffle_labels",
+        # Added by the forecast-honesty work; older versions lack them and read as the defaults.
+        "interval_band", "calibration", "calibration_share", "production_refit", "calendar",
     ]  # fmt: skip
     assert recorded["features"] == ["open", "close"]
     assert recorded["interval_levels"] == [0.8, 0.9, 0.95]

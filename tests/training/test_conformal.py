@@ -31,9 +31,43 @@ def test_calibrate_takes_the_corrected_rank_of_the_absolute_log_residuals() -> N
     assert widths["80"] == pytest.approx([0.081, 0.081])
 
 
-def test_calibrate_uses_the_largest_residual_when_there_are_too_few_windows() -> None:
-    actual = np.exp(np.array([[0.01], [0.03], [0.02]]))
-    assert conformal.calibrate(actual, np.ones_like(actual), (0.95,))["95"] == pytest.approx([0.03])
+def test_a_level_with_too_few_calibration_windows_is_refused_not_clamped() -> None:
+    # 0.95 needs ceil(0.95 / 0.05) = 19 windows; 18 cannot give the rank ceil(19 * 0.95) = 19.
+    actual = np.exp(np.arange(1, 19)[:, None] / 100)
+    widths = conformal.calibrate(actual, np.ones_like(actual), (0.9, 0.95))
+    assert set(widths) == {"90"}
+    assert conformal.refused_levels(18, (0.9, 0.95)) == {"95": "needs at least 19 calibration windows, has 18"}
+    actual_19 = np.exp(np.arange(1, 20)[:, None] / 100)
+    assert conformal.calibrate(actual_19, np.ones_like(actual_19), (0.95,))["95"] == pytest.approx([0.19])
+
+
+def test_calibrate_intervals_lists_the_refused_levels_in_the_metadata() -> None:
+    spec = WindowSpec(features=("close",), label="close", window=20, horizon=1)
+    inputs, futures = random_walk_windows(np.random.default_rng(3), 10, 0.02, spec)
+    intervals = conformal.calibrate_intervals(inputs, futures, inputs[:, -1, :], spec, (0.8, 0.9, 0.95))
+    assert set(intervals["half_widths"]) == {"80", "90"}
+    assert intervals["refused"] == {"95": "needs at least 19 calibration windows, has 10"}
+
+
+def test_a_path_band_covers_whole_paths_where_per_step_bands_do_not() -> None:
+    spec = WindowSpec(features=("close",), label="close", window=20, horizon=5)
+    rng = np.random.default_rng(11)
+    calibration_inputs, calibration_futures = random_walk_windows(rng, 4000, 0.02, spec)
+    test_inputs, test_futures = random_walk_windows(rng, 4000, 0.02, spec)
+    paths_inside = {}
+    for band in conformal.BANDS:
+        intervals = conformal.calibrate_intervals(
+            calibration_inputs,
+            calibration_futures,
+            calibration_inputs[:, -1, :].repeat(5, axis=1),
+            spec,
+            (0.9,),
+            band=band,
+        )
+        lower, upper = conformal.bounds_for(test_inputs, test_inputs[:, -1, :].repeat(5, axis=1), intervals, spec)["90"]
+        paths_inside[band] = float(np.mean(np.all((test_futures >= lower) & (test_futures <= upper), axis=1)))
+    assert paths_inside["path"] == pytest.approx(0.9, abs=0.015)
+    assert paths_inside["per_step"] < 0.85
 
 
 def test_calibrate_refuses_levels_outside_zero_and_one() -> None:

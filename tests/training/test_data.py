@@ -8,6 +8,7 @@ import pytest
 
 from training.data import CleaningSettings, clean_prices, load_prices, normalise_column_name, read_price_csv
 from training.errors import DataError
+from training.features import WindowSpec, make_windows
 
 HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
 
@@ -191,13 +192,21 @@ def test_outlier_is_reported_and_kept_by_default() -> None:
     assert result.dropped["outliers"] == 0
 
 
-def test_outliers_are_dropped_when_asked() -> None:
+def test_outliers_are_masked_not_deleted_and_their_windows_are_left_out() -> None:
     raw = read_price_csv(random_walk_csv(200))
     raw.loc[150, ["Open", "High", "Low", "Close"]] = "1000000"
-    result = clean_prices(raw, settings=CleaningSettings(drop_outliers=True))
-    assert result.dropped["outliers"] == len(result.outliers) >= 1
-    assert result.frame["close"].max() < 1000
-    assert len(result.frame) == 200 - result.dropped["outliers"]
+    result = clean_prices(raw, settings=CleaningSettings(mask_outliers=True))
+    assert result.dropped["outliers"] == 0 and len(result.frame) == 200
+    flagged = result.frame.index[result.frame["outlier"]].tolist()
+    # The spike day and the day it falls back are both one-day outlier returns.
+    assert flagged == [150, 151]
+    spec = WindowSpec(features=("close",), label="close", window=10, horizon=2)
+    values = result.frame[["close"]].to_numpy()
+    inputs, futures = make_windows(values, spec, result.frame["outlier"].to_numpy())
+    all_inputs, _ = make_windows(values, spec)
+    # A window spans 12 rows (inputs and targets): those starting at rows 139..151 touch one, 13 of 189.
+    assert len(all_inputs) == 189 and len(inputs) == 189 - 13
+    assert values[140:152].max() not in inputs and futures.max() < 1000
 
 
 def test_outlier_rule_is_fitted_on_the_oldest_rows_only() -> None:

@@ -1,90 +1,164 @@
-"""The promotion gate's rule, case by case (a pure function of two metadata dicts)."""
+"""The promotion gate's rule, case by case: evidence against naive, drift, coverage and the champion."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
-from training.gate import GateSettings, decide, headline_mase
+from training.gate import GateSettings, decide, skill_of
+from training.store import headline_ratio
 
 
-def version(number: int, mase: float | None, backtest_mase: float | None = None) -> dict[str, Any]:
-    """The parts of a version's metadata the gate reads."""
-    metadata: dict[str, Any] = {"version": number, "metrics": {"model": {"mase": mase}}}
-    if backtest_mase is not None:
-        metadata["backtest"] = {"summary": {"model": {"mase": backtest_mase}}}
-    return metadata
+def dm(p_value: float, statistic: float = -3.0, windows: int = 500) -> dict[str, Any]:
+    """A Diebold-Mariano result as the backtest records it."""
+    return {"statistic": statistic, "p_value": p_value, "windows": windows, "lag": 0}
 
 
-def test_first_version_that_beats_naive_is_promoted() -> None:
-    decision = decide(version(1, 0.95), None, GateSettings())
+def version(
+    number: int,
+    step_1: float = 0.001,
+    pooled: float = 0.001,
+    mae: tuple[float, float] = (0.9, 1.0),
+    covered: bool = True,
+    sha256: str = "abc",
+    horizon: int = 1,
+) -> dict[str, Any]:
+    """The parts of a version's metadata the gate reads; `mae` is (model, drift)."""
+    return {
+        "version": number,
+        "horizon": horizon,
+        "data": {"sha256": sha256},
+        "trained_through": "2024-12-31",
+        "backtest": {
+            "summary": {"model": {"mae_ratio_to_naive": mae[0]}},
+            "protocol": {"test_start": "2024-01-02", "test_end": "2024-12-31"},
+            "evidence": {
+                "vs_naive_step_1": dm(step_1),
+                "vs_naive_pooled": dm(pooled),
+                "vs_drift_pooled": dm(0.01),
+                "mae": {"model": mae[0], "naive": 1.0, "drift": mae[1]},
+                "coverage_90": {
+                    "within": covered,
+                    "coverage": 0.9 if covered else 0.8,
+                    "windows": 500,
+                    "low": 0.874,
+                    "high": 0.926,
+                },
+            },
+        },
+    }
+
+
+def test_a_first_version_with_evidence_is_promoted_and_the_decision_records_why() -> None:
+    decision = decide(version(1), None, GateSettings())
     assert decision.promoted
-    assert decision.reason == "MASE 0.9500 on the test split passes the gate"
-    assert (decision.champion_version, decision.champion_mase, decision.basis) == (None, None, "test split")
+    assert decision.reason == (
+        "beats naive with evidence: DM -3.000, p 0.0010 at step 1 and DM -3.000, p 0.0010 pooled against naive; "
+        "MAE ratio to naive 0.9000"
+    )
+    record = decision.evidence
+    assert record["dataset_sha256"] == "abc" and record["horizon"] == 1
+    assert record["period"] == {"start": "2024-01-02", "end": "2024-12-31"}
+    assert record["vs_naive_step_1"]["p_value"] == 0.001
 
 
-def test_a_model_that_loses_to_naive_is_refused() -> None:
-    decision = decide(version(1, 1.02), None, GateSettings())
+def test_no_evidence_at_step_1_is_refused_even_when_pooled_passes() -> None:
+    decision = decide(version(1, step_1=0.2), None, GateSettings())
     assert not decision.promoted
-    assert "above the gate's 1.0000" in decision.reason
-    assert "does not beat the naive last-value forecast" in decision.reason
+    assert decision.reason == (
+        "no evidence of skill at step 1: DM -3.000, p 0.2000 against naive (needs p < 0.05); "
+        "the model does not beat the naive last-value forecast"
+    )
 
 
-def test_exactly_naive_passes_the_ceiling() -> None:
-    assert decide(version(1, 1.0), None, GateSettings()).promoted
-
-
-def test_a_candidate_worse_than_the_champion_is_refused() -> None:
-    decision = decide(version(3, 0.97), version(2, 0.95), GateSettings())
+def test_a_tie_with_naive_is_no_skill() -> None:
+    tie = version(1)
+    tie["backtest"]["evidence"]["vs_naive_pooled"] = {"statistic": None, "p_value": 1.0, "windows": 500}
+    decision = decide(tie, None, GateSettings())
     assert not decision.promoted
-    assert decision.reason == "MASE 0.9700 is worse than champion v2's 0.9500"
-    assert (decision.champion_version, decision.champion_mase) == (2, 0.95)
+    assert decision.reason == "no evidence of skill pooled over steps: DM n/a, p 1.0000 against naive (needs p < 0.05)"
 
 
-def test_a_candidate_as_good_as_the_champion_is_promoted() -> None:
-    assert decide(version(3, 0.95), version(2, 0.95), GateSettings()).promoted
+def test_a_looser_level_lets_weaker_evidence_through() -> None:
+    assert decide(version(1, step_1=0.08, pooled=0.08), None, GateSettings(significance_level=0.1)).promoted
+
+
+def test_worse_than_the_mean_return_drift_is_refused() -> None:
+    decision = decide(version(1, mae=(0.99, 0.98)), None, GateSettings())
+    assert not decision.promoted
+    assert decision.reason.startswith("worse than the mean-return drift baseline: MAE 0.9900 > 0.9800")
+
+
+def test_coverage_outside_the_binomial_tolerance_is_refused() -> None:
+    decision = decide(version(1, covered=False), None, GateSettings())
+    assert not decision.promoted
+    assert decision.reason == (
+        "90 % interval coverage 0.800 of 500 windows is not within the binomial tolerance (tolerance 0.874-0.926)"
+    )
+
+
+def test_no_backtest_is_no_evidence() -> None:
+    decision = decide({"version": 1, "metrics": {}}, None, GateSettings())
+    assert not decision.promoted
+    assert decision.reason == "no walk-forward backtest: there is no out-of-sample evidence of skill to promote on"
+
+
+def test_a_champion_from_another_dataset_or_horizon_is_not_compared() -> None:
+    for champion in (version(1, sha256="other"), version(1, horizon=5)):
+        decision = decide(version(2), champion, GateSettings())
+        assert decision.promoted
+        assert decision.reason.endswith("champion v1 not compared (another dataset or horizon)")
+        assert decision.evidence["champion"] == "not compared: trained on another dataset or horizon"
+
+
+def _paired(candidate_error: float, champion_error: float) -> tuple[dict[str, np.ndarray], Any]:
+    rng = np.random.default_rng(0)
+    actual = 100 + rng.normal(size=(400, 1))
+    forecasts = {"actual": actual, "model": actual + candidate_error, "naive": actual + 1.0}
+    return forecasts, lambda champion: actual + champion_error
+
+
+def test_the_champion_is_re_scored_on_the_candidates_windows_and_a_worse_candidate_is_refused() -> None:
+    forecasts, rescore = _paired(0.9, 0.8)
+    decision = decide(version(2), version(1), GateSettings(), forecasts, rescore)
+    assert not decision.promoted
+    assert decision.reason.startswith(
+        "worse than champion v1 re-scored on the same folds: MAE ratio to naive 0.9000 vs 0.8000"
+    )
+    assert decision.champion_ratio_to_naive == pytest.approx(0.8)
+    assert decision.evidence["vs_champion_pooled"]["champion_version"] == 1
+
+
+def test_a_candidate_as_good_as_the_re_scored_champion_is_promoted() -> None:
+    forecasts, rescore = _paired(0.8, 0.8)
+    decision = decide(version(2, mae=(0.8, 1.0)), version(1), GateSettings(), forecasts, rescore)
+    assert decision.promoted, decision.reason
 
 
 def test_worse_than_champion_passes_when_the_gate_allows_it() -> None:
-    assert decide(version(3, 0.97), version(2, 0.95), GateSettings(require_not_worse=False)).promoted
+    forecasts, rescore = _paired(0.9, 0.8)
+    assert decide(version(2), version(1), GateSettings(require_not_worse=False), forecasts, rescore).promoted
 
 
-def test_a_looser_ceiling_lets_a_weaker_model_through() -> None:
-    assert decide(version(1, 1.05), None, GateSettings(max_mase=1.1)).promoted
-
-
-def test_no_mase_is_refused() -> None:
-    decision = decide(version(1, None), None, GateSettings())
-    assert not decision.promoted
-    assert decision.reason == "no MASE could be computed for the candidate"
-
-
-def test_the_backtest_mase_is_judged_before_the_test_split() -> None:
-    # Lucky on the single test split, but loses to naive over the walk-forward folds.
-    decision = decide(version(1, 0.9, backtest_mase=1.05), None, GateSettings())
-    assert not decision.promoted
-    assert decision.basis == "walk-forward backtest"
-    assert decision.candidate_mase == pytest.approx(1.05)
-
-
-def test_champion_is_compared_on_its_own_headline_figure() -> None:
-    decision = decide(version(2, 0.99, backtest_mase=0.96), version(1, 0.9, backtest_mase=0.97), GateSettings())
-    assert decision.promoted
-    assert decision.champion_mase == pytest.approx(0.97)
-
-
-def test_headline_mase_falls_back_when_the_backtest_has_none() -> None:
-    metadata = {**version(1, 0.93), "backtest": {"summary": {"model": {"mase": None}}}}
-    assert headline_mase(metadata) == (pytest.approx(0.93), "test split")
-
-
-def test_decision_is_plain_json() -> None:
-    assert decide(version(1, 0.9), None, GateSettings()).to_json() == {
-        "promoted": True,
-        "reason": "MASE 0.9000 on the test split passes the gate",
-        "candidate_mase": 0.9,
-        "champion_version": None,
-        "champion_mase": None,
-        "basis": "test split",
+def test_skill_of_summarises_the_versions_own_evidence() -> None:
+    assert skill_of(version(1, pooled=0.03), 0.05) == {
+        "beats_naive": True,
+        "ratio_to_naive": 0.9,
+        "p_value": 0.03,
+        "basis": "walk-forward backtest, 500 windows, Diebold-Mariano vs naive at step 1 and pooled "
+        "(larger p-value shown), level 0.05",
+        "trained_through": "2024-12-31",
     }
+    assert skill_of(version(1, step_1=0.5), 0.05)["beats_naive"] is False
+    assert skill_of({"trained_through": "2024-01-02"}, 0.05)["basis"] == (
+        "no walk-forward backtest: no evidence of skill"
+    )
+
+
+def test_headline_ratio_reads_the_backtest_then_the_test_split_and_old_metadata() -> None:
+    assert headline_ratio(version(1)) == (pytest.approx(0.9), "walk-forward backtest")
+    assert headline_ratio({"metrics": {"model": {"mae_ratio_to_naive": 0.93}}}) == (pytest.approx(0.93), "test split")
+    # Written before the rename: "mase" was the MAE ratio to naive.
+    assert headline_ratio({"metrics": {"model": {"mase": 0.95}}}) == (pytest.approx(0.95), "test split")

@@ -65,7 +65,7 @@ def test_save_then_load_gives_identical_predictions(
 ) -> None:
     config = tiny_config.replace(architecture="simple_rnn", epochs=1)
     prepared = prepare(small_clean.frame, config.window_spec(), config.validation_fraction, config.test_fraction)
-    model, epochs_run = fit_network(config, prepared)
+    model, epochs_run, _ = fit_network(config, prepared)
     metrics, intervals = evaluate_fitted(model, prepared, config.interval_levels)
     source = {"name": "slice", "path": "slice", "sha256": "0" * 64}
     metadata = build_metadata(config, prepared, small_clean, source, metrics, intervals, 1.0, epochs_run)
@@ -93,9 +93,18 @@ def test_trained_version_holds_model_scaler_and_provenance(trained_store: tuple[
     assert len(metadata["scaler"]["feature_center"]) == 5 and len(metadata["scaler"]["target_scale"]) == 1
     assert metadata["data"]["rows"] == 600 and metadata["data"]["end"] == "2017-11-10"
     assert metadata["split"]["train"]["end"] < metadata["split"]["validation"]["start"]
-    assert metadata["split"]["validation"]["end"] < metadata["split"]["test"]["start"]
+    assert metadata["split"]["calibration"]["end"] < metadata["split"]["test"]["start"]
     assert set(metadata["metrics"]) == {"model", "naive", "drift"}
-    assert metadata["metrics"]["naive"]["mase"] == pytest.approx(1.0)
+    assert metadata["metrics"]["naive"]["mae_ratio_to_naive"] == pytest.approx(1.0)
+    assert metadata["metrics"]["model"]["mase"] > 0  # Hyndman-Koehler: scaled by the training part
+    # The served network is refitted on every row; the figures stay the evaluated run's.
+    assert metadata["trained_through"] == metadata["data"]["end"] == "2017-11-10"
+    assert metadata["refit"]["evaluated_trained_through"] == metadata["split"]["train"]["end"]
+    assert metadata["scaler"] != metadata["refit"]["evaluated_scaler"]
+    assert metadata["calendar"] == "XNYS"
+    # Early stopping and calibration on disjoint blocks, horizon - 1 (0) rows apart.
+    assert metadata["split"]["validation"]["end"] < metadata["split"]["calibration"]["start"]
+    assert metadata["intervals"]["refused"] == {}
     assert 1 <= metadata["epochs_run"] <= 2
     assert metadata["libraries"]["keras"].startswith("3.")
 

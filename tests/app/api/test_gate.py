@@ -1,5 +1,5 @@
 """The promotion gate over HTTP: a deliberately bad model is kept but not promoted,
-the champion keeps serving, the job says why, and a rollback by alias works."""
+its job says why (statistics and p-values), and a rollback by alias works."""
 
 from __future__ import annotations
 
@@ -25,26 +25,41 @@ def gate_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactor
         yield client
 
 
-def test_gate_refuses_a_shuffled_label_model_and_the_champion_stays(gate_client: TestClient) -> None:
-    assert gate_client.get("/models/tiny").json()["champion"] == 1
+def test_gate_refuses_a_shuffled_label_horizon_5_model_with_no_champion_and_the_job_says_why(
+    gate_client: TestClient,
+) -> None:
     accepted = gate_client.post(
         "/train",
-        json={"model": "tiny", "dataset": "msft", "window": 10, "units": 4, "epochs": 1, "shuffle_labels": True},
+        json={
+            "model": "shuffled",
+            "dataset": "msft",
+            "window": 10,
+            "units": 4,
+            "epochs": 1,
+            "horizon": 5,
+            "shuffle_labels": True,
+        },
     )
     assert accepted.status_code == 202, accepted.text
     job = wait_job(gate_client, accepted.json()["job_id"], ("succeeded", "failed"))
     assert job["status"] == "succeeded", job
-    assert job["result"]["version"] == 3
+    assert job["result"]["version"] == 1
     assert job["result"]["promoted"] is False
-    reason = job["result"]["gate"]["reason"]
-    assert "MASE" in reason and ("above the gate" in reason or "worse than champion v1" in reason), reason
+    gate = job["result"]["gate"]
+    assert gate["champion_version"] is None
+    assert gate["reason"].startswith(("no evidence of skill at step 1: DM ", "no evidence of skill pooled over steps"))
+    assert "against naive (needs p < 0.05)" in gate["reason"]
+    evidence = gate["evidence"]
+    assert evidence["horizon"] == 5 and len(evidence["dataset_sha256"]) == 64
+    assert evidence["period"]["start"] < evidence["period"]["end"]
+    for test in ("vs_naive_step_1", "vs_naive_pooled"):
+        assert 0 <= evidence[test]["p_value"] <= 1 and evidence[test]["windows"] > 100
 
-    model = gate_client.get("/models/tiny").json()
-    assert model["champion"] == 1 and model["default_version"] == 1
-    assert [version["version"] for version in model["versions"]] == [1, 2, 3]  # kept, not promoted
-    assert gate_client.post("/predict", json={"model": "tiny", "window": WINDOW_ROWS}).json()["version"] == 1
-    pinned = gate_client.post("/predict", json={"model": "tiny", "version": 3, "window": WINDOW_ROWS})
-    assert pinned.status_code == 200 and pinned.json()["version"] == 3
+    model = gate_client.get("/models/shuffled").json()
+    assert model["champion"] is None and model["default_version"] == 1  # kept, not promoted
+    answer = gate_client.post("/predict", json={"model": "shuffled", "window": WINDOW_ROWS}).json()
+    assert answer["skill"]["beats_naive"] is False and answer["skill"]["served_as"] == "unpromoted"
+    assert answer["skill"]["trained_through"] == "2017-11-10"  # the dataset's last date
 
 
 def test_rollout_then_rollback_by_alias_over_http(gate_client: TestClient) -> None:
@@ -54,13 +69,13 @@ def test_rollout_then_rollback_by_alias_over_http(gate_client: TestClient) -> No
     back = gate_client.put("/models/tiny/aliases/champion", json={"version": 1, "reason": "rollback"})
     assert back.status_code == 200 and back.json()["change"] == {**back.json()["change"], "from": 2, "to": 1}
     assert gate_client.post("/predict", json={"model": "tiny", "window": WINDOW_ROWS}).json()["version"] == 1
-    staging = gate_client.put("/models/tiny/aliases/staging", json={"version": 3})
+    staging = gate_client.put("/models/tiny/aliases/staging", json={"version": 2})
     assert staging.status_code == 200
     by_alias = gate_client.post("/predict", json={"model": "tiny", "alias": "staging", "window": WINDOW_ROWS})
-    assert by_alias.json()["version"] == 3
+    assert by_alias.json()["version"] == 2
     log = gate_client.get("/models/tiny/aliases").json()["log"]
     assert [(entry["alias"], entry["from"], entry["to"]) for entry in log[-3:]] == [
         ("champion", 1, 2),
         ("champion", 2, 1),
-        ("staging", None, 3),
+        ("staging", None, 2),
     ]

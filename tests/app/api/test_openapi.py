@@ -180,7 +180,10 @@ def test_models_answer_keeps_its_fields(client: TestClient) -> None:
         "test",
         "backtest",
         "backtest_coverage",
-        "gate_mase",
+        "calendar",
+        "trained_through",
+        "skill",
+        "gate_ratio_to_naive",
         "gate_basis",
     }
     assert set(tiny["versions"][0]["data"]) == {"name", "start", "end", "rows"}

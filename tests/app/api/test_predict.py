@@ -200,9 +200,17 @@ def test_batch_errors_name_the_window(client: TestClient) -> None:
     assert "windows[1]: expected 10 rows" in response.json()["detail"]
 
 
-def test_business_days_skip_weekends() -> None:
-    from app.serving.windows import business_days_after
+def test_forecast_dates_follow_the_exchange_calendar() -> None:
+    from training.calendars import sessions_after
 
     friday, saturday = dt.date(2017, 11, 10), dt.date(2017, 11, 11)
-    assert business_days_after(friday, 2) == [dt.date(2017, 11, 13), dt.date(2017, 11, 14)]
-    assert business_days_after(saturday, 1) == [dt.date(2017, 11, 13)]
+    assert sessions_after(friday, 2) == [dt.date(2017, 11, 13), dt.date(2017, 11, 14)]
+    assert sessions_after(saturday, 1) == [dt.date(2017, 11, 13)]
+    christmas_eve = dt.date(2024, 12, 24)
+    assert sessions_after(christmas_eve, 1, "XNYS") == [dt.date(2024, 12, 26)]
+    assert sessions_after(christmas_eve, 1, "24/7") == [dt.date(2024, 12, 25)]
+    # Independence Day, Thanksgiving, Good Friday and Juneteenth are not sessions either.
+    assert sessions_after(dt.date(2024, 7, 3), 1, "XNYS") == [dt.date(2024, 7, 5)]
+    assert sessions_after(dt.date(2024, 11, 27), 1, "XNYS") == [dt.date(2024, 11, 29)]
+    assert sessions_after(dt.date(2024, 3, 28), 1, "XNYS") == [dt.date(2024, 4, 1)]
+    assert sessions_after(dt.date(2024, 6, 18), 1, "XNYS") == [dt.date(2024, 6, 20)]

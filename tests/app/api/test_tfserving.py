@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from tests.helpers import WINDOW, assert_documented, real_windows
 from training.features import WindowSpec
-from training.gate import headline_mase
+from training.gate import headline_ratio
 from training.store import ModelStore
 
 # Equal to /predict's answer up to the float32 network's last bits: the version's engine can switch
@@ -105,8 +105,8 @@ def test_metadata_is_a_signature_def_with_gate_evidence(client: TestClient, mode
     }
     assert list(signature["outputs"]) == OUTPUTS
     evidence = answer["metadata"]["stockcast"]
-    mase, basis = headline_mase(model_store.read_metadata("tiny", 1))
-    assert (evidence["gate_mase"], evidence["gate_basis"], evidence["units"]) == (mase, basis, "price")
+    mase, basis = headline_ratio(model_store.read_metadata("tiny", 1))
+    assert (evidence["gate_ratio_to_naive"], evidence["gate_basis"], evidence["units"]) == (mase, basis, "price")
     assert evidence["features"] == ",".join(FEATURES)
     assert client.get("/v1/models/tiny/versions/2/metadata").json()["model_spec"]["version"] == "2"
     assert client.get("/v1/models/tiny/labels/champion/metadata").json()["model_spec"]["version"] == "1"

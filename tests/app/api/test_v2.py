@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from tests.helpers import WINDOW, assert_documented, make_settings, real_windows
 from training.features import WindowSpec
-from training.gate import headline_mase
+from training.gate import headline_ratio
 from training.store import ModelStore
 
 # Equal to /predict's answer up to the float32 network's last bits: the version's engine can switch
@@ -99,8 +99,8 @@ def test_model_metadata_describes_the_window_tensor_and_price_outputs(
     assert metadata["outputs"] == [{"name": name, "datatype": "FP64", "shape": [-1, 1]} for name in OUTPUTS]
     parameters = metadata["parameters"]
     assert parameters["version"] == 1 and parameters["units"] == "price" and parameters["label"] == "close"
-    mase, basis = headline_mase(model_store.read_metadata("tiny", 1))
-    assert (parameters["gate_mase"], parameters["gate_basis"]) == (mase, basis)
+    mase, basis = headline_ratio(model_store.read_metadata("tiny", 1))
+    assert (parameters["gate_ratio_to_naive"], parameters["gate_basis"]) == (mase, basis)
     pinned = client.get("/v2/models/tiny/versions/2").json()
     assert pinned["parameters"]["version"] == 2
 
@@ -119,7 +119,7 @@ def test_json_infer_of_one_window_equals_predict(client: TestClient) -> None:
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["model_name"] == "tiny" and answer["model_version"] == "1" and answer["id"] == "req-7"
-    assert answer["parameters"]["units"] == "price" and "gate_mase" in answer["parameters"]
+    assert answer["parameters"]["units"] == "price" and "gate_ratio_to_naive" in answer["parameters"]
     outputs = {output["name"]: output for output in answer["outputs"]}
     assert list(outputs) == OUTPUTS
     assert outputs["forecast"]["shape"] == [1, 1] and outputs["forecast"]["datatype"] == "FP64"

@@ -1,0 +1,130 @@
+"""Every /predict answer says what evidence its version has, and how it was chosen; dates follow the calendar."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.schemas import BatchPredictResponse, PredictResponse
+from tests.helpers import SAMPLE, WINDOW_ROWS, make_settings, sample_rows, tiny_clean, tiny_config
+from training.pipeline import TrainingRun, train_version
+from training.store import ModelStore
+
+NO_EVIDENCE = "no walk-forward backtest: no evidence of skill"
+# Ten XNYS sessions ending on Christmas Eve 2024.
+SESSIONS = ["2024-12-10", "2024-12-11", "2024-12-12", "2024-12-13", "2024-12-16"]
+SESSIONS += ["2024-12-17", "2024-12-18", "2024-12-19", "2024-12-20", "2024-12-23"]
+
+
+def christmas_eve_rows() -> list[dict[str, Any]]:
+    """A window whose last row is 2024-12-24."""
+    rows = [dict(zip(("open", "high", "low", "close", "volume"), values, strict=True)) for values in WINDOW_ROWS]
+    for row, day in zip(rows, [*SESSIONS[1:], "2024-12-24"], strict=True):
+        row["date"] = day
+    return rows
+
+
+@pytest.fixture(scope="module")
+def skill_store(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    """The shared store plus `crypto`, a horizon-2 model on the 24/7 calendar (no champion)."""
+    root: Path = tmp_path_factory.mktemp("skill") / "models"
+    shutil.copytree(model_store.root, root)
+    store = ModelStore(root)
+    source = {"name": SAMPLE.name, "path": str(SAMPLE)}
+    train_version(TrainingRun("crypto", tiny_clean(), source, tiny_config(horizon=2, calendar="24/7")), store)
+    return store
+
+
+def _client(store: ModelStore, tmp_path_factory: pytest.TempPathFactory, **settings: object) -> Iterator[TestClient]:
+    from app.main import create_app
+
+    app = create_app(make_settings(store.root, tmp_path_factory.mktemp("var"), **settings))
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def network_client(skill_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The default setting: an unpromoted model serves its network, and says so."""
+    yield from _client(skill_store, tmp_path_factory)
+
+
+def test_an_answer_carries_the_versions_skill_and_the_champion_role(network_client: TestClient) -> None:
+    response = network_client.post("/predict", json={"model": "tiny", "window": sample_rows()})
+    assert response.status_code == 200, response.text
+    body = PredictResponse.model_validate(response.json()).model_dump()
+    assert body["skill"] == {
+        "beats_naive": False,
+        "ratio_to_naive": None,
+        "p_value": None,
+        "basis": NO_EVIDENCE,
+        # The production refit: the served network has seen the dataset's last row.
+        "trained_through": tiny_clean().frame["date"].iloc[-1].strftime("%Y-%m-%d"),
+        "served_as": "champion",
+    }
+    assert body["skill"]["trained_through"] == "2017-11-10"
+
+
+def test_pinned_unpromoted_and_batch_answers_say_how_the_version_was_chosen(network_client: TestClient) -> None:
+    pinned = network_client.post("/predict", json={"model": "tiny", "version": 2, "window": sample_rows()})
+    assert pinned.json()["skill"]["served_as"] == "pinned"
+    arrays = [[row[column] for column in ("open", "high", "low", "close", "volume")] for row in sample_rows()]
+    unpromoted = network_client.post("/predict", json={"model": "tiny-h5", "window": arrays})  # the fast path
+    assert unpromoted.status_code == 200, unpromoted.text
+    assert unpromoted.json()["skill"]["served_as"] == "unpromoted"
+    assert unpromoted.json()["skill"]["beats_naive"] is False
+    batch = network_client.post("/predict/batch", json={"model": "tiny", "windows": [sample_rows(), sample_rows()]})
+    assert batch.status_code == 200, batch.text
+    assert BatchPredictResponse.model_validate(batch.json()).skill.served_as == "champion"
+
+
+def test_forecast_dates_are_the_calendars_next_sessions(network_client: TestClient) -> None:
+    rows = christmas_eve_rows()
+    stock = network_client.post("/predict", json={"model": "tiny-h5", "window": rows}).json()
+    assert [step["date"] for step in stock["forecast"]] == [
+        "2024-12-26",
+        "2024-12-27",
+        "2024-12-30",
+        "2024-12-31",
+        "2025-01-02",
+    ]
+    crypto = network_client.post("/predict", json={"model": "crypto", "window": rows}).json()
+    assert [step["date"] for step in crypto["forecast"]] == ["2024-12-25", "2024-12-26"]
+    assert network_client.get("/models/crypto").json()["versions"][0]["calendar"] == "24/7"
+
+
+@pytest.fixture(scope="module")
+def refusing_client(skill_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """unpromoted_default='refuse': an unpinned request for a model without a champion is a 409."""
+    yield from _client(skill_store, tmp_path_factory, unpromoted_default="refuse")
+
+
+def test_refuse_answers_409_for_an_unpromoted_model_unless_pinned(refusing_client: TestClient) -> None:
+    refused = refusing_client.post("/predict", json={"model": "tiny-h5", "window": sample_rows()})
+    assert refused.status_code == 409
+    assert refused.json() == {
+        "detail": "model 'tiny-h5' has no promoted version: no version has passed the promotion gate, and this "
+        "service refuses unpinned requests for it (setting unpromoted_default); pin a version or alias to use "
+        "one anyway"
+    }
+    pinned = refusing_client.post("/predict", json={"model": "tiny-h5", "version": 1, "window": sample_rows()})
+    assert pinned.status_code == 200 and pinned.json()["skill"]["served_as"] == "pinned"
+    champion = refusing_client.post("/predict", json={"model": "tiny", "window": sample_rows()})
+    assert champion.status_code == 200 and champion.json()["skill"]["served_as"] == "champion"
+
+
+def test_naive_answers_the_last_value_with_the_naive_bands(
+    skill_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    for client in _client(skill_store, tmp_path_factory, unpromoted_default="naive"):
+        rows = sample_rows()
+        body = client.post("/predict", json={"model": "tiny-h5", "window": rows}).json()
+        assert body["skill"]["served_as"] == "naive" and body["skill"]["ratio_to_naive"] == 1.0
+        assert [step["close"] for step in body["forecast"]] == [rows[-1]["close"]] * 5
+        for step in body["forecast"]:
+            assert step["intervals"]["90"]["lower"] < rows[-1]["close"] < step["intervals"]["90"]["upper"]

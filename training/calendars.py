@@ -1,0 +1,73 @@
+"""Trading calendars: which days a forecast's steps fall on.
+
+A step is one trading session of the dataset's exchange, so forecast dates
+must skip weekends and the exchange's holidays: on XNYS the session after
+2024-12-24 is 2024-12-26. Calendars come from `exchange_calendars`, whose
+holiday rules are code (no download, works offline); "24/7" (crypto) is
+every calendar day. The calendar is a per-model setting recorded in the
+metadata, and training reports and serving both call `sessions_after`.
+
+Sessions are computed once per calendar and decade and searched with numpy,
+so a request costs one binary search.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+
+import numpy as np
+
+from training.errors import ConfigError
+
+DEFAULT_CALENDAR = "XNYS"
+ALWAYS_OPEN = "24/7"
+
+
+@functools.cache
+def known_calendars() -> tuple[str, ...]:
+    """Every calendar name a model may name."""
+    import exchange_calendars
+
+    return tuple(sorted(set(exchange_calendars.get_calendar_names(include_aliases=True)) | {ALWAYS_OPEN}))
+
+
+def check_calendar(name: str) -> str:
+    """The name if it is a known calendar; ConfigError naming a few known ones otherwise."""
+    if name in (ALWAYS_OPEN, DEFAULT_CALENDAR):
+        return name
+    if name not in known_calendars():
+        raise ConfigError(
+            f"unknown trading calendar '{name}'; use an exchange_calendars code such as "
+            f"XNYS, XNAS, XLON, XKRX, XTKS, or '{ALWAYS_OPEN}' for markets that never close"
+        )
+    return name
+
+
+@functools.cache
+def _sessions(name: str, decade: int) -> np.ndarray:
+    """The calendar's sessions from the decade's first year to a year past its last, as sorted datetime64[D].
+
+    Built a decade at a time: the holiday rules cost about a second per
+    decade (more for lunar calendars), and a service needs only the current one.
+    """
+    import exchange_calendars
+
+    start, end = f"{decade}-01-01", f"{decade + 10}-12-31"
+    try:
+        calendar = exchange_calendars.get_calendar(name, start=start, end=end)
+    except (ValueError, exchange_calendars.errors.CalendarError) as error:
+        raise ConfigError(f"the {name} calendar has no sessions for {decade}-{decade + 10}: {error}") from error
+    return np.asarray(calendar.sessions.values.astype("datetime64[D]"))
+
+
+def sessions_after(last: dt.date, horizon: int, name: str = DEFAULT_CALENDAR) -> list[dt.date]:
+    """The next `horizon` sessions of calendar `name` after the date `last`."""
+    day = np.datetime64(last, "D")
+    if name == ALWAYS_OPEN:
+        return [(day + np.timedelta64(step, "D")).astype(dt.date) for step in range(1, horizon + 1)]
+    sessions = _sessions(name, last.year // 10 * 10)
+    first = int(np.searchsorted(sessions, day, side="right"))
+    if first + horizon > len(sessions):
+        raise ConfigError(f"a {horizon}-step forecast from {last} runs past the {name} sessions known to this service")
+    return [value.astype(dt.date) for value in sessions[first : first + horizon]]
