@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import SAMPLE, WINDOW_ROWS, make_settings, wait_job
+from tests.helpers import DEADLINE_SECONDS, SAMPLE, WINDOW_ROWS, make_settings, wait_job
 from training.store import ModelStore
 
 
@@ -28,9 +28,9 @@ def gate_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactor
 def test_gate_refuses_a_shuffled_label_horizon_5_model_with_no_champion_and_the_job_says_why(
     gate_client: TestClient,
 ) -> None:
-    # The sample's last 900 rows: a job small enough for the test, with the sample's last date.
+    # The sample's last 700 rows: a job small enough for the test, with the sample's last date.
     lines = SAMPLE.read_text().splitlines()
-    recent = "\n".join([lines[0], *lines[-900:]]) + "\n"
+    recent = "\n".join([lines[0], *lines[-700:]]) + "\n"
     uploaded = gate_client.post(
         "/datasets", files={"file": ("recent.csv", recent, "text/csv")}, data={"name": "recent"}
     )
@@ -48,7 +48,8 @@ def test_gate_refuses_a_shuffled_label_horizon_5_model_with_no_champion_and_the_
         },
     )
     assert accepted.status_code == 202, accepted.text
-    job = wait_job(gate_client, accepted.json()["job_id"], ("succeeded", "failed"))
+    # Training, backtest and the production refit: a liveness deadline, not a timing assertion.
+    job = wait_job(gate_client, accepted.json()["job_id"], ("succeeded", "failed"), timeout=DEADLINE_SECONDS)
     assert job["status"] == "succeeded", job
     assert job["result"]["version"] == 1
     assert job["result"]["promoted"] is False
@@ -60,7 +61,7 @@ def test_gate_refuses_a_shuffled_label_horizon_5_model_with_no_champion_and_the_
     assert evidence["horizon"] == 5 and len(evidence["dataset_sha256"]) == 64
     assert evidence["period"]["start"] < evidence["period"]["end"]
     for test in ("vs_naive_step_1", "vs_naive_pooled"):
-        assert 0 <= evidence[test]["p_value"] <= 1 and evidence[test]["windows"] > 90
+        assert 0 <= evidence[test]["p_value"] <= 1 and evidence[test]["windows"] > 80
 
     model = gate_client.get("/models/shuffled").json()
     assert model["champion"] is None and model["default_version"] == 1  # kept, not promoted
