@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from training import evaluation, features
-from training.backtest import run_backtest
+from training.backtest import walk_forward
 from training.baselines import BASELINES
 from training.config import TrainConfig
 from training.data import load_prices
@@ -124,7 +124,7 @@ def backtest_rows(frame: Any, args: argparse.Namespace) -> tuple[dict[str, dict[
             backtest_folds=args.folds,
         )
         started = time.perf_counter()
-        report = run_backtest(frame, config)
+        report = walk_forward(frame, config).report
         print(f"  {label}: {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
         reports[label] = report
         rows[label] = row_from_metrics(report["summary"]["model"], report["coverage"]["90"]["coverage"])
@@ -206,7 +206,7 @@ def calibration_rows(frame: Any, args: argparse.Namespace) -> tuple[dict[str, di
             calibration=calibration,
         )
         started = time.perf_counter()
-        report = run_backtest(frame, config)
+        report = walk_forward(frame, config).report
         print(f"  {label}: {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
         reports[label] = report
         evidence, sharpness = report["evidence"], report["sharpness"]["90"]

@@ -256,17 +256,6 @@ def _evidence(
     return evidence
 
 
-def run_backtest(
-    frame: pd.DataFrame,
-    config: TrainConfig,
-    should_stop: StopCheck | None = None,
-    on_fold: FoldCallback | None = None,
-    significance_level: float = 0.05,
-) -> dict[str, Any]:
-    """Walk-forward backtest of `config` on a clean price frame; a JSON-ready report (see `walk_forward`)."""
-    return walk_forward(frame, config, should_stop, on_fold, significance_level).report
-
-
 def walk_forward(
     frame: pd.DataFrame,
     config: TrainConfig,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers import ar_returns_prices
-from training.backtest import plan_folds, prepare_fold, run_backtest
+from training.backtest import plan_folds, prepare_fold, walk_forward
 from training.baselines import RidgeBaseline
 from training.config import TrainConfig
 from training.data import CleanResult, load_prices
@@ -132,7 +132,7 @@ def test_the_no_look_ahead_check_notices_a_change_before_the_cut() -> None:
 def test_backtest_reports_every_fold_and_pools_them(sample_frame: pd.DataFrame) -> None:
     config = TrainConfig(**TINY, horizon=2, backtest_folds=2, backtest_stride=40)
     seen: list[tuple[int, int]] = []
-    report = run_backtest(sample_frame, config, on_fold=lambda done, total, _: seen.append((done, total)))
+    report = walk_forward(sample_frame, config, on_fold=lambda done, total, _: seen.append((done, total))).report
 
     assert seen == [(1, 2), (2, 2)]
     folds = report["folds"]
@@ -165,14 +165,14 @@ def test_backtest_reports_every_fold_and_pools_them(sample_frame: pd.DataFrame) 
 
 def test_refit_once_fits_in_the_first_fold_only(sample_frame: pd.DataFrame) -> None:
     config = TrainConfig(**TINY, backtest_folds=3, backtest_stride=30, backtest_refit="once")
-    report = run_backtest(sample_frame, config)
+    report = walk_forward(sample_frame, config).report
     assert [fold["fitted_in_fold"] for fold in report["folds"]] == [1, 1, 1]
     assert report["protocol"]["refit"] == "once"
 
 
 def test_a_stop_request_skips_the_remaining_folds(sample_frame: pd.DataFrame) -> None:
     config = TrainConfig(**TINY, backtest_folds=2, backtest_stride=30)
-    report = run_backtest(sample_frame, config, should_stop=lambda: True)
+    report = walk_forward(sample_frame, config, should_stop=lambda: True).report
     assert report["folds"] == []
     assert report["summary"] == {}
     assert report["protocol"]["stopped"] is True
