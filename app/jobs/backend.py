@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from app.core.config import Settings
 from app.jobs.runner import FinishedCallback, JobRunner
-from app.jobs.store import CANCELLED, FINISHED, QUEUED, JobStore
+from app.jobs.store import CANCELLED, FINISHED, QUEUED, JobOutcome, JobStore
 from training.errors import StockcastError
 
 logger = logging.getLogger("stockcast.jobs")
@@ -128,7 +128,7 @@ class EmbeddedJobs:
             raise JobFinishedError(f"job {job_id} already {job['status']}")
         self.store.request_cancel(job_id)
         if job["status"] == QUEUED:
-            self.store.finish(job_id, CANCELLED, error=cancelled_before_start(by))
+            self.store.finish(job_id, JobOutcome(CANCELLED, error=cancelled_before_start(by)))
         self.runner.wake()
         return self.get(job_id) or job
 
@@ -236,7 +236,7 @@ class PostgresJobs:
                     # It started meanwhile (or runs): its worker aborts it.
                     cancel_queued(self.queue, connection, queue_job_id, abort=True)
                 elif job["status"] == QUEUED or self._is_queued(job_id):
-                    self.store.finish(job_id, CANCELLED, error=cancelled_before_start(by))
+                    self.store.finish(job_id, JobOutcome(CANCELLED, error=cancelled_before_start(by)))
         return self.store.get(job_id) or job
 
     def announce(self, model: str) -> None:

@@ -26,7 +26,7 @@ from app.core.config import Settings, get_settings
 from app.jobs.backend import worker_name
 from app.jobs.postgres import PostgresJobStore
 from app.jobs.queue import TRAIN_TASK
-from app.jobs.store import CANCELLED, FAILED, RUNNING, SUCCEEDED
+from app.jobs.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobOutcome
 from training.store import ModelStore
 
 logger = logging.getLogger("stockcast.worker")
@@ -77,25 +77,20 @@ def run_training(context: JobContext, job_id: str) -> None:
     abort = _watch(context, records, job_id, attempt, process, settings.worker_heartbeat_seconds)
     if abort is not None:
         if abort == AbortReason.USER_REQUEST:
-            records.finish(job_id, CANCELLED, error="cancelled by request", attempt=attempt)
+            records.finish(job_id, JobOutcome(CANCELLED, error="cancelled by request"), attempt=attempt)
         else:
-            records.finish(
-                job_id, FAILED, error="the worker shut down while this job ran; submit it again", attempt=attempt
-            )
+            ended = JobOutcome(FAILED, error="the worker shut down while this job ran; submit it again")
+            records.finish(job_id, ended, attempt=attempt)
         raise queue_errors.JobAborted()
     job = records.get(job_id)
     if job is None or job["status"] != RUNNING or job["attempts"] != attempt:
         return  # the training process recorded a failure or a cancellation itself
     if job["result"] is not None and process.exitcode == 0:
-        records.finish(job_id, SUCCEEDED, attempt=attempt)
+        records.finish(job_id, JobOutcome(SUCCEEDED), attempt=attempt)
         records.notify_models(str(job["request"]["model"]))
     else:
-        records.finish(
-            job_id,
-            FAILED,
-            error=f"the training process exited unexpectedly (exit code {process.exitcode})",
-            attempt=attempt,
-        )
+        error = f"the training process exited unexpectedly (exit code {process.exitcode})"
+        records.finish(job_id, JobOutcome(FAILED, error=error), attempt=attempt)
 
 
 def _watch(
@@ -178,14 +173,13 @@ async def _settle_stalled(
     version = await asyncio.to_thread(_version_made_by, settings, model, job_id)
     if version is not None:
         # The version was saved before the worker died: the job did its work.
-        await asyncio.to_thread(
-            records.finish, job_id, SUCCEEDED, {"model": model, "version": version, "recovered": True}, None, attempt
-        )
+        recovered = JobOutcome(SUCCEEDED, result={"model": model, "version": version, "recovered": True})
+        await asyncio.to_thread(records.finish, job_id, recovered, attempt)
         await queue.job_manager.finish_job(job=job, status=queue_jobs.Status.SUCCEEDED, delete_job=False)
         await asyncio.to_thread(records.notify_models, model)
         return f"{lost}; it had saved version {version}, so it succeeded"
     if record["cancel_requested"]:
-        await asyncio.to_thread(records.finish, job_id, CANCELLED, None, "cancelled by request", attempt)
+        await asyncio.to_thread(records.finish, job_id, JobOutcome(CANCELLED, error="cancelled by request"), attempt)
         await queue.job_manager.finish_job(job=job, status=queue_jobs.Status.ABORTED, delete_job=False)
         return f"{lost}; it was being cancelled, so it is cancelled"
     if attempt < settings.job_max_attempts:
@@ -200,11 +194,11 @@ async def _settle_stalled(
             # retrying this one would hit the unique key. That one will run.
             waiting = await asyncio.to_thread(records.waiting_for, model, job_id)
             error = f"{lost}; not retried: a newer job of model '{model}' ({waiting}) waits and supersedes it"
-            await asyncio.to_thread(records.finish, job_id, FAILED, None, error, attempt)
+            await asyncio.to_thread(records.finish, job_id, JobOutcome(FAILED, error=error), attempt)
             await queue.job_manager.finish_job(job=job, status=queue_jobs.Status.FAILED, delete_job=False)
             return error
     error = f"{lost}; no attempts left, no version was saved. Submit it again"
-    await asyncio.to_thread(records.finish, job_id, FAILED, None, error, attempt)
+    await asyncio.to_thread(records.finish, job_id, JobOutcome(FAILED, error=error), attempt)
     await queue.job_manager.finish_job(job=job, status=queue_jobs.Status.FAILED, delete_job=False)
     return error
 

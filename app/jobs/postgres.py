@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from app.jobs.store import QUEUED, RUNNING
+from app.jobs.store import QUEUED, RUNNING, JobOutcome
 from training.files import now_iso
 
 # Channel on which workers announce a new version or alias move (payload: the model name).
@@ -155,23 +155,16 @@ class PostgresJobStore:
             (Jsonb(result), job_id, RUNNING, attempt, attempt),
         )
 
-    def finish(
-        self,
-        job_id: str,
-        status: str,
-        result: dict[str, Any] | None = None,
-        error: str | None = None,
-        attempt: int | None = None,
-    ) -> bool:
+    def finish(self, job_id: str, outcome: JobOutcome, attempt: int | None = None) -> bool:
         """Move a queued or running job to a final state; False if it had already finished (or was retried)."""
         row = self._one(
             "UPDATE stockcast_jobs SET status = %s, result = COALESCE(%s, result), error = %s, finished_at = %s, "
             "updated_at = now() WHERE id = %s AND status IN (%s, %s) AND (%s::int IS NULL OR attempts = %s) "
             "RETURNING id",
             (
-                status,
-                Jsonb(result) if result is not None else None,
-                error,
+                outcome.status,
+                Jsonb(outcome.result) if outcome.result is not None else None,
+                outcome.error,
                 now_iso(),
                 job_id,
                 QUEUED,

@@ -22,7 +22,7 @@ from typing import Any
 
 from app.core import metrics
 from app.core.config import Settings
-from app.jobs.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobStore
+from app.jobs.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobOutcome, JobStore
 from training.store import ModelStore
 
 logger = logging.getLogger("stockcast.jobs")
@@ -65,18 +65,14 @@ class JobRunner:
                     os.kill(pid, signal.SIGKILL)
             version = self._version_made_by(store, job)
             if version is not None:
-                self.jobs.finish(
-                    job["id"],
-                    SUCCEEDED,
-                    result={"model": job["request"]["model"], "version": version, "recovered": True},
-                )
+                recovered = {"model": job["request"]["model"], "version": version, "recovered": True}
+                self.jobs.finish(job["id"], JobOutcome(SUCCEEDED, result=recovered))
             else:
-                self.jobs.finish(
-                    job["id"],
-                    FAILED,
-                    error="interrupted: the API process stopped while this job was running; "
-                    "no version was saved. Submit it again.",
+                error = (
+                    "interrupted: the API process stopped while this job was running; no version was saved. "
+                    "Submit it again."
                 )
+                self.jobs.finish(job["id"], JobOutcome(FAILED, error=error))
             settled.append(job["id"])
         return settled
 
@@ -109,7 +105,9 @@ class JobRunner:
         for job_id, process in list(self.workers.items()):
             process.kill()
             process.join(timeout=5)
-            self.jobs.finish(job_id, FAILED, error="interrupted: the API shut down while this job was running")
+            self.jobs.finish(
+                job_id, JobOutcome(FAILED, error="interrupted: the API shut down while this job was running")
+            )
         self.workers.clear()
         self.models.clear()
 
@@ -175,12 +173,13 @@ class JobRunner:
                 # Load the new version before saying "succeeded", so a client
                 # that polls the job and then predicts gets the new version.
                 serving = await self.on_finished(job)
-                await asyncio.to_thread(self.jobs.finish, job_id, SUCCEEDED, {**job["result"], "serving": serving})
+                served = JobOutcome(SUCCEEDED, result={**job["result"], "serving": serving})
+                await asyncio.to_thread(self.jobs.finish, job_id, served)
             elif job["cancel_requested"]:
-                await asyncio.to_thread(self.jobs.finish, job_id, CANCELLED, None, "cancelled by request")
+                await asyncio.to_thread(self.jobs.finish, job_id, JobOutcome(CANCELLED, error="cancelled by request"))
             else:
                 error = f"the training worker exited unexpectedly (exit code {process.exitcode})"
-                await asyncio.to_thread(self.jobs.finish, job_id, FAILED, None, error)
+                await asyncio.to_thread(self.jobs.finish, job_id, JobOutcome(FAILED, error=error))
             logger.info("job %s ended", job_id)
             await asyncio.to_thread(self._observe, job_id)
 

@@ -13,6 +13,7 @@ import sqlite3
 import uuid
 from collections.abc import Collection
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,19 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 """
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a job ended, as both job stores' `finish` records it.
+
+    `result` None keeps whatever result the worker recorded; `error` says why
+    a job failed or was cancelled.
+    """
+
+    status: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
 
 
 class JobStore:
@@ -141,22 +155,16 @@ class JobStore:
         """Record what a worker produced; the runner marks the job succeeded once it is served."""
         self._execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(result), job_id))
 
-    def finish(
-        self,
-        job_id: str,
-        status: str,
-        result: dict[str, Any] | None = None,
-        error: str | None = None,
-        attempt: int | None = None,
-    ) -> bool:
-        """Move a queued or running job to a final state; False if it had already finished.
+    def finish(self, job_id: str, outcome: JobOutcome, attempt: int | None = None) -> bool:
+        """Move a queued or running job to its final state; False if it had already finished.
 
-        A `result` of None keeps whatever result the worker recorded.
+        `attempt` is for the PostgreSQL store: embedded jobs run once.
         """
+        result = json.dumps(outcome.result) if outcome.result is not None else None
         rows = self._execute(
             "UPDATE jobs SET status = ?, result = COALESCE(?, result), error = ?, finished_at = ? "
             "WHERE id = ? AND status IN (?, ?) RETURNING id",
-            (status, json.dumps(result) if result is not None else None, error, now_iso(), job_id, QUEUED, RUNNING),
+            (outcome.status, result, outcome.error, now_iso(), job_id, QUEUED, RUNNING),
         )
         return bool(rows)
 

@@ -18,7 +18,7 @@ from app.core.process import (
     remove_private_temp_dir,
     use_private_temp_dir,
 )
-from app.jobs.store import CANCELLED, FAILED, RUNNING, JobStore
+from app.jobs.store import CANCELLED, FAILED, RUNNING, JobOutcome, JobStore
 
 # What `ps` shows for a training worker.
 TRAINING_PROCESS_NAME = "stockcast-train"
@@ -82,9 +82,10 @@ def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int, attem
         # The runner (or the queue worker) marks the job succeeded once it is served.
         jobs.set_result(job_id, _train(job_id, job["request"], settings, jobs, parent_pid, attempt), attempt=attempt)
     except JobCancelledError:
-        jobs.finish(job_id, CANCELLED, error="cancelled by request before the model was saved", attempt=attempt)
+        cancelled = JobOutcome(CANCELLED, error="cancelled by request before the model was saved")
+        jobs.finish(job_id, cancelled, attempt=attempt)
     except Exception as error:  # every failure must end the job with its reason
-        jobs.finish(job_id, FAILED, error=describe_error(error), attempt=attempt)
+        jobs.finish(job_id, JobOutcome(FAILED, error=describe_error(error)), attempt=attempt)
     finally:
         remove_private_temp_dir(temp_dir)
 

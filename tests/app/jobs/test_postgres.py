@@ -20,6 +20,7 @@ from app.core.config import Settings
 from app.jobs.postgres import PostgresJobStore
 from app.jobs.queue import api_queue, defer_training
 from app.jobs.schema import MIGRATIONS, SchemaMissingError, migrate, require_schema
+from app.jobs.store import FAILED, JobOutcome
 from tests.helpers import TcpRelay, make_settings, run, scratch_database, wait_until
 from training.store import ModelStore
 
@@ -65,7 +66,7 @@ def test_writes_of_a_superseded_attempt_change_nothing(database: str) -> None:
         assert store.mark_running(job_id, attempt=2, worker="b:2")  # retried elsewhere
         store.set_progress(job_id, {"epoch": 9}, attempt=1)
         store.set_result(job_id, {"version": 9}, attempt=1)
-        assert not store.finish(job_id, "failed", error="late", attempt=1)
+        assert not store.finish(job_id, JobOutcome(FAILED, error="late"), attempt=1)
         store.set_progress(job_id, {"epoch": 1}, attempt=2)
         job = store.get(job_id)
         assert job is not None
