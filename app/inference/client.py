@@ -23,7 +23,7 @@ the same version (a default and a pinned copy) never share one.
 If the worker dies (killed, out of memory), every waiting call fails with
 503, and a new worker is started and reloads every handle; predictions for
 a handle fail with 503 until it is back, and /ready says 503 meanwhile. A
-worker that stops answering (a batch unanswered for `call_timeout_seconds`,
+worker that stops answering (a batch unanswered for `timeouts.call_seconds`,
 a load for `load_timeout_seconds`) is killed and restarted the same way. A worker that keeps dying is restarted
 after a delay that doubles each time, up to a minute.
 """
@@ -37,13 +37,14 @@ import logging
 import multiprocessing
 import os
 import socket
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
-from app.core.config import default
+from app.core.config import Settings, default
 from app.inference.protocol import (
     NO_CALL,
     Done,
@@ -80,6 +81,30 @@ class InferenceFailedError(StockcastError):
     status_code = 500
 
 
+@dataclass(frozen=True)
+class InferenceTimeouts:
+    """How long the API side waits on the inference process; each default is its setting's default."""
+
+    # A batch unanswered this long gets the worker killed and restarted.
+    call_seconds: float = default("inference_timeout_seconds")
+    # A load unanswered this long does the same (never less than `call_seconds`).
+    load_seconds: float = default("inference_load_timeout_seconds")
+    # The first wait before a dead worker is restarted; it doubles while workers keep dying young.
+    restart_delay_seconds: float = default("inference_restart_delay_seconds")
+    # How long a stopping worker may take to exit before it is killed.
+    stop_seconds: float = default("inference_stop_timeout_seconds")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InferenceTimeouts:
+        """The timeouts the settings give (`STOCKCAST_INFERENCE_*`)."""
+        return cls(
+            call_seconds=settings.inference_timeout_seconds,
+            load_seconds=settings.inference_load_timeout_seconds,
+            restart_delay_seconds=settings.inference_restart_delay_seconds,
+            stop_seconds=settings.inference_stop_timeout_seconds,
+        )
+
+
 class InferenceProcess:
     """Starts the inference process and talks to it from the event loop; see the module docstring."""
 
@@ -87,21 +112,16 @@ class InferenceProcess:
         self,
         models_dir: Path,
         log_level: str = "info",
-        restart_delay_seconds: float = default("inference_restart_delay_seconds"),
-        call_timeout_seconds: float = default("inference_timeout_seconds"),
-        load_timeout_seconds: float = default("inference_load_timeout_seconds"),
-        stop_timeout_seconds: float = default("inference_stop_timeout_seconds"),
+        timeouts: InferenceTimeouts | None = None,
         temp_dir: Path | None = None,
     ) -> None:
         self.models_dir = models_dir
         # Where the worker's temporary files go (TensorFlow's autograph modules); None: the system's.
         self.temp_dir = temp_dir
         self.log_level = log_level
-        self.restart_delay_seconds = restart_delay_seconds
-        self.call_timeout_seconds = call_timeout_seconds
-        self.stop_timeout_seconds = stop_timeout_seconds
+        self.timeouts = timeouts or InferenceTimeouts()
         # Loads wait for TensorFlow's import in a new worker, then trace and warm up.
-        self.load_timeout_seconds = max(load_timeout_seconds, call_timeout_seconds)
+        self.load_timeout_seconds = max(self.timeouts.load_seconds, self.timeouts.call_seconds)
         self._context = multiprocessing.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process: BaseProcess | None = None
@@ -183,8 +203,8 @@ class InferenceProcess:
         return True
 
     async def stop(self) -> None:
-        """Ask the worker to exit, and kill it if it has not within `stop_timeout_seconds`."""
-        timeout = self.stop_timeout_seconds
+        """Ask the worker to exit, and kill it if it has not within `timeouts.stop_seconds`."""
+        timeout = self.timeouts.stop_seconds
         self._stopping = True
         for task in (self._restarter, self._watchdog):
             if task is not None:
@@ -231,7 +251,7 @@ class InferenceProcess:
         assert self._loop is not None
         lived = self._loop.time() - self._spawned_at
         self._quick_deaths = self._quick_deaths + 1 if lived < 60 else 0
-        delay = min(self.restart_delay_seconds * 2 ** max(self._quick_deaths - 1, 0), 60.0)
+        delay = min(self.timeouts.restart_delay_seconds * 2 ** max(self._quick_deaths - 1, 0), 60.0)
         logger.error("inference process stopped (%s); restarting it in %.1f s", self.last_exit, delay)
         self._restarter = self._loop.create_task(self._restart(delay), name="inference-restart")
 
@@ -249,7 +269,7 @@ class InferenceProcess:
         """Kill a worker that has left a call unanswered past its deadline; the restart follows."""
         assert self._loop is not None
         while True:
-            await asyncio.sleep(min(1.0, self.call_timeout_seconds / 4))
+            await asyncio.sleep(min(1.0, self.timeouts.call_seconds / 4))
             first = min(self._deadlines.values(), default=None)
             if first is not None and self._loop.time() > first:
                 self._kill("killed: a call went unanswered past its deadline")
@@ -290,7 +310,7 @@ class InferenceProcess:
             frame = encode(call_id, message)
         except Exception as error:
             raise InferenceFailedError(f"inference failed: the request could not be sent ({error})") from error
-        timeout = self.load_timeout_seconds if isinstance(message, Load) else self.call_timeout_seconds
+        timeout = self.load_timeout_seconds if isinstance(message, Load) else self.timeouts.call_seconds
         future = loop.create_future()
         self._calls[call_id] = future
         self._deadlines[call_id] = loop.time() + timeout

@@ -26,7 +26,7 @@ import numpy as np
 
 from app.core.config import Settings
 from app.core.runtime import settle_heap
-from app.inference.client import InferenceProcess, RemoteModel
+from app.inference.client import InferenceProcess, InferenceTimeouts, RemoteModel
 from app.serving.batching import MicroBatcher
 from training import calendars
 from training.artifact import load_preprocessing
@@ -100,10 +100,7 @@ class ModelRegistry:
         self.inference = InferenceProcess(
             store.root,
             log_level=settings.log_level,
-            restart_delay_seconds=settings.inference_restart_delay_seconds,
-            call_timeout_seconds=settings.inference_timeout_seconds,
-            load_timeout_seconds=settings.inference_load_timeout_seconds,
-            stop_timeout_seconds=settings.inference_stop_timeout_seconds,
+            timeouts=InferenceTimeouts.from_settings(settings),
             temp_dir=settings.temp_dir / "inference",
         )
         self.started = False

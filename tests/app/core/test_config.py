@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.core.config import Settings, default
-from app.inference.client import InferenceProcess
+from app.inference.client import InferenceProcess, InferenceTimeouts
 from app.inference.engine import DEFAULT_MAX_BATCH_SIZE
 from app.serving.registry import ModelRegistry
 from tests.helpers import make_settings
@@ -24,19 +24,17 @@ def test_timeouts_reach_the_inference_process(tmp_path: Path) -> None:
         inference_stop_timeout_seconds=3.0,
     )
     inference = ModelRegistry(ModelStore(settings.models_dir), settings).inference
-    assert (
-        inference.call_timeout_seconds,
-        inference.load_timeout_seconds,
-        inference.restart_delay_seconds,
-        inference.stop_timeout_seconds,
-    ) == (7.0, 70.0, 0.25, 3.0)
+    assert inference.timeouts == InferenceTimeouts(
+        call_seconds=7.0, load_seconds=70.0, restart_delay_seconds=0.25, stop_seconds=3.0
+    )
+    assert inference.load_timeout_seconds == 70.0
 
 
 def test_library_defaults_are_the_settings_defaults(tmp_path: Path) -> None:
     inference = InferenceProcess(tmp_path)
     settings = Settings()
     assert inference.load_timeout_seconds == settings.inference_load_timeout_seconds == 600.0
-    assert inference.stop_timeout_seconds == settings.inference_stop_timeout_seconds
+    assert inference.timeouts.stop_seconds == settings.inference_stop_timeout_seconds
     assert DEFAULT_MAX_BATCH_SIZE == settings.max_batch_size == default("max_batch_size")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.inference.client import InferenceProcess, InferenceUnavailableError, RemoteModel
+from app.inference.client import InferenceProcess, InferenceTimeouts, InferenceUnavailableError, RemoteModel
 from app.inference.worker import INFERENCE_PROCESS_NAME
 from app.serving.batching import MicroBatcher
 from app.serving.steps import ForecastSteps
@@ -145,7 +145,7 @@ def test_a_killed_worker_fails_waiting_calls_then_comes_back_with_the_same_handl
     scaled = steps.prepare(real_windows(steps.spec, 3))
 
     async def scenario() -> tuple[np.ndarray, list[BaseException | np.ndarray], np.ndarray, int, int, int]:
-        process = InferenceProcess(model_store.root, restart_delay_seconds=0.1)
+        process = InferenceProcess(model_store.root, timeouts=InferenceTimeouts(restart_delay_seconds=0.1))
         await process.start()
         try:
             handle = await process.load("tiny", 1, max_batch_size=4)
@@ -235,7 +235,9 @@ def test_a_worker_that_stops_answering_is_killed_and_replaced(model_store: Model
     scaled = steps.prepare(real_windows(steps.spec, 2))
 
     async def scenario() -> tuple[BaseException | None, np.ndarray, dict[str, object], int]:
-        process = InferenceProcess(model_store.root, restart_delay_seconds=0.1, call_timeout_seconds=1.0)
+        process = InferenceProcess(
+            model_store.root, timeouts=InferenceTimeouts(call_seconds=1.0, restart_delay_seconds=0.1)
+        )
         await process.start()
         try:
             handle = await process.load("tiny", 1, max_batch_size=4)
@@ -265,7 +267,7 @@ def test_a_worker_that_cannot_be_started_is_tried_again(
     model_store: ModelStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def scenario() -> tuple[int, int]:
-        process = InferenceProcess(model_store.root, restart_delay_seconds=0.05)
+        process = InferenceProcess(model_store.root, timeouts=InferenceTimeouts(restart_delay_seconds=0.05))
         await process.start()
         try:
             handle = await process.load("tiny", 1, max_batch_size=4)
