@@ -9,9 +9,11 @@ after the `{name}` (or `{version}`, `{label}`) parameter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.types import DecoratedCallable
 
 from app.api.deps import RegistryDep, registry_of, settings_of
 from app.api.protocols import tfserving
@@ -98,29 +100,24 @@ async def _predict(request: Request, name: str, version: str | None = None, labe
     return Response(answer, media_type="application/json")
 
 
-@router.post("/{name}:predict", response_model=TFPredictResponse, responses=PREDICT_ERRORS, openapi_extra=PREDICT_BODY)
+def predict_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """Register a :predict route at `path`; the three share their answer model, error answers and body examples."""
+    return router.post(path, response_model=TFPredictResponse, responses=PREDICT_ERRORS, openapi_extra=PREDICT_BODY)
+
+
+@predict_route("/{name}:predict")
 async def create_prediction(name: str, request: Request) -> Response:
     """Forecast windows (`instances` or `inputs`) with the default version; prices and bounds per named output."""
     return await _predict(request, name)
 
 
-@router.post(
-    "/{name}/versions/{version}:predict",
-    response_model=TFPredictResponse,
-    responses=PREDICT_ERRORS,
-    openapi_extra=PREDICT_BODY,
-)
+@predict_route("/{name}/versions/{version}:predict")
 async def create_version_prediction(name: str, version: str, request: Request) -> Response:
     """Forecast windows with one pinned version."""
     return await _predict(request, name, version=version)
 
 
-@router.post(
-    "/{name}/labels/{label}:predict",
-    response_model=TFPredictResponse,
-    responses=PREDICT_ERRORS,
-    openapi_extra=PREDICT_BODY,
-)
+@predict_route("/{name}/labels/{label}:predict")
 async def create_label_prediction(name: str, label: str, request: Request) -> Response:
     """Forecast windows with the version a label (alias) points at."""
     return await _predict(request, name, label=label)
