@@ -49,12 +49,13 @@ def test_an_insane_request_id_is_replaced(client: TestClient, caplog: pytest.Log
 def test_an_unexpected_error_is_logged_with_the_request_id_and_not_described(
     client: TestClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import app.api.predict_fast_path as fast_path
+    # The one /predict handler, which the fast path calls too.
+    import app.api.routes.predict as handler
 
     async def broken(*args: object, **kwargs: object) -> bytes:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(fast_path, "predict_one", broken)
+    monkeypatch.setattr(handler, "predict_one", broken)
     caplog.set_level(logging.INFO, logger="stockcast")
     response = client.post("/predict", json=ARRAYS_BODY, headers={"X-Request-ID": "boom-1"})
     assert response.status_code == 500
