@@ -176,29 +176,28 @@ class VersionPublic(Open):
     training_seconds: float | None = None
 
 
-class TestFigures(BaseModel):
+class HeadlineFigures(BaseModel):
+    """The figures a version's headline shows for one forecaster, on the test part or pooled over backtest folds."""
+
+    mae: float | None
+    mase: float | None
+    directional_accuracy: float | None
+    mae_ratio_to_naive: float | None = None
+    always_up_rate: float | None = None
+    direction_windows: int | None = None
+
+
+class TestFigures(HeadlineFigures):
     """The model's figures on the test part, and the naive forecast's MAE beside them."""
 
-    mae: float | None
     rmse: float | None
     mape: float | None
-    mase: float | None
-    directional_accuracy: float | None
     naive_mae: float | None
-    mae_ratio_to_naive: float | None = None
-    always_up_rate: float | None = None
-    direction_windows: int | None = None
 
 
-class BacktestHeadline(BaseModel):
+class BacktestHeadline(HeadlineFigures):
     """One forecaster's pooled walk-forward figures."""
 
-    mae: float | None
-    mase: float | None
-    directional_accuracy: float | None
-    mae_ratio_to_naive: float | None = None
-    always_up_rate: float | None = None
-    direction_windows: int | None = None
     per_step: list[dict[str, Any]] | None = Field(None, description="The same figures for each forecast step.")
 
 

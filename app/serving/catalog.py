@@ -74,19 +74,11 @@ def _headline(metadata: VersionPublic) -> VersionSummary:
         **metadata.model_dump(include=copied),
         data=DataSource.model_validate(metadata.data.model_dump(include={"name", "start", "end", "rows"})),
         test=TestFigures(
-            **model.model_dump(
-                include={"mae", "rmse", "mape", "mase", "directional_accuracy", "mae_ratio_to_naive"}
-                | {"always_up_rate", "direction_windows"}
-            ),
+            **model.model_dump(include=set(TestFigures.model_fields) - {"naive_mae"}),
             naive_mae=naive.mae,
         ),
         backtest={
-            forecaster: BacktestHeadline(
-                **figures.model_dump(
-                    include={"mae", "mase", "directional_accuracy", "mae_ratio_to_naive", "always_up_rate"}
-                    | {"direction_windows", "per_step"}
-                )
-            )
+            forecaster: BacktestHeadline(**figures.model_dump(include=set(BacktestHeadline.model_fields)))
             for forecaster, figures in backtest.summary.items()
         }
         if backtest is not None and backtest.summary
