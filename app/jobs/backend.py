@@ -40,12 +40,6 @@ class JobWaitingError(StockcastError):
     status_code = 409
 
 
-class DatabaseUnavailableError(StockcastError):
-    """The job database cannot be reached right now."""
-
-    status_code = 503
-
-
 class JobBackend(Protocol):
     """What the routes and the app's lifespan need from a job mode."""
 
@@ -267,6 +261,8 @@ class PostgresJobs:
         except Exception as error:
             import psycopg
             import psycopg_pool
+
+            from app.jobs.postgres import DatabaseUnavailableError
 
             if isinstance(error, psycopg.OperationalError | psycopg_pool.PoolTimeout):
                 raise DatabaseUnavailableError(f"the job database is unreachable: {error}") from error

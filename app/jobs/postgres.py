@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from app.jobs.store import QUEUED, RUNNING, JobOutcome
+from training.errors import StockcastError
 from training.files import now_iso
 
 # Channel on which workers announce a new version or alias move (payload: the model name).
@@ -29,6 +30,12 @@ COLUMNS = (
     "id, status, request, progress, result, error, attempts, worker, cancel_requested, "
     "created_at, started_at, finished_at, submitted_by"
 )
+
+
+class DatabaseUnavailableError(StockcastError):
+    """The job database cannot be reached right now (raised by the API side, which answers 503 until it is back)."""
+
+    status_code = 503
 
 
 class PostgresJobStore:
