@@ -179,9 +179,11 @@ class VersionPublic(Open):
 class HeadlineFigures(BaseModel):
     """The figures a version's headline shows for one forecaster, on the test part or pooled over backtest folds."""
 
-    mae: float | None
+    mae: float | None = Field(description="Mean absolute error in price units.")
     mase: float | None
-    directional_accuracy: float | None
+    directional_accuracy: float | None = Field(
+        description="Share of the windows where both the price and the forecast moved whose direction was right."
+    )
     mae_ratio_to_naive: float | None = None
     always_up_rate: float | None = None
     direction_windows: int | None = None
@@ -191,8 +193,8 @@ class TestFigures(HeadlineFigures):
     """The model's figures on the test part, and the naive forecast's MAE beside them."""
 
     rmse: float | None
-    mape: float | None
-    naive_mae: float | None
+    mape: float | None = Field(description="Mean absolute percentage error, in percent.")
+    naive_mae: float | None = Field(description="MAE of the naive last-value forecast on the same windows.")
 
 
 class BacktestHeadline(HeadlineFigures):
@@ -216,11 +218,15 @@ class VersionSummary(BaseModel):
     test: TestFigures | None = None
     backtest: dict[str, BacktestHeadline] | None = None
     backtest_coverage: dict[str, float | None] | None = None
-    calendar: str | None = None
-    trained_through: str | None = None
+    calendar: str | None = Field(None, description="Trading calendar of the forecast dates (XNYS, 24/7, ...).")
+    trained_through: str | None = Field(None, description="Date of the last row the served network was fitted on.")
     skill: SkillPublic | None = None
-    gate_ratio_to_naive: float | None = None
-    gate_basis: str | None = None
+    gate_ratio_to_naive: float | None = Field(
+        None, description="The MAE ratio to the naive forecast that the promotion gate ranks this version by."
+    )
+    gate_basis: str | None = Field(
+        None, description="Where that ratio comes from: 'walk-forward backtest' or, without one, 'test split'."
+    )
 
 
 class ServingPublic(BaseModel):
