@@ -108,21 +108,26 @@ def row_from_metrics(metrics: dict[str, Any], coverage: float | None = None) -> 
     }
 
 
+def train_config(args: argparse.Namespace, **choices: Any) -> TrainConfig:
+    """The training settings given on the command line, with `choices` (architecture, calibration) on top."""
+    return TrainConfig(
+        units=args.units,
+        epochs=args.epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        window=args.window,
+        horizon=args.horizon,
+        backtest_folds=args.folds,
+        **choices,
+    )
+
+
 def backtest_rows(frame: Any, args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Walk-forward rows for each architecture, then the baselines from the same folds."""
     rows: dict[str, dict[str, Any]] = {}
     reports: dict[str, Any] = {}
     for label, architecture in ARCHITECTURES.items():
-        config = TrainConfig(
-            architecture=architecture,
-            units=args.units,
-            epochs=args.epochs,
-            patience=args.patience,
-            batch_size=args.batch_size,
-            window=args.window,
-            horizon=args.horizon,
-            backtest_folds=args.folds,
-        )
+        config = train_config(args, architecture=architecture)
         started = time.perf_counter()
         report = walk_forward(frame, config).report
         print(f"  {label}: {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
@@ -194,17 +199,7 @@ def calibration_rows(frame: Any, args: argparse.Namespace) -> tuple[dict[str, di
     rows: dict[str, dict[str, Any]] = {}
     reports: dict[str, Any] = {}
     for label, calibration in (("leaky (shared)", "shared"), ("honest (disjoint)", "disjoint")):
-        config = TrainConfig(
-            architecture=args.architecture,
-            units=args.units,
-            epochs=args.epochs,
-            patience=args.patience,
-            batch_size=args.batch_size,
-            window=args.window,
-            horizon=args.horizon,
-            backtest_folds=args.folds,
-            calibration=calibration,
-        )
+        config = train_config(args, architecture=args.architecture, calibration=calibration)
         started = time.perf_counter()
         report = walk_forward(frame, config).report
         print(f"  {label}: {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
