@@ -108,18 +108,14 @@ def row_from_metrics(metrics: dict[str, Any], coverage: float | None = None) -> 
     }
 
 
+# The flags named after the TrainConfig field they set (`--folds` sets backtest_folds).
+CONFIG_FLAGS = ("units", "epochs", "patience", "batch_size", "window", "horizon")
+
+
 def train_config(args: argparse.Namespace, **choices: Any) -> TrainConfig:
     """The training settings given on the command line, with `choices` (architecture, calibration) on top."""
-    return TrainConfig(
-        units=args.units,
-        epochs=args.epochs,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        window=args.window,
-        horizon=args.horizon,
-        backtest_folds=args.folds,
-        **choices,
-    )
+    flags = {name: getattr(args, name) for name in CONFIG_FLAGS}
+    return TrainConfig(**flags, backtest_folds=args.folds, **choices)
 
 
 def backtest_rows(frame: Any, args: argparse.Namespace) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:

@@ -62,6 +62,18 @@ DEFAULT_INTERVAL_SCORE: IntervalScore = "studentized"
 DEFAULT_INTERVAL_LEVELS: tuple[float, ...] = (0.8, 0.9, 0.95)
 # numpy's and TensorFlow's seeds are unsigned 32-bit integers.
 MAX_SEED = 2**32 - 1
+# The fields that decide which windows a backtest scores: two configurations
+# that agree on them (on the same data) are scored on the same windows.
+FOLD_FIELDS = (
+    "validation_fraction",
+    "test_fraction",
+    "backtest_folds",
+    "backtest_stride",
+    "backtest_refit",
+    "calibration",
+    "calibration_share",
+    "horizon",
+)
 
 Level = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
 ColumnName = Annotated[str, Field(min_length=1, max_length=32)]
@@ -187,16 +199,7 @@ class TrainConfig(BaseModel):
 
     def with_backtest_of(self, other: TrainConfig) -> TrainConfig:
         """This model on `other`'s folds: the same split, stride and blocks, so both score the same windows."""
-        return self.replace(
-            validation_fraction=other.validation_fraction,
-            test_fraction=other.test_fraction,
-            backtest_folds=other.backtest_folds,
-            backtest_stride=other.backtest_stride,
-            backtest_refit=other.backtest_refit,
-            calibration=other.calibration,
-            calibration_share=other.calibration_share,
-            horizon=other.horizon,
-        )
+        return self.replace(**other.model_dump(include=set(FOLD_FIELDS)))
 
 
 # Fields that only code sets: the request schema and the command line leave
