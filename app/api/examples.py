@@ -51,6 +51,11 @@ SAMPLE_WINDOW: list[dict[str, Any]] = [
     {"date": "2017-11-10", "open": 83.79, "high": 84.095, "low": 83.23, "close": 83.87, "volume": 19396301.0},
 ]
 
+# The same window as arrays in the sample model's feature order.
+SAMPLE_ARRAYS: list[list[float]] = [
+    [row["open"], row["high"], row["low"], row["close"], row["volume"]] for row in SAMPLE_WINDOW
+]
+
 PREDICT_EXAMPLES: dict[str, dict[str, Any]] = {
     "rows": {
         "summary": "40 dated rows, oldest first (the sample model's window)",
@@ -60,7 +65,7 @@ PREDICT_EXAMPLES: dict[str, dict[str, Any]] = {
         "summary": "The same window as arrays in the model's feature order",
         "value": {
             "model": "msft",
-            "window": [[row["open"], row["high"], row["low"], row["close"], row["volume"]] for row in SAMPLE_WINDOW],
+            "window": SAMPLE_ARRAYS,
         },
     },
     "pinned": {
@@ -92,4 +97,11 @@ TRAIN_EXAMPLES: dict[str, dict[str, Any]] = {
 
 ALIAS_EXAMPLES: dict[str, dict[str, Any]] = {
     "rollback": {"summary": "Point the alias at version 1", "value": {"version": 1, "reason": "rollback"}},
+}
+
+# TensorFlow Serving's three request forms, as its REST API documentation writes them.
+TF_SERVING_EXAMPLES: dict[str, dict[str, Any]] = {
+    "row format": {"value": {"instances": [SAMPLE_ARRAYS]}},
+    "named row format": {"value": {"signature_name": "serving_default", "instances": [{"window": SAMPLE_ARRAYS}]}},
+    "columnar format": {"value": {"inputs": {"window": [SAMPLE_ARRAYS]}}},
 }

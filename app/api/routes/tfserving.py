@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.types import DecoratedCallable
 
 from app.api.deps import RegistryDep, registry_of, settings_of
+from app.api.examples import TF_SERVING_EXAMPLES
 from app.api.protocols import tfserving
 from app.api.protocols.common import ProtocolRoute, parse_version
 from app.api.protocols.schemas import TFMetadata, TFModelStatus, TFPredictResponse, protocol_errors
@@ -33,13 +34,7 @@ PREDICT_BODY: dict[str, Any] = {
         "required": True,
         "content": {
             "application/json": {
-                "examples": {
-                    "row format": {"value": {"instances": [[[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]]]}},
-                    "named row format": {
-                        "value": {"signature_name": "serving_default", "instances": [{"window": [[1, 2, 3, 4, 5]]}]}
-                    },
-                    "columnar format": {"value": {"inputs": {"window": [[[1, 2, 3, 4, 5]]]}}},
-                }
+                "examples": TF_SERVING_EXAMPLES,
             }
         },
     }

@@ -107,7 +107,8 @@ def test_every_openapi_example_works(msft_client: TestClient) -> None:
         for method, operation in operations.items():
             content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
             for name, example in content.get("examples", {}).items():
-                url = path.replace("{name}", "msft").replace("{alias}", "champion")
+                url = path.replace("{name}", "msft").replace("{version}", "1")
+                url = url.replace("{alias}", "champion").replace("{label}", "champion")
                 response = msft_client.request(method.upper(), url, json=example["value"])
                 assert response.status_code in (200, 202), f"{method} {path} example {name}: {response.text}"
                 tried += 1
