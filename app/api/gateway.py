@@ -60,7 +60,7 @@ REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _WANTED = frozenset({b"authorization", b"x-request-id", b"content-length", b"origin", b"host"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The multipart envelope around an uploaded CSV: boundaries, part headers and the other form fields.
-_MULTIPART_ALLOWANCE = 1024 * 1024
+MULTIPART_ALLOWANCE_BYTES = 1024 * 1024
 _UPLOAD_PATH = "/datasets"
 UNMATCHED = "unmatched"
 # Paths of the standard protocols (KServe V2, TensorFlow Serving REST), whose errors read `{"error": ...}`.
@@ -224,7 +224,7 @@ class Gateway:
     def _body_limit(self, path: str) -> int:
         """Bytes a request body to `path` may have."""
         if path == _UPLOAD_PATH:
-            return self.settings.max_upload_bytes + _MULTIPART_ALLOWANCE
+            return self.settings.max_upload_bytes + MULTIPART_ALLOWANCE_BYTES
         return self.settings.max_request_bytes
 
     def _bounded(self, receive: Receive, headers: dict[bytes, bytes], path: str, method: str) -> Receive:
