@@ -54,6 +54,7 @@ class ValidationErrorPublic(BaseModel):
 
 
 ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "The body could not be read as the content type it declares (for example invalid multipart data).",
     401: "No API key, or one that is unknown or revoked (see WWW-Authenticate).",
     403: "The key lacks the scope this route needs, or the request came from a foreign web origin.",
     404: "Not found: the detail names what and lists what exists.",

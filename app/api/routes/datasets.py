@@ -29,7 +29,7 @@ class UploadTooLargeError(StockcastError):
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetPublic,
-    responses=error_responses(409, 413, 422),
+    responses=error_responses(400, 409, 413, 422),
 )
 async def create_dataset(
     datasets: DatasetsDep,

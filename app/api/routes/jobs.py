@@ -36,7 +36,7 @@ class QueueFullError(StockcastError):
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAccepted,
     # 409 and 503 only in scaled-out mode: a job of the model already waits; the database is unreachable.
-    responses=error_responses(404, 409, 422, 429, 503),
+    responses=error_responses(400, 404, 409, 422, 429, 503),
 )
 def create_training_job(
     request: Annotated[TrainRequest, Body(openapi_examples=TRAIN_EXAMPLES)],

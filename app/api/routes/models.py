@@ -75,7 +75,7 @@ def read_aliases(name: ModelNameDep, store: StoreDep) -> AliasesPublic:
     )
 
 
-@router.put("/{name}/aliases/{alias}", response_model=AliasUpdated, responses=error_responses(404, 409, 422))
+@router.put("/{name}/aliases/{alias}", response_model=AliasUpdated, responses=error_responses(400, 404, 409, 422))
 async def update_alias(
     name: ModelNameDep,
     alias: str,

@@ -25,12 +25,12 @@ EXPECTED_CODES: dict[tuple[str, str], set[int]] = {
     ("get", "/models/{name}/versions/{version}"): {200, 404, 409, 422} | KEY,
     ("get", "/models/{name}/versions/{version}/report.png"): {200, 404, 409, 422, 500} | KEY,
     ("get", "/models/{name}/aliases"): {200, 404, 422} | KEY,
-    ("put", "/models/{name}/aliases/{alias}"): {200, 404, 409, 422} | ADMIN,
+    ("put", "/models/{name}/aliases/{alias}"): {200, 400, 404, 409, 422} | ADMIN,
     ("get", "/datasets"): {200} | KEY,
-    ("post", "/datasets"): {201, 409, 413, 422} | ADMIN,
+    ("post", "/datasets"): {201, 400, 409, 413, 422} | ADMIN,
     ("get", "/datasets/{name}"): {200, 404, 422} | KEY,
     # 409 (a job of the model already waits) and 503 (database unreachable) in scaled-out mode.
-    ("post", "/train"): {202, 404, 409, 422, 503} | ADMIN,
+    ("post", "/train"): {202, 400, 404, 409, 422, 503} | ADMIN,
     ("get", "/jobs"): {200, 422, 503} | KEY,
     ("get", "/jobs/{job_id}"): {200, 404, 422, 503} | KEY,
     ("delete", "/jobs/{job_id}"): {200, 404, 409, 422, 503} | ADMIN,
@@ -93,6 +93,14 @@ def test_errors_are_documented_with_the_project_schemas(openapi: dict[str, Any])
     assert "HTTPValidationError" not in openapi["components"]["schemas"]
 
 
+# A body Starlette cannot read at all: it answers 400 before validation (schemathesis also met
+# FastAPI's 400 "There was an error parsing the body" on the JSON routes, documented with it).
+BROKEN_MULTIPART: dict[str, Any] = {
+    "content": b"--b\r\nno headers, no end",
+    "headers": {"content-type": "multipart/form-data; boundary=b"},
+}
+
+
 def test_real_answers_fit_the_documented_schemas(client: TestClient, openapi: dict[str, Any]) -> None:
     rows = sample_rows()
     calls: list[tuple[str, str, str, int, dict[str, Any]]] = [
@@ -123,6 +131,7 @@ def test_real_answers_fit_the_documented_schemas(client: TestClient, openapi: di
         ("post", "/datasets", "/datasets", 201, {"files": {"file": ("a.csv", CSV)}, "data": {"name": "jan"}}),
         ("post", "/datasets", "/datasets", 409, {"files": {"file": ("a.csv", CSV)}, "data": {"name": "jan"}}),
         ("post", "/datasets", "/datasets", 422, {"files": {"file": ("a.csv", "x")}, "data": {"name": "feb"}}),
+        ("post", "/datasets", "/datasets", 400, BROKEN_MULTIPART),
         ("post", "/train", "/train", 404, {"json": {"model": "m", "dataset": "nope"}}),
         ("post", "/train", "/train", 422, {"json": {"model": "m", "dataset": "jan", "epochs": 0}}),
         ("get", "/jobs", "/jobs", 200, {}),
