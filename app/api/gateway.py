@@ -35,6 +35,7 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.asgi import route_path
 from app.api.auth import (
     ANONYMOUS,
     READ_METHODS,
@@ -132,7 +133,7 @@ class Gateway:
             await send(message)
 
         method: str = scope["method"]
-        path = _route_path(scope)
+        path = route_path(scope)
         key_name = "-"
         if self.metrics:
             metrics.HTTP_IN_FLIGHT.inc()
@@ -266,13 +267,6 @@ def _templates_of(app: Any) -> list[tuple[str, re.Pattern[str]]]:
     paths = list(app.openapi().get("paths", {})) if hasattr(app, "openapi") else []
     paths.sort(key=lambda template: ("{" in template, template))
     return [(template, re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)))) for template in paths]
-
-
-def _route_path(scope: Scope) -> str:
-    """The path as the router matches it: without the root path a proxy mounts the app under."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
 
 
 __all__ = ["BodyTooLargeError", "Gateway", "new_request_id"]
