@@ -18,7 +18,11 @@ Needs `wrk` (Debian: `apt-get install -y wrk`). One run:
    carries a key); then the two references
    from `bench/reference_servers.py` (tutorial-style `model.predict()` per
    request on the same version, and a constant answer), one after the
-   other, so no start-up slows another.
+   other, so no start-up slows another. With `--baseline-tree DIR` (a
+   checkout of an earlier commit: `git worktree add DIR COMMIT`) the
+   service of that commit runs too (`baseline`, configured as
+   `service-open`), so a change is compared with a published run's code in
+   the same rounds rather than with figures from another day.
 3. Drives each server with wrk, a separate C process, at each concurrency
    (closed loop: N connections, each sending its next request when the
    previous answer arrives), bounded by `--duration` and `--max-requests`.
@@ -84,6 +88,8 @@ BENCH = Path(__file__).resolve().parent
 SERVICE, SERVICE_ROUTE, TUTORIAL, CONSTANT = "service", "service-route", "tutorial", "constant"
 V2_JSON, V2_BINARY, TFSERVING = "service v2-json", "service v2-binary", "service tfserving"
 SERVICE_OPEN = "service-open"
+BASELINE = "baseline"
+LOOPBACK = ("--host", "127.0.0.1", "--port", "{port}")
 # Goal of issue 16: the key check and the metrics cost less than this share of /predict throughput.
 GOAL_GATEWAY_COST = 0.05
 
@@ -262,6 +268,28 @@ def print_gateway_cost(measurements: list[Measurement], servers: dict[str, Serve
         )
 
 
+def print_baseline(measurements: list[Measurement], servers: dict[str, Server]) -> None:
+    """The service as it is against `--baseline-tree` (an earlier commit of it), each against the constant endpoint."""
+    if BASELINE not in servers:
+        return
+    for concurrency in sorted({row.concurrency for row in measurements if row.server == BASELINE}):
+        rows = {row.server: row for row in measurements if row.concurrency == concurrency}
+        base = rows[BASELINE]
+        for name in (SERVICE, SERVICE_OPEN):
+            if name not in rows:
+                continue
+            row = rows[name]
+            shares = ""
+            if CONSTANT in rows:
+                constant = rows[CONSTANT].throughput
+                shares = f"; share of constant {row.throughput / constant:.1%} vs {base.throughput / constant:.1%}"
+            print(
+                f"{name} vs baseline at c={concurrency}: {row.throughput:.0f} vs {base.throughput:.0f} req/s "
+                f"({row.throughput / base.throughput:.2f}x){shares}; "
+                f"API+inference CPU {row.cpu_per_request_us:.0f} vs {base.cpu_per_request_us:.0f} us/request"
+            )
+
+
 def print_protocols(measurements: list[Measurement], top: int) -> None:
     """Each standard protocol's windows per second and CPU per window against /predict with arrays, same run."""
     rows = {row.server: row for row in measurements if row.concurrency == top}
@@ -292,6 +320,12 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true", help="leave out the run during a training job")
     parser.add_argument("--app", default="app.main:app", help="ASGI app of the service (to try a variant)")
     parser.add_argument("--app-dir", type=Path, help="folder to import --app from (uvicorn --app-dir)")
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help=f"also run '{BASELINE}': the service from this checkout of an earlier commit (git worktree add DIR"
+        " COMMIT), without keys or metrics, in the same rounds",
+    )
     parser.add_argument(
         "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for the service"
     )
@@ -366,6 +400,32 @@ def main() -> None:
             SERVICE_ROUTE: service(SERVICE_ROUTE, STOCKCAST_PREDICT_FAST_PATH="false"),
             # No keys (open on loopback) and no metrics: what the gateway's checks and counting cost, same run.
             SERVICE_OPEN: service(SERVICE_OPEN, keyed=False, STOCKCAST_METRICS="false"),
+            # The service of an earlier commit (`--baseline-tree`), configured as service-open: a regression
+            # is measured against it in the same rounds, not against figures from another day.
+            **(
+                {
+                    BASELINE: Server(
+                        BASELINE,
+                        [*uvicorn, "app.main:app", "--app-dir", str(args.baseline_tree), *LOOPBACK, *QUIET_UVICORN],
+                        "/ready",
+                        folder / f"{BASELINE}.log",
+                        env={
+                            **quiet,
+                            # The inference process it spawns imports from the same tree.
+                            "PYTHONPATH": str(args.baseline_tree),
+                            "STOCKCAST_MODELS_DIR": str(store_root),
+                            "STOCKCAST_DATA_DIR": str(folder / f"var-{BASELINE}"),
+                            "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
+                            "STOCKCAST_BOOTSTRAP": "false",
+                            "STOCKCAST_ACCESS_LOG": "false",
+                            "STOCKCAST_METRICS": "false",
+                            "STOCKCAST_API_KEYS_FILE": str(folder / f"no-keys-{BASELINE}.json"),
+                        },
+                    )
+                }
+                if args.baseline_tree is not None
+                else {}
+            ),
             TUTORIAL: Server(
                 TUTORIAL,
                 [*reference, TUTORIAL, "--port", "{port}", "--models-dir", str(store_root), "--model", MODEL_NAME],
@@ -381,7 +441,7 @@ def main() -> None:
             ),
         }
         wanted = args.servers.split(",")
-        servers = {name: server for name, server in servers.items() if name in wanted}
+        servers = {name: server for name, server in servers.items() if name in wanted or name == BASELINE}
         # What each round drives: every server with /predict, and the service through each protocol.
         targets = {name: (server, predict) for name, server in servers.items()}
         if args.protocols and SERVICE in servers:
@@ -436,6 +496,7 @@ def main() -> None:
                 print_goals(measurements, servers, max(levels))
             else:
                 print_gateway_cost(measurements, servers)
+            print_baseline(measurements, servers)
         finally:
             for server in servers.values():
                 server.stop()

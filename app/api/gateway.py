@@ -26,11 +26,12 @@ service with keys and metrics on and off in one run).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -83,9 +84,28 @@ _REJECTIONS: dict[type[StockcastError], str] = {
 }
 
 
+# Request ids: a random prefix per process, then a counter. Unique across
+# replicas and restarts for any practical purpose, and costs no system call
+# per request (os.urandom did, on every request).
+_ID_PREFIX = os.urandom(4).hex()
+_ID_COUNTER = itertools.count()
+# Facts about a (method, path) pair kept at most this many; a client sending
+# ever new paths only empties the cache, it cannot grow it.
+_MAX_ROUTE_FACTS = 512
+
+
 def new_request_id() -> str:
-    """16 hex digits: unique enough to find a request's lines in a day of logs."""
-    return os.urandom(8).hex()
+    """16 hex digits (8 for this process, 8 counting its requests): enough to find a request's lines in the logs."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
+
+
+class RouteFacts(NamedTuple):
+    """What the gateway needs to know about a method and path, worked out once per pair."""
+
+    scope: str | None
+    """The key scope the request needs (None: open to anyone)."""
+    body_limit: int
+    """Bytes its body may have."""
 
 
 class Gateway:
@@ -103,6 +123,7 @@ class Gateway:
         self.allowed_origins = frozenset(settings.cors_origins)
         self._templates: list[tuple[str, re.Pattern[str]]] | None = None
         self._plain_paths: frozenset[str] = frozenset()
+        self._route_facts: dict[tuple[str, str], RouteFacts] = {}
         install_request_ids()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -116,7 +137,7 @@ class Gateway:
                 headers[name] = value
         sent_id = headers.get(b"x-request-id")
         request_id = sent_id.decode("latin-1") if sent_id is not None else ""
-        if not REQUEST_ID_PATTERN.fullmatch(request_id):
+        if not (request_id and REQUEST_ID_PATTERN.fullmatch(request_id)):
             request_id = new_request_id()
         token = REQUEST_ID.set(request_id)
         id_header = (b"x-request-id", request_id.encode("latin-1"))
@@ -135,14 +156,18 @@ class Gateway:
         method: str = scope["method"]
         path = route_path(scope)
         key_name = "-"
-        if self.metrics:
-            metrics.HTTP_IN_FLIGHT.inc()
+        counts = metrics.LOOP if self.metrics else None
+        if counts is not None:
+            counts.in_flight += 1
         try:
             try:
-                key_name = self._admit(scope, method, path, headers)
+                facts = self._facts(method, path)
+                key_name = self._admit(scope, method, path, headers, facts)
                 # Routes read it as `request.state.key_name` to record who made a change.
                 scope.setdefault("state", {})["key_name"] = key_name
-                await self.app(scope, self._bounded(receive, headers, path, method), send_with_id)
+                if b"content-length" not in headers and method in _BODY_METHODS:
+                    receive = self._bounded(receive, path, facts.body_limit)
+                await self.app(scope, receive, send_with_id)
             except StockcastError as error:
                 # Refusals from `_admit`, and a body found too large while a route or the fast path read it.
                 if responded:
@@ -169,9 +194,9 @@ class Gateway:
         finally:
             seconds = time.perf_counter() - started
             route = self._template(scope, path)
-            if self.metrics:
-                metrics.HTTP_IN_FLIGHT.dec()
-                metrics.observe_request(method, route, status, seconds)
+            if counts is not None:
+                counts.in_flight -= 1
+                counts.observe_request(method, route, status, seconds)
             if self.access_log and access_logger.isEnabledFor(logging.INFO):
                 access_logger.info(
                     "%s %s %d %.1f ms key=%s",
@@ -190,12 +215,21 @@ class Gateway:
                 )
             REQUEST_ID.reset(token)
 
-    def _admit(self, scope: Scope, method: str, path: str, headers: dict[bytes, bytes]) -> str:
+    def _facts(self, method: str, path: str) -> RouteFacts:
+        """The scope and body limit of `method path`, from a bounded cache (the same few pairs come again and again)."""
+        facts = self._route_facts.get((method, path))
+        if facts is None:
+            facts = RouteFacts(required_scope(method, path, self.settings.metrics_scope), self._body_limit(path))
+            if len(self._route_facts) >= _MAX_ROUTE_FACTS:
+                self._route_facts.clear()
+            self._route_facts[(method, path)] = facts
+        return facts
+
+    def _admit(self, scope: Scope, method: str, path: str, headers: dict[bytes, bytes], facts: RouteFacts) -> str:
         """The caller's key name if the request may go on; raises the refusal otherwise."""
-        required = required_scope(method, path, self.settings.metrics_scope)
-        if required is None:
+        if facts.scope is None:
             return "-"
-        key_name = self.authenticator.check(headers.get(b"authorization"), required, method, path)
+        key_name = self.authenticator.check(headers.get(b"authorization"), facts.scope, method, path)
         if method not in READ_METHODS:
             origin = headers.get(b"origin")
             if origin is not None and not self._origin_allowed(origin, headers.get(b"host")):
@@ -203,15 +237,13 @@ class Gateway:
                     f"cross-origin request refused: Origin {origin.decode('latin-1')!r} may not call {method} {path};"
                     " list it in STOCKCAST_CORS_ORIGINS to allow it"
                 )
-        if required == ADMIN:
+        if facts.scope == ADMIN:
             # Without keys, callers are told apart by address.
             client = scope.get("client") or ("unknown", 0)
             self.limiter.take(key_name if key_name != ANONYMOUS else f"{ANONYMOUS}@{client[0]}")
         declared = headers.get(b"content-length")
-        if declared is not None:
-            limit = self._body_limit(path)
-            if not declared.isdigit() or int(declared) > limit:
-                raise BodyTooLargeError(f"request body is larger than the {limit} byte limit for {path}")
+        if declared is not None and (not declared.isdigit() or int(declared) > facts.body_limit):
+            raise BodyTooLargeError(f"request body is larger than the {facts.body_limit} byte limit for {path}")
         return key_name
 
     def _origin_allowed(self, origin: bytes, host: bytes | None) -> bool:
@@ -228,11 +260,8 @@ class Gateway:
             return self.settings.max_upload_bytes + MULTIPART_ALLOWANCE_BYTES
         return self.settings.max_request_bytes
 
-    def _bounded(self, receive: Receive, headers: dict[bytes, bytes], path: str, method: str) -> Receive:
-        """`receive`, counting the body when its size was not declared up front."""
-        if b"content-length" in headers or method not in _BODY_METHODS:
-            return receive  # The server delivers exactly the declared length, checked in `_admit`.
-        limit = self._body_limit(path)
+    def _bounded(self, receive: Receive, path: str, limit: int) -> Receive:
+        """`receive`, counting a body whose size was not declared up front (a declared one is checked in `_admit`)."""
         received = 0
 
         async def counted() -> Message:

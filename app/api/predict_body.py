@@ -62,8 +62,11 @@ def parse_array_window(raw: bytes) -> ArrayWindowRequest | None:
     values = values.astype(np.float64, copy=False)
     # Plain JSON types only, so that validating the selector from Python
     # objects accepts exactly what validating it from JSON would.
-    if type(data.get("model")) is not str or any(
-        data.get(key) is not None and type(data[key]) is not kind for key, kind in (("version", int), ("alias", str))
+    version, alias = data.get("version"), data.get("alias")
+    if (
+        type(data.get("model")) is not str
+        or (version is not None and type(version) is not int)
+        or (alias is not None and type(alias) is not str)
     ):
         return None
     selector = _selector(data)

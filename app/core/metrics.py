@@ -6,11 +6,16 @@ a bounded set: route templates (`/models/{name}`, never the raw path),
 methods, status codes, job states, gate decisions, and model names read from
 the store (checked names of models that exist, never a name a client sent).
 
-Two kinds of metric:
-- counted as things happen (requests, batches, job durations, uploads); the
-  children of labelled metrics are looked up once and cached, so a request
-  pays two dictionary look-ups, one counter increment and one histogram
-  observation;
+Three kinds of metric:
+- counted on the event loop for every request and every batch (`LOOP`:
+  requests, their latency, requests in flight, batch sizes, queue wait,
+  inference calls), in plain integers and floats that only the event-loop
+  thread writes and a scrape reads. prometheus_client's own metrics take a
+  lock for every increment (a histogram observation takes two), which on
+  the hot path cost more than the whole rest of the bookkeeping
+  (`bench/gateway.py`); a request here costs a few dictionary operations;
+- counted with prometheus_client as things happen elsewhere (job
+  durations, gate decisions, uploads, refusals), where nothing is hot;
 - read from the app's state at scrape time (`StateCollector`: loaded
   versions, jobs by status, inference-process restarts), costing nothing
   between scrapes.
@@ -18,22 +23,24 @@ Two kinds of metric:
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from app.core.config import Settings
 
@@ -45,36 +52,11 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 JOB_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 
-HTTP_REQUESTS = Counter(
-    "stockcast_http_requests_total",
-    "HTTP requests answered, by method, route template and status.",
-    ("method", "route", "status"),
-)
-HTTP_DURATION = Histogram(
-    "stockcast_http_request_duration_seconds",
-    "Time from a request's arrival to the end of its answer.",
-    ("method", "route"),
-    buckets=LATENCY_BUCKETS,
-)
-HTTP_IN_FLIGHT = Gauge("stockcast_http_requests_in_flight", "HTTP requests being answered now.")
 AUTH_REJECTIONS = Counter(
     "stockcast_http_rejections_total",
     "Requests refused before they reached a route, by reason (unauthenticated, forbidden, rate_limited, too_large,"
     " cross_origin).",
     ("reason",),
-)
-BATCH_SIZE = Histogram(
-    "stockcast_predict_batch_windows", "Windows per micro-batched inference call.", buckets=BATCH_BUCKETS
-)
-QUEUE_WAIT = Histogram(
-    "stockcast_predict_queue_wait_seconds",
-    "Time the oldest request of a batch waited before its inference call started.",
-    buckets=LATENCY_BUCKETS,
-)
-INFERENCE_DURATION = Histogram(
-    "stockcast_inference_call_duration_seconds",
-    "Time from sending a batch to the inference process to having its outputs.",
-    buckets=LATENCY_BUCKETS,
 )
 JOB_DURATION = Histogram(
     "stockcast_job_duration_seconds", "Training jobs' run time, by final state.", ("status",), buckets=JOB_BUCKETS
@@ -87,25 +69,99 @@ DATASET_UPLOADS = Counter(
 # Off only to measure what counting costs (`bench/serve.py`); `create_app` sets it from `Settings.metrics`.
 ENABLED = True
 
-_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+class LoopHistogram:
+    """A histogram family (optionally labelled) that only the event-loop thread observes; read when scraped.
+
+    Each label set keeps one count per bucket (not cumulative), one for
+    values above the last bound, and the sum, in a plain list: an
+    observation is one `bisect` and two additions, without a lock. A
+    scrape from another thread copies each list first (a C-level copy under
+    the GIL), so it never sees a half-made series; at worst the sum and the
+    counts differ by the observation being made at that instant.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], labels: Sequence[str] = ()) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = list(labels)
+        self.bounds = tuple(float(bound) for bound in buckets)
+        self._series: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, amount: float, labels: tuple[str, ...] = ()) -> None:
+        """Count one value (event-loop thread only)."""
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = [0] * (len(self.bounds) + 2)
+        series[bisect.bisect_left(self.bounds, amount)] += 1
+        series[-1] += amount
+
+    def family(self) -> HistogramMetricFamily:
+        """The histogram as Prometheus reads it: cumulative buckets, `+Inf`, count and sum per label set."""
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, series in list(self._series.items()):
+            counts = list(series)
+            cumulative = list(itertools.accumulate(counts[:-1]))
+            buckets = [(floatToGoString(bound), total) for bound, total in zip(self.bounds, cumulative, strict=False)]
+            family.add_metric(list(labels), [*buckets, ("+Inf", cumulative[-1])], counts[-1])
+        return family
 
 
-def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    """Count one answered request and its latency."""
-    key = (method, route, status)
-    children = _request_children.get(key)
-    if children is None:
-        children = (HTTP_REQUESTS.labels(method, route, str(status)), HTTP_DURATION.labels(method, route))
-        _request_children[key] = children
-    children[0].inc()
-    children[1].observe(seconds)
+class LoopMetrics(Collector):
+    """What the event loop counts for every request and batch (see the module docstring), exposed when scraped."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.request_seconds = LoopHistogram(
+            "stockcast_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer.",
+            LATENCY_BUCKETS,
+            ("method", "route"),
+        )
+        self.batch_windows = LoopHistogram(
+            "stockcast_predict_batch_windows", "Windows per micro-batched inference call.", BATCH_BUCKETS
+        )
+        self.queue_wait = LoopHistogram(
+            "stockcast_predict_queue_wait_seconds",
+            "Time the oldest request of a batch waited before its inference call started.",
+            LATENCY_BUCKETS,
+        )
+        self.inference_seconds = LoopHistogram(
+            "stockcast_inference_call_duration_seconds",
+            "Time from sending a batch to the inference process to having its outputs.",
+            LATENCY_BUCKETS,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency (event-loop thread only)."""
+        key = (method, route, str(status))
+        self.requests[key] = self.requests.get(key, 0) + 1
+        self.request_seconds.observe(seconds, (method, route))
+
+    def observe_batch(self, windows: int, queue_wait_seconds: float, inference_seconds: float) -> None:
+        """Record one inference call: its size, how long its oldest request waited, how long the call took."""
+        self.batch_windows.observe(windows)
+        self.queue_wait.observe(queue_wait_seconds)
+        self.inference_seconds.observe(inference_seconds)
+
+    def collect(self) -> Iterable[Metric]:
+        """The request and batch metric families."""
+        requests = CounterMetricFamily(
+            "stockcast_http_requests_total",
+            "HTTP requests answered, by method, route template and status.",
+            labels=["method", "route", "status"],
+        )
+        for labels, count in list(self.requests.items()):
+            requests.add_metric(list(labels), count)
+        in_flight = GaugeMetricFamily("stockcast_http_requests_in_flight", "HTTP requests being answered now.")
+        in_flight.add_metric([], self.in_flight)
+        histograms = (self.request_seconds, self.batch_windows, self.queue_wait, self.inference_seconds)
+        return [requests, in_flight, *(histogram.family() for histogram in histograms)]
 
 
-def observe_batch(windows: int, queue_wait_seconds: float, inference_seconds: float) -> None:
-    """Record one inference call: its size, how long its oldest request waited, and how long the call took."""
-    BATCH_SIZE.observe(windows)
-    QUEUE_WAIT.observe(queue_wait_seconds)
-    INFERENCE_DURATION.observe(inference_seconds)
+LOOP = LoopMetrics()
+REGISTRY.register(LOOP)
 
 
 def observe_job(status: str, seconds: float | None, gate: dict[str, Any] | None) -> None:

@@ -145,7 +145,7 @@ class MicroBatcher:
             started = loop.time()
             outputs = await self._start(loop, prepared)
             if metrics.ENABLED:
-                metrics.observe_batch(len(windows), 0.0, loop.time() - started)
+                metrics.LOOP.observe_batch(len(windows), 0.0, loop.time() - started)
             return self._finished(windows, outputs)
         self._loop = loop
         request = _Request(windows=windows, future=loop.create_future(), arrived=loop.time())
@@ -222,7 +222,7 @@ class MicroBatcher:
         self._running = None
         if metrics.ENABLED and self._loop is not None:
             now = self._loop.time()
-            metrics.observe_batch(len(inputs), self._started_at - batch[0].arrived, now - self._started_at)
+            metrics.LOOP.observe_batch(len(inputs), self._started_at - batch[0].arrived, now - self._started_at)
         if done.cancelled():
             outcome = _Outcome(error=BatcherClosedError("inference was cancelled"))
         elif done.exception() is not None:

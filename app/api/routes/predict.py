@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
+from app.api.asgi import JsonAnswer
 from app.api.deps import registry_of, settings_of
 from app.api.examples import BATCH_EXAMPLES, PREDICT_EXAMPLES
 from app.api.json_body import documented_body, parse_body
@@ -61,7 +62,7 @@ async def answer_predict(registry: ModelRegistry, raw: bytes) -> Response:
         return error_response(error)
     except RequestValidationError as error:
         return validation_error_response(error)
-    return Response(answer, media_type="application/json")
+    return JsonAnswer(answer)
 
 
 @_post("/predict", PredictResponse, PredictRequest, PREDICT_EXAMPLES)
@@ -75,4 +76,4 @@ async def create_batch_prediction(request: Request) -> Response:
     """Forecast many windows in one request (one inference call)."""
     body = parse_body(BatchPredictRequest, await request.body())
     answer = await predict_many(registry_of(request), body, max_windows=settings_of(request).max_batch_windows)
-    return Response(answer, media_type="application/json")
+    return JsonAnswer(answer)
