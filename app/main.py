@@ -145,10 +145,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.ENABLED = settings.metrics
     install_error_handlers(app)
     if settings.predict_fast_path:
-        app.add_middleware(PredictFastPath)
-        # The standard protocols' inference requests, the same way (app/api/protocols/fast_path.py).
+        # The standard protocols' inference requests, the same way as /predict (app/api/protocols/fast_path.py).
         app.add_middleware(ProtocolFastPath)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    if settings.predict_fast_path:
+        # Right inside the gateway: /predict, the hottest request, crosses no other layer of ours.
+        app.add_middleware(PredictFastPath)
     # Added last, so outermost: no request reaches the fast path or a route without its checks.
     app.add_middleware(Gateway, settings=settings)
     if settings.cors_origins:

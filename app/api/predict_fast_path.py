@@ -18,8 +18,10 @@ rendered as the app's exception handlers render them. Anything unexpected
 propagates to the app's server-error middleware and becomes the same logged
 500. Other paths and methods go on to FastAPI.
 
-Installed as the innermost user middleware, so FastAPI's outer layers (the
-500 handler, telemetry, the body size limit) still wrap it.
+Installed right inside the gateway (`app.api.gateway`, which checks keys and
+limits first), so a /predict request crosses none of the app's other
+layers, and FastAPI's outer ones (the 500 handler, telemetry, the body size
+limit) still wrap it.
 """
 
 from __future__ import annotations
