@@ -371,11 +371,12 @@ def main() -> None:
         keys_file = folder / "api_keys.json"
         key = create_key(keys_file, "bench", "admin")
 
-        def service(name: str, keyed: bool = True, **env: str) -> Server:
+        def service(
+            name: str, keyed: bool = True, app: str = args.app, app_dir: Path | None = args.app_dir, **env: str
+        ) -> Server:
             return Server(
                 name,
-                [*uvicorn, args.app, "--host", "127.0.0.1", "--port", "{port}", *QUIET_UVICORN]
-                + (["--app-dir", str(args.app_dir)] if args.app_dir else []),
+                [*uvicorn, app, *LOOPBACK, *QUIET_UVICORN] + (["--app-dir", str(app_dir)] if app_dir else []),
                 "/ready",
                 folder / f"{name}.log",
                 env={
@@ -404,23 +405,14 @@ def main() -> None:
             # is measured against it in the same rounds, not against figures from another day.
             **(
                 {
-                    BASELINE: Server(
+                    BASELINE: service(
                         BASELINE,
-                        [*uvicorn, "app.main:app", "--app-dir", str(args.baseline_tree), *LOOPBACK, *QUIET_UVICORN],
-                        "/ready",
-                        folder / f"{BASELINE}.log",
-                        env={
-                            **quiet,
-                            # The inference process it spawns imports from the same tree.
-                            "PYTHONPATH": str(args.baseline_tree),
-                            "STOCKCAST_MODELS_DIR": str(store_root),
-                            "STOCKCAST_DATA_DIR": str(folder / f"var-{BASELINE}"),
-                            "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
-                            "STOCKCAST_BOOTSTRAP": "false",
-                            "STOCKCAST_ACCESS_LOG": "false",
-                            "STOCKCAST_METRICS": "false",
-                            "STOCKCAST_API_KEYS_FILE": str(folder / f"no-keys-{BASELINE}.json"),
-                        },
+                        keyed=False,
+                        app="app.main:app",
+                        app_dir=args.baseline_tree,
+                        STOCKCAST_METRICS="false",
+                        # The inference process it spawns imports from the same tree.
+                        PYTHONPATH=str(args.baseline_tree),
                     )
                 }
                 if args.baseline_tree is not None

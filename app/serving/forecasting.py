@@ -111,16 +111,10 @@ async def forecast_windows(
     if isinstance(windows, np.ndarray) and windows.ndim == 3:
         values = windows_to_array(windows, spec, where if isinstance(where, str) else "windows")
         last_dates: list[dt.date | None] = [None] * len(values)
-    elif len(windows) == 1:
-        # One window, as every /predict sends: no lists of names and arrays to build and stack.
-        array, last_date = window_to_array(
-            windows[0], spec, where=f"{where}[0]" if isinstance(where, str) else where[0]
-        )
-        values, last_dates = array[None], [last_date]
     else:
         names = [f"{where}[{index}]" for index in range(len(windows))] if isinstance(where, str) else where
         checked = [window_to_array(window, spec, where=name) for window, name in zip(windows, names, strict=True)]
-        values = np.stack([array for array, _ in checked])
+        values = checked[0][0][None] if len(checked) == 1 else np.stack([array for array, _ in checked])
         last_dates = [day for _, day in checked]
     skill = {**served.skill, "served_as": served_as}
     if served_as == "unpromoted" and registry.settings.unpromoted_default == "naive":

@@ -24,7 +24,7 @@ import re
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.asgi import read_body, route_path
+from app.api.asgi import JSON_CONTENT_TYPE, read_body, route_path
 from app.api.protocols import tfserving, v2
 from training.errors import StockcastError
 
@@ -35,7 +35,6 @@ TF_PREDICT = re.compile(
 )
 _PREFIXES = ("/v2/models/", "/v1/models/")
 _HEADER_LENGTH = v2.HEADER_LENGTH.lower().encode("latin-1")
-_JSON = (b"content-type", b"application/json")
 _BINARY = (b"content-type", b"application/octet-stream")
 
 
@@ -83,7 +82,7 @@ class ProtocolFastPath:
         # The headers `v2.infer_response` (Starlette's Response) sends, without building one per request.
         headers = [(b"content-length", str(len(answer)).encode("latin-1"))]
         if length is None:
-            headers.append(_JSON)
+            headers.append(JSON_CONTENT_TYPE)
         else:
             headers += [_BINARY, (_HEADER_LENGTH, str(length).encode("latin-1"))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
