@@ -38,11 +38,10 @@ STEPS: list[tuple[str, str, str]] = [
     # The one /predict handler parses, whichever entry point (--route) called it.
     ("parse the body", "app.api.routes.predict", "parse_predict"),
     ("check the window against the version", "app.serving.forecasting", "window_to_array"),
-    ("start a batch (stack, scale, send)", "app.serving.batching:MicroBatcher", "_dispatch"),
-    ("  of which scaling", "app.serving.steps:ForecastSteps", "prepare"),
+    # Scaling, prices and bounds run in the inference process (its CPU is printed beside).
+    ("start a batch (stack, send)", "app.serving.batching:MicroBatcher", "_dispatch"),
     ("read the inference reply", "app.inference.client:_WorkerLink", "data_received"),
-    ("end a batch (prices, bounds, hand out)", "app.serving.batching:MicroBatcher", "_hand_out"),
-    ("  of which prices and bounds", "app.serving.steps:ForecastSteps", "finish"),
+    ("end a batch (hand out)", "app.serving.batching:MicroBatcher", "_hand_out"),
     ("build the answer's rows", "app.serving.forecasting", "forecast_steps"),
     ("encode the answer (orjson)", "app.serving.forecasting:orjson", "dumps"),
 ]

@@ -6,9 +6,13 @@ handling, output conversion), and the event loop waited for the GIL every
 time, while TensorFlow's own threads competed with it for the two cores
 (`bench/gil_handoff.py` measures the hand-over). With the networks in a
 separate process the API process never imports TensorFlow: its event loop
-parses requests, scales batches, turns outputs into prices and writes
-answers, and the inference process runs the compiled graphs. The same split
-is BentoML's runners and Triton's Python backend.
+parses requests, stacks batches and writes answers, and the inference
+process runs each version's whole forecast: scaling (`ForecastSteps.prepare`),
+the compiled graph, prices and conformal bounds (`ForecastSteps.finish`).
+The numpy steps ran on the event loop until measured there: about a quarter
+of its time under load (py-spy on `bench/serve.py`), on the process that
+is the bottleneck, while the inference process waits for batches. The same
+split is BentoML's runners and Triton's Python backend.
 
 Protocol: typed messages (`app/inference/protocol.py`) in length-prefixed
 frames over a socket pair. On this side the socket belongs to an asyncio
@@ -17,7 +21,7 @@ which keeps whatever the socket does not take at once and sends it when it
 can, and replies are reassembled from however the bytes arrive. So a batch
 costs one write and one read callback on the event loop and no thread
 hand-over, and a frame larger than the socket buffer (a 1,024-window batch
-is about 0.8 MB) arrives whole. A handle names one load, so two loads of
+is about 1.6 MB) arrives whole. A handle names one load, so two loads of
 the same version (a default and a pinned copy) never share one.
 
 If the worker dies (killed, out of memory), every waiting call fails with
@@ -351,11 +355,11 @@ class InferenceProcess:
         await self._call(Load(handle, name, version, max_batch_size))
         self._ready.add(handle)
 
-    def predict(self, handle: int, scaled: np.ndarray) -> asyncio.Future[np.ndarray]:
-        """Network outputs for a scaled batch, as a future (event-loop thread only)."""
+    def predict(self, handle: int, windows: np.ndarray) -> asyncio.Future[np.ndarray]:
+        """Forecasts and bounds (`ForecastSteps.finish`) for raw windows, as a future (event-loop thread only)."""
         if handle not in self._ready:
             raise InferenceUnavailableError("this model version is being reloaded by the inference process; retry")
-        return self._call(Predict(handle, scaled))
+        return self._call(Predict(handle, windows))
 
     async def drop(self, handle: int) -> None:
         """Unload a version from the worker."""
@@ -432,6 +436,6 @@ class RemoteModel(ForecastSteps):
         """True once the worker runs this version's XLA-compiled graph."""
         return self.process.jit_compiled(self.handle)
 
-    def predict_scaled(self, scaled: np.ndarray) -> asyncio.Future[np.ndarray]:
-        """Network outputs (n, horizon) for a scaled batch, computed in the worker."""
-        return self.process.predict(self.handle, scaled)
+    def forecast_later(self, windows: np.ndarray) -> asyncio.Future[np.ndarray]:
+        """Forecasts and bounds (`ForecastSteps.finish`) for raw windows, computed in the worker, as a future."""
+        return self.process.predict(self.handle, windows)

@@ -239,7 +239,6 @@ class CompiledModel(ForecastSteps):
     def forecast(self, windows: np.ndarray) -> np.ndarray:
         """Forecasts and their interval bounds for raw windows (see `finish`), all in this process.
 
-        The service splits the same three steps: `prepare` and `finish` in
-        the API process, `predict_scaled` in the inference process.
+        What the inference process runs for each batch the API process sends.
         """
         return self.finish(windows, self.predict_scaled(self.prepare(windows)))

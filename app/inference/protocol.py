@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 HEADER = struct.Struct("!QQ")
-# Far above any legal batch (1,024 windows of 40 rows are about 1 MB), far
+# Far above any legal batch (1,024 raw windows of 40 rows are about 1.6 MB), far
 # below what would exhaust memory: a length beyond it means a broken stream.
 MAX_FRAME_BYTES = 1 << 30
 # Call id of messages that answer no call (an engine report).
@@ -54,10 +54,10 @@ class Load:
 
 @dataclass(frozen=True, slots=True)
 class Predict:
-    """Network outputs for a scaled float32 batch (n, window, features)."""
+    """Forecasts and interval bounds (`ForecastSteps.finish`) for a batch of raw windows (n, window, features)."""
 
     handle: int
-    scaled: Any
+    windows: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Entry point of the inference process: the only process of the service that runs TensorFlow.
 
-The API process sends it scaled batches and gets network outputs back (see
-`app/inference/client.py` for why and for the protocol). Messages are
+The API process sends it batches of raw windows and gets forecasts and
+interval bounds back: scaling, the network and the conversion to prices all
+run here (see `app/inference/client.py` for why and for the protocol). Messages are
 handled in arrival order on the main thread, except loads: a load traces,
 warms up and XLA-compiles a version for seconds, so it runs on a thread of
 its own while the versions already loaded keep answering.
@@ -98,7 +99,7 @@ class _Worker:
             self.reply(call_id, Failed(f"no loaded version has handle {request.handle}"))
             return
         try:
-            outputs = engine.predict_scaled(request.scaled)
+            outputs = engine.forecast(request.windows)
         except Exception as error:
             self.reply(call_id, Failed(describe_error(error)))
         else:

@@ -26,8 +26,9 @@ one batcher never has two batches in flight. With `max_batch_size=1` or
 
 The optional `prepare` and `finish` steps (scaling the batch in, prices and
 bounds out) run on the event loop, once per batch, and only `predict` runs
-on the inference thread. With a thread, that split is about the GIL, not
-the arithmetic:
+on the inference thread. (The service's inference process runs all three
+steps itself and takes none here: `app/inference/client.py`.) With a
+thread, that split is about the GIL, not the arithmetic:
 vectorised numpy over a batch releases the GIL inside each large operation,
 and every time the inference thread wants it back while the event loop runs
 Python it waits up to the switch interval. Measured with the benchmark model

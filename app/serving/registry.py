@@ -119,11 +119,9 @@ class ModelRegistry:
         handle = await self.inference.load(name, version, self.settings.max_batch_size)
         model = RemoteModel(metadata, spec, scaler, self.inference, handle)
         batcher = MicroBatcher(
-            predict_later=model.predict_scaled,
+            predict_later=model.forecast_later,
             max_batch_size=self.settings.max_batch_size,
             max_wait_us=self.settings.max_batch_wait_us,
-            prepare=model.prepare,
-            finish=model.finish,
         )
         skill = metadata.get("skill") or skill_of(metadata, self.settings.gate_significance_level)
         return ServedVersion(

@@ -1,8 +1,8 @@
 """A served version's numpy steps around its network: raw windows to scaled inputs, outputs to prices and bounds.
 
-The API process runs both steps on its event loop for every batch; the
-network itself runs in the inference process (`app/inference/engine.py`
-subclasses this to run all three steps in one process).
+The inference process runs both steps around the network for every batch
+(`app/inference/engine.py` subclasses this); the API process holds the same
+steps for a version (`RemoteModel`) for its metadata, spec and interval levels.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from training.features import Scaler, WindowSpec
 class ForecastSteps:
     """What a version does around its network, in numpy: raw windows to network inputs, outputs to prices.
 
-    Both steps are pure and cheap (vectorised over the batch). The API
-    process runs them on its event loop for every batch; the network itself
-    runs in the inference process (`CompiledModel`, `app/inference/client.py`).
+    Both steps are pure and cheap (vectorised over the batch); the inference
+    process runs them around the network (`CompiledModel`, `app/inference/client.py`).
     """
 
     def __init__(self, metadata: dict[str, Any], spec: WindowSpec, scaler: Scaler) -> None:

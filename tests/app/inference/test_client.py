@@ -44,15 +44,16 @@ def test_outputs_equal_the_keras_model_s_own(model_store: ModelStore, name: str)
     keras_version = load_version(model_store, name, 1)
     steps = steps_for(model_store, name)
     windows = real_windows(steps.spec, 12)
-    expected = keras_version.model.predict(steps.prepare(windows), verbose=0)
+    # The worker runs the whole path: scaling in, the network, prices and bounds out.
+    expected = steps.finish(windows, keras_version.model.predict(steps.prepare(windows), verbose=0))
 
     async def scenario() -> tuple[np.ndarray, list[np.ndarray], str, int | None]:
         process = InferenceProcess(model_store.root)
         await process.start()
         try:
             handle = await process.load(name, 1, max_batch_size=8)
-            whole = await process.predict(handle, steps.prepare(windows))  # 12 rows: two chunks of 8 and 4
-            singles = [await process.predict(handle, steps.prepare(one[None])) for one in windows]
+            whole = await process.predict(handle, windows)  # 12 rows: two chunks of 8 and 4
+            singles = [await process.predict(handle, one[None]) for one in windows]
             pid = process.pid
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
         finally:
@@ -78,13 +79,7 @@ def test_a_batcher_over_the_process_answers_like_the_whole_path_in_one_process(m
         try:
             handle = await process.load("tiny-h5", 1, max_batch_size=8)
             model = RemoteModel(steps.metadata, steps.spec, steps.scaler, process, handle)
-            batcher = MicroBatcher(
-                predict_later=model.predict_scaled,
-                max_batch_size=8,
-                max_wait_us=2000,
-                prepare=model.prepare,
-                finish=model.finish,
-            )
+            batcher = MicroBatcher(predict_later=model.forecast_later, max_batch_size=8, max_wait_us=2000)
             results = await asyncio.gather(*(batcher.submit(one[None]) for one in windows))
             await batcher.close()
         finally:
@@ -120,6 +115,7 @@ def test_a_worker_stopped_while_it_compiles_exits_cleanly(model_store: ModelStor
 def test_a_broken_version_is_refused_with_its_reason(model_store: ModelStore, tmp_path: Path) -> None:
     shutil.copytree(model_store.root / "tiny", tmp_path / "tiny")
     (tmp_path / "tiny" / "1" / "model.keras").write_bytes(b"not a keras file")
+    steps = steps_for(ModelStore(tmp_path), "tiny", 2)
 
     async def scenario() -> tuple[str, np.ndarray]:
         process = InferenceProcess(tmp_path)
@@ -129,35 +125,34 @@ def test_a_broken_version_is_refused_with_its_reason(model_store: ModelStore, tm
                 await process.load("tiny", 1, max_batch_size=4)
             # The worker survives a broken version and serves the next one.
             handle = await process.load("tiny", 2, max_batch_size=4)
-            steps = steps_for(ModelStore(tmp_path), "tiny", 2)
-            outputs = await process.predict(handle, steps.prepare(real_windows(steps.spec, 2)))
+            outputs = await process.predict(handle, real_windows(steps.spec, 2))
         finally:
             await process.stop()
         return str(refused.value), outputs
 
     reason, outputs = run(scenario())
     assert reason.startswith("tiny v1: ")
-    assert outputs.shape == (2, 1)
+    assert outputs.shape == (2, 1 + 2 * len(steps.interval_levels), steps.horizon)
 
 
 def test_a_killed_worker_fails_waiting_calls_then_comes_back_with_the_same_handles(model_store: ModelStore) -> None:
     steps = steps_for(model_store, "tiny")
-    scaled = steps.prepare(real_windows(steps.spec, 3))
+    windows = real_windows(steps.spec, 3)
 
     async def scenario() -> tuple[np.ndarray, list[BaseException | np.ndarray], np.ndarray, int, int, int]:
         process = InferenceProcess(model_store.root, timeouts=InferenceTimeouts(restart_delay_seconds=0.1))
         await process.start()
         try:
             handle = await process.load("tiny", 1, max_batch_size=4)
-            before = await process.predict(handle, scaled)
+            before = await process.predict(handle, windows)
             first_pid = process.pid
             assert first_pid is not None
             # Calls in flight when the worker dies get 503, not a hang.
-            waiting = [process.predict(handle, scaled) for _ in range(20)]
+            waiting = [process.predict(handle, windows) for _ in range(20)]
             os.kill(first_pid, signal.SIGKILL)
             outcomes = await asyncio.gather(*waiting, return_exceptions=True)
             await until(lambda: process.restarts == 1 and handle in process._ready)
-            after = await process.predict(handle, scaled)
+            after = await process.predict(handle, windows)
             second_pid = process.pid
             assert second_pid is not None
         finally:
@@ -175,7 +170,7 @@ def test_a_killed_worker_fails_waiting_calls_then_comes_back_with_the_same_handl
 
 def test_a_dropped_handle_is_refused_and_a_stopped_process_takes_no_calls(model_store: ModelStore) -> None:
     steps = steps_for(model_store, "tiny")
-    scaled = steps.prepare(real_windows(steps.spec, 1))
+    windows = real_windows(steps.spec, 1)
 
     async def scenario() -> None:
         process = InferenceProcess(model_store.root)
@@ -185,12 +180,12 @@ def test_a_dropped_handle_is_refused_and_a_stopped_process_takes_no_calls(model_
         assert kept != dropped
         await process.drop(dropped)
         with pytest.raises(InferenceUnavailableError):
-            process.predict(dropped, scaled)
+            process.predict(dropped, windows)
         # Dropping one load of a version leaves the other one serving.
-        assert (await process.predict(kept, scaled)).shape == (1, 1)
+        assert len(await process.predict(kept, windows)) == 1
         await process.stop()
         with pytest.raises(InferenceUnavailableError):
-            process.predict(kept, scaled)
+            process.predict(kept, windows)
 
     run(scenario())
 
@@ -232,7 +227,7 @@ def test_the_service_survives_a_killed_inference_process(model_store: ModelStore
 
 def test_a_worker_that_stops_answering_is_killed_and_replaced(model_store: ModelStore) -> None:
     steps = steps_for(model_store, "tiny")
-    scaled = steps.prepare(real_windows(steps.spec, 2))
+    windows = real_windows(steps.spec, 2)
 
     async def scenario() -> tuple[BaseException | None, np.ndarray, dict[str, object], int]:
         process = InferenceProcess(
@@ -246,11 +241,11 @@ def test_a_worker_that_stops_answering_is_killed_and_replaced(model_store: Model
             os.kill(frozen, signal.SIGSTOP)  # alive, but never answers
             error: BaseException | None = None
             try:
-                await process.predict(handle, scaled)
+                await process.predict(handle, windows)
             except InferenceUnavailableError as caught:
                 error = caught
             await until(lambda: process.serving(handle))
-            outputs = await process.predict(handle, scaled)
+            outputs = await process.predict(handle, windows)
             status = process.status()
         finally:
             await process.stop()
@@ -258,7 +253,7 @@ def test_a_worker_that_stops_answering_is_killed_and_replaced(model_store: Model
 
     error, outputs, status, frozen = run(scenario())
     assert error is not None and "unanswered past its deadline" in str(error)
-    assert outputs.shape == (2, 1)
+    assert outputs.shape == (2, 1 + 2 * len(steps.interval_levels), steps.horizon)
     assert status["restarts"] == 1 and status["pid"] != frozen
     assert not Path(f"/proc/{frozen}").exists() or Path(f"/proc/{frozen}/stat").read_text().split()[2] == "Z"
 

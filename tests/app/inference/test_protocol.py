@@ -24,7 +24,7 @@ from app.inference.protocol import (
 
 
 def test_frames_cut_at_every_byte_are_reassembled_in_order() -> None:
-    first = Predict(handle=3, scaled=np.arange(12, dtype=np.float32).reshape(1, 4, 3))
+    first = Predict(handle=3, windows=np.arange(12, dtype=np.float64).reshape(1, 4, 3))
     second = Failed("no loaded version has handle 9", broken=False)
     stream = encode(7, first) + encode(8, second)
     for cut in range(len(stream) + 1):
@@ -32,7 +32,7 @@ def test_frames_cut_at_every_byte_are_reassembled_in_order() -> None:
         frames = reader.feed(stream[:cut]) + reader.feed(stream[cut:])
         assert [call_id for call_id, _ in frames] == [7, 8]
         decoded = decode_body(frames[0][1])
-        assert decoded.handle == 3 and np.array_equal(decoded.scaled, first.scaled)
+        assert decoded.handle == 3 and np.array_equal(decoded.windows, first.windows)
         assert decode_body(frames[1][1]) == second
 
 
@@ -49,7 +49,7 @@ def test_a_message_that_cannot_be_pickled_fails_before_anything_is_sent() -> Non
 
 def test_a_frame_larger_than_the_socket_buffer_arrives_whole_through_blocking_sockets() -> None:
     # 4 MB: many times the socket buffer, so both sides loop.
-    batch = np.random.default_rng(0).random((1024, 40, 25), dtype=np.float32)
+    batch = np.random.default_rng(0).random((1024, 40, 12))
     writer, reader = socket.socketpair()
     with writer, reader:
         sender = threading.Thread(target=send_frame, args=(writer, 5, Predict(1, batch)))
@@ -57,4 +57,4 @@ def test_a_frame_larger_than_the_socket_buffer_arrives_whole_through_blocking_so
         call_id, body = receive_frame(reader)
         sender.join()
     assert call_id == 5
-    assert np.array_equal(decode_body(body).scaled, batch)
+    assert np.array_equal(decode_body(body).windows, batch)
