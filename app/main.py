@@ -12,10 +12,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
+from app.api import predict_fast_path
 from app.api.auth import add_security_scheme
 from app.api.gateway import Gateway
 from app.api.json_body import add_documented_bodies
-from app.api.predict_fast_path import PredictFastPath
 from app.api.protocols.fast_path import ProtocolFastPath
 from app.api.responses import ValidationErrorPublic
 from app.api.routes import datasets, health, jobs, models, predict, tfserving, v2
@@ -148,11 +148,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The standard protocols' inference requests, the same way as /predict (app/api/protocols/fast_path.py).
         app.add_middleware(ProtocolFastPath)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
-    if settings.predict_fast_path:
-        # Right inside the gateway: /predict, the hottest request, crosses no other layer of ours.
-        app.add_middleware(PredictFastPath)
     # Added last, so outermost: no request reaches the fast path or a route without its checks.
-    app.add_middleware(Gateway, settings=settings)
+    # It answers /predict, the hottest request, itself: no other layer of ours on the way.
+    direct = {predict_fast_path.PATH: predict_fast_path.answer} if settings.predict_fast_path else {}
+    app.add_middleware(Gateway, settings=settings, direct=direct)
     if settings.cors_origins:
         # Outside the gateway: a browser's preflight carries no key and is answered here.
         app.add_middleware(

@@ -34,14 +34,21 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from app.api.asgi import JsonAnswer
 from app.api.gateway import Gateway
 from app.core.config import Settings
 from app.core.keys import create_key
 
 BODY = json.dumps({"model": "msft", "window": [[83.0, 84.0, 82.5, 83.5, 2.1e7]] * 40}).encode()
 ANSWER = b'{"model":"msft","version":1}'
+
+
+async def answer_directly(scope: Scope, raw: bytes) -> Response:
+    """The same answer as the gateway's direct answer to /predict (as `app.api.predict_fast_path.answer` is used)."""
+    return JsonAnswer(ANSWER)
 
 
 async def answering_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -51,6 +58,9 @@ async def answering_app(scope: Scope, receive: Receive, send: Send) -> None:
     headers = [(b"content-length", str(len(ANSWER)).encode()), (b"content-type", b"application/json")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": ANSWER})
+
+
+DIRECT = {"/predict": answer_directly}
 
 
 def routes_app() -> FastAPI:
@@ -107,8 +117,12 @@ async def measure(requests: int, rounds: int) -> dict[str, list[float]]:
         open_settings = Settings(**common, api_keys_file=folder / "none.json", metrics=False)
         stacks = {
             "bare": (answering_app, []),
-            "gateway-open": (Gateway(answering_app, open_settings), []),
-            "gateway": (Gateway(answering_app, deployed), [(b"authorization", f"Bearer {key}".encode())]),
+            # As in the service: the gateway answers POST /predict itself (`direct`).
+            "gateway-open": (Gateway(answering_app, open_settings, direct=DIRECT), []),
+            "gateway": (
+                Gateway(answering_app, deployed, direct=DIRECT),
+                [(b"authorization", f"Bearer {key}".encode())],
+            ),
         }
         results: dict[str, list[float]] = {name: [] for name in stacks}
         for stack, headers in stacks.values():  # warm-up: caches, labels, the keys file's first read

@@ -18,6 +18,9 @@ checks, in this order:
    before a byte is read (413), and a body without one is counted as it
    arrives.
 
+Then POST /predict, the hottest request, is answered here (`direct`,
+`app.api.predict_fast_path`); everything else goes on to the app.
+
 Why one pure ASGI class and not Starlette's `BaseHTTPMiddleware`: that
 wrapper runs the app in a separate task with memory streams and costs tens of
 microseconds a request; this costs a few (`bench/serve.py` measures the
@@ -31,12 +34,13 @@ import logging
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.asgi import route_path
+from app.api.asgi import read_body, route_path
 from app.api.auth import (
     ANONYMOUS,
     READ_METHODS,
@@ -58,7 +62,7 @@ from training.errors import StockcastError
 access_logger = logging.getLogger("stockcast.access")
 error_logger = logging.getLogger("stockcast.errors")
 
-REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID_PATTERN = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _WANTED = frozenset({b"authorization", b"x-request-id", b"content-length", b"origin", b"host"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The multipart envelope around an uploaded CSV: boundaries, part headers and the other form fields.
@@ -92,6 +96,8 @@ _ID_COUNTER = itertools.count()
 # Facts about a (method, path) pair kept at most this many; a client sending
 # ever new paths only empties the cache, it cannot grow it.
 _MAX_ROUTE_FACTS = 512
+# Answers the gateway gives itself to a POST on a path, from the request and its whole body (the /predict fast path).
+DirectAnswer = Callable[[Scope, bytes], Awaitable[Response]]
 
 
 def new_request_id() -> str:
@@ -111,9 +117,11 @@ class RouteFacts(NamedTuple):
 class Gateway:
     """ASGI middleware; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, direct: Mapping[str, DirectAnswer] | None = None) -> None:
         self.app = app
         self.settings = settings
+        # POST paths answered here once admitted, without crossing the layers inside (`app.api.predict_fast_path`).
+        self.direct = dict(direct or {})
         self.authenticator = Authenticator(
             KeyRing(settings.keys_file), anonymous_allowed=settings.allow_anonymous or is_loopback(settings.host)
         )
@@ -130,17 +138,21 @@ class Gateway:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        # Only metrics and the access log need the clock and the route template: no request pays for them otherwise.
+        timed = self.metrics or self.access_log
+        started = time.perf_counter() if timed else 0.0
         headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:
             if name in _WANTED:
                 headers[name] = value
         sent_id = headers.get(b"x-request-id")
-        request_id = sent_id.decode("latin-1") if sent_id is not None else ""
-        if not (request_id and REQUEST_ID_PATTERN.fullmatch(request_id)):
+        if sent_id is not None and REQUEST_ID_PATTERN.fullmatch(sent_id):
+            request_id = sent_id.decode("latin-1")
+        else:
             request_id = new_request_id()
+            sent_id = request_id.encode("latin-1")
         token = REQUEST_ID.set(request_id)
-        id_header = (b"x-request-id", request_id.encode("latin-1"))
+        id_header = (b"x-request-id", sent_id)
         # Stays 499 (nginx's "client closed request") if the client leaves before an answer starts.
         status = CLIENT_CLOSED
         responded = False
@@ -156,18 +168,29 @@ class Gateway:
         method: str = scope["method"]
         path = route_path(scope)
         key_name = "-"
-        counts = metrics.LOOP if self.metrics else None
-        if counts is not None:
-            counts.in_flight += 1
+        if self.metrics:
+            metrics.LOOP.in_flight += 1
         try:
             try:
                 facts = self._facts(method, path)
-                key_name = self._admit(scope, method, path, headers, facts)
+                if facts.scope is not None:
+                    key_name = self._admit(scope, method, path, headers, facts.scope, facts.body_limit)
                 # Routes read it as `request.state.key_name` to record who made a change.
                 scope.setdefault("state", {})["key_name"] = key_name
                 if b"content-length" not in headers and method in _BODY_METHODS:
                     receive = self._bounded(receive, path, facts.body_limit)
-                await self.app(scope, receive, send_with_id)
+                direct = self.direct.get(path) if method == "POST" else None
+                if direct is None:
+                    await self.app(scope, receive, send_with_id)
+                    return
+                raw = await read_body(receive)
+                if raw is None:
+                    return  # The client went away before sending its whole body: nobody to answer.
+                response = await direct(scope, raw)
+                # Sent as it is, with the id header added: no wrapper around `send` for the hot request.
+                response.raw_headers.append(id_header)
+                status, responded = response.status_code, True
+                await response(scope, receive, send)
             except StockcastError as error:
                 # Refusals from `_admit`, and a body found too large while a route or the fast path read it.
                 if responded:
@@ -192,28 +215,32 @@ class Gateway:
                 error_logger.exception("unhandled error on %s %s", method, self._template(scope, path))
                 await JSONResponse(status_code=500, content={"detail": INTERNAL_ERROR})(scope, receive, send_with_id)
         finally:
-            seconds = time.perf_counter() - started
-            route = self._template(scope, path)
-            if counts is not None:
-                counts.in_flight -= 1
-                counts.observe_request(method, route, status, seconds)
-            if self.access_log and access_logger.isEnabledFor(logging.INFO):
-                access_logger.info(
-                    "%s %s %d %.1f ms key=%s",
-                    method,
-                    route,
-                    status,
-                    seconds * 1000,
-                    key_name,
-                    extra={
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(seconds * 1000, 2),
-                        "key": key_name,
-                    },
-                )
+            if timed:
+                self._record(scope, method, path, status, time.perf_counter() - started, key_name)
             REQUEST_ID.reset(token)
+
+    def _record(self, scope: Scope, method: str, path: str, status: int, seconds: float, key_name: str) -> None:
+        """Count the answered request and write its access log line (whichever of the two is on)."""
+        route = self._template(scope, path)
+        if self.metrics:
+            metrics.LOOP.in_flight -= 1
+            metrics.LOOP.observe_request(method, route, status, seconds)
+        if self.access_log and access_logger.isEnabledFor(logging.INFO):
+            access_logger.info(
+                "%s %s %d %.1f ms key=%s",
+                method,
+                route,
+                status,
+                seconds * 1000,
+                key_name,
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "key": key_name,
+                },
+            )
 
     def _facts(self, method: str, path: str) -> RouteFacts:
         """The scope and body limit of `method path`, from a bounded cache (the same few pairs come again and again)."""
@@ -225,11 +252,11 @@ class Gateway:
             self._route_facts[(method, path)] = facts
         return facts
 
-    def _admit(self, scope: Scope, method: str, path: str, headers: dict[bytes, bytes], facts: RouteFacts) -> str:
-        """The caller's key name if the request may go on; raises the refusal otherwise."""
-        if facts.scope is None:
-            return "-"
-        key_name = self.authenticator.check(headers.get(b"authorization"), facts.scope, method, path)
+    def _admit(
+        self, scope: Scope, method: str, path: str, headers: dict[bytes, bytes], required: str, body_limit: int
+    ) -> str:
+        """The caller's key name if a request needing scope `required` may go on; raises the refusal otherwise."""
+        key_name = self.authenticator.check(headers.get(b"authorization"), required, method, path)
         if method not in READ_METHODS:
             origin = headers.get(b"origin")
             if origin is not None and not self._origin_allowed(origin, headers.get(b"host")):
@@ -237,13 +264,13 @@ class Gateway:
                     f"cross-origin request refused: Origin {origin.decode('latin-1')!r} may not call {method} {path};"
                     " list it in STOCKCAST_CORS_ORIGINS to allow it"
                 )
-        if facts.scope == ADMIN:
+        if required == ADMIN:
             # Without keys, callers are told apart by address.
             client = scope.get("client") or ("unknown", 0)
             self.limiter.take(key_name if key_name != ANONYMOUS else f"{ANONYMOUS}@{client[0]}")
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > facts.body_limit):
-            raise BodyTooLargeError(f"request body is larger than the {facts.body_limit} byte limit for {path}")
+        if declared is not None and (not declared.isdigit() or int(declared) > body_limit):
+            raise BodyTooLargeError(f"request body is larger than the {body_limit} byte limit for {path}")
         return key_name
 
     def _origin_allowed(self, origin: bytes, host: bytes | None) -> bool:

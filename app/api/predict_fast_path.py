@@ -1,4 +1,4 @@
-"""POST /predict answered in front of FastAPI's routing, by the one /predict handler.
+"""POST /predict answered by the gateway itself, in front of FastAPI's routing, by the one /predict handler.
 
 Why: under load the API process's event loop is the service's bottleneck,
 and a /predict request, unlike a constant answer, suspends while its batch
@@ -9,46 +9,36 @@ here, about 160 µs (`bench/request_steps.py` with and without `--route`).
 A plain Starlette route placed first in the router was tried in its place:
 it kept 75-87 % of this middleware's throughput in two `bench/serve.py`
 runs (docs/design.md, "Serving path"), short of the 90 % asked, so the
-middleware stays.
+fast path stays.
 
 What it answers: every POST /predict, whatever the body, with
 `answer_predict` (`app.api.routes.predict`), the handler the FastAPI route
 calls too: one parse of the body, the lookup, the forecast, and errors
 rendered as the app's exception handlers render them. Anything unexpected
-propagates to the app's server-error middleware and becomes the same logged
-500. Other paths and methods go on to FastAPI.
+propagates to the gateway, which logs it with the request id and answers
+500, as for any route. Other paths and methods go on to FastAPI.
 
-Installed right inside the gateway (`app.api.gateway`, which checks keys and
-limits first), so a /predict request crosses none of the app's other
-layers, and FastAPI's outer ones (the 500 handler, telemetry, the body size
-limit) still wrap it.
+The gateway (`app.api.gateway`) calls `answer` for POST /predict once it
+has checked the key and the limits, and sends the answer itself: a /predict
+request crosses none of the app's other layers (it used to cross one more
+middleware of its own and the gateway's wrapper around `send`), and
+FastAPI's outer ones (the 500 handler, telemetry, the body size limit)
+still wrap it.
 """
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
-from app.api.asgi import read_body, route_path
 from app.api.routes.predict import answer_predict
 
 PATH = "/predict"
 
 
-class PredictFastPath:
-    """ASGI middleware: answers POST /predict itself, passes everything else on."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or route_path(scope) != PATH:
-            await self.app(scope, receive, send)
-            return
-        raw = await read_body(receive)
-        if raw is None:
-            return  # The client went away before sending its whole body: nobody to answer.
-        response = await answer_predict(scope["app"].state.registry, raw)
-        await response(scope, receive, send)
+async def answer(scope: Scope, raw: bytes) -> Response:
+    """The answer to one POST /predict whose whole body is `raw` (`Gateway` sends it)."""
+    return await answer_predict(scope["app"].state.registry, raw)
 
 
-__all__ = ["PATH", "PredictFastPath"]
+__all__ = ["PATH", "answer"]
