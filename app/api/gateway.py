@@ -180,17 +180,17 @@ class Gateway:
                 if b"content-length" not in headers and method in _BODY_METHODS:
                     receive = self._bounded(receive, path, facts.body_limit)
                 direct = self.direct.get(path) if method == "POST" else None
-                if direct is None:
+                if direct is not None:
+                    raw = await read_body(receive)
+                    # None: the client went away before sending its whole body, so nobody is there to answer.
+                    response = await direct(scope, raw) if raw is not None else None
+                    if response is not None:
+                        # Sent as it is, with the id header added: no wrapper around `send` for the hot request.
+                        response.raw_headers.append(id_header)
+                        status, responded = response.status_code, True
+                        await response(scope, receive, send)
+                else:
                     await self.app(scope, receive, send_with_id)
-                    return
-                raw = await read_body(receive)
-                if raw is None:
-                    return  # The client went away before sending its whole body: nobody to answer.
-                response = await direct(scope, raw)
-                # Sent as it is, with the id header added: no wrapper around `send` for the hot request.
-                response.raw_headers.append(id_header)
-                status, responded = response.status_code, True
-                await response(scope, receive, send)
             except StockcastError as error:
                 # Refusals from `_admit`, and a body found too large while a route or the fast path read it.
                 if responded:
