@@ -41,7 +41,10 @@ Needs `wrk` (Debian: `apt-get install -y wrk`). One run:
    round, and the run with the median throughput is reported for each
    server and concurrency: the speed of these shared machines drifts by
    10-20 % from one minute to the next, and taking turns exposes every
-   server to the same drift.
+   server to the same drift. Every other round runs the servers in reverse
+   order. The comparisons (keys and metrics, the baseline) are also printed
+   round by round, as ratios of two servers measured next to each other,
+   with their median: steadier than the ratio of two medians.
 4. Starts a training job on the service (POST /train: a 64-unit LSTM on the
    sample), waits until its first epoch is done, and drives the service at
    the highest concurrency again while the job trains; then cancels it.
@@ -59,6 +62,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -266,6 +270,21 @@ def print_gateway_cost(measurements: list[Measurement], servers: dict[str, Serve
             f"({cost:+.1%} throughput cost, goal < {GOAL_GATEWAY_COST:.0%}: {met}); "
             f"API+inference CPU {on.cpu_per_request_us:.0f} vs {off.cpu_per_request_us:.0f} us/request"
         )
+        paired = paired_ratios(on, off)
+        if paired:
+            costs = [1 - ratio for ratio in paired]
+            print(
+                f"  round by round (the two measured next to each other): cost {', '.join(f'{c:+.1%}' for c in costs)};"
+                f" median {statistics.median(costs):+.1%} (goal < {GOAL_GATEWAY_COST:.0%}: "
+                f"{'yes' if statistics.median(costs) < GOAL_GATEWAY_COST else 'NO'})"
+            )
+
+
+def paired_ratios(one: Measurement, other: Measurement) -> list[float]:
+    """`one`'s throughput over `other`'s, round by round (both measured in the same round), when there are rounds."""
+    if len(one.rounds) < 2 or len(one.rounds) != len(other.rounds):
+        return []
+    return [mine / theirs for mine, theirs in zip(one.rounds, other.rounds, strict=True) if theirs]
 
 
 def print_baseline(measurements: list[Measurement], servers: dict[str, Server]) -> None:
@@ -288,6 +307,12 @@ def print_baseline(measurements: list[Measurement], servers: dict[str, Server]) 
                 f"({row.throughput / base.throughput:.2f}x){shares}; "
                 f"API+inference CPU {row.cpu_per_request_us:.0f} vs {base.cpu_per_request_us:.0f} us/request"
             )
+            paired = paired_ratios(row, base)
+            if paired:
+                print(
+                    f"  round by round: {', '.join(f'{ratio:.2f}x' for ratio in paired)};"
+                    f" median {statistics.median(paired):.2f}x"
+                )
 
 
 def print_protocols(measurements: list[Measurement], top: int) -> None:
@@ -453,8 +478,11 @@ def main() -> None:
             )
             for concurrency in levels:
                 runs: dict[str, list[Measurement]] = {name: [] for name in targets}
-                for _ in range(max(1, args.rounds)):
-                    for name, (server, payload) in targets.items():
+                for round_index in range(max(1, args.rounds)):
+                    # Every other round in reverse order: a machine speeding up or slowing down over a run
+                    # then favours no server, and the servers compared are always measured next to each other.
+                    order = list(targets.items())
+                    for name, (server, payload) in order if round_index % 2 == 0 else reversed(order):
                         # Warm-up: code paths, connection handling, allocator.
                         run_wrk(server, 1, 1, 20, payload, script)
                         server.wait_idle()

@@ -116,9 +116,10 @@ class Authenticator:
             )
         if authorization is None:
             raise UnauthenticatedError("missing API key: send the header 'Authorization: Bearer <key>'")
-        scheme, _, token = authorization.decode("latin-1").partition(" ")
+        # On the header's bytes: a key is ASCII, so a token that is not can only fail to match.
+        scheme, _, token = authorization.partition(b" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        if scheme.lower() != b"bearer" or not token:
             raise UnauthenticatedError("malformed Authorization header: expected 'Bearer <key>'", invalid=True)
         key = self.ring.find(token)
         if key is None:

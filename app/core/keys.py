@@ -61,9 +61,10 @@ class ApiKey:
         return {"name": self.name, "scope": self.scope, "created_at": self.created_at}
 
 
-def digest_of(key: str) -> str:
-    """SHA-256 of a key, as stored in the keys file."""
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+def digest_of(key: str | bytes) -> str:
+    """SHA-256 of a key (text, or the bytes of a request header), as stored in the keys file."""
+    raw = key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
+    return hashlib.sha256(raw).hexdigest()
 
 
 def new_key() -> str:
@@ -160,7 +161,7 @@ class KeyRing:
             self.refresh()
         return self.keys
 
-    def find(self, presented: str) -> ApiKey | None:
+    def find(self, presented: str | bytes) -> ApiKey | None:
         """The stored key matching `presented`, compared in constant time against every stored hash."""
         digest = digest_of(presented)
         found = None

@@ -96,10 +96,14 @@ class LoopHistogram:
         series[bisect.bisect_left(self.bounds, amount)] += 1
         series[-1] += amount
 
-    def family(self) -> HistogramMetricFamily:
-        """The histogram as Prometheus reads it: cumulative buckets, `+Inf`, count and sum per label set."""
+    def family(self, series_by_labels: dict[tuple[str, ...], list[float]] | None = None) -> HistogramMetricFamily:
+        """The histogram as Prometheus reads it: cumulative buckets, `+Inf`, count and sum per label set.
+
+        Of the series observed here, or of `series_by_labels` (same layout) when given.
+        """
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
-        for labels, series in list(self._series.items()):
+        chosen = self._series if series_by_labels is None else series_by_labels
+        for labels, series in list(chosen.items()):
             counts = list(series)
             cumulative = list(itertools.accumulate(counts[:-1]))
             buckets = [(floatToGoString(bound), total) for bound, total in zip(self.bounds, cumulative, strict=False)]
@@ -112,7 +116,10 @@ class LoopMetrics(Collector):
 
     def __init__(self) -> None:
         self.in_flight = 0
-        self.requests: dict[tuple[str, str, str], int] = {}
+        # One latency series per (method, route, status), in LoopHistogram's layout: the request counter
+        # (by status) and the latency histogram (by method and route) are both summed from it when
+        # scraped, so a request costs one dictionary lookup, not one per metric.
+        self._requests: dict[tuple[str, str, int], list[float]] = {}
         self.request_seconds = LoopHistogram(
             "stockcast_http_request_duration_seconds",
             "Time from a request's arrival to the end of its answer.",
@@ -135,9 +142,11 @@ class LoopMetrics(Collector):
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency (event-loop thread only)."""
-        key = (method, route, str(status))
-        self.requests[key] = self.requests.get(key, 0) + 1
-        self.request_seconds.observe(seconds, (method, route))
+        series = self._requests.get((method, route, status))
+        if series is None:
+            series = self._requests[(method, route, status)] = [0] * (len(self.request_seconds.bounds) + 2)
+        series[bisect.bisect_left(self.request_seconds.bounds, seconds)] += 1
+        series[-1] += seconds
 
     def observe_batch(self, windows: int, queue_wait_seconds: float, inference_seconds: float) -> None:
         """Record one inference call: its size, how long its oldest request waited, how long the call took."""
@@ -152,12 +161,23 @@ class LoopMetrics(Collector):
             "HTTP requests answered, by method, route template and status.",
             labels=["method", "route", "status"],
         )
-        for labels, count in list(self.requests.items()):
-            requests.add_metric(list(labels), count)
+        by_route: dict[tuple[str, ...], list[float]] = {}
+        for (method, route, status), series in list(self._requests.items()):
+            counts = list(series)  # a C-level copy: never half of an observation
+            requests.add_metric([method, route, str(status)], sum(counts[:-1]))
+            summed = by_route.get((method, route))
+            by_route[(method, route)] = (
+                counts if summed is None else [a + b for a, b in zip(summed, counts, strict=True)]
+            )
         in_flight = GaugeMetricFamily("stockcast_http_requests_in_flight", "HTTP requests being answered now.")
         in_flight.add_metric([], self.in_flight)
-        histograms = (self.request_seconds, self.batch_windows, self.queue_wait, self.inference_seconds)
-        return [requests, in_flight, *(histogram.family() for histogram in histograms)]
+        histograms = (self.batch_windows, self.queue_wait, self.inference_seconds)
+        return [
+            requests,
+            in_flight,
+            self.request_seconds.family(by_route),
+            *(histogram.family() for histogram in histograms),
+        ]
 
 
 LOOP = LoopMetrics()

@@ -85,6 +85,15 @@ def test_the_fast_path_needs_a_key_too(keyed: TestClient, keys: Keys) -> None:
     assert batch.status_code == 401 and batch.json() == {"detail": MISSING}
 
 
+def test_the_header_is_read_as_rfc_6750_says(keyed: TestClient, keys: Keys) -> None:
+    """The scheme in any case and spaces around the key are accepted; a scheme alone or a non-ASCII key is refused."""
+    for header in (f"bearer {keys.predict}", f"BEARER  {keys.predict} "):
+        assert keyed.post("/predict", json=ARRAYS_BODY, headers={"Authorization": header}).status_code == 200
+    for raw in (b"Bearer", b"Bearer ", b"Bearer \xe9" + keys.predict.encode()):
+        response = keyed.post("/predict", json=ARRAYS_BODY, headers={"Authorization": raw})
+        assert response.status_code == 401, raw
+
+
 def test_a_predict_key_forecasts_and_reads(keyed: TestClient, keys: Keys) -> None:
     response = keyed.post("/predict", json=ARRAYS_BODY, headers=bearer(keys.predict))
     assert response.status_code == 200, response.text
