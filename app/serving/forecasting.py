@@ -116,10 +116,10 @@ async def forecast_windows(
         checked = [window_to_array(window, spec, where=name) for window, name in zip(windows, names, strict=True)]
         values = checked[0][0][None] if len(checked) == 1 else np.stack([array for array, _ in checked])
         last_dates = [day for _, day in checked]
-    skill = served.skill_as(served_as)
+    skill = {**served.skill, "served_as": served_as}
     if served_as == "unpromoted" and registry.settings.unpromoted_default == "naive":
         outputs, levels = _naive_outputs(served, values)
-        skill = {**skill, "served_as": "naive", "beats_naive": False, "ratio_to_naive": 1.0}
+        skill.update(served_as="naive", beats_naive=False, ratio_to_naive=1.0)
     else:
         outputs, levels = await served.predict(values), served.model.interval_levels
     # Inputs in range give finite forecasts; this guards the answer's promise that every number is one.

@@ -19,7 +19,6 @@ import datetime as dt
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,23 +56,13 @@ class ServedVersion:
     loaded_at: float = field(default_factory=time.time)
     # The version's own evidence (`training.gate.skill_of`), computed once at load.
     skill: dict[str, Any] = field(default_factory=dict)
-    # `skill` with each `served_as` it has been answered with: built once, not per request.
-    _skill_as: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
-    def predict(self, windows: np.ndarray) -> Coroutine[Any, Any, np.ndarray]:
+    async def predict(self, windows: np.ndarray) -> np.ndarray:
         """Forecasts and bounds of raw windows (`ForecastSteps.finish`), batched with concurrent requests.
 
-        Shaped (n, 1 + 2 * levels, horizon): forecasts, lower bounds, upper bounds. The batcher's
-        coroutine itself, to await: no coroutine of its own around it on the hot path.
+        Shaped (n, 1 + 2 * levels, horizon): forecasts, lower bounds, upper bounds.
         """
-        return self.batcher.submit(windows)
-
-    def skill_as(self, served_as: str) -> dict[str, Any]:
-        """The answer's `skill`: this version's evidence and how it was chosen. Shared: never modify it."""
-        skill = self._skill_as.get(served_as)
-        if skill is None:
-            skill = self._skill_as[served_as] = {**self.skill, "served_as": served_as}
-        return skill
+        return await self.batcher.submit(windows)
 
     async def close(self) -> None:
         """Finish the requests already submitted, then unload the network from the inference process."""
