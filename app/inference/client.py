@@ -9,9 +9,9 @@ separate process the API process never imports TensorFlow: its event loop
 parses requests, stacks batches and writes answers, and the inference
 process runs each version's whole forecast: scaling (`ForecastSteps.prepare`),
 the compiled graph, prices and conformal bounds (`ForecastSteps.finish`).
-The numpy steps ran on the event loop until measured there: about a quarter
-of its time under load (py-spy on `bench/serve.py`), on the process that
-is the bottleneck, while the inference process waits for batches. The same
+The numpy steps ran on the event loop until measured there: 12.6 of its
+143.5 us per request (`bench/request_steps.py`), on the process that is
+the bottleneck, while the inference process waits for batches. The same
 split is BentoML's runners and Triton's Python backend.
 
 Protocol: typed messages (`app/inference/protocol.py`) in length-prefixed

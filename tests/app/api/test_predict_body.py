@@ -58,6 +58,7 @@ def test_the_fast_path_gives_what_pydantic_gives(body: dict[str, Any]) -> None:
         {"model": "msft", "version": True, "window": window()},
         {"model": "msft", "window": [[True, False]]},
         {"model": "msft", "window": [[1.0, 2.0], [3.0]]},
+        {"model": "msft", "window": [["1.5", "2.5"]]},
     ],
 )
 def test_unusual_but_valid_bodies_go_through_pydantic(body: dict[str, Any]) -> None:
@@ -75,6 +76,10 @@ def test_unusual_but_valid_bodies_go_through_pydantic(body: dict[str, Any]) -> N
         (encoded({"model": "msft", "window": [[1.0, None]]}), "body.window[0][1]: Input should be a valid number"),
         (encoded({"model": "msft", "window": []}), "window must be a non-empty list"),
         (encoded({"model": "msft", "window": [[[1.0]]]}), "body.window[0][0]: Input should be a valid number"),
+        (encoded({"model": "msft", "window": ["12", "34"]}), "window must be a non-empty list of rows"),
+        (encoded({"model": "msft", "window": [[{}, 1.0]]}), "body.window[0][0]: Input should be a valid number"),
+        (encoded({"model": "msft", "window": [[1.0], 2.0]}), "body.window[1]: Input should be a valid array"),
+        (encoded({"model": 'ms"ft', "window": window()}), "body.model: String should match pattern"),
         (encoded({"window": window()}), "body.model: Field required"),
         (b'{"model": "msft", "window": [[NaN, 1.0]]}', "body.window[0][0]: Input should be a finite number"),
         (b'{"model": "msft", "window": [[1e400, 1.0]]}', "body.window[0][0]: Input should be a finite number"),
