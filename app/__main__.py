@@ -2,7 +2,7 @@
 
 `python -m app migrate` instead creates or upgrades the PostgreSQL schema of
 scaled-out mode (STOCKCAST_DATABASE_URL) and exits; run it before the APIs
-and workers start, as often as you like.
+and queue workers start, as often as you like.
 
 On a fresh clone the store is empty, so the first start trains the sample
 model (showing a progress bar per epoch) before the API comes up. Later

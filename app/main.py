@@ -25,10 +25,10 @@ from app.core import metrics
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.runtime import settle_heap, tune_for_serving
+from app.datasets import DatasetStore
 from app.jobs.backend import JobBackend, open_job_backend
-from app.jobs.datasets import DatasetStore
-from app.jobs.reports import VersionReports
 from app.jobs.store import FINISHED, QUEUED, RUNNING
+from app.reports import VersionReports
 from app.serving.registry import ModelRegistry
 from training.errors import StockcastError
 from training.store import ModelStore

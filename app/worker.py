@@ -1,11 +1,11 @@
-"""`python -m app.worker` (or `stockcast-worker`): run training jobs queued in PostgreSQL.
+"""The queue worker, `python -m app.worker` (or `stockcast-worker`): runs training jobs queued in PostgreSQL.
 
 Start one on every machine that reaches the database (STOCKCAST_DATABASE_URL)
 and mounts the shared model store and data folder. Each runs at most
-STOCKCAST_WORKER_CONCURRENCY jobs at once, each in a fresh training process,
-and sweeps up the jobs of workers that died. SIGTERM or Ctrl-C lets running
-jobs finish; when the database goes away, the worker starts again once it is
-back.
+STOCKCAST_WORKER_CONCURRENCY jobs at once, each in a fresh training process
+(`app.jobs.queue_task`), and sweeps up the jobs of queue workers that died.
+SIGTERM or Ctrl-C lets running jobs finish; when the database goes away, the
+queue worker starts again once it is back. See docs/design.md, "Scaled-out jobs".
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import sys
 from app.core.config import Settings, get_settings
 
 logger = logging.getLogger("stockcast.worker")
-# Longest wait before the worker tries the database again after losing it.
+# Longest wait before the queue worker tries the database again after losing it.
 MAX_RECONNECT_SECONDS = 10.0
 
 
 async def _sweep_forever(queue: object, settings: Settings) -> None:
-    from app.jobs.executor import sweep
+    from app.jobs.queue_task import sweep
 
     while True:
         try:
@@ -40,7 +40,7 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
     from procrastinate.worker import Worker
 
     from app.jobs.backend import worker_name
-    from app.jobs.executor import build_worker_queue
+    from app.jobs.queue_task import build_worker_queue
 
     queue = build_worker_queue(settings)
     async with queue.open_async():
@@ -98,10 +98,12 @@ def main() -> int:
                 await run_worker(settings, stopping)
                 if stopping.is_set():
                     return
-                # procrastinate stopped the worker itself: its listener lost the database.
-                logger.warning("worker stopped without being asked (database lost?); starting again in %.0f s", delay)
+                # procrastinate stopped the queue worker itself: its listener lost the database.
+                logger.warning(
+                    "queue worker stopped without being asked (database lost?); starting again in %.0f s", delay
+                )
             except Exception as error:  # database restarting: try again with back-off
-                logger.warning("worker lost the database (%s); starting again in %.0f s", error, delay)
+                logger.warning("queue worker lost the database (%s); starting again in %.0f s", error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RECONNECT_SECONDS)
 

@@ -24,7 +24,7 @@ def train_benchmark_model(store_root: Path, name: str = MODEL_NAME, epochs: int 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from training.config import TrainConfig
     from training.data import load_prices
-    from training.pipeline import TrainingRun, train_version
+    from training.fitting import TrainingRun, train_version
     from training.store import ModelStore
 
     clean = load_prices(SAMPLE)

@@ -22,8 +22,8 @@ from typing import Any
 
 from bench_model import REPOSITORY
 
-from app.inference.worker import INFERENCE_PROCESS_NAME
-from app.jobs.worker import TRAINING_PROCESS_NAME
+from app.inference.serve_loop import INFERENCE_PROCESS_NAME
+from app.jobs.training_process import TRAINING_PROCESS_NAME
 
 # Every server logs the same way: warnings only, no access log.
 QUIET_UVICORN = ("--log-level", "warning", "--no-access-log")

@@ -59,8 +59,8 @@ def registered_workers(url: str) -> int:
 def run_batch(maintenance_url: str, workers: int, jobs: int, epochs: int) -> float:
     """Wall seconds for `jobs` jobs through `workers` worker processes."""
     from app.core.config import Settings
+    from app.datasets import DatasetStore
     from app.jobs.backend import PostgresJobs
-    from app.jobs.datasets import DatasetStore
     from app.jobs.schema import migrate
 
     url = scratch_database(maintenance_url)

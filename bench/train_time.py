@@ -23,7 +23,7 @@ from pathlib import Path
 from training.config import TrainConfig
 from training.data import load_prices
 from training.files import sha256_of
-from training.pipeline import TrainingRun, train_version
+from training.fitting import TrainingRun, train_version
 from training.store import ModelStore
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "msft.csv"

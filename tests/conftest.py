@@ -9,7 +9,7 @@ import pytest
 
 from training.config import TrainConfig
 from training.data import CleanResult, load_prices
-from training.pipeline import TrainingRun, TrainOutcome, train_version
+from training.fitting import TrainingRun, TrainOutcome, train_version
 from training.store import ModelStore
 
 # TensorFlow is imported lazily by the tests that train, after this line; its

@@ -44,7 +44,7 @@ from training.config import TrainConfig
 from training.data import DATE_COLUMN
 from training.errors import ConfigError
 from training.features import Scaler, SplitBounds, WindowSpec
-from training.pipeline import FoldCallback, PreparedData, StopCheck, fit_network, outlier_mask, predict_prices
+from training.fitting import FoldCallback, PreparedData, StopCheck, fit_network, outlier_mask, predict_prices
 
 # The interval level whose coverage the gate checks and the bench reports.
 GATE_LEVEL = 0.9

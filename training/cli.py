@@ -189,9 +189,9 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 def command_train(args: argparse.Namespace, out: TextIO) -> int:
     """Load and check the CSV, train a version, print its metrics and the gate's decision."""
     from training.data import CleaningSettings, load_prices
-    from training.pipeline import Progress, TrainingRun
+    from training.fitting import Progress, TrainingRun
+    from training.promotion import train_and_promote
     from training.store import ModelStore
-    from training.workflow import train_and_promote
 
     config = _config_from_args(args)
     name = check_name(args.name if args.name is not None else args.data.stem)

@@ -1,9 +1,10 @@
-"""Keeping a training worker from starving the API's /predict.
+"""Keeping a training process from starving the API's /predict.
 
 TensorFlow sizes its thread pools to every core by default, so one training
-job would compete for every core with the serving process. A spawned worker
-calls `limit_worker_resources` first thing, before TensorFlow runs any op:
-its thread pools are capped, and the OS is told to prefer other processes.
+job would compete for every core with the serving process. A spawned training
+process calls `limit_training_resources` first thing, before TensorFlow runs
+any op: its thread pools are capped, and the OS is told to prefer other
+processes. See docs/design.md, "Training jobs".
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ logger = logging.getLogger("stockcast.training")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 
 
-def limit_worker_resources(threads: int, niceness: int) -> None:
+def limit_training_resources(threads: int, niceness: int) -> None:
     """Cap TensorFlow and BLAS at `threads` threads and lower this process's priority by `niceness`.
 
     Must run before TensorFlow executes its first op: TensorFlow fixes its

@@ -13,9 +13,9 @@ from fastapi import Depends, Request
 
 from app.api.auth import ANONYMOUS
 from app.core.config import Settings
+from app.datasets import DatasetStore
 from app.jobs.backend import JobBackend
-from app.jobs.datasets import DatasetStore
-from app.jobs.reports import VersionReports
+from app.reports import VersionReports
 from app.serving.registry import ModelRegistry
 from training.errors import NotFoundError
 from training.files import check_job_id

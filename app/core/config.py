@@ -42,33 +42,42 @@ class Settings(BaseSettings):
     )
 
     job_concurrency: int = Field(1, ge=1, le=16, description="Training jobs that may run at once; the rest queue.")
-    training_threads: int = Field(1, ge=1, description="TensorFlow threads per training worker process.")
-    training_niceness: int = Field(10, ge=0, le=19, description="OS priority decrement for training workers.")
-    job_poll_seconds: float = Field(0.5, gt=0, description="How often the job runner checks its workers.")
+    training_threads: int = Field(1, ge=1, description="TensorFlow threads per training process.")
+    training_niceness: int = Field(10, ge=0, le=19, description="OS priority decrement for training processes.")
+    job_poll_seconds: float = Field(0.5, gt=0, description="How often the job runner checks its training processes.")
 
     database_url: str | None = Field(
         None,
         description="PostgreSQL URL (postgresql://user:password@host:5432/db). Unset: embedded mode, job records in"
         " SQLite and jobs run by the API's own runner. Set: job records and the queue in PostgreSQL (procrastinate);"
-        " the API only enqueues, reads and cancels, and `python -m app.worker` processes run the jobs.",
+        " the API only enqueues, reads and cancels, and queue workers (`python -m app.worker`) run the jobs.",
     )
     database_pool_size: int = Field(
-        4, ge=1, le=64, description="Most PostgreSQL connections one API or worker process holds (plus one listener)."
+        4,
+        ge=1,
+        le=64,
+        description="Most PostgreSQL connections one API process or queue worker holds (plus one listener).",
     )
-    worker_concurrency: int = Field(1, ge=1, le=16, description="Training jobs one `app.worker` process runs at once.")
+    worker_concurrency: int = Field(1, ge=1, le=16, description="Training jobs one queue worker runs at once.")
     job_max_attempts: int = Field(
-        2, ge=1, le=10, description="Runs a job may get when its worker dies mid-job (1: never retried; failed)."
+        2, ge=1, le=10, description="Runs a job may get when its queue worker dies mid-job (1: never retried; failed)."
     )
-    worker_heartbeat_seconds: float = Field(10.0, gt=0, description="How often a worker tells the database it lives.")
+    worker_heartbeat_seconds: float = Field(
+        10.0, gt=0, description="How often a queue worker tells the database it lives."
+    )
     worker_stalled_seconds: float = Field(
         30.0,
         gt=0,
-        description="A worker silent this long is presumed dead; its job is retried or failed by the sweeper. Keep it"
-        " at least three heartbeats.",
+        description="A queue worker silent this long is presumed dead; its job is retried or failed by the sweeper."
+        " Keep it at least three heartbeats.",
     )
-    sweep_seconds: float = Field(5.0, gt=0, description="How often each worker looks for jobs of dead workers.")
+    sweep_seconds: float = Field(
+        5.0, gt=0, description="How often each queue worker looks for jobs of dead queue workers."
+    )
     abort_poll_seconds: float = Field(
-        1.0, gt=0, description="How often a worker checks for cancellations when a LISTEN/NOTIFY wake-up was missed."
+        1.0,
+        gt=0,
+        description="How often a queue worker checks for cancellations when a LISTEN/NOTIFY wake-up was missed.",
     )
 
     max_batch_size: int = Field(64, ge=1, description="Most windows one micro-batched inference call takes.")
@@ -152,7 +161,7 @@ class Settings(BaseSettings):
         gt=0,
         lt=0.5,
         description="Promotion gate: one-sided level of the Diebold-Mariano tests against naive (step 1 and pooled)"
-        " and of the binomial check of 90 % coverage; see training/gate.py.",
+        " and of the binomial check of the 0.9 interval's coverage; see training/gate.py.",
     )
     gate_require_not_worse: bool = Field(
         gate.DEFAULT_REQUIRE_NOT_WORSE,
@@ -178,7 +187,7 @@ class Settings(BaseSettings):
 
     @property
     def temp_dir(self) -> Path:
-        """Temporary files of the inference process and training workers (TensorFlow's autograph modules)."""
+        """Temporary files of the inference process and training processes (TensorFlow's autograph modules)."""
         return self.data_dir / "tmp"
 
     @property

@@ -1,24 +1,14 @@
 """Prometheus metrics: what the API process counts, and what it reads from its state when scraped.
 
-Names follow the Prometheus conventions: a `stockcast_` prefix, base units
-(`_seconds`, `_bytes`), `_total` on counters. Every label takes values from
-a bounded set: route templates (`/models/{name}`, never the raw path),
-methods, status codes, job states, gate decisions, and model names read from
-the store (checked names of models that exist, never a name a client sent).
-
-Three kinds of metric:
-- counted on the event loop for every request and every batch (`LOOP`:
-  requests, their latency, requests in flight, batch sizes, queue wait,
-  inference calls), in plain integers and floats that only the event-loop
-  thread writes and a scrape reads. prometheus_client's own metrics take a
-  lock for every increment (a histogram observation takes two), which on
-  the hot path cost more than the whole rest of the bookkeeping
-  (`bench/gateway.py`); a request here costs a few dictionary operations;
-- counted with prometheus_client as things happen elsewhere (job
-  durations, gate decisions, uploads, refusals), where nothing is hot;
-- read from the app's state at scrape time (`StateCollector`: loaded
-  versions, jobs by status, inference-process restarts), costing nothing
-  between scrapes.
+Names follow the Prometheus conventions (`stockcast_` prefix, base units,
+`_total` on counters); every label takes values from a bounded set (route
+templates, never raw paths; model names read from the store, never sent).
+Three kinds: counted on the event loop for every request and batch (`LOOP`,
+plain numbers only that thread writes, since prometheus_client's per-increment
+lock would cost more than the rest of the hot path); counted with
+prometheus_client where nothing is hot (jobs, gate decisions, uploads,
+refusals); read from the app's state at scrape time (`StateCollector`).
+See docs/design.md, "Service".
 """
 
 from __future__ import annotations
@@ -46,8 +36,8 @@ from app.core.config import Settings
 
 logger = logging.getLogger("stockcast.metrics")
 
-# Request latencies: the fast path answers in about a millisecond, training
-# and report routes take seconds.
+# Request latencies: predictions answer in milliseconds, training and report
+# routes take seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 JOB_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -66,7 +56,7 @@ DATASET_UPLOADS = Counter(
     "stockcast_dataset_uploads_total", "Dataset uploads, by outcome (stored or rejected).", ("outcome",)
 )
 
-# Off only to measure what counting costs (`bench/serve.py`); `create_app` sets it from `Settings.metrics`.
+# Off only to measure what counting costs; `create_app` sets it from `Settings.metrics`.
 ENABLED = True
 
 

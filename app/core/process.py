@@ -1,4 +1,4 @@
-"""Start-up helpers shared by both kinds of child process (inference and training workers)."""
+"""Start-up helpers shared by both kinds of child process: the inference process and training processes."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def die_with_parent() -> None:
 
 
 def describe_error(error: BaseException) -> str:
-    """A failure as a worker reports it: our own errors as they read, anything else with its type."""
+    """A failure as a child process reports it: our own errors as they read, anything else with its type."""
     from training.errors import StockcastError
 
     if isinstance(error, StockcastError):
@@ -44,10 +44,10 @@ def use_private_temp_dir(folder: Path) -> None:
 
     TensorFlow's autograph writes each converted function as a
     `__autograph_generated_file*.py` in the temporary folder and deletes it
-    at interpreter exit, which our workers skip (`os._exit`): every
-    inference-process start and training job left files in /tmp. In the
-    data folder they stay where the service keeps its files, and
-    `remove_private_temp_dir` clears them when the process ends.
+    at interpreter exit, which our child processes skip (`os._exit`), so
+    each would leave files in /tmp. In the data folder they stay where the
+    service keeps its files, and `remove_private_temp_dir` clears them when
+    the process ends.
     """
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)

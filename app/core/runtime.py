@@ -1,18 +1,16 @@
-"""Interpreter settings for the serving processes, measured with `bench/serve.py`.
+"""Interpreter settings for the processes that serve models.
 
-Two CPython defaults hurt the processes that serve models:
+Two CPython defaults hurt them:
 
-- The GIL switch interval (5 ms): in the inference process the main thread
-  runs batches while loader and XLA-compiler threads work, and a thread that
-  wants the GIL back while another runs Python waits up to the interval.
-- The cyclic garbage collector: TensorFlow and Keras leave about 400 000
-  long-lived Python objects, and every full collection walks all of them,
-  stalling the process for about 250 ms every few seconds under load. The
-  API process no longer imports TensorFlow, but freezing what its start-up
-  left costs one collection and keeps later ones short there too.
+- The GIL switch interval: in the inference process the main thread runs
+  batches while loader and XLA-compiler threads work, and a thread that wants
+  the GIL back waits up to the interval.
+- The cyclic garbage collector: TensorFlow and Keras leave hundreds of
+  thousands of long-lived objects, and every full collection walks them all,
+  stalling the process under load.
 
 Both processes call `tune_for_serving()` once at start-up and `settle_heap()`
-after loading or swapping versions.
+after loading or swapping versions. See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
@@ -21,8 +19,8 @@ import gc
 import sys
 import time
 
-# 0.5 ms: short enough that a batch is not held up by a loading thread for
-# long, long enough that switching itself stays a small cost.
+# A tenth of CPython's default: short enough that a batch is not held up by a
+# loading thread for long, long enough that switching itself stays cheap.
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 
 
@@ -38,8 +36,8 @@ def settle_heap() -> float:
 
     Objects frozen earlier are unfrozen first, so that a version swapped out
     since the last call can be freed. The collection itself pauses the
-    process once (about 250 ms with TensorFlow loaded); afterwards full
-    collections only walk objects created since. Returns the seconds it took.
+    process once; afterwards full collections only walk objects created
+    since. Returns the seconds it took.
     """
     started = time.perf_counter()
     gc.unfreeze()

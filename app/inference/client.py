@@ -49,17 +49,17 @@ from typing import Any, cast
 import numpy as np
 
 from app.core.config import Settings, default
-from app.inference.protocol import (
+from app.inference.messages import (
     NO_CALL,
     Done,
     Drop,
     EngineReady,
     Failed,
+    FrameError,
     FrameReader,
     Load,
     Ping,
     Predict,
-    ProtocolError,
     Request,
     Stop,
     decode_body,
@@ -161,7 +161,7 @@ class InferenceProcess:
         self._watchdog = self._loop.create_task(self._watch(), name="inference-watchdog")
 
     async def _spawn(self) -> None:
-        from app.inference.worker import serve
+        from app.inference.serve_loop import serve
 
         assert self._loop is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -401,7 +401,7 @@ class _WorkerLink(asyncio.Protocol):
             return
         try:
             frames = self.reader.feed(data)
-        except ProtocolError as error:
+        except FrameError as error:
             # Nothing later on this stream can be trusted: a new worker starts clean.
             self.owner._kill(f"killed: {error}")
             return

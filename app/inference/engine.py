@@ -29,7 +29,7 @@ from training import features
 from training.artifact import LoadedVersion
 from training.errors import BrokenVersionError
 
-logger = logging.getLogger("stockcast.predictor")
+logger = logging.getLogger("stockcast.inference")
 _XLA_COMPILE_LOCK = threading.Lock()
 
 # The largest batch the compiled function runs in one call; larger requests

@@ -1,12 +1,13 @@
 """Where job records live and who runs the jobs: one interface, two modes.
 
 - `EmbeddedJobs` (no STOCKCAST_DATABASE_URL): records in SQLite, jobs run by
-  this API process's own runner; the quick start on one machine.
+  this API process's own runner (`app.jobs.local_runner`); the quick start.
 - `PostgresJobs` (STOCKCAST_DATABASE_URL set): records in PostgreSQL, jobs
-  queued with procrastinate and run by `python -m app.worker` processes on any
-  machine; this API process only enqueues, reads and cancels.
+  queued with procrastinate and run by queue workers (`python -m app.worker`)
+  on any machine; this API process only enqueues, reads and cancels.
 
 Routes talk to `JobBackend` only, so both modes give the same answers.
+See docs/design.md, "Training jobs" and "Scaled-out jobs".
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from app.core.config import Settings
-from app.jobs.runner import FinishedCallback, JobRunner
+from app.jobs.local_runner import FinishedCallback, JobRunner
 from app.jobs.store import CANCELLED, FINISHED, QUEUED, JobOutcome, JobStore
 from training.errors import StockcastError
 
@@ -117,7 +118,7 @@ class EmbeddedJobs:
         return [job for job in map(_with_attempts, self.store.list(status=status, limit=limit)) if job is not None]
 
     def cancel(self, job_id: str, job: dict[str, Any], by: str | None = None) -> dict[str, Any]:
-        """Flag the job; a queued one ends now, a running one when the runner kills its worker."""
+        """Flag the job; a queued one ends now, a running one when the runner kills its training process."""
         if job["status"] in FINISHED:
             raise JobFinishedError(f"job {job_id} already {job['status']}")
         self.store.request_cancel(job_id)
@@ -135,7 +136,7 @@ class EmbeddedJobs:
 
 
 class PostgresJobs:
-    """PostgreSQL records and a procrastinate queue; `app.worker` processes run the jobs."""
+    """PostgreSQL records and a procrastinate queue; queue workers (`python -m app.worker`) run the jobs."""
 
     def __init__(self, settings: Settings, on_models_changed: ModelsChangedCallback) -> None:
         from app.jobs.postgres import PostgresJobStore
@@ -165,7 +166,7 @@ class PostgresJobs:
         await asyncio.to_thread(self.store.close)
 
     async def _listen(self) -> None:
-        """Refresh a model as soon as a worker announces it; the registry's polling covers missed notices."""
+        """Refresh a model as soon as a queue worker announces it; the registry's polling covers missed notices."""
         import psycopg
 
         from app.jobs.postgres import MODELS_CHANNEL
@@ -217,7 +218,7 @@ class PostgresJobs:
             return self.store.list(status=status, limit=limit)
 
     def cancel(self, job_id: str, job: dict[str, Any], by: str | None = None) -> dict[str, Any]:
-        """Cancel a waiting job now; ask the worker of a running one to stop it (it polls every second or less)."""
+        """Cancel a waiting job now; ask the queue worker of a running one to stop it (it polls for aborts)."""
         from app.jobs.queue import cancel_queued
 
         if job["status"] in FINISHED:
@@ -227,7 +228,7 @@ class PostgresJobs:
         if queue_job_id is not None:
             with self._connection() as connection:
                 if not cancel_queued(self.queue, connection, queue_job_id, abort=False):
-                    # It started meanwhile (or runs): its worker aborts it.
+                    # It started meanwhile (or runs): its queue worker aborts it.
                     cancel_queued(self.queue, connection, queue_job_id, abort=True)
                 elif job["status"] == QUEUED or self._is_queued(job_id):
                     self.store.finish(job_id, JobOutcome(CANCELLED, error=cancelled_before_start(by)))
@@ -284,7 +285,7 @@ def open_job_backend(
 
 
 def worker_name() -> str:
-    """How a worker process names itself in job records: host and pid."""
+    """How a queue worker names itself in job records: host and pid."""
     import os
 
     return f"{socket.gethostname()}:{os.getpid()}"

@@ -2,9 +2,9 @@
 
 The methods mirror the SQLite `JobStore` so that the training process writes
 progress the same way in both modes. Writes from a run carry its attempt
-number: after a worker died and its job was retried elsewhere, a late write
-from the old run (a training process that outlived its worker) changes
-nothing.
+number: after a queue worker died and its job was retried elsewhere, a late
+write from the old run (a training process that outlived its queue worker)
+changes nothing. See docs/design.md, "Scaled-out jobs".
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from app.jobs.store import QUEUED, RUNNING, JobOutcome
 from training.errors import StockcastError
 from training.files import now_iso
 
-# Channel on which workers announce a new version or alias move (payload: the model name).
+# Channel on which queue workers announce a new version or alias move (payload: the model name).
 MODELS_CHANNEL = "stockcast_models"
 
 COLUMNS = (
@@ -148,14 +148,14 @@ class PostgresJobStore:
         )
 
     def touch(self, job_id: str, attempt: int) -> None:
-        """Show that the attempt's runner is alive, between progress writes (a long epoch, a draining worker)."""
+        """Show that the attempt's runner is alive, between progress writes (a long epoch, a draining queue worker)."""
         self._one(
             "UPDATE stockcast_jobs SET updated_at = now() WHERE id = %s AND status = %s AND attempts = %s RETURNING id",
             (job_id, RUNNING, attempt),
         )
 
     def set_result(self, job_id: str, result: dict[str, Any], attempt: int | None = None) -> None:
-        """Record what a training process produced; its worker marks the job succeeded."""
+        """Record what a training process produced; its queue worker marks the job succeeded."""
         self._one(
             "UPDATE stockcast_jobs SET result = %s, updated_at = now() "
             "WHERE id = %s AND status = %s AND (%s::int IS NULL OR attempts = %s) RETURNING id",
@@ -183,7 +183,7 @@ class PostgresJobStore:
         return row is not None
 
     def requeue(self, job_id: str, attempt: int, reason: str) -> bool:
-        """Put a job whose worker died back in the queue, saying why it runs again; False if it moved on."""
+        """Put a job whose queue worker died back in the queue, saying why it runs again; False if it moved on."""
         row = self._one(
             "UPDATE stockcast_jobs SET status = %s, error = %s, updated_at = now() "
             "WHERE id = %s AND status = %s AND attempts = %s RETURNING id",

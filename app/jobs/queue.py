@@ -1,8 +1,9 @@
-"""The procrastinate queue of scaled-out mode: task names, locks, and the calls the API makes.
+"""The procrastinate queue of scaled-out mode: the task name, the lock, and the calls the API makes.
 
-API processes only defer and cancel, always on their own connection (so that
-a job record and its queue entry are written in one transaction); the task
-bodies live in `app.jobs.executor`, imported only by `app.worker` processes.
+API processes only defer and cancel, always on their own connection, so
+that a job record and its queue entry are written in one transaction. The
+task body lives in `app.jobs.queue_task`, imported only by queue workers
+(`python -m app.worker`). See docs/design.md, "Scaled-out jobs".
 """
 
 from __future__ import annotations
@@ -41,5 +42,5 @@ def defer_training(queue: procrastinate.App, connection: psycopg.Connection[Any]
 def cancel_queued(
     queue: procrastinate.App, connection: psycopg.Connection[Any], queue_job_id: int, abort: bool
 ) -> bool:
-    """Cancel a waiting job (abort=False) or ask the worker running it to stop (abort=True)."""
+    """Cancel a waiting job (abort=False) or ask the queue worker running it to stop (abort=True)."""
     return bool(queue.job_manager.cancel_job_by_id(queue_job_id, abort=abort, connection=connection))

@@ -9,6 +9,7 @@ cannot be run twice, which is why applied migrations are tracked here.
 Upgrading procrastinate: append its new files from
 `procrastinate/sql/migrations/` (those newer than the pinned version) to
 MIGRATIONS, in order, under their own names; never edit an applied entry.
+See docs/design.md, "Scaled-out jobs".
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Training job records in SQLite, shared by the API process and its workers.
+"""Training job records in SQLite (embedded mode), shared by the API process and its training processes.
 
-WAL mode lets a worker write progress while the API reads; every write is a
-short transaction, and each process opens its own connection. Reads take no
-lock at all: under WAL a plain SELECT reads a snapshot while a writer works,
-so a poll of GET /jobs never waits behind a worker's progress write.
+WAL mode lets a training process write progress while the API reads; every
+write is a short transaction, and each process opens its own connection.
+Reads take no lock: under WAL a plain SELECT reads a snapshot while a writer
+works, so a poll of GET /jobs never waits behind a progress write.
+See docs/design.md, "Training jobs".
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 class JobOutcome:
     """How a job ended, as both job stores' `finish` records it.
 
-    `result` None keeps whatever result the worker recorded; `error` says why
+    `result` None keeps whatever result the training process recorded; `error` says why
     a job failed or was cancelled.
     """
 
@@ -136,7 +137,7 @@ class JobStore:
         return self._decode(rows[0]) if rows else None
 
     def mark_running(self, job_id: str, pid: int) -> bool:
-        """Claim a queued job for a worker; False if it was cancelled meanwhile."""
+        """Claim a queued job for a training process; False if it was cancelled meanwhile."""
         rows = self._execute(
             "UPDATE jobs SET status = ?, pid = ?, started_at = ? WHERE id = ? AND status = ? RETURNING id",
             (RUNNING, pid, now_iso(), job_id, QUEUED),
@@ -144,7 +145,7 @@ class JobStore:
         return bool(rows)
 
     def set_pid(self, job_id: str, pid: int | None) -> None:
-        """Record the worker process of a running job (used to settle it after a crash)."""
+        """Record the training process of a running job (used to settle it after a crash)."""
         self._execute("UPDATE jobs SET pid = ? WHERE id = ?", (pid, job_id))
 
     def set_progress(self, job_id: str, progress: dict[str, Any], attempt: int | None = None) -> None:
@@ -152,7 +153,7 @@ class JobStore:
         self._execute("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
 
     def set_result(self, job_id: str, result: dict[str, Any], attempt: int | None = None) -> None:
-        """Record what a worker produced; the runner marks the job succeeded once it is served."""
+        """Record what a training process produced; the runner marks the job succeeded once it is served."""
         self._execute("UPDATE jobs SET result = ? WHERE id = ?", (json.dumps(result), job_id))
 
     def finish(self, job_id: str, outcome: JobOutcome, attempt: int | None = None) -> bool:

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers import SAMPLE, make_settings, tiny_clean, tiny_config
-from training.pipeline import TrainingRun, train_version
+from training.fitting import TrainingRun, train_version
 from training.store import CHAMPION, ModelStore
 
 

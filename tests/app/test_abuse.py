@@ -37,7 +37,7 @@ from tests.helpers import (
     wait_job,
     wait_until,
 )
-from training.pipeline import TrainingRun, train_version
+from training.fitting import TrainingRun, train_version
 from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
 
 # Production's window length: 1,024 windows of 40 rows are about 0.8 MB once

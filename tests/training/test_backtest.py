@@ -17,9 +17,9 @@ from training.config import TrainConfig
 from training.data import CleanResult, load_prices
 from training.errors import ConfigError
 from training.features import WindowSpec
-from training.pipeline import TrainingRun
+from training.fitting import TrainingRun
+from training.promotion import train_and_promote
 from training.store import CHAMPION, ModelStore
-from training.workflow import train_and_promote
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "msft.csv"
 SPEC = WindowSpec(features=("close",), label="close", window=10, horizon=3)

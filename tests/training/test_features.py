@@ -10,7 +10,7 @@ from training import features
 from training.data import CleanResult
 from training.errors import ConfigError
 from training.features import Scaler, WindowSpec
-from training.pipeline import prepare
+from training.fitting import prepare
 
 PRICES = ("open", "high", "low", "close")
 SPEC = WindowSpec(features=("open", "high", "low", "close", "volume"), label="close", window=10)

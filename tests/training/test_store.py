@@ -13,7 +13,7 @@ import pytest
 
 from training.artifact import load_version
 from training.errors import BrokenVersionError, ConfigError, NotFoundError
-from training.pipeline import TrainOutcome
+from training.fitting import TrainOutcome
 from training.store import ALIAS_LOCK_FILE, CHAMPION, METADATA_FILE, MODEL_FILE, ModelStore
 
 

@@ -13,8 +13,7 @@ from training.config import ARCHITECTURES, TrainConfig
 from training.data import CleanResult
 from training.errors import ConfigError
 from training.files import now_iso
-from training.models import build_model
-from training.pipeline import (
+from training.fitting import (
     TrainOutcome,
     build_metadata,
     evaluate_fitted,
@@ -22,6 +21,7 @@ from training.pipeline import (
     predict_prices,
     prepare,
 )
+from training.models import build_model
 from training.store import MODEL_FILE, ModelStore
 
 PRICE_COLUMNS = [0, 1, 2, 3]  # open, high, low, close in the default feature order

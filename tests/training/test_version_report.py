@@ -12,10 +12,10 @@ from training.artifact import load_version
 from training.config import TrainConfig
 from training.data import load_prices
 from training.errors import NotFoundError
-from training.pipeline import TrainingRun
+from training.fitting import TrainingRun
+from training.promotion import train_and_promote
 from training.store import REPORT_FILE, ModelStore
 from training.version_report import forecast_test_period, render_version_report
-from training.workflow import train_and_promote
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "msft.csv"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

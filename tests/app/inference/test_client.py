@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from app.inference.client import InferenceProcess, InferenceTimeouts, InferenceUnavailableError, RemoteModel
-from app.inference.worker import INFERENCE_PROCESS_NAME
+from app.inference.serve_loop import INFERENCE_PROCESS_NAME
 from app.serving.batching import MicroBatcher
 from app.serving.steps import ForecastSteps
 from tests.helpers import WINDOW_ROWS, make_settings, real_windows, run

@@ -151,10 +151,10 @@ def sweeper_settings(database: str, tmp_path: Path) -> Settings:
 
 
 def test_sweeper_retries_supersedes_fails_and_leaves_live_jobs_alone(database: str, tmp_path: Path) -> None:
-    from app.jobs import executor
+    from app.jobs import queue_task
 
     settings = sweeper_settings(database, tmp_path)
-    records = executor.records_for(settings)
+    records = queue_task.records_for(settings)
     deferrer = api_queue()
 
     def defer(model: str) -> str:
@@ -164,7 +164,7 @@ def test_sweeper_retries_supersedes_fails_and_leaves_live_jobs_alone(database: s
         return job_id
 
     async def scenario() -> tuple[list[str], dict[str, str], str]:
-        queue = executor.build_worker_queue(settings)
+        queue = queue_task.build_worker_queue(settings)
         async with queue.open_async():
             dead_worker = await queue.job_manager.register_worker()
             started: dict[str, str] = {}
@@ -186,8 +186,8 @@ def test_sweeper_retries_supersedes_fails_and_leaves_live_jobs_alone(database: s
                     "UPDATE stockcast_jobs SET updated_at = now() - interval '1 hour' WHERE id <> %s",
                     (started["alive"],),
                 )
-            outcomes = await executor.sweep(queue, settings)
-            again = await executor.sweep(queue, settings)
+            outcomes = await queue_task.sweep(queue, settings)
+            again = await queue_task.sweep(queue, settings)
             assert again == []
             return outcomes, started, newer
 
@@ -221,7 +221,7 @@ def test_sweeper_retries_supersedes_fails_and_leaves_live_jobs_alone(database: s
         assert statuses == {"retried": "todo", "superseded": "failed", "exhausted": "failed", "alive": "doing"}
     finally:
         records.close()
-        executor.worker_records.cache_clear()
+        queue_task.worker_records.cache_clear()
 
 
 def test_an_alias_moved_on_one_replica_reaches_the_other_by_notify(

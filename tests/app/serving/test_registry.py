@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers import WINDOW_ROWS, make_settings, tiny_clean, tiny_config
-from training.pipeline import TrainingRun, train_version
+from training.fitting import TrainingRun, train_version
 from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
 
 

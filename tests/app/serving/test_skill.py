@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.api.schemas import BatchPredictResponse, PredictResponse
 from tests.helpers import SAMPLE, WINDOW_ROWS, make_settings, sample_rows, tiny_clean, tiny_config
-from training.pipeline import TrainingRun, train_version
+from training.fitting import TrainingRun, train_version
 from training.store import ModelStore
 
 NO_EVIDENCE = "no walk-forward backtest: no evidence of skill"

@@ -1,11 +1,12 @@
-"""Entry point of the inference process: the only process of the service that runs TensorFlow.
+"""The inference process: the only process of the service that runs TensorFlow.
 
-The API process sends it batches of raw windows and gets forecasts and
-interval bounds back: scaling, the network and the conversion to prices all
-run here (see `app/inference/client.py` for why and for the protocol). Messages are
-handled in arrival order on the main thread, except loads: a load traces,
-warms up and XLA-compiles a version for seconds, so it runs on a thread of
-its own while the versions already loaded keep answering.
+`serve` is the target the API process spawns (`app/inference/client.py`). It
+answers the messages of `app/inference/messages.py` on one socket: batches of
+raw windows in, forecasts and interval bounds out; scaling, the network and
+the conversion to prices all run here. Messages are handled in arrival order
+on the main thread, except loads: a load traces, warms up and XLA-compiles a
+version, so it runs on a thread of its own while loaded versions keep
+answering. See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
@@ -26,16 +27,16 @@ from app.core.process import (
     remove_private_temp_dir,
     use_private_temp_dir,
 )
-from app.inference.protocol import (
+from app.inference.messages import (
     NO_CALL,
     Done,
     Drop,
     EngineReady,
     Failed,
+    FrameError,
     Load,
     Ping,
     Predict,
-    ProtocolError,
     Reply,
     Stop,
     decode_body,
@@ -48,7 +49,7 @@ logger = logging.getLogger("stockcast.inference")
 INFERENCE_PROCESS_NAME = "stockcast-infer"
 
 
-class _Worker:
+class _ServeLoop:
     """The loaded versions, by handle, and the one socket to the API process."""
 
     def __init__(self, sock: socket.socket, models_dir: Path) -> None:
@@ -72,7 +73,7 @@ class _Worker:
                 send_frame(self.sock, call_id, Failed(f"the reply could not be sent: {describe_error(error)}"))
 
     def load(self, call_id: int, request: Load) -> None:
-        """Load, warm up and check one version; the reply carries its warm-up time or why it failed."""
+        """Load, warm up and check one version; the reply says it is loaded, or why it failed."""
         from app.core.runtime import settle_heap
         from app.inference.engine import CompiledModel
         from training.artifact import load_version
@@ -84,10 +85,10 @@ class _Worker:
             self.reply(call_id, Failed(describe_error(error), broken=True))
             return
         self.engines[request.handle] = compiled
-        # TensorFlow's long-lived objects out of the collector's reach: a full
-        # collection would otherwise stall inference for ~250 ms.
+        # TensorFlow's long-lived objects out of the collector's reach, so a
+        # full collection does not stall inference.
         settle_heap()
-        self.reply(call_id, Done({"warmup_seconds": compiled.warmup_seconds}))
+        self.reply(call_id, Done(None))
         compiled.wait_for_compilation()
         if request.handle in self.engines:
             self.reply(NO_CALL, EngineReady(request.handle, compiled.jit_compiled))
@@ -110,7 +111,7 @@ class _Worker:
         while True:
             try:
                 call_id, body = receive_frame(self.sock)
-            except (EOFError, OSError, ProtocolError):
+            except (EOFError, OSError, FrameError):
                 return
             try:
                 message = decode_body(body)
@@ -150,11 +151,10 @@ def serve(
 
     # Loader and XLA-compiler threads share the GIL with the main thread.
     tune_for_serving()
-    _Worker(sock, Path(models_dir)).run()
-    # Leave at once. A loader thread may still be inside XLA's compiler, and
-    # the interpreter's normal exit runs C++ static destructors under it: the
-    # worker aborted or crashed when the service stopped during a compilation
-    # (tests/app/inference/test_client.py). Nothing here needs saving.
+    _ServeLoop(sock, Path(models_dir)).run()
+    # Leave at once: a loader thread may still be inside XLA's compiler, and
+    # the interpreter's normal exit would run C++ static destructors under it
+    # and crash the process. Nothing here needs saving.
     if temp_dir is not None:
         remove_private_temp_dir(temp_dir)
     logging.shutdown()

@@ -1,9 +1,10 @@
-"""Starts training jobs in spawned worker processes, at most N at a time, in order.
+"""The embedded mode's job runner: training processes started by the API process itself.
 
-The runner lives in the API process as one asyncio task. It never trains:
-it claims the oldest queued job, starts a worker process for it, watches the
-worker's exit, and makes sure every job ends in a final state even when the
-worker crashes or the API restarts.
+Used when no STOCKCAST_DATABASE_URL is set (`EmbeddedJobs`). `JobRunner` is
+one asyncio task in the API process. It never trains: it claims the oldest
+queued job, starts a training process for it (`app.jobs.training_process`),
+watches its exit, and makes sure every job ends in a final state even when
+the process crashes or the API restarts. See docs/design.md, "Training jobs".
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from app.jobs.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobOutcome, Jo
 from training.store import ModelStore
 
 logger = logging.getLogger("stockcast.jobs")
-# Called when a job's worker has exited; returns what the API now serves for its model.
+# Called when a job's training process has exited; returns what the API now serves for its model.
 FinishedCallback = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-def _is_our_worker(pid: int) -> bool:
-    """True if `pid` still runs a multiprocessing worker (guards against pid reuse)."""
+def _is_training_process(pid: int) -> bool:
+    """True if `pid` still runs a multiprocessing child (guards against pid reuse)."""
     with contextlib.suppress(OSError):
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         return b"multiprocessing" in cmdline
@@ -39,14 +40,14 @@ def _is_our_worker(pid: int) -> bool:
 
 
 class JobRunner:
-    """Schedules queued jobs onto worker processes and reaps them."""
+    """Schedules queued jobs onto training processes and reaps them."""
 
     def __init__(self, settings: Settings, jobs: JobStore, on_finished: FinishedCallback) -> None:
         self.settings = settings
         self.jobs = jobs
         self.on_finished = on_finished
-        self.workers: dict[str, BaseProcess] = {}
-        # Job id -> model name of each running worker.
+        self.processes: dict[str, BaseProcess] = {}
+        # Job id -> model name of each running training process.
         self.models: dict[str, str] = {}
         self._context = multiprocessing.get_context("spawn")
         self._task: asyncio.Task[None] | None = None
@@ -60,7 +61,7 @@ class JobRunner:
         settled = []
         for job in self.jobs.list(status=RUNNING, limit=10_000):
             pid = job.get("pid")
-            if pid and _is_our_worker(pid):
+            if pid and _is_training_process(pid):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             version = self._version_made_by(store, job)
@@ -97,18 +98,18 @@ class JobRunner:
         self._loop.call_soon_threadsafe(self._wake.set)
 
     async def stop(self) -> None:
-        """Stop scheduling, end running workers, and record why their jobs ended."""
+        """Stop scheduling, end running training processes, and record why their jobs ended."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for job_id, process in list(self.workers.items()):
+        for job_id, process in list(self.processes.items()):
             process.kill()
             process.join(timeout=5)
             self.jobs.finish(
                 job_id, JobOutcome(FAILED, error="interrupted: the API shut down while this job was running")
             )
-        self.workers.clear()
+        self.processes.clear()
         self.models.clear()
 
     async def _loop_forever(self) -> None:
@@ -124,10 +125,10 @@ class JobRunner:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.job_poll_seconds)
 
     # SQLite calls go to the thread pool (`asyncio.to_thread`): a write can
-    # wait for a worker's transaction, and the event loop serves /predict.
+    # wait for a training process's transaction, and the event loop serves /predict.
 
     async def _launch(self) -> None:
-        while len(self.workers) < self.settings.job_concurrency:
+        while len(self.processes) < self.settings.job_concurrency:
             # One job per model at a time, as procrastinate's lock does in
             # scaled-out mode: a model's jobs never race in the promotion gate.
             job = await asyncio.to_thread(self.jobs.next_queued, set(self.models.values()))
@@ -137,7 +138,7 @@ class JobRunner:
             # fires when the spawning *thread* exits, and this one lives as
             # long as the API.
             process = self._context.Process(
-                target=_worker_entry,
+                target=_training_entry,
                 args=(job["id"], self.settings.model_dump(mode="json"), os.getpid()),
                 name=f"stockcast-train-{job['id']}",
                 daemon=True,
@@ -146,29 +147,29 @@ class JobRunner:
                 continue
             process.start()
             await asyncio.to_thread(self.jobs.set_pid, job["id"], process.pid)
-            self.workers[job["id"]] = process
+            self.processes[job["id"]] = process
             self.models[job["id"]] = str(job["request"].get("model", ""))
-            logger.info("job %s started in worker pid %s", job["id"], process.pid)
+            logger.info("job %s started in training process %s", job["id"], process.pid)
 
     async def _cancel_flagged(self) -> None:
-        for job_id, process in list(self.workers.items()):
+        for job_id, process in list(self.processes.items()):
             if process.is_alive() and await asyncio.to_thread(self.jobs.cancel_requested, job_id):
-                # The worker checks the flag every epoch; a kill is the fallback
+                # The training process checks the flag every epoch; a kill is the fallback
                 # for a job stuck in a long epoch. Nothing half-written becomes
                 # visible: versions appear only by an atomic rename.
                 process.kill()
 
     async def _reap(self) -> None:
-        for job_id, process in list(self.workers.items()):
+        for job_id, process in list(self.processes.items()):
             if process.is_alive():
                 continue
             process.join()
-            del self.workers[job_id]
+            del self.processes[job_id]
             self.models.pop(job_id, None)
             job = await asyncio.to_thread(self.jobs.get, job_id)
             if job is None or job["status"] != RUNNING:
                 await asyncio.to_thread(self._observe, job_id)
-                continue  # the worker recorded a failure or cancellation itself
+                continue  # the training process recorded a failure or cancellation itself
             if job["result"] is not None and process.exitcode == 0:
                 # Load the new version before saying "succeeded", so a client
                 # that polls the job and then predicts gets the new version.
@@ -196,8 +197,8 @@ class JobRunner:
         metrics.observe_job(job["status"], seconds, result.get("gate"))
 
 
-def _worker_entry(job_id: str, settings_values: dict[str, Any], parent_pid: int) -> None:
+def _training_entry(job_id: str, settings_values: dict[str, Any], parent_pid: int) -> None:
     """Imported by the spawned interpreter; kept tiny so the import is cheap."""
-    from app.jobs.worker import run_job
+    from app.jobs.training_process import run_job
 
     run_job(job_id, settings_values, parent_pid)

@@ -1,4 +1,8 @@
-"""Uploaded price datasets: a checked CSV and its data report per name."""
+"""Uploaded price datasets: a checked CSV and its data report per name.
+
+Read by the API (uploads, GET /datasets) and by training processes (the
+job's data). See docs/design.md, "Layout: which process runs what".
+"""
 
 from __future__ import annotations
 

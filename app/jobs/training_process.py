@@ -1,9 +1,11 @@
-"""Entry point of a spawned training worker process.
+"""The training process: one spawned interpreter per training job, in both job modes.
 
-TensorFlow is not fork-safe and training would stall /predict, so each job
-runs in a fresh interpreter started with the `spawn` method. The worker dies
-with the API process (PR_SET_PDEATHSIG), so a killed server leaves no
-orphaned training behind.
+`run_job` is its entry; the embedded mode's `local_runner` and the queue
+worker's `queue_task` start it. TensorFlow is not fork-safe and training
+would stall /predict, so each job runs in a fresh interpreter started with
+`spawn`. It dies with the process that started it (PR_SET_PDEATHSIG), so a
+killed parent leaves no orphaned training behind. Every outcome ends in a
+final job status. See docs/design.md, "Training jobs".
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from app.core.process import (
 )
 from app.jobs.store import CANCELLED, FAILED, RUNNING, JobOutcome, JobStore
 
-# What `ps` shows for a training worker.
+# What `ps` shows for a training process.
 TRAINING_PROCESS_NAME = "stockcast-train"
 
 
@@ -66,7 +68,7 @@ def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int, attem
     die_with_parent()
     name_process(TRAINING_PROCESS_NAME)
     if os.getppid() != parent_pid:
-        # The API died between spawning us and the prctl call above.
+        # The parent died between spawning us and the prctl call above.
         return
 
     from app.core.config import Settings
@@ -79,7 +81,7 @@ def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int, attem
     temp_dir = settings.temp_dir / f"job-{job_id}"
     use_private_temp_dir(temp_dir)
     try:
-        # The runner (or the queue worker) marks the job succeeded once it is served.
+        # The local runner (or the queue task) marks the job succeeded once it is served.
         jobs.set_result(job_id, _train(job_id, job["request"], settings, jobs, parent_pid, attempt), attempt=attempt)
     except JobCancelledError:
         cancelled = JobOutcome(CANCELLED, error="cancelled by request before the model was saved")
@@ -93,20 +95,20 @@ def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int, attem
 def _train(
     job_id: str, request: dict[str, Any], settings: Any, jobs: Any, parent_pid: int, attempt: int | None
 ) -> dict[str, Any]:
-    from training.threads import limit_worker_resources
+    from training.threads import limit_training_resources
 
-    limit_worker_resources(settings.training_threads, settings.training_niceness)
+    limit_training_resources(settings.training_threads, settings.training_niceness)
 
     import time
 
-    from app.jobs.datasets import DatasetStore
+    from app.datasets import DatasetStore
     from training.config import TrainConfig
     from training.data import CleaningSettings, load_prices
     from training.files import sha256_of
+    from training.fitting import Progress, TrainingRun
     from training.gate import GateSettings
-    from training.pipeline import Progress, TrainingRun
+    from training.promotion import train_and_promote
     from training.store import ModelStore
-    from training.workflow import train_and_promote
 
     datasets = DatasetStore(settings.datasets_dir)
     path = datasets.csv_path(request["dataset"])
@@ -123,7 +125,7 @@ def _train(
 
     def should_stop() -> bool:
         if os.getppid() != parent_pid:
-            os._exit(1)  # the API is gone; nobody will read what we produce
+            os._exit(1)  # the parent is gone; nobody will read what we produce
         if jobs.cancel_requested(job_id):
             raise JobCancelledError()
         return False

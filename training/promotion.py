@@ -13,8 +13,8 @@ import numpy as np
 
 from training.config import TrainConfig
 from training.data import CleanResult
+from training.fitting import Progress, TrainingRun, TrainOutcome, train_version
 from training.gate import GateDecision, GateSettings, decide, skill_of
-from training.pipeline import Progress, TrainingRun, TrainOutcome, train_version
 from training.store import CHAMPION, ModelStore
 
 logger = logging.getLogger("stockcast.training")

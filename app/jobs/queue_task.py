@@ -1,11 +1,12 @@
-"""What an `app.worker` process runs: the training task and the sweeper for jobs of dead workers.
+"""What a queue worker (`python -m app.worker`) runs: the training task and the sweeper.
 
 The task runs in one of procrastinate's worker threads and never trains
-itself: it starts a fresh spawned process per job (TensorFlow is not
-fork-safe), watches it, kills it when the job is cancelled, and settles the
-record. The training process dies with the worker (PR_SET_PDEATHSIG), so a
+itself: it starts a training process per job (`app.jobs.training_process`),
+watches it, kills it when the job is cancelled, and settles the record. The
+training process dies with the queue worker (PR_SET_PDEATHSIG), so a queue
 worker killed with SIGKILL leaves no training behind that could write to a
-job retried elsewhere.
+job retried elsewhere. The sweeper retries or fails the jobs of queue
+workers that died. See docs/design.md, "Scaled-out jobs".
 """
 
 from __future__ import annotations
@@ -36,18 +37,18 @@ WATCH_SECONDS = 0.2
 
 @lru_cache
 def worker_records(database_url: str, pool_size: int) -> PostgresJobStore:
-    """One pool of record connections per worker process, shared by its task threads."""
+    """One pool of record connections per queue worker process, shared by its task threads."""
     return PostgresJobStore(database_url, pool_size)
 
 
 def records_for(settings: Settings) -> PostgresJobStore:
-    """This worker's job records."""
+    """This queue worker's job records."""
     assert settings.database_url is not None  # app.worker refuses to start without one
     return worker_records(settings.database_url, settings.database_pool_size)
 
 
 def build_worker_queue(settings: Settings) -> procrastinate.App:
-    """The procrastinate app of a worker process, with its pool sized by the settings and the task registered."""
+    """The procrastinate app of a queue worker, with its pool sized by the settings and the task registered."""
     # procrastinate's pool checks each connection when it is taken, so one
     # broken by a database restart is replaced rather than handed out.
     connector = procrastinate.PsycopgConnector(
@@ -114,15 +115,15 @@ def _watch(
             process.join()
             return reason
         if time.monotonic() - touched >= touch_seconds:
-            # Keeps the record fresh while the worker lives, so the sweeper never
-            # retries a job whose worker is slow or draining rather than dead.
+            # Keeps the record fresh while the queue worker lives, so the sweeper
+            # never retries a job whose queue worker is slow or draining, not dead.
             records.touch(job_id, attempt)
             touched = time.monotonic()
 
 
 def _training_entry(job_id: str, settings_values: dict[str, Any], parent_pid: int, attempt: int) -> None:
     """Imported by the spawned interpreter; kept tiny so the import is cheap."""
-    from app.jobs.worker import run_job
+    from app.jobs.training_process import run_job
 
     run_job(job_id, settings_values, parent_pid, attempt)
 
@@ -131,11 +132,11 @@ def _training_entry(job_id: str, settings_values: dict[str, Any], parent_pid: in
 
 
 async def sweep(queue: procrastinate.App, settings: Settings) -> list[str]:
-    """Retry or fail the jobs of workers that stopped sending heartbeats; returns what it did, one line per job.
+    """Retry or fail the jobs of queue workers that stopped sending heartbeats; one line per job it settled.
 
     procrastinate lists such jobs but leaves them `doing` (holding their
-    model's lock) until someone acts. A job is taken only when its worker's
-    heartbeat AND its own record are stale, so a worker that is draining (no
+    model's lock) until someone acts. A job is taken only when its queue worker's
+    heartbeat AND its own record are stale, so a queue worker that is draining (no
     heartbeats, still running its job) is left alone.
     """
     import asyncio
@@ -172,7 +173,7 @@ async def _settle_stalled(
     )
     version = await asyncio.to_thread(_version_made_by, settings, model, job_id)
     if version is not None:
-        # The version was saved before the worker died: the job did its work.
+        # The version was saved before the queue worker died: the job did its work.
         recovered = JobOutcome(SUCCEEDED, result={"model": model, "version": version, "recovered": True})
         await asyncio.to_thread(records.finish, job_id, recovered, attempt)
         await queue.job_manager.finish_job(job=job, status=queue_jobs.Status.SUCCEEDED, delete_job=False)

@@ -8,14 +8,14 @@ import threading
 import numpy as np
 import pytest
 
-from app.inference.protocol import (
+from app.inference.messages import (
     HEADER,
     MAX_FRAME_BYTES,
     Done,
     Failed,
+    FrameError,
     FrameReader,
     Predict,
-    ProtocolError,
     decode_body,
     encode,
     receive_frame,
@@ -38,7 +38,7 @@ def test_frames_cut_at_every_byte_are_reassembled_in_order() -> None:
 
 def test_a_length_beyond_the_limit_is_a_broken_stream() -> None:
     reader = FrameReader()
-    with pytest.raises(ProtocolError, match="out of step"):
+    with pytest.raises(FrameError, match="out of step"):
         reader.feed(HEADER.pack(MAX_FRAME_BYTES + 1, 1))
 
 

@@ -1,14 +1,12 @@
 """Version report PNGs for GET /models/{name}/versions/{v}/report.png, without Keras in the API process.
 
-Drawing a report recomputes the version's test-period forecasts, so it
-needs Keras (1-5 s, and TensorFlow's 400,000 objects and threads, which the
-API process never imports). A version is immutable, so its report is drawn
-once: by training, into the version's folder (`training.version_report.write_version_report`),
-and the API serves that file. A version trained before that, or whose
-drawing failed, gets its report drawn once in a spawned child process, like
-a training job, into `<data_dir>/reports/<name>/<version>.png`, which is
-served from then on. Concurrent requests for the same missing report wait
-for one drawing.
+Drawing a report recomputes the version's test-period forecasts, so it needs
+Keras, which the API process never imports. Training draws it into the
+version's folder (`training.version_report`), and the API serves that file.
+A version without one gets its report drawn once, in a spawned child
+process, into `<data_dir>/reports/<name>/<version>.png`, served from then on;
+concurrent requests for the same missing report wait for one drawing.
+See docs/design.md, "Layout: which process runs what".
 """
 
 from __future__ import annotations

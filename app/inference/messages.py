@@ -8,15 +8,10 @@ Wire format: one frame per message, a 16-byte header then a pickled body.
 
     header = payload length (uint64, big-endian) + call id (uint64)
 
-The length prefix is why a message can never be misread: the reader takes
-exactly `length` bytes however the stream was cut, and the writer hands
-whole frames to a transport that keeps the unsent part (asyncio's buffers
-on the API side, blocking `sendall` on the worker side). The old protocol
-(`multiprocessing.Connection` on a socket that uvloop had made non-blocking)
-wrote a message larger than the socket buffer only in part, and every later
-message was read out of step: a 1,024-window batch stopped every forecast
-until the watchdog killed the worker. The call id sits in the header, not
-the body, so a body that cannot be unpickled still fails only its own call.
+The reader takes exactly `length` bytes however the stream was cut, so a
+large message is never read out of step. The call id sits in the header, so
+a body that cannot be unpickled fails only its own call. See docs/design.md,
+"Serving path".
 """
 
 from __future__ import annotations
@@ -35,7 +30,7 @@ MAX_FRAME_BYTES = 1 << 30
 NO_CALL = 0
 
 
-class ProtocolError(Exception):
+class FrameError(Exception):
     """The byte stream is not a sequence of frames: the connection cannot be used any more."""
 
 
@@ -135,7 +130,7 @@ class FrameReader:
         while len(buffer) - start >= HEADER.size:
             length, call_id = HEADER.unpack_from(buffer, start)
             if length > MAX_FRAME_BYTES:
-                raise ProtocolError(f"frame of {length} bytes announced: the stream is out of step")
+                raise FrameError(f"frame of {length} bytes announced: the stream is out of step")
             end = start + HEADER.size + length
             if len(buffer) < end:
                 break
@@ -147,7 +142,7 @@ class FrameReader:
 
 
 def send_frame(sock: socket.socket, call_id: int, message: Request | Reply) -> None:
-    """Write one whole frame on a blocking socket (the worker side; callers serialise writers)."""
+    """Write one whole frame on a blocking socket (the inference process side; callers serialise writers)."""
     sock.sendall(encode(call_id, message))
 
 
@@ -167,5 +162,5 @@ def receive_frame(sock: socket.socket) -> tuple[int, bytearray]:
     """Read one whole frame from a blocking socket: (call id, body). EOFError when the peer has gone."""
     length, call_id = HEADER.unpack(_read_exactly(sock, HEADER.size))
     if length > MAX_FRAME_BYTES:
-        raise ProtocolError(f"frame of {length} bytes announced: the stream is out of step")
+        raise FrameError(f"frame of {length} bytes announced: the stream is out of step")
     return call_id, _read_exactly(sock, length)
