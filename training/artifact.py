@@ -9,7 +9,8 @@ import numpy as np
 
 from training import features
 from training.errors import BrokenVersionError
-from training.features import Scaler, WindowSpec
+from training.features import Scaler
+from training.spec import WindowSpec
 from training.store import ModelStore
 
 

@@ -41,10 +41,10 @@ from training import conformal, evaluation, features, significance
 from training.baselines import BASELINES, RidgeBaseline, unfitted_forecasts
 from training.baselines import descriptions as baseline_descriptions
 from training.config import TrainConfig
-from training.data import DATE_COLUMN
 from training.errors import ConfigError
-from training.features import Scaler, SplitBounds, WindowSpec
+from training.features import Scaler, SplitBounds
 from training.fitting import FoldCallback, PreparedData, StopCheck, fit_network, outlier_mask, predict_prices
+from training.spec import DATE_COLUMN, WindowSpec
 
 # The interval level whose coverage the gate checks and the bench reports.
 GATE_LEVEL = 0.9

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from training import features
-from training.features import WindowSpec
+from training.spec import WindowSpec
 
 # Every baseline scored beside the model, in the order reports list them.
 BASELINES: tuple[str, ...] = ("naive", "drift", "ridge")

@@ -1,40 +1,30 @@
 """Every training hyper-parameter, defined once: its type, default, bounds and help text.
 
-`TrainConfig` is the one definition. The `stockcast-train train` flags
-(`training.cli.add_config_flags`) and the `/train` request schema
-(`app.api.schemas.TrainRequest`, through `optional_fields`) are derived from
-its fields, so a new hyper-parameter is one edit here: a field with a
-`description` and, for a number, bounds that refuse values which would make a
-job run for days or exhaust memory.
-
-The enumerations (architectures, transforms, interval scores, backtest refit
-modes) are defined here too, once; model builders, preprocessing, conformal
-scoring, the command line and the request schema all read them from here.
-
-This module imports only pydantic and `training.errors`, so the API process
-and the command line's quick commands can read it without NumPy or Keras.
+`TrainConfig` is the one definition: the `stockcast-train train` flags
+(`training.cli.add_config_flags`) and the `/train` request schema (through
+`optional_fields`) are derived from its fields, so a new hyper-parameter is
+one field here, with a `description` and, for a number, bounds that refuse
+values which would run a job for days or exhaust memory. The enumerations
+are defined here too, once (the window transform in `training.spec`). Only
+pydantic, `training.errors` and `training.spec` are imported, so the API
+process and the command line's quick commands read it without NumPy or Keras.
+See docs/design.md, "Data path".
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 from training.errors import ConfigError
-
-if TYPE_CHECKING:
-    from training.features import WindowSpec
+from training.spec import Transform, WindowSpec
 
 # Enumerations ----------------------------------------------------------------
 
 Architecture = Literal["lstm", "simple_rnn", "gru"]
 ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
-# "relative": scale-free log ratios to the window's last value; "minmax": the
-# tutorial's price levels, kept only to show why they fail on new prices.
-Transform = Literal["relative", "minmax"]
-TRANSFORMS: tuple[Transform, ...] = get_args(Transform)
 # "studentized" divides each residual by its input window's realised
 # volatility, so intervals widen in turbulent markets and narrow in calm ones;
 # "absolute" is plain split conformal on |log(actual/forecast)|.
@@ -174,8 +164,6 @@ class TrainConfig(BaseModel):
 
     def window_spec(self) -> WindowSpec:
         """The windowing and transform part of the configuration."""
-        from training.features import WindowSpec
-
         return WindowSpec(
             features=tuple(self.features),
             label=self.label,

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from training.config import BANDS, DEFAULT_BAND, DEFAULT_INTERVAL_SCORE, INTERVAL_SCORES
-from training.features import WindowSpec
+from training.spec import WindowSpec
 
 # A window whose label never moves (a halted or very coarse-ticked price) has
 # zero realised volatility; dividing by it would give an infinite score. One

@@ -19,14 +19,10 @@ import numpy as np
 import pandas as pd
 
 from training.errors import DataError
+from training.spec import DATE_COLUMN, OUTLIER_COLUMN, PRICE_COLUMNS, VOLUME_COLUMN
 
-# Canonical column names; user columns are matched to these case- and
+# User columns are matched to the canonical names of `training.spec` case- and
 # space-insensitively ("Adj Close", "adj_close" and "ADJCLOSE" all match).
-DATE_COLUMN = "date"
-PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
-VOLUME_COLUMN = "volume"
-# Boolean column added when outliers are masked: True on a flagged row.
-OUTLIER_COLUMN = "outlier"
 KNOWN_COLUMNS = (DATE_COLUMN, *PRICE_COLUMNS, VOLUME_COLUMN)
 NULL_MARKERS = ("", "null", "nan", "na", "n/a", "none", "-")
 

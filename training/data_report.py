@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.data import DATE_COLUMN, PRICE_COLUMNS, VOLUME_COLUMN, CleanResult
+from training.data import CleanResult
+from training.spec import DATE_COLUMN, PRICE_COLUMNS, VOLUME_COLUMN
 
 # The price chart switches to a log axis by itself when the highest close is
 # this many times the lowest: on a linear axis decades of growth flatten the

@@ -4,6 +4,8 @@ Everything here is a pure function of arrays: windows are cut, encoded into a
 scale-free representation, and standardised with a scaler fitted on the
 training windows only. Serving imports the same functions, so a served
 version can never window or scale differently from how it was trained.
+What a window is (`WindowSpec`) is defined in `training.spec`. See
+docs/design.md, "Scale-free representation (why)".
 """
 
 from __future__ import annotations
@@ -14,58 +16,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from training.config import TRANSFORMS, Transform
-from training.data import PRICE_COLUMNS, VOLUME_COLUMN
 from training.errors import ConfigError
+from training.spec import WindowSpec
 
 # Standard deviations below this are treated as 1 so that a constant feature
 # (a volume column of zeros, say) does not divide by zero.
 MIN_SCALE = 1e-8
-
-
-@dataclass(frozen=True)
-class WindowSpec:
-    """Which columns go in, which comes out, and how many rows each way."""
-
-    features: tuple[str, ...]
-    label: str
-    window: int
-    horizon: int = 1
-    transform: Transform = "relative"
-
-    def __post_init__(self) -> None:
-        if self.window < 2:
-            raise ConfigError(f"window must be at least 2 rows, got {self.window}")
-        if self.horizon < 1:
-            raise ConfigError(f"horizon must be at least 1 step, got {self.horizon}")
-        if not self.features:
-            raise ConfigError("features must name at least one column")
-        unknown = [column for column in self.features if column not in (*PRICE_COLUMNS, VOLUME_COLUMN)]
-        if unknown:
-            raise ConfigError(
-                f"feature column(s) {unknown} are not supported; choose from {[*PRICE_COLUMNS, VOLUME_COLUMN]}"
-            )
-        if len(set(self.features)) != len(self.features):
-            raise ConfigError(f"features repeat a column: {list(self.features)}")
-        if self.label not in self.features:
-            raise ConfigError(
-                f"label '{self.label}' must be one of the features {list(self.features)}: "
-                "the forecast is expressed relative to the label's last value in the window"
-            )
-        if self.label not in PRICE_COLUMNS:
-            raise ConfigError(f"label must be a price column {list(PRICE_COLUMNS)}, got '{self.label}'")
-        if self.transform not in TRANSFORMS:
-            raise ConfigError(f"transform must be one of {list(TRANSFORMS)}, got '{self.transform}'")
-
-    @property
-    def label_index(self) -> int:
-        """Position of the label among the feature columns."""
-        return self.features.index(self.label)
-
-    @property
-    def price_mask(self) -> np.ndarray:
-        """True for price columns (log-ratio encoded), False for others (volume)."""
-        return np.array([column in PRICE_COLUMNS for column in self.features])
 
 
 @dataclass(frozen=True)
@@ -147,7 +103,7 @@ def encode_inputs(inputs: np.ndarray, spec: WindowSpec) -> np.ndarray:
         return inputs.astype(np.float64)
     reference = reference_values(inputs, spec)[:, None]
     encoded = np.empty(inputs.shape, dtype=np.float64)
-    prices = spec.price_mask
+    prices = np.array(spec.price_columns)
     encoded[:, :, prices] = np.log(inputs[:, :, prices] / reference[:, :, None])
     if not prices.all():
         others = np.log1p(inputs[:, :, ~prices])

@@ -31,10 +31,11 @@ import pandas as pd
 
 from training import baselines, conformal, evaluation, features
 from training.config import DEFAULT_BAND, DEFAULT_INTERVAL_SCORE, TrainConfig
-from training.data import DATE_COLUMN, OUTLIER_COLUMN, CleanResult
+from training.data import CleanResult
 from training.errors import ConfigError
-from training.features import Scaler, SplitBounds, WindowSpec
+from training.features import Scaler, SplitBounds
 from training.files import check_name, now_iso
+from training.spec import DATE_COLUMN, OUTLIER_COLUMN, WindowSpec
 
 # on_epoch(epoch, epochs, logs) after each epoch.
 EpochCallback = Callable[[int, int, dict[str, float]], None]

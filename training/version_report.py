@@ -21,9 +21,10 @@ import pandas as pd
 
 from training import conformal, features
 from training.baselines import BASELINES
-from training.data import DATE_COLUMN, CleaningSettings, load_prices
+from training.data import CleaningSettings, load_prices
 from training.errors import DataError, NotFoundError
 from training.files import sha256_of, write_bytes_atomic
+from training.spec import DATE_COLUMN
 from training.store import REPORT_FILE, ModelStore
 
 # The bands drawn around the forecast; the table lists every stored level.

@@ -16,9 +16,9 @@ from training.baselines import RidgeBaseline
 from training.config import TrainConfig
 from training.data import CleanResult, load_prices
 from training.errors import ConfigError
-from training.features import WindowSpec
 from training.fitting import TrainingRun
 from training.promotion import train_and_promote
+from training.spec import WindowSpec
 from training.store import CHAMPION, ModelStore
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "msft.csv"

@@ -8,7 +8,8 @@ import pytest
 from tests.helpers import ar_returns_prices
 from training import evaluation
 from training.baselines import RidgeBaseline, drift_forecast, mean_log_return, naive_forecast, unfitted_forecasts
-from training.features import WindowSpec, make_windows
+from training.features import make_windows
+from training.spec import WindowSpec
 
 SPEC = WindowSpec(features=("close",), label="close", window=10, horizon=3)
 

@@ -7,7 +7,7 @@ import pytest
 
 from training import conformal
 from training.config import INTERVAL_SCORES
-from training.features import WindowSpec
+from training.spec import WindowSpec
 
 SPEC = WindowSpec(features=("close",), label="close", window=20, horizon=2)
 

@@ -8,7 +8,8 @@ import pytest
 
 from training.data import CleaningSettings, clean_prices, load_prices, normalise_column_name, read_price_csv
 from training.errors import DataError
-from training.features import WindowSpec, make_windows
+from training.features import make_windows
+from training.spec import WindowSpec
 
 HEADER = "Date,Open,High,Low,Close,Adj Close,Volume\n"
 

@@ -9,8 +9,9 @@ import pytest
 from training import features
 from training.data import CleanResult
 from training.errors import ConfigError
-from training.features import Scaler, WindowSpec
+from training.features import Scaler
 from training.fitting import prepare
+from training.spec import WindowSpec
 
 PRICES = ("open", "high", "low", "close")
 SPEC = WindowSpec(features=("open", "high", "low", "close", "volume"), label="close", window=10)
