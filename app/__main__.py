@@ -10,6 +10,7 @@ starts find the model and go straight to serving.
 
 `python -m app keys create NAME --scope predict|admin`, `keys list` and
 `keys revoke NAME` manage the API keys (`app/core/keys.py`).
+See docs/design.md, "Service".
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Loading a stored version back into something that forecasts in price units."""
+"""Loading a stored version back into something that forecasts in price units.
+
+See docs/design.md, "Store format (`metadata.json`, format version 1)".
+"""
 
 from __future__ import annotations
 

@@ -1,31 +1,14 @@
 """Walk-forward backtest: expanding-window folds, everything refitted inside each fold.
 
-The protocol is that of Darts' `historical_forecasts` and skforecast's
-`TimeSeriesFold`. The last `folds * stride` rows are cut into `folds`
-consecutive test segments of `stride` rows. Fold k knows only the rows before
-its cut: the tail of them is its validation part, split like the main fit's
-into an early-stopping block and a later calibration block `horizon - 1`
-rows apart (`features.tail_blocks`), the rest its training part (scaler,
-network, ridge baseline, drift and the MASE scale).
-It then forecasts every origin whose `horizon` future rows all lie inside its
-test segment. A forecast's input window may reach back into the fold's
-earlier rows, because at the forecast origin they are the past; its targets
-never leave the segment, so no target is scored twice and no target of one
-part is the input of a model fitted on it.
-
-Every window is scored in price units with `training.evaluation` for the
-network, the naive last-value and mean-return drift baselines and a ridge
-regression on lagged log returns, and the conformal intervals (calibrated on
-the fold's calibration block) are checked against the outcomes. Folds are
-pooled for the summary, and `evidence` holds what the promotion gate reads:
-Diebold-Mariano tests against naive (step 1 and pooled) and drift, the 90 %
-coverage with its binomial tolerance, and the Winkler score of the band beside
-that of the training part's empirical return-quantile band.
-
-The alternative calibration, on the walk-forward backtest's own earlier
-out-of-sample residuals (as skforecast does), is measured beside it: from the
-second fold on, each fold's test windows are also bounded with half-widths
-calibrated on every earlier fold's test residuals (`coverage_alternatives`).
+`walk_forward` cuts the last `folds * stride` rows into consecutive test
+segments, as Darts' `historical_forecasts` and skforecast's `TimeSeriesFold`
+do. Fold k fits scaler, network, ridge, drift and intervals on the rows
+before its cut only; a window's inputs may reach back past the cut (the
+past at its origin), its targets never leave the segment. The network and
+its baselines are scored on the same windows and pooled over folds;
+`evidence` holds what the promotion gate reads. Intervals calibrated on
+earlier folds' test residuals are measured beside them (`coverage_alternatives`).
+See docs/design.md, "Walk-forward backtest (how)".
 """
 
 from __future__ import annotations
@@ -46,7 +29,7 @@ from training.features import Scaler, SplitBounds
 from training.fitting import FoldCallback, PreparedData, StopCheck, fit_network, outlier_mask, predict_prices
 from training.spec import DATE_COLUMN, WindowSpec
 
-# The interval level whose coverage the gate checks and the bench reports.
+# The interval level whose coverage the gate checks.
 GATE_LEVEL = 0.9
 GATE_LEVEL_KEY = conformal.level_key(GATE_LEVEL)
 

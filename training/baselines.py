@@ -6,6 +6,7 @@ score a network and its baselines on exactly the same windows. Naive needs
 no fitting; drift has one parameter, the mean daily log return of the
 training history (every row before the split or the fold's cut); the ridge
 is fitted on a fold's own training windows.
+See docs/design.md, "Names, baselines and exchange calendars".
 """
 
 from __future__ import annotations

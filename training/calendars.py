@@ -1,14 +1,11 @@
 """Trading calendars: which days a forecast's steps fall on.
 
 A step is one trading session of the dataset's exchange, so forecast dates
-must skip weekends and the exchange's holidays: on XNYS the session after
-2024-12-24 is 2024-12-26. Calendars come from `exchange_calendars`, whose
-holiday rules are code (no download, works offline); "24/7" (crypto) is
-every calendar day. The calendar is a per-model setting recorded in the
-metadata, and training reports and serving both call `sessions_after`.
-
-Sessions are computed once per calendar and decade and searched with numpy,
-so a request costs one binary search.
+skip weekends and holidays (on XNYS the session after 2024-12-24 is
+2024-12-26). Calendars come from `exchange_calendars`, whose holiday rules
+are code (works offline); "24/7" (crypto) is every calendar day. Sessions
+are computed once per calendar and decade, then binary-searched.
+See docs/design.md, "Names, baselines and exchange calendars".
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@
 
 Every command is a thin shell around a library function; errors the user can
 fix are printed as `error: <message>` with exit status 2, never a traceback.
+See docs/design.md, "Data path".
 """
 
 from __future__ import annotations

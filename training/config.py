@@ -146,7 +146,7 @@ class TrainConfig(BaseModel):
     )
 
     def __init__(self, **values: Any) -> None:
-        # Callers (the command line, the job worker, tests) catch ConfigError,
+        # Callers (the command line, the training process, tests) catch ConfigError,
         # the domain error that carries its 422, not pydantic's ValidationError.
         try:
             super().__init__(**values)
@@ -191,7 +191,7 @@ class TrainConfig(BaseModel):
 
 
 # Fields that only code sets: the request schema and the command line leave
-# them out, so serving answers keep the 80/90/95 % intervals they document.
+# them out, so serving answers keep the interval levels they document.
 INTERNAL_FIELDS: frozenset[str] = frozenset({"interval_levels"})
 
 

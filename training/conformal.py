@@ -1,28 +1,14 @@
 """Split-conformal prediction intervals, scale-free and volatility-adaptive.
 
-Residuals are measured as log(actual / forecast) on windows the network did
-not train on, so one calibration serves a stock at 20 or at 200. Plain split
-conformal takes a quantile of |log residual| and applies it everywhere; that
-over-covers in calm years and under-covers in turbulent ones when the
-calibration windows come from a different volatility regime than the
-forecasts. The default score is therefore studentised (locally adaptive
-conformal): the absolute log residual divided by the realised volatility of
-the label inside the input window. The volatility comes from the window
-alone, so the same number is available at serving time, and the interval is
-forecast * exp(-+quantile * volatility).
-
-For each level and step the quantile is the finite-sample-corrected
-ceil((n + 1) * level)-th smallest score, which keeps coverage at or above the
-level for exchangeable scores. With fewer than ceil(level / (1 - level))
-calibration windows that rank does not exist (the honest bound is infinite):
-the level is refused, left out of the half-widths, and listed under
-`refused` in the metadata, instead of being clamped to the largest score.
-
-Bands are per step by default: each step's band covers that step's outcome
-with the level's probability, and the whole path lies inside all of them
-less often. The "path" band calibrates one score per window, the maximum
-over steps of the step's score divided by that step's median score, so the
-whole path is covered with the level's probability (a simultaneous band).
+Residuals are log(actual / forecast) on windows the network did not train
+on, so one calibration serves a stock at any price level. The default score
+is studentised: each absolute log residual divided by the label's realised
+volatility inside its input window (known at serving time too), so bands
+widen in turbulent markets and narrow in calm ones: forecast *
+exp(-+quantile * volatility). A level with too few calibration windows for
+its finite-sample rank is refused, never clamped. Bands cover each step
+(`per_step`) or the whole path at once (`path`).
+See docs/design.md, "Intervals (why studentised)".
 """
 
 from __future__ import annotations
@@ -95,7 +81,12 @@ def calibrate(
     """Half-widths per level and step from calibration windows; refused levels are left out.
 
     Without `scale` the half-widths are in log units; with it (one positive
-    number per window) they are in units of that scale.
+    number per window) they are in units of that scale. Each is the
+    ceil((n + 1) * level)-th smallest score; with fewer than
+    ceil(level / (1 - level)) windows that rank does not exist (the honest
+    bound is infinite), so the level is left out rather than clamped. The
+    "path" band scores each window by its largest step score over that
+    step's median, so one band covers the whole path at the level.
     """
     if band not in BANDS:
         raise ValueError(f"interval band must be one of {list(BANDS)}, got '{band}'")

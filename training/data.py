@@ -4,6 +4,7 @@
 frame to a clean, date-sorted frame plus a record of everything it removed or
 flagged, so that the data report and the training metadata can say exactly
 what happened to the user's file.
+See docs/design.md, "Data path".
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 `data_report` is a pure function of a `CleanResult` (the seed's `describe()`
 with the cleaning account added); `render_charts` is the I/O edge that draws
 the seed's `hist()` and a price history as PNG files.
+See docs/design.md, "Data path".
 """
 
 from __future__ import annotations

@@ -1,21 +1,13 @@
 """Forecast metrics in price units, for a model and its baselines (`training.baselines`) alike.
 
-All functions take arrays shaped (windows, horizon) and return plain floats,
-so they serve the test split, the walk-forward backtest and the benchmark
-alike. Two scaled errors are reported, under the names the literature uses:
-
-- `mae_ratio_to_naive`: the model's MAE divided by the naive last-value
-  forecast's MAE on the same windows (below 1.0 beats "tomorrow equals
-  today" on those windows). The promotion gate reads this one, together with
-  a Diebold-Mariano test on the same paired losses (`training.significance`).
-- `mase`: Hyndman and Koehler's mean absolute scaled error, the MAE divided by
-  the in-sample one-step naive MAE of the training part (mean |y_t - y_t-1|
-  over the training rows), so the figure compares with Darts' and sktime's
-  `mase`. It is None when no training scale was given.
-
-Directional accuracy is reported beside the "always up" rate (the accuracy of
-a forecast that always predicts a rise) and the count of scored windows, so a
-figure of 0.53 can be read against a market that rose on 53 % of days.
+Functions of arrays shaped (windows, horizon) that return plain floats, so
+the test split and the walk-forward backtest score every forecaster the
+same way. `mae_ratio_to_naive` (the model's MAE over the naive last-value
+forecast's, on the same windows) is what the promotion gate reads; `mase`
+is Hyndman and Koehler's, scaled by the training part's in-sample one-step
+naive MAE, comparable with Darts' and sktime's. Directional accuracy is
+reported beside the "always up" rate, which is what it must beat.
+See docs/design.md, "Names, baselines and exchange calendars".
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 Shared by the model store, the dataset store and the job records; nothing
 here knows what a model or a job is.
+See docs/design.md, "Store format (`metadata.json`, format version 1)".
 """
 
 from __future__ import annotations

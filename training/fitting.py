@@ -1,21 +1,13 @@
-"""From a clean price frame to a stored, evaluated model version.
+"""Training one version: from a clean price frame to a stored, evaluated model version.
 
-The steps are the seed's worked example done without look-ahead: split the
-rows chronologically, window each part on its own, fit the scaler on the
-training windows, train with early stopping on the first block of the
-validation part, calibrate intervals on its later, disjoint block (so the
-windows that chose the epoch never set the interval widths), score the
-untouched test windows in price units beside the naive and mean-return
-drift baselines, then write the version atomically.
-
-The network that is stored and served is not that evaluated network: once
-evaluation is done, a production refit trains the same architecture on every
-row up to the last one, for the number of epochs early stopping chose, with
-the scaler refitted on the same rows. Its intervals keep the evaluated run's
-scale-free half-widths (held-out residuals), and the metadata keeps the
-evaluated run's figures beside the date the served network is trained
-through. Every figure shown stays out of sample; the served network has seen
-the latest rows.
+`train_version` splits the rows chronologically, windows each part on its
+own, fits the scaler on the training windows, trains with early stopping on
+the first validation block, calibrates intervals on a later disjoint block,
+scores the test windows in price units beside the baselines, then writes
+the version atomically. The network served is a production refit on every
+row for the epochs early stopping chose; its figures stay the evaluated
+run's, out of sample. Backtest and promotion are `training.promotion`'s.
+See docs/design.md, "Data path" and "Production refit".
 """
 
 from __future__ import annotations

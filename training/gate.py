@@ -1,28 +1,14 @@
 """The promotion gate: a version becomes champion only on statistical evidence of skill.
 
-A candidate is promoted when, on its walk-forward backtest (out-of-sample
-windows, everything refitted per fold):
-
-1. it beats the naive last-value forecast with evidence: one-sided
-   Diebold-Mariano tests on paired absolute errors (HAC variance with lag
-   h - 1, Harvey-Leybourne-Newbold correction) reject "no better than naive"
-   at the configured level both at step 1 (the step traders act on) and
-   pooled over steps. A tie is no skill (p-value 1);
-2. its pooled MAE is not worse than the full-history mean-return drift
-   baseline's (a network trained on shuffled labels learns about that
-   constant, and must not pass for skill because the period drifted up);
-3. its 90 % intervals' step-1 coverage lies inside the central binomial
-   tolerance of nominal at the same level;
-4. when a champion exists that was trained on the same dataset (sha256) and
-   horizon, the champion's configuration is re-scored on the candidate's own
-   folds (same data, same windows) and the candidate's pooled MAE must not
-   be worse; the paired DM test of candidate against champion is recorded.
-   A champion from another dataset or horizon is not compared at all.
-
-The gate reads the MAE ratio to naive (`mae_ratio_to_naive`), not
-Hyndman-Koehler MASE: the ratio is the paired comparison on the same windows
-that the DM test makes formal. The decision records the statistics,
-p-values, dataset sha256, tested period and horizon.
+On its walk-forward backtest, a candidate is promoted when (1) one-sided
+Diebold-Mariano tests reject "no better than naive" both at step 1 and
+pooled over steps (a tie is no skill); (2) its pooled MAE is not worse than
+the mean-return drift baseline's; (3) the step-1 coverage of its 0.9-level
+intervals lies inside the binomial tolerance of nominal; and (4) a champion
+trained on the same dataset and horizon, re-scored on the candidate's folds,
+has no lower MAE. The gate reads the MAE ratio to naive, the comparison the
+DM test makes formal; the decision records its statistics and p-values.
+See docs/design.md, "Promotion gate and the default version".
 """
 
 from __future__ import annotations

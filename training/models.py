@@ -1,4 +1,7 @@
-"""Recurrent network builders: SimpleRNN, LSTM and GRU with a direct multi-step head."""
+"""Recurrent network builders: SimpleRNN, LSTM and GRU with a direct multi-step head.
+
+See docs/design.md, "Data path".
+"""
 
 from __future__ import annotations
 

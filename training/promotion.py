@@ -1,7 +1,10 @@
-"""Train a version, backtest it, store it, and decide whether it becomes champion.
+"""Training, backtesting and promoting a version: the one entry the command line and jobs share.
 
-This is the one entry point that the command line and the API's training
-workers share, so both apply the same promotion gate.
+`train_and_promote` trains and stores a version (`training.fitting`), runs
+its walk-forward backtest, draws its report, and moves `champion` to it
+when the promotion gate (`training.gate`) allows, under the model's alias
+lock. Both callers go through it, so both apply the same gate.
+See docs/design.md, "Promotion gate and the default version".
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ def train_and_promote(
     outcome = train_version(run, store, progress, after_fit=add_backtest)
     _write_report(store, run.name, outcome.version, run.clean)
     # Read the champion and move it under one lock: another job of this model
-    # (another worker, another machine on the shared store) cannot slip in between.
+    # (another training process, or another machine on the shared store)
+    # cannot slip in between.
     with store.alias_lock(run.name):
         champion_version = store.aliases(run.name).get(CHAMPION)
         champion = store.read_metadata(run.name, champion_version) if champion_version is not None else None

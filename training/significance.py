@@ -1,17 +1,11 @@
 """Statistical evidence for forecast skill: the Diebold-Mariano test and a binomial coverage check.
 
 Pure functions of paired per-window losses. The promotion gate reads them;
-the walk-forward backtest records them in every version's metadata.
-
-Diebold-Mariano (1995) with the Harvey, Leybourne and Newbold (1997)
-small-sample correction: d_t = loss(model)_t - loss(reference)_t on the same
-windows; the long-run variance of the mean of d is the autocovariance sum up
-to lag h - 1 (an h-step forecast error is at most MA(h-1) under the null);
-the statistic is multiplied by sqrt((n + 1 - 2h + h(h - 1)/n) / n) and
-compared with Student's t with n - 1 degrees of freedom. The test is one
-sided: the p-value is the probability of a mean loss difference this
-negative when the model is no better than the reference. A tie (every d_t
-zero) has p-value 1: no skill.
+the walk-forward backtest records them in every version's metadata. The DM
+test (Diebold-Mariano 1995, with the Harvey-Leybourne-Newbold small-sample
+correction) is one-sided: its p-value is the probability of a mean loss
+difference this negative when the model is no better than the reference.
+See docs/design.md, "Promotion gate and the default version".
 """
 
 from __future__ import annotations
@@ -40,8 +34,13 @@ def _long_run_variance(differences: np.ndarray, lag: int) -> float:
 def diebold_mariano(model_loss: np.ndarray, reference_loss: np.ndarray, horizon: int) -> dict[str, Any]:
     """One-sided DM test (HLN-corrected) that the model's mean loss is below the reference's.
 
-    Losses are one number per window in time order. Returns the statistic,
-    p-value, mean loss difference and window count.
+    Losses are one number per window in time order. d_t = loss(model)_t -
+    loss(reference)_t; the long-run variance of its mean sums the
+    autocovariances up to lag h - 1 (an h-step error is at most MA(h-1) under
+    the null); the statistic is multiplied by sqrt((n + 1 - 2h + h(h - 1)/n) / n)
+    and compared with Student's t with n - 1 degrees of freedom. A tie (every
+    d_t zero) has p-value 1. Returns the statistic, p-value, mean loss
+    difference and window count.
     """
     from scipy import stats
 

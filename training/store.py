@@ -4,6 +4,7 @@ A version is written into a hidden temporary folder and renamed into place,
 so a reader sees a whole version or none. Versions are integers that only
 increase. Aliases (`champion` and any others) live beside the versions with
 an append-only log of every change.
+See docs/design.md, "Store format (`metadata.json`, format version 1)".
 """
 
 from __future__ import annotations
@@ -172,8 +173,8 @@ class ModelStore:
     def check_writable(self, name: str) -> None:
         """Raise StoreNotWritableError unless a version of `name` could be written now.
 
-        A training job calls this before it trains: a read-only store used to
-        be found only when the finished model was saved, minutes later.
+        A training job calls this before it trains, so a read-only store is
+        found at once rather than when the finished model is saved.
         """
         folder = self.folder(name)
         try:

@@ -7,6 +7,7 @@ metadata into a PNG; `render_version_report` is the edge that reads the
 store and the data file; `write_version_report` draws it once, at training
 time, into the version's folder, where the API serves it from (a version is
 immutable, and drawing needs Keras, which the API process never imports).
+See docs/design.md, "Layout: which process runs what".
 """
 
 from __future__ import annotations

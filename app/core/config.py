@@ -1,4 +1,7 @@
-"""The one place for settings: environment variables named STOCKCAST_*."""
+"""The one place for settings: environment variables named STOCKCAST_*.
+
+See docs/design.md, "Service".
+"""
 
 from __future__ import annotations
 

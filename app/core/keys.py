@@ -1,16 +1,12 @@
 """API keys: a JSON file of names, scopes and SHA-256 hashes; the keys themselves are never stored.
 
 A key is 32 random bytes (URL-safe base64, prefixed `sc_` so a leaked one is
-easy to grep for). Only its SHA-256 is written: a key carries 256 bits of
-randomness, so a fast hash is as safe as a slow one and costs a microsecond
-per request. Presented keys are hashed and compared with every stored hash
-with `hmac.compare_digest`, so the time taken says nothing about which
-stored key came close.
-
-The service reads the file through a `KeyRing`, which looks at the file's
-modification time at most once per `recheck_seconds`: `keys create` and
-`keys revoke` take effect in a running service within a second, without a
-restart, and the hot path pays one clock read per request.
+easy to grep for). Only its SHA-256 is written: with 256 bits of randomness a
+fast hash is as safe as a slow one. Presented keys are compared with every
+stored hash with `hmac.compare_digest`, so timing reveals nothing. A
+`KeyRing` rereads the file when its modification time changes, checked at
+most once per `recheck_seconds`: `keys create` and `keys revoke` take effect
+in a running service without a restart. See docs/design.md, "Service".
 """
 
 from __future__ import annotations

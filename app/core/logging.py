@@ -5,6 +5,7 @@ The request id lives in a context variable set by the gateway middleware
 the event loop or in a thread started with `asyncio.to_thread`, sees it, and
 a log record factory stamps it on every record, so every line written while
 answering a request carries its id without any logger having to pass it.
+See docs/design.md, "Service".
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Start-up helpers shared by both kinds of child process: the inference process and training processes."""
+"""Start-up helpers shared by both kinds of child process: the inference process and training processes.
+
+See docs/design.md, "Layout: which process runs what".
+"""
 
 from __future__ import annotations
 

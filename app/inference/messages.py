@@ -2,16 +2,12 @@
 
 Both sides import this module and nothing else about the other (as
 MLServer's `mlserver/parallel/messages.py`), so a message cannot mean one
-thing when sent and another when received.
-
-Wire format: one frame per message, a 16-byte header then a pickled body.
-
-    header = payload length (uint64, big-endian) + call id (uint64)
-
+thing when sent and another when received. One frame per message: a header
+(payload length and call id, two big-endian uint64) then a pickled body.
 The reader takes exactly `length` bytes however the stream was cut, so a
-large message is never read out of step. The call id sits in the header, so
-a body that cannot be unpickled fails only its own call. See docs/design.md,
-"Serving path".
+large message is never read out of step; the call id sits in the header, so
+a body that cannot be unpickled fails only its own call.
+See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
@@ -23,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 HEADER = struct.Struct("!QQ")
-# Far above any legal batch (1,024 raw windows of 40 rows are about 1.6 MB), far
-# below what would exhaust memory: a length beyond it means a broken stream.
+# Far above any legal batch, far below what would exhaust
+# memory: a length beyond it means a broken stream.
 MAX_FRAME_BYTES = 1 << 30
 # Call id of messages that answer no call (an engine report).
 NO_CALL = 0
