@@ -214,7 +214,7 @@ def _evidence(
     horizon: int,
     significance_level: float,
 ) -> dict[str, Any]:
-    """Diebold-Mariano tests against naive (step 1, pooled) and drift, and the 90 % coverage's binomial check."""
+    """Diebold-Mariano tests against naive (step 1, pooled) and drift, and the 0.9 coverage's binomial check."""
     actual = forecasts["actual"]
     loss = {name: np.abs(forecasts[name] - actual) for name in ("model", "naive", "drift")}
     pooled = {name: values.mean(axis=1) for name, values in loss.items()}

@@ -1,7 +1,7 @@
 """Scaled-out mode against the real PostgreSQL: schema, records, routes, the sweeper, and a database outage.
 
-No Keras here: jobs are queued but no worker runs them (the end-to-end test
-in test_scaleout.py runs real workers). Each test uses its own scratch
+No Keras here: jobs are queued but no queue worker runs them (the end-to-end
+test in test_scaleout.py runs real queue workers). Each test uses its own scratch
 database, dropped afterwards.
 """
 

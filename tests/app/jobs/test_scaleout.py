@@ -1,10 +1,10 @@
-"""End to end, scaled out: 2 API processes and 2 worker processes on one PostgreSQL database.
+"""End to end, scaled out: 2 API processes and 2 queue workers on one PostgreSQL database.
 
 Real processes, real HTTP, real tiny Keras models, a shared model store and
 data folder. Six jobs for three models go in through both APIs; every job's
-record and progress read the same from both; one worker is killed with
-SIGKILL mid-job, its training process dies with it, and the job is retried
-on the other worker and succeeds; both APIs then serve every new version.
+record and progress read the same from both; one queue worker is killed
+with SIGKILL mid-job, its training process dies with it, and the job is
+retried on the other queue worker and succeeds; both APIs then serve every new version.
 The APIs poll the store only every 10 minutes here, so the new versions
 reach them through LISTEN/NOTIFY. Run with `-s` to see the timeline.
 """
