@@ -292,21 +292,6 @@ class ModelStore:
             handle.write(json.dumps(entry) + "\n")
         return entry
 
-    def remove_alias(self, name: str, alias: str, reason: str = "") -> dict[str, Any] | None:
-        """Delete an alias (logged); None if it was not set."""
-        with self.alias_lock(name):
-            return self._remove_alias(name, alias, reason)
-
-    def _remove_alias(self, name: str, alias: str, reason: str) -> dict[str, Any] | None:
-        current = self.aliases(name)
-        if alias not in current:
-            return None
-        entry = {"alias": alias, "from": current.pop(alias), "to": None, "at": now_iso(), "reason": reason}
-        write_json_atomic(self.folder(name) / ALIASES_FILE, current)
-        with open(self.folder(name) / ALIAS_LOG_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
-        return entry
-
     def alias_log(self, name: str) -> list[dict[str, Any]]:
         """Every alias change of a model, oldest first."""
         path = self.folder(name) / ALIAS_LOG_FILE

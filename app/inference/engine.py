@@ -25,7 +25,6 @@ import numpy as np
 
 from app.core.config import default
 from app.serving.steps import ForecastSteps
-from training import features
 from training.artifact import LoadedVersion
 from training.errors import BrokenVersionError
 
@@ -37,26 +36,21 @@ _XLA_COMPILE_LOCK = threading.Lock()
 DEFAULT_MAX_BATCH_SIZE: int = default("max_batch_size")
 
 
-def bucket_sizes(max_batch_size: int, growth: int = 2) -> tuple[int, ...]:
+def bucket_sizes(max_batch_size: int) -> tuple[int, ...]:
     """Batch sizes that get compiled: 1, 2, 4, 8, ... up to `max_batch_size`, which is always one.
 
-    A batch is padded to the smallest bucket that holds it. Padding is not
-    free: for the 64-unit LSTM on a 40-day window a 64-row batch takes
-    2.3 ms and a 32-row one 1.3 ms, and at 32 concurrent clients batches
-    average about 16 windows, so coarser buckets (1, 4, 16, 64) ran many of
-    them at nearly twice the cost. Doubling buckets waste at most half a
-    batch; the seven buckets up to 64 compile in about 2 s, in the
-    background, so they do not delay readiness.
+    A batch is padded to the smallest bucket that holds it, and padding costs
+    nearly as much as real rows: doubling buckets waste at most half a batch,
+    and the few of them compile in the background, so they do not delay
+    readiness. The measurements behind the choice: docs/design.md.
     """
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
-    if growth < 2:
-        raise ValueError(f"growth must be at least 2, got {growth}")
     sizes = {max_batch_size}
     size = 1
     while size < max_batch_size:
         sizes.add(size)
-        size *= growth
+        size *= 2
     return tuple(sorted(sizes))
 
 
@@ -229,12 +223,6 @@ class CompiledModel(ForecastSteps):
                 padded[:count] = scaled
                 return self._run(engine, padded)[:count]
         return self._run(engine, scaled)
-
-    def predict_prices(self, windows: np.ndarray) -> np.ndarray:
-        """Raw windows (n, window, features), oldest row first, to forecasts (n, horizon) in price units."""
-        windows = np.asarray(windows, dtype=np.float64)
-        outputs = self.predict_scaled(self.prepare(windows))
-        return features.outputs_to_prices(windows, outputs, self.spec, self.scaler)
 
     def forecast(self, windows: np.ndarray) -> np.ndarray:
         """Forecasts and their interval bounds for raw windows (see `finish`), all in this process.

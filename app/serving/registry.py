@@ -1,15 +1,13 @@
 """Which versions are loaded and served, and how a new one takes over.
 
-Each model has a default version (its `champion` alias, or its newest version
-while no version has passed the promotion gate). The registry loads the new
-default before it swaps it in (a rolling swap, as MLServer and TF Serving
-do); if the new one fails to load, the previous one keeps serving and the
-failure is reported by /ready and /models. Pinned versions (`version` or
-`alias` in a request) are loaded on demand and kept in a small cache.
-
-The networks of all loaded versions live in one inference process
-(`app/inference/client.py`); this process keeps each version's
-preprocessing and its micro-batcher.
+Each model serves a default version: its `champion` alias, or its newest
+version while none has passed the promotion gate. A new default is loaded and
+warmed up before it is swapped in (a rolling swap, as in MLServer and TF
+Serving); if it fails to load, the previous one keeps serving and /ready and
+/models report why. Pinned versions (a request's `version` or `alias`) load on
+demand into a small cache. Networks live in the inference process
+(`app/inference/client.py`); this process keeps each version's preprocessing
+and micro-batcher. See docs/design.md (service).
 """
 
 from __future__ import annotations
@@ -17,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +50,6 @@ class ServedVersion:
     metadata: dict[str, Any]
     model: RemoteModel
     batcher: MicroBatcher
-    loaded_at: float = field(default_factory=time.time)
     # The version's own evidence (`training.gate.skill_of`), computed once at load.
     skill: dict[str, Any] = field(default_factory=dict)
 
@@ -89,12 +85,9 @@ class ModelRegistry:
         self.models: dict[str, ModelState] = {}
         self.pinned: OrderedDict[tuple[str, int], ServedVersion] = OrderedDict()
         # (name, version) -> (fingerprint of its files, why it failed): versions not to load again
-        # until their files change. Without it a broken newest version was retried, and the served
-        # one reloaded and recompiled, on every refresh, forever.
+        # until their files change, so that a broken newest version is not retried, nor the served
+        # one reloaded and recompiled, on every refresh.
         self._failed: dict[tuple[str, int], tuple[tuple[tuple[str, int, int], ...], str]] = {}
-        # Loads started per (name, version): what the tests count to prove nothing is reloaded.
-        self.load_attempts: Counter[tuple[str, int]] = Counter()
-        self.refreshes = 0
         self._lock = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
         self.inference = InferenceProcess(
@@ -109,7 +102,6 @@ class ModelRegistry:
 
     async def _load(self, name: str, version: int) -> ServedVersion:
         """Preprocessing here, the network in the inference process (which warms it up)."""
-        self.load_attempts[(name, version)] += 1
         metadata, spec, scaler = await asyncio.to_thread(load_preprocessing, self.store, name, version)
         # The calendar's sessions are built once (seconds for some exchanges),
         # here rather than in the first request that needs a date.
@@ -226,7 +218,6 @@ class ModelRegistry:
                 await self.refresh()
             except Exception:
                 logger.exception("store refresh failed")
-            self.refreshes += 1
 
     async def stop(self) -> None:
         """Stop watching, close every batcher and stop the inference process."""

@@ -119,7 +119,6 @@ def test_an_alias_move_records_the_key(keyed: TestClient, keys: Keys, model_stor
     assert response.status_code == 200, response.text
     assert response.json()["change"]["by"] == "ops"
     assert model_store.alias_log("tiny")[-1]["by"] == "ops"
-    model_store.remove_alias("tiny", "audited", reason="test cleanup")
 
 
 def test_a_revoked_key_is_refused_without_a_restart(keyed: TestClient, keys: Keys) -> None:
