@@ -49,7 +49,7 @@ ANSWER = b'{"model":"msft","version":1}'
 
 
 async def answer_directly(scope: Scope, raw: bytes) -> Response:
-    """The same answer as the gateway's direct answer to /predict (as `app.api.predict_fast_path.answer` is used)."""
+    """A fixed answer, as the gateway gives /predict from its table of direct answers."""
     return JsonAnswer(ANSWER)
 
 
