@@ -32,13 +32,13 @@ residuals. `--calibration-only` prints just that table.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import add_json_option, write_json
 
 from training import evaluation, features
 from training.backtest import walk_forward
@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--horizon", type=int, default=1, help="forecast steps")
     parser.add_argument("--patience", type=int, default=DEFAULT_PATIENCE, help="early-stopping patience")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--json", type=Path, help="also write every result as JSON to this file")
+    add_json_option(parser)
     parser.add_argument("--calibration-only", action="store_true", help="only the leaky vs honest calibration table")
     parser.add_argument("--architecture", default="lstm", help="network of the calibration table")
     return parser.parse_args(argv)
@@ -281,8 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             "calibration": calibration,
             "calibration_backtests": calibration_reports,
         }
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2, default=str))
+    write_json(args.json, sys.argv if argv is None else ["bench/forecast_quality.py", *argv], {"results": results})
     return 0
 
 

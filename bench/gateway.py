@@ -1,6 +1,6 @@
 """What the gateway middleware costs per request, in process: with keys and metrics, without, and no gateway.
 
-    .venv/bin/python bench/gateway.py [--requests 20000] [--rounds 5]
+    .venv/bin/python bench/gateway.py [--requests 20000] [--rounds 5] [--json OUT]
 
 `bench/serve.py` measures the same thing end to end (service vs
 service-open), but on two shared cores its throughput figures drift by more
@@ -28,12 +28,14 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from harness import add_json_option, write_json
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
@@ -47,7 +49,7 @@ ANSWER = b'{"model":"msft","version":1}'
 
 
 async def answer_directly(scope: Scope, raw: bytes) -> Response:
-    """The same answer as the gateway's direct answer to /predict (as `app.api.predict_fast_path.answer` is used)."""
+    """A fixed answer, as the gateway gives /predict from its table of direct answers."""
     return JsonAnswer(ANSWER)
 
 
@@ -139,6 +141,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000, help="requests per stack and round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds, the stacks taking turns (median reported)")
     parser.add_argument("--predict-cpu-us", type=float, default=160.0, help="API CPU per /predict to compare with")
+    add_json_option(parser)
     args = parser.parse_args()
     results = asyncio.run(measure(args.requests, args.rounds))
     medians = {name: statistics.median(values) for name, values in results.items()}
@@ -154,6 +157,17 @@ def main() -> None:
     print(
         f"keys + metrics alone: +{keys_and_metrics:.1f} us = {keys_and_metrics / args.predict_cpu_us:.1%} "
         "(goal of issue 16: under 5 %)"
+    )
+    write_json(
+        args.json,
+        sys.argv,
+        {
+            "requests": args.requests,
+            "rounds": results,
+            "median_us_per_request": medians,
+            "keys_and_metrics_us": keys_and_metrics,
+            "predict_cpu_us": args.predict_cpu_us,
+        },
     )
 
 

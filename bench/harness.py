@@ -1,13 +1,17 @@
-"""What the benchmarks that drive a running service share: the wrk runner, /proc figures, a server handle.
+"""What the benchmarks share: `--json OUT`, the wrk runner, /proc figures, a server handle.
 
-Scenarios live in their own scripts (`serve.py`, `request_steps.py`); this
-module holds no scenario. Linux only (/proc), and wrk must be installed
-(Debian: `apt-get install -y wrk`).
+Scenarios live in their own scripts (`bench/README.md` lists them); this
+module holds no scenario. Every script takes `--json OUT` through
+`add_json_option` and writes its figures with `write_json`, beside what it
+prints. The server tools are Linux only (/proc) and need wrk (Debian:
+`apt-get install -y wrk`).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -63,6 +67,34 @@ function done(summary, latency, requests)
     latency:percentile(99), latency.max, e.connect + e.read + e.write + e.timeout, e.status))
 end
 """
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """Give a script the `--json OUT` option that `write_json` reads."""
+    parser.add_argument(
+        "--json", type=Path, metavar="OUT", help="also write the figures as JSON to OUT (besides printing them)"
+    )
+
+
+def _plain(value: Any) -> Any:
+    """What `json.dumps` cannot encode by itself: dataclasses, paths, numpy numbers and arrays."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        figures = dataclasses.asdict(value)
+        if isinstance(value, Measurement):
+            figures.update(throughput=value.throughput, cpu_per_request_us=value.cpu_per_request_us)
+        return figures
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def write_json(out: Path | None, command: list[str], figures: dict[str, Any]) -> None:
+    """Write `figures` with the command that produced them to `out`; nothing when `out` is None."""
+    if out is None:
+        return
+    document = {"command": " ".join(command), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **figures}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=2, default=_plain) + "\n")
 
 
 def free_port() -> int:

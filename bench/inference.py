@@ -1,6 +1,6 @@
 """Milliseconds per inference call: model.predict vs model(x) vs tf.function vs XLA vs exported SavedModel.
 
-    .venv/bin/python bench/inference.py [--models-dir DIR --model NAME --version N] [--batches 1,16,64]
+    .venv/bin/python bench/inference.py [--models-dir DIR --model NAME --version N] [--batches 1,16,64] [--json OUT]
 
 One process, one model (the 64-unit LSTM on a 40-day window, trained for
 two epochs into a temporary store unless a store is given), every variant on
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import add_json_option, write_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -82,6 +84,7 @@ def main() -> None:
     parser.add_argument("--version", type=int, help="version (default: the newest)")
     parser.add_argument("--batches", default="1,16,64", help="comma list of batch sizes")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per batch size")
+    add_json_option(parser)
     args = parser.parse_args()
 
     from bench_model import train_benchmark_model, sample_windows  # noqa: I001 (bench/ is on sys.path)
@@ -116,6 +119,7 @@ def main() -> None:
         )
         print(header)
         print("-" * len(header))
+        results: list[dict[str, object]] = []
         for batch in (int(size) for size in args.batches.split(",")):
             raw = np.asarray(sample_windows(spec.window, spec.features, batch))
             scaled = features.scale_inputs(raw, spec, loaded.scaler)
@@ -141,11 +145,22 @@ def main() -> None:
             medians = {name: statistics.median(values) for name, values in rounds.items()}
             baseline = medians["model.predict"]
             for name, milliseconds in medians.items():
+                results.append(
+                    {
+                        "variant": name,
+                        "batch": batch,
+                        "first_call_ms": first_call[name],
+                        "ms_per_call": milliseconds,
+                        "us_per_window": milliseconds * 1e3 / batch,
+                        "speed_up": baseline / milliseconds,
+                    }
+                )
                 print(
                     f"{name:30s} {batch:5d} {first_call[name]:13.0f} {milliseconds:9.3f} "
                     f"{milliseconds * 1e3 / batch:10.1f} {baseline / milliseconds:8.1f}x"
                 )
             print()
+        write_json(args.json, sys.argv, {"model": args.model, "version": version, "results": results})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ lock never serialises them. The ratio (1 worker's wall time over 2 workers')
 is what a second worker buys on this machine; on one host the workers share
 its cores, so it stays below 2.
 
-    python bench/jobs.py [--jobs 4] [--epochs 2] [--database-url postgresql://postgres@127.0.0.1:5432/test]
+    python bench/jobs.py [--jobs 4] [--epochs 2] [--database-url postgresql://postgres@127.0.0.1:5432/test] [--json OUT]
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from harness import add_json_option, write_json  # noqa: E402 (after the repository joins sys.path)
 
 SAMPLE = ROOT / "data" / "sample" / "msft.csv"
 
@@ -133,6 +135,7 @@ def main() -> int:
         default=os.environ.get("STOCKCAST_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
         help="any database of the server; scratch databases are created beside it and dropped",
     )
+    add_json_option(parser)
     arguments = parser.parse_args()
     print(f"command: python bench/jobs.py --jobs {arguments.jobs} --epochs {arguments.epochs}")
     print(f"machine: {os.cpu_count()} CPU cores (shared with whatever else runs)")
@@ -144,6 +147,17 @@ def main() -> int:
     for workers, seconds in timings.items():
         print(f"| {workers} | {seconds:.1f} | {60 * arguments.jobs / seconds:.1f} |")
     print(f"\nratio 1 worker / 2 workers: {timings[1] / timings[2]:.2f}x")
+    write_json(
+        arguments.json,
+        sys.argv,
+        {
+            "jobs": arguments.jobs,
+            "epochs": arguments.epochs,
+            "cpu_count": os.cpu_count(),
+            "wall_seconds": {str(workers): seconds for workers, seconds in timings.items()},
+            "ratio_1_to_2_workers": timings[1] / timings[2],
+        },
+    )
     return 0
 
 

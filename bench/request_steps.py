@@ -1,8 +1,8 @@
 """Where the API process's time goes on /predict under load: each step, timed inside the running service.
 
-    .venv/bin/python bench/request_steps.py [--models-dir DIR] [--duration 10] [--concurrency 32] [--route]
+    .venv/bin/python bench/request_steps.py [--models-dir DIR] [--duration 10] [--concurrency 32] [--route] [--json OUT]
 
-Needs `wrk`. Starts the real service with uvicorn, from this module's `app`:
+Needs `wrk`. Starts the real service with uvicorn, from `instrumented_app`:
 the same app, with the synchronous steps of the /predict path wrapped in
 timers (about 0.3 us each). Drives it with wrk like `bench/serve.py`, then
 reads the totals from `GET /_steps` and prints microseconds per request for
@@ -77,11 +77,9 @@ def instrumented_app() -> Any:
         if owner_name:
             owner = getattr(owner, owner_name)
         if isinstance(owner, types.ModuleType) and owner.__name__ == "orjson":
-            # orjson is a C module: give app.serving.forecasting a stand-in with a timed dumps.
-            import orjson
-
-            forecasting = importlib.import_module("app.serving.forecasting")
-            forecasting.orjson = types.SimpleNamespace(dumps=timed(label, orjson.dumps))  # type: ignore[attr-defined]
+            # orjson is a C module: give the module that uses it a stand-in with a timed dumps.
+            user = importlib.import_module(module_name)
+            user.orjson = types.SimpleNamespace(dumps=timed(label, owner.dumps))  # type: ignore[attr-defined]
             continue
         setattr(owner, attribute, timed(label, getattr(owner, attribute)))
 
@@ -103,10 +101,12 @@ def main() -> None:
         WRK_SCRIPT,
         Payload,
         Server,
+        add_json_option,
         cpu_seconds,
         http,
         run_wrk,
         serving_processes,
+        write_json,
     )
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load")
     parser.add_argument("--concurrency", type=int, default=32, help="wrk connections")
     parser.add_argument("--route", action="store_true", help="every /predict through the FastAPI route")
+    add_json_option(parser)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/request_steps.py needs wrk: apt-get install -y wrk")
@@ -139,7 +140,8 @@ def main() -> None:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "request_steps:app",
+                "request_steps:instrumented_app",
+                "--factory",
                 "--app-dir",
                 str(BENCH),
                 "--host",
@@ -187,24 +189,37 @@ def main() -> None:
     print()
     print(f"{'step (API process)':45s} {'calls/req':>9s} {'us/req':>8s}")
     covered = 0.0
+    steps: dict[str, dict[str, float]] = {}
     for label, _, _ in STEPS:
         spent = (after_steps["ns"].get(label, 0) - before_steps["ns"].get(label, 0)) / 1000 / requests
         count = (after_steps["calls"].get(label, 0) - before_steps["calls"].get(label, 0)) / requests
         if count == 0:
             continue
         covered += 0.0 if label.startswith(" ") else spent
+        steps[label] = {"calls_per_request": count, "us_per_request": spent}
         print(f"{label:45s} {count:9.3f} {spent:8.1f}")
     api_cpu = (after_cpu[0] - before_cpu[0]) / requests * 1e6
     print(f"{'all steps above':45s} {'':9s} {covered:8.1f}")
     print(f"{'API process CPU (user + system)':45s} {'':9s} {api_cpu:8.1f}")
     print(f"{'  not in a step: uvicorn, ASGI layers, asyncio':45s} {'':9s} {api_cpu - covered:8.1f}")
+    inference_us = None
     if len(processes) > 1:
         inference_cpu = sum(after - before for after, before in zip(after_cpu[1:], before_cpu[1:], strict=True))
-        print(f"{'inference process CPU':45s} {'':9s} {inference_cpu / requests * 1e6:8.1f}")
+        inference_us = inference_cpu / requests * 1e6
+        print(f"{'inference process CPU':45s} {'':9s} {inference_us:8.1f}")
+    write_json(
+        args.json,
+        sys.argv,
+        {
+            "measurement": measured,
+            "steps": steps,
+            "steps_us": covered,
+            "api_cpu_us": api_cpu,
+            "not_in_a_step_us": api_cpu - covered,
+            "inference_cpu_us": inference_us,
+        },
+    )
 
 
 if __name__ == "__main__":
     main()
-elif "uvicorn" in sys.modules:
-    # Imported by the uvicorn that main() starts.
-    app = instrumented_app()

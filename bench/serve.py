@@ -1,6 +1,6 @@
 """The service against a tutorial-style server and a constant endpoint, measured in one run.
 
-    .venv/bin/python bench/serve.py [--models-dir DIR] [--duration 10] [--concurrency 1,32] [--rounds 3]
+    .venv/bin/python bench/serve.py [--models-dir DIR] [--duration 10] [--concurrency 1,32] [--rounds 3] [--json OUT]
 
 Needs `wrk` (Debian: `apt-get install -y wrk`). One run:
 
@@ -77,6 +77,7 @@ from harness import (
     Measurement,
     Payload,
     Server,
+    add_json_option,
     cpu_seconds,
     http,
     median_run,
@@ -84,6 +85,7 @@ from harness import (
     run_wrk,
     serving_processes,
     training_workers,
+    write_json,
 )
 
 from app.core.keys import create_key
@@ -365,6 +367,7 @@ def main() -> None:
         default=f"{SERVICE},{SERVICE_ROUTE},{SERVICE_OPEN},{TUTORIAL},{CONSTANT}",
         help=f"which servers to run (the goals need {SERVICE}, {TUTORIAL} and {CONSTANT})",
     )
+    add_json_option(parser)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/serve.py needs wrk: apt-get install -y wrk")
@@ -501,10 +504,17 @@ def main() -> None:
             print_table(measurements)
             print()
             print(f"{'server':14s} {'start to ready':>14s} {'RSS MiB':>8s} {'peak RSS MiB':>12s}  processes")
+            memory: dict[str, dict[str, Any]] = {}
             for server in servers.values():
                 # The service's inference process is part of what it costs to run.
                 sizes = [memory_mib(pid) for pid in serving_processes(server.pid)]
                 resident, peak = sum(size[0] for size in sizes), sum(size[1] for size in sizes)
+                memory[server.name] = {
+                    "ready_seconds": server.ready_seconds,
+                    "rss_mib": resident,
+                    "peak_rss_mib": peak,
+                    "processes_rss_mib": [size[0] for size in sizes],
+                }
                 parts = " + ".join(f"{size[0]:.0f}" for size in sizes)
                 print(
                     f"{server.name:14s} {server.ready_seconds:13.1f}s {resident:8.0f} {peak:12.0f}"
@@ -517,6 +527,11 @@ def main() -> None:
             else:
                 print_gateway_cost(measurements, servers)
             print_baseline(measurements, servers)
+            write_json(
+                args.json,
+                sys.argv,
+                {"cpu_count": os.cpu_count(), "measurements": measurements, "servers": memory},
+            )
         finally:
             for server in servers.values():
                 server.stop()

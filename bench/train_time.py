@@ -1,6 +1,6 @@
 """Seconds to train the default model on the full sample, and how SimpleRNN and GRU compare.
 
-    .venv/bin/python bench/train_time.py [--data data/sample/msft.csv] [--architectures lstm,simple_rnn,gru]
+    .venv/bin/python bench/train_time.py [--data CSV] [--architectures lstm,simple_rnn,gru] [--json OUT]
 
 Each architecture trains with the TrainConfig defaults (window 40, 64 units,
 up to 30 epochs with early stopping, batch 64; no backtest) into a temporary
@@ -16,9 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness import add_json_option, write_json
 
 from training.config import TrainConfig
 from training.data import load_prices
@@ -34,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SAMPLE, help="price CSV (default: the bundled sample)")
     parser.add_argument("--architectures", default="lstm,simple_rnn,gru", help="comma list; the first is the baseline")
+    add_json_option(parser)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -71,6 +75,24 @@ def main() -> None:
             f"{architecture:12} {seconds:8.1f} {epochs:7d} {per_epoch:8.2f} {seconds / base_seconds:7.2f} "
             f"{per_epoch / base_per_epoch:10.2f} {mase:7.3f}"
         )
+    write_json(
+        args.json,
+        sys.argv,
+        {
+            "data": args.data.name,
+            "import_seconds": import_seconds,
+            "architectures": [
+                {
+                    "architecture": name,
+                    "seconds": seconds,
+                    "epochs": epochs,
+                    "seconds_per_epoch": per_epoch,
+                    "mae_ratio_to_naive": mase,
+                }
+                for name, seconds, epochs, per_epoch, mase in rows
+            ],
+        },
+    )
 
 
 if __name__ == "__main__":
