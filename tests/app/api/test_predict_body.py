@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from fastapi.exceptions import RequestValidationError
 
-from app.api.json_body import parse_body
-from app.api.predict_body import parse_predict
+from app.api.predict import parse_body, parse_predict
 from app.api.schemas import ArrayWindowRequest, PredictRequest
 from app.core.errors import describe_validation_errors
 
