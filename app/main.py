@@ -1,4 +1,7 @@
-"""Builds the FastAPI application; `app.main:app` is the ASGI entry point."""
+"""Builds the FastAPI application; `app.main:app` is the ASGI entry point.
+
+See docs/design.md.
+"""
 
 from __future__ import annotations
 

@@ -36,14 +36,14 @@ BENCH = Path(__file__).resolve().parent
 # (label, module or class, attribute); nested steps are indented in the table.
 STEPS: list[tuple[str, str, str]] = [
     # The one /predict handler parses, whichever entry point (--route) called it.
-    ("parse the body", "app.api.routes.predict", "parse_predict"),
+    ("parse the body", "app.api.predict", "parse_predict"),
     ("check the window against the version", "app.serving.forecasting", "window_to_array"),
     # Scaling, prices and bounds run in the inference process (its CPU is printed beside).
     ("start a batch (stack, send)", "app.serving.batching:MicroBatcher", "_dispatch"),
     ("read the inference reply", "app.inference.client:_WorkerLink", "data_received"),
     ("end a batch (hand out)", "app.serving.batching:MicroBatcher", "_hand_out"),
-    ("build the answer's rows", "app.serving.forecasting", "forecast_steps"),
-    ("encode the answer (orjson)", "app.serving.forecasting:orjson", "dumps"),
+    ("build the answer's rows", "app.api.predict", "forecast_steps"),
+    ("encode the answer (orjson)", "app.api.predict:orjson", "dumps"),
 ]
 
 
@@ -77,10 +77,10 @@ def instrumented_app() -> Any:
         if owner_name:
             owner = getattr(owner, owner_name)
         if isinstance(owner, types.ModuleType) and owner.__name__ == "orjson":
-            # orjson is a C module: give app.serving.forecasting a stand-in with a timed dumps.
+            # orjson is a C module: give app.api.predict a stand-in with a timed dumps.
             import orjson
 
-            forecasting = importlib.import_module("app.serving.forecasting")
+            forecasting = importlib.import_module("app.api.predict")
             forecasting.orjson = types.SimpleNamespace(dumps=timed(label, orjson.dumps))  # type: ignore[attr-defined]
             continue
         setattr(owner, attribute, timed(label, getattr(owner, attribute)))

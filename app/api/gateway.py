@@ -1,14 +1,13 @@
 """The outermost middleware: request id, key check, limits, metrics and access log, and the direct answers.
 
 Every request passes the same checks, in this order: a request id (the
-caller's sane `X-Request-ID` or a new one, for the log lines and the
-answer's header); the key (`app/api/auth.py`: 401, or 403 without the
-route's scope); a mutating request from a foreign web `Origin` (403); the
-per-key rate limit on mutating requests (429); the body size (413, a
-declared length before a byte is read, an undeclared one as it arrives).
+caller's sane `X-Request-ID` or a new one); the key (`app.api.auth`: 401,
+or 403 without the route's scope); a mutating request from a foreign web
+`Origin` (403); the per-key rate limit on changes (429); the body size (413:
+a declared length before a byte is read, an undeclared one as it arrives).
 Then the hot inference routes are answered here, from `DIRECT_ANSWERS`;
-everything else goes on to the app. One pure ASGI class, not Starlette's
-`BaseHTTPMiddleware`, which runs the app in a separate task. See docs/design.md, "Serving path".
+everything else goes on to the app. A pure ASGI class, not Starlette's
+`BaseHTTPMiddleware`, which runs the app in a separate task. See docs/design.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
 """POST /predict and /predict/batch: the body parsed into windows, the core called, the JSON answer shaped.
 
-The gateway answers every POST /predict with `answer` (its table of direct
-answers, `app.api.gateway`); the FastAPI route only documents it. A body
-sent as arrays of numbers is decoded with orjson into one numpy array;
-every other body goes through pydantic (`PredictRequest`), so every error
-message comes from one place, and the array parser accepts only what
-pydantic accepts, with the same values. Rows become (array, dates) here;
-`app.serving.forecasting.forecast_windows` does the rest, and the answer
-is built as plain lists and dicts encoded by orjson (`PredictResponse`
-documents its shape). See docs/design.md, "Serving path".
+The gateway answers every POST /predict with `answer` (`app.api.gateway`).
+A body of arrays of numbers is decoded by orjson into one numpy array, and
+accepted only where pydantic would accept it with the same values; every
+other body goes through `PredictRequest`, so each error message comes from
+one place. Rows become (array, dates) here; `forecast_windows` does the
+rest, and the answer is plain lists and dicts encoded by orjson
+(`PredictResponse` documents its shape). See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations

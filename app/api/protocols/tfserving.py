@@ -1,18 +1,12 @@
 """TensorFlow Serving's REST API: model status, SignatureDef-shaped metadata, and :predict.
 
-Bodies follow TF Serving's REST API documentation
-(https://www.tensorflow.org/tfx/serving/api_rest): a predict request holds
-`instances` (row format: one window per instance, either the window itself
-or `{"window": ...}`) or `inputs` (columnar: all windows as one tensor, or
-`{"window": ...}`); the answer is `predictions` (one object of named outputs
-per instance) or `outputs` (one tensor per named output). Version labels are
-stockcast's aliases. Errors are `{"error": message}`.
-
-JSON numbers are taken as doubles (the signature says DT_DOUBLE), so a
-window gives exactly the forecast /predict gives for it. The gate evidence
-sits in the metadata answer beside the signature, under `stockcast`
-(TF Serving's metadata is a map of named fields, of which `signature_def`
-is one). The gateway answers :predict with `answer`. See docs/design.md.
+Bodies follow https://www.tensorflow.org/tfx/serving/api_rest: `instances`
+(row format, one window per instance) or `inputs` (columnar) in, and
+`predictions` or `outputs` of named tensors back. Version labels are
+stockcast's aliases; errors are `{"error": message}`. JSON numbers are taken
+as doubles (DT_DOUBLE), so a window gives exactly /predict's forecast. The
+gate evidence sits in the metadata beside the signature, under `stockcast`.
+The gateway answers :predict with `answer`. See docs/design.md.
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """The Open Inference Protocol (KServe V2) over REST, with Triton's binary tensor data extension.
 
-Request and response bodies follow the protocol's REST spec
-(kserve `docs/predict-api/v2/required_api.md`) and Triton's
-`binary_tensor_data` extension, which `tritonclient.http` uses by default:
-the JSON header first, its length in the `Inference-Header-Content-Length`
-HTTP header, then each binary tensor's raw little-endian bytes in the order
-of the inputs (or outputs) whose `parameters.binary_data_size` says how many
-bytes are theirs. Binary input is the cheapest form a window can arrive in:
-no number is parsed, the bytes become the batch's array in one copy.
-
-This module decodes and encodes; the lookup, window checks, micro-batched
-inference and conversion to prices are the core's
-(`app.serving.forecasting.forecast_windows`). The gateway answers infer
-requests with `answer`. See docs/design.md, "Serving path".
+Bodies follow the protocol's REST spec (kserve `docs/predict-api/v2/required_api.md`)
+and Triton's `binary_tensor_data` extension, which `tritonclient.http` uses by
+default: the JSON header, its length in `Inference-Header-Content-Length`,
+then each binary tensor's raw little-endian bytes in input (or output) order.
+This module decodes and encodes; the lookup, window checks, inference and
+prices are the core's (`app.serving.forecasting.forecast_windows`). The
+gateway answers infer requests with `answer`. See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations

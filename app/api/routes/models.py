@@ -2,6 +2,7 @@
 
 Plain `def` routes, except where the registry is awaited: they read files,
 and FastAPI runs plain routes in its thread pool, off the event loop.
+See docs/design.md.
 """
 
 from __future__ import annotations

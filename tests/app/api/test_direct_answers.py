@@ -1,8 +1,9 @@
-"""/predict's two entry points, the fast path in front of FastAPI's routing and FastAPI's route, answer alike.
+"""The gateway's direct answers: the one answering path of POST /predict, V2 infer and TF Serving :predict.
 
-Both call `answer_predict`, the one handler: one parse of the body, the
-lookup, the forecast, and every error rendered as the app's exception
-handlers render it. The fast path answers every POST /predict itself.
+The gateway answers every POST /predict with `app.api.predict.answer`: one
+parse of the body, the core's lookup and forecast, and every error rendered
+as the app's exception handlers render it. The FastAPI routes of these
+paths only document them.
 """
 
 from __future__ import annotations
