@@ -1,4 +1,7 @@
-"""Builds the FastAPI application; `app.main:app` is the ASGI entry point."""
+"""Builds the FastAPI application; `app.main:app` is the ASGI entry point.
+
+See docs/design.md.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +15,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
-from app.api import predict_fast_path
 from app.api.auth import add_security_scheme
 from app.api.gateway import Gateway
 from app.api.json_body import add_documented_bodies
-from app.api.protocols.fast_path import ProtocolFastPath
 from app.api.responses import ValidationErrorPublic
 from app.api.routes import datasets, health, jobs, models, predict, tfserving, v2
 from app.api.routes import metrics as metrics_route
@@ -144,20 +145,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     metrics.ENABLED = settings.metrics
     install_error_handlers(app)
-    if settings.predict_fast_path:
-        # The standard protocols' inference requests, the same way as /predict (app/api/protocols/fast_path.py).
-        app.add_middleware(ProtocolFastPath)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
-    # Added last, so outermost: no request reaches the fast path or a route without its checks.
-    # It answers /predict, the hottest request, itself: no other layer of ours on the way.
-    direct = {predict_fast_path.PATH: predict_fast_path.answer} if settings.predict_fast_path else {}
-    app.add_middleware(Gateway, settings=settings, direct=direct)
+    # Added last, so outermost: no request reaches a route, or a direct answer, without its checks.
+    # It answers the hot inference routes itself (`app.api.gateway.DIRECT_ANSWERS`): no other layer on the way.
+    app.add_middleware(Gateway, settings=settings)
     if settings.cors_origins:
         # Outside the gateway: a browser's preflight carries no key and is answered here.
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    # /predict first: requests are matched against routes in order, and it is the hot one.
+    # Requests are matched against routes in order: /predict/batch, the hottest routed one, first.
     for module in (predict, health, models, datasets, jobs, v2, tfserving):
         app.include_router(module.router)
     if settings.metrics and settings.metrics_port is None:

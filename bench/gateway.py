@@ -27,10 +27,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from app.api.asgi import JsonAnswer
-from app.api.gateway import Gateway
+from app.api.gateway import DirectRoute, Gateway
 from app.core.config import Settings
 from app.core.keys import create_key
 
@@ -48,7 +50,7 @@ BODY = json.dumps({"model": "msft", "window": [[83.0, 84.0, 82.5, 83.5, 2.1e7]] 
 ANSWER = b'{"model":"msft","version":1}'
 
 
-async def answer_directly(scope: Scope, raw: bytes) -> Response:
+async def answer_directly(scope: Scope, path: Mapping[str, str | None], raw: bytes) -> Response:
     """A fixed answer, as the gateway gives /predict from its table of direct answers."""
     return JsonAnswer(ANSWER)
 
@@ -62,7 +64,7 @@ async def answering_app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": ANSWER})
 
 
-DIRECT = {"/predict": answer_directly}
+DIRECT = (DirectRoute(re.compile("/predict"), answer_directly),)
 
 
 def routes_app() -> FastAPI:

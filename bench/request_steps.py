@@ -1,6 +1,6 @@
 """Where the API process's time goes on /predict under load: each step, timed inside the running service.
 
-    .venv/bin/python bench/request_steps.py [--models-dir DIR] [--duration 10] [--concurrency 32] [--route] [--json OUT]
+    .venv/bin/python bench/request_steps.py [--models-dir DIR] [--duration 10] [--concurrency 32] [--json OUT]
 
 Needs `wrk`. Starts the real service with uvicorn, from `instrumented_app`:
 the same app, with the synchronous steps of the /predict path wrapped in
@@ -8,10 +8,8 @@ timers (about 0.3 us each). Drives it with wrk like `bench/serve.py`, then
 reads the totals from `GET /_steps` and prints microseconds per request for
 each step beside the CPU time per request of the API process and of the
 inference process (/proc). What the steps do not cover is uvicorn, the
-ASGI layers (FastAPI's middleware, and with `--route` its routing and
-request handling too) and asyncio, plus the suspension and resumption of
-each request around its batch. `--route` sends every /predict through the
-FastAPI route (STOCKCAST_PREDICT_FAST_PATH=false) instead of the fast path.
+ASGI layers in front of the gateway and asyncio, plus the suspension and
+resumption of each request around its batch.
 
 The same steps timed in a tight loop are several times faster; comparing
 the two is the point (`docs/design.md`, "Serving path").
@@ -35,15 +33,14 @@ BENCH = Path(__file__).resolve().parent
 
 # (label, module or class, attribute); nested steps are indented in the table.
 STEPS: list[tuple[str, str, str]] = [
-    # The one /predict handler parses, whichever entry point (--route) called it.
-    ("parse the body", "app.api.routes.predict", "parse_predict"),
+    ("parse the body", "app.api.predict", "parse_predict"),
     ("check the window against the version", "app.serving.forecasting", "window_to_array"),
     # Scaling, prices and bounds run in the inference process (its CPU is printed beside).
     ("start a batch (stack, send)", "app.serving.batching:MicroBatcher", "_dispatch"),
     ("read the inference reply", "app.inference.client:_WorkerLink", "data_received"),
     ("end a batch (hand out)", "app.serving.batching:MicroBatcher", "_hand_out"),
-    ("build the answer's rows", "app.serving.forecasting", "forecast_steps"),
-    ("encode the answer (orjson)", "app.serving.forecasting:orjson", "dumps"),
+    ("build the answer's rows", "app.api.predict", "forecast_steps"),
+    ("encode the answer (orjson)", "app.api.predict:orjson", "dumps"),
 ]
 
 
@@ -77,9 +74,11 @@ def instrumented_app() -> Any:
         if owner_name:
             owner = getattr(owner, owner_name)
         if isinstance(owner, types.ModuleType) and owner.__name__ == "orjson":
-            # orjson is a C module: give the module that uses it a stand-in with a timed dumps.
+            # orjson is a C module: give the module that uses it a stand-in (every name, a timed dumps).
             user = importlib.import_module(module_name)
-            user.orjson = types.SimpleNamespace(dumps=timed(label, owner.dumps))  # type: ignore[attr-defined]
+            stand_in = types.SimpleNamespace(**vars(owner))
+            stand_in.dumps = timed(label, owner.dumps)
+            user.orjson = stand_in  # type: ignore[attr-defined]
             continue
         setattr(owner, attribute, timed(label, getattr(owner, attribute)))
 
@@ -113,7 +112,6 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, help=f"store with model '{MODEL_NAME}' (default: train one)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load")
     parser.add_argument("--concurrency", type=int, default=32, help="wrk connections")
-    parser.add_argument("--route", action="store_true", help="every /predict through the FastAPI route")
     add_json_option(parser)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -158,7 +156,6 @@ def main() -> None:
                 "STOCKCAST_DATA_DIR": str(folder / "var"),
                 "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
                 "STOCKCAST_BOOTSTRAP": "false",
-                "STOCKCAST_PREDICT_FAST_PATH": "false" if args.route else "true",
             },
         )
         try:

@@ -9,13 +9,10 @@ Needs `wrk` (Debian: `apt-get install -y wrk`). One run:
    store is copied, so the run never writes into it.
 2. Starts the real service (`uvicorn app.main:app`) on a free loopback port
    with STOCKCAST_MODELS_DIR on that store and times start to `GET /ready`
-   = 200; then the same service with STOCKCAST_PREDICT_FAST_PATH=false
-   (`service-route`: every /predict through FastAPI's route, the baseline
-   for what `app/api/predict_fast_path.py` buys); then the same service
-   without API keys and with STOCKCAST_METRICS=false (`service-open`: what
-   the key check and the metrics cost; `service` and `service-route` run
-   as deployed, with a keys file and metrics, and every request they get
-   carries a key); then the two references
+   = 200; then the same service without API keys and with
+   STOCKCAST_METRICS=false (`service-open`: what the key check and the
+   metrics cost; `service` runs as deployed, with a keys file and metrics,
+   and every request it gets carries a key); then the two references
    from `bench/reference_servers.py` (tutorial-style `model.predict()` per
    request on the same version, and a constant answer), one after the
    other, so no start-up slows another. With `--baseline-tree DIR` (a
@@ -91,7 +88,7 @@ from harness import (
 from app.core.keys import create_key
 
 BENCH = Path(__file__).resolve().parent
-SERVICE, SERVICE_ROUTE, TUTORIAL, CONSTANT = "service", "service-route", "tutorial", "constant"
+SERVICE, TUTORIAL, CONSTANT = "service", "tutorial", "constant"
 V2_JSON, V2_BINARY, TFSERVING = "service v2-json", "service v2-binary", "service tfserving"
 SERVICE_OPEN = "service-open"
 BASELINE = "baseline"
@@ -248,13 +245,6 @@ def print_goals(measurements: list[Measurement], servers: dict[str, Server], top
     if 1 in {row.concurrency for row in measurements}:
         single = find(SERVICE, 1).throughput / find(TUTORIAL, 1).throughput
         print(f"(at c=1 the service answers {single:.1f}x the tutorial server's requests per second)")
-    if SERVICE_ROUTE in servers:
-        route = find(SERVICE_ROUTE, top)
-        print(
-            f"(at c={top} through FastAPI's route, {SERVICE_ROUTE}: {route.throughput / constant.throughput:.1%} "
-            f"of the constant endpoint; the /predict fast path answers {service.throughput / route.throughput:.2f}x "
-            "its requests per second)"
-        )
     print_gateway_cost(measurements, servers)
 
 
@@ -364,7 +354,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--servers",
-        default=f"{SERVICE},{SERVICE_ROUTE},{SERVICE_OPEN},{TUTORIAL},{CONSTANT}",
+        default=f"{SERVICE},{SERVICE_OPEN},{TUTORIAL},{CONSTANT}",
         help=f"which servers to run (the goals need {SERVICE}, {TUTORIAL} and {CONSTANT})",
     )
     add_json_option(parser)
@@ -424,9 +414,6 @@ def main() -> None:
 
         servers = {
             SERVICE: service(SERVICE),
-            # The same service with every /predict through FastAPI's route:
-            # what the fast path (app/api/predict_fast_path.py) buys, same run.
-            SERVICE_ROUTE: service(SERVICE_ROUTE, STOCKCAST_PREDICT_FAST_PATH="false"),
             # No keys (open on loopback) and no metrics: what the gateway's checks and counting cost, same run.
             SERVICE_OPEN: service(SERVICE_OPEN, keyed=False, STOCKCAST_METRICS="false"),
             # The service of an earlier commit (`--baseline-tree`), configured as service-open: a regression

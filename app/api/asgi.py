@@ -1,8 +1,9 @@
-"""What the fast paths in front of FastAPI's routing share.
+"""What the gateway's direct answers share: the request's path and body, the answer sent as it is.
 
-`app.api.predict_fast_path` and `app.api.protocols.fast_path` read the
-request the same way FastAPI would: its path without the proxy's root, its body whole.
-`JsonAnswer` is how /predict answers, through the fast path or the route.
+A direct answer (`app.api.gateway`) reads the request as FastAPI would (its
+path without the proxy's root, its body whole) and answers with a body that
+is already encoded, sent without Starlette's per-answer header handling.
+See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+# Integers and floats, as numpy infers them from JSON numbers ("b" for booleans is refused).
+NUMBER_KINDS = frozenset("fi")
 
 
 def route_path(scope: Scope) -> str:
@@ -33,21 +36,34 @@ async def read_body(receive: Receive) -> bytes | None:
 
 
 class JsonAnswer(Response):
-    """A 200 answer of JSON already encoded, sent as two ASGI messages.
+    """A 200 answer whose body is already encoded, sent as two ASGI messages with headers known up front.
 
+    JSON unless `content_type` says otherwise; `extra` headers follow it.
     Starlette's `Response` builds and re-encodes its header list and checks
-    for background tasks and extensions on every answer; for /predict's
-    answer, the hottest there is, the two headers are known (`bench/serve.py`).
+    for background tasks on every answer, which the hot answers skip.
     """
 
     media_type = "application/json"
 
-    def __init__(self, body: bytes) -> None:  # Response.__init__ is what this class skips.
+    def __init__(
+        self,
+        body: bytes,
+        content_type: tuple[bytes, bytes] = JSON_CONTENT_TYPE,
+        extra: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:  # Response.__init__ is what this class skips.
         self.status_code = 200
         self.body = body
         self.background = None
-        self.raw_headers = [(b"content-length", str(len(body)).encode("latin-1")), JSON_CONTENT_TYPE]
+        self.raw_headers = [(b"content-length", str(len(body)).encode("latin-1")), content_type, *extra]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": self.body})
+
+
+class AnsweredByGatewayError(RuntimeError):
+    """A route that only documents its path was reached: the gateway answers that path before routing.
+
+    Raised by the documentation-only routes (POST /predict, V2 infer, TF
+    Serving :predict), whose one answering path is `app.api.gateway.DIRECT_ANSWERS`.
+    """

@@ -1,16 +1,13 @@
 """Who may call what: the scope each request needs, the key that grants it, and the rate of changes per key.
 
-Scopes are decided from the method and path before routing, so the check
-runs in front of everything (the /predict fast path included) and a route
-added later is protected by default: anything that is not a read or an
-inference call needs `admin`.
-
-- open (no key): `/health` and `/ready` (orchestrators probe them), the
-  OpenAPI document and its pages (they say how to call, not what is stored);
+Scopes are decided from the method and path before routing, so the gateway
+checks them in front of everything and a route added later is protected by
+default: anything that is not a read or an inference call needs `admin`.
+- open (no key): `/health`, `/ready`, the OpenAPI document and its pages;
   `/metrics` as `Settings.metrics_scope` says;
-- `predict`: reads (GET, HEAD) and inference calls (`/predict`,
-  `/predict/batch`, and the KServe V2 and TF Serving inference paths);
-- `admin`: everything else: datasets, training, cancelling, aliases.
+- `predict`: reads (GET, HEAD) and inference calls (/predict, /predict/batch,
+  the KServe V2 and TF Serving inference paths);
+- `admin`: everything else. See docs/design.md, "Security".
 """
 
 from __future__ import annotations

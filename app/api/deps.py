@@ -1,8 +1,8 @@
 """Annotated dependencies: each route names what it needs, the app state provides it.
 
 The getters are `async def` on purpose: FastAPI runs plain `def` dependencies
-in a worker thread, a hand-off that cost 30 % of the event loop's time on the
-/predict path (bench/serve.py with py-spy).
+in a worker thread, a hand-off the event loop pays for on every request.
+See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ async def get_registry(request: Request) -> ModelRegistry:
 
 
 def registry_of(request: Request) -> ModelRegistry:
-    """The registry, read straight from the app state, for the /predict hot path.
+    """The registry, read straight from the app state, for the hot routes.
 
     Resolving even an `async def` dependency walks FastAPI's dependency
-    machinery on every request: about a tenth of the event loop's time on
-    /predict under load (bench/serve.py with py-spy).
+    machinery on every request.
     """
     return request.app.state.registry  # type: ignore[no-any-return]
 

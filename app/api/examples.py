@@ -2,6 +2,7 @@
 
 The sample model `msft` takes windows of 40 rows, so `/docs` "Try it out"
 answers with a real forecast on a fresh start.
+See docs/design.md.
 """
 
 from __future__ import annotations

@@ -1,30 +1,13 @@
-"""The outermost middleware: request id, key check, limits, metrics and access log for every request.
+"""The outermost middleware: request id, key check, limits, metrics and access log, and the direct answers.
 
-One ASGI layer in front of everything, the /predict fast path included, so
-no request reaches a route (or the fast path) without passing the same
-checks, in this order:
-
-1. a request id: the caller's `X-Request-ID` if it is sane (1-128 of
-   letters, digits and `-_.:`), else a new one; set for the log lines
-   written while answering (`app/core/logging.py`) and sent back as a
-   response header;
-2. the key (`app/api/auth.py`): 401 without a valid one, 403 without the
-   scope the route needs;
-3. a mutating request from a foreign web `Origin` is refused (403): a
-   multipart upload is a "simple" request that a browser sends from any page
-   without asking first;
-4. the per-key rate limit on mutating requests (429 with `Retry-After`);
-5. the body size: a declared `Content-Length` over the limit is refused
-   before a byte is read (413), and a body without one is counted as it
-   arrives.
-
-Then POST /predict, the hottest request, is answered here (`direct`,
-`app.api.predict_fast_path`); everything else goes on to the app.
-
-Why one pure ASGI class and not Starlette's `BaseHTTPMiddleware`: that
-wrapper runs the app in a separate task with memory streams and costs tens of
-microseconds a request; this costs a few (`bench/serve.py` measures the
-service with keys and metrics on and off in one run).
+Every request passes the same checks, in this order: a request id (the
+caller's sane `X-Request-ID` or a new one); the key (`app.api.auth`: 401,
+or 403 without the route's scope); a mutating request from a foreign web
+`Origin` (403); the per-key rate limit on changes (429); the body size (413:
+a declared length before a byte is read, an undeclared one as it arrives).
+Then the hot inference routes are answered here, from `DIRECT_ANSWERS`;
+everything else goes on to the app. A pure ASGI class, not Starlette's
+`BaseHTTPMiddleware`, which runs the app in a separate task. See docs/design.md.
 """
 
 from __future__ import annotations
@@ -34,12 +17,14 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from fastapi.exceptions import RequestValidationError
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api import predict
 from app.api.asgi import read_body, route_path
 from app.api.auth import (
     ANONYMOUS,
@@ -52,9 +37,11 @@ from app.api.auth import (
     is_loopback,
     required_scope,
 )
+from app.api.protocols import tfserving, v2
+from app.api.upload_limit import UPLOAD_PATH, upload_body_limit
 from app.core import metrics
 from app.core.config import Settings
-from app.core.errors import INTERNAL_ERROR, error_response
+from app.core.errors import INTERNAL_ERROR, error_response, protocol_error_response, validation_error_response
 from app.core.keys import ADMIN, KeyRing
 from app.core.logging import REQUEST_ID, install_request_ids
 from training.errors import StockcastError
@@ -65,9 +52,7 @@ error_logger = logging.getLogger("stockcast.errors")
 REQUEST_ID_PATTERN = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _WANTED = frozenset({b"authorization", b"x-request-id", b"content-length", b"origin", b"host"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# The multipart envelope around an uploaded CSV: boundaries, part headers and the other form fields.
-MULTIPART_ALLOWANCE_BYTES = 1024 * 1024
-_UPLOAD_PATH = "/datasets"
+_UPLOAD = ("POST", UPLOAD_PATH)
 UNMATCHED = "unmatched"
 # Paths of the standard protocols (KServe V2, TensorFlow Serving REST), whose errors read `{"error": ...}`.
 PROTOCOL_PREFIXES = ("/v1/", "/v2")
@@ -89,15 +74,36 @@ _REJECTIONS: dict[type[StockcastError], str] = {
 
 
 # Request ids: a random prefix per process, then a counter. Unique across
-# replicas and restarts for any practical purpose, and costs no system call
-# per request (os.urandom did, on every request).
+# replicas and restarts for any practical purpose, and costs no system call per request.
 _ID_PREFIX = os.urandom(4).hex()
 _ID_COUNTER = itertools.count()
 # Facts about a (method, path) pair kept at most this many; a client sending
 # ever new paths only empties the cache, it cannot grow it.
 _MAX_ROUTE_FACTS = 512
-# Answers the gateway gives itself to a POST on a path, from the request and its whole body (the /predict fast path).
-DirectAnswer = Callable[[Scope, bytes], Awaitable[Response]]
+# An answer the gateway gives itself to a POST: from the request, its path's parameters and its whole body.
+# Errors propagate, and the gateway renders them (`_error_answer`).
+DirectAnswer = Callable[[Scope, Mapping[str, str | None], bytes], Awaitable[Response]]
+
+
+class DirectRoute(NamedTuple):
+    """A POST path the gateway answers itself: the path as a pattern (its groups are the parameters), the answer."""
+
+    pattern: re.Pattern[str]
+    answer: DirectAnswer
+
+
+# The hot inference routes, answered here once admitted, without crossing FastAPI's routing: their one
+# answering path. Their FastAPI routes only document them in OpenAPI. The patterns match what
+# Starlette's router would match for the documented templates ({name} is [^/]+).
+DIRECT_ANSWERS: tuple[DirectRoute, ...] = (
+    DirectRoute(re.compile(r"/predict"), predict.answer),
+    DirectRoute(re.compile(r"/v2/models/(?P<name>[^/]+?)(?:/versions/(?P<version>[^/]+))?/infer"), v2.answer),
+    DirectRoute(
+        re.compile(r"/v1/models/(?P<name>[^/]+?)(?:/versions/(?P<version>[^/]+)|/labels/(?P<label>[^/]+))?:predict"),
+        tfserving.answer,
+    ),
+)
+_NO_PARAMETERS: Mapping[str, str | None] = {}
 
 
 def new_request_id() -> str:
@@ -112,16 +118,19 @@ class RouteFacts(NamedTuple):
     """The key scope the request needs (None: open to anyone)."""
     body_limit: int
     """Bytes its body may have."""
+    direct: DirectAnswer | None
+    """The gateway's own answer to it (`DIRECT_ANSWERS`), if it has one."""
+    parameters: Mapping[str, str | None]
+    """The path's parameters, for `direct`."""
 
 
 class Gateway:
     """ASGI middleware; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, direct: Mapping[str, DirectAnswer] | None = None) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, direct: Sequence[DirectRoute] = DIRECT_ANSWERS) -> None:
         self.app = app
         self.settings = settings
-        # POST paths answered here once admitted, without crossing the layers inside (`app.api.predict_fast_path`).
-        self.direct = dict(direct or {})
+        self.direct = tuple(direct)
         self.authenticator = Authenticator(
             KeyRing(settings.keys_file), anonymous_allowed=settings.allow_anonymous or is_loopback(settings.host)
         )
@@ -177,36 +186,28 @@ class Gateway:
                     key_name = self._admit(scope, method, path, headers, facts.scope, facts.body_limit)
                 # Routes read it as `request.state.key_name` to record who made a change.
                 scope.setdefault("state", {})["key_name"] = key_name
-                if b"content-length" not in headers and method in _BODY_METHODS:
+                # An upload's undeclared body is counted by `UploadLimit`, under the same limit.
+                if b"content-length" not in headers and method in _BODY_METHODS and (method, path) != _UPLOAD:
                     receive = self._bounded(receive, path, facts.body_limit)
-                direct = self.direct.get(path) if method == "POST" else None
-                if direct is not None:
+                if facts.direct is not None:
                     raw = await read_body(receive)
                     # None: the client went away before sending its whole body, so nobody is there to answer.
-                    response = await direct(scope, raw) if raw is not None else None
-                    if response is not None:
+                    if raw is not None:
+                        response = await facts.direct(scope, facts.parameters, raw)
                         # Sent as it is, with the id header added: no wrapper around `send` for the hot request.
                         response.raw_headers.append(id_header)
                         status, responded = response.status_code, True
                         await response(scope, receive, send)
                 else:
                     await self.app(scope, receive, send_with_id)
-            except StockcastError as error:
-                # Refusals from `_admit`, and a body found too large while a route or the fast path read it.
+            except (StockcastError, RequestValidationError) as error:
+                # Refusals from `_admit`, a body found too large while it was read, and a direct answer's errors.
                 if responded:
                     raise
-                reason = _REJECTIONS.get(type(error))
+                reason = _REJECTIONS.get(type(error))  # type: ignore[arg-type]
                 if reason is not None and self.metrics:
                     metrics.AUTH_REJECTIONS.labels(reason).inc()
-                if path.startswith(PROTOCOL_PREFIXES):
-                    # KServe V2 and TF Serving clients read `{"error": ...}`, as the protocol routes answer.
-                    headers_out: dict[str, str] | None = getattr(error, "headers", None)
-                    answer = JSONResponse(
-                        status_code=error.status_code, content={"error": str(error)}, headers=headers_out
-                    )
-                    await answer(scope, receive, send_with_id)
-                else:
-                    await error_response(error)(scope, receive, send_with_id)
+                await _error_answer(error, path)(scope, receive, send_with_id)
             except Exception:
                 # Answered here rather than by Starlette's outermost handler, so the traceback's log line
                 # carries the request id and the answer its header. The body says nothing about the cause.
@@ -246,7 +247,10 @@ class Gateway:
         """The scope and body limit of `method path`, from a bounded cache (the same few pairs come again and again)."""
         facts = self._route_facts.get((method, path))
         if facts is None:
-            facts = RouteFacts(required_scope(method, path, self.settings.metrics_scope), self._body_limit(path))
+            direct, parameters = self._direct_answer(path) if method == "POST" else (None, _NO_PARAMETERS)
+            facts = RouteFacts(
+                required_scope(method, path, self.settings.metrics_scope), self._body_limit(path), direct, parameters
+            )
             if len(self._route_facts) >= _MAX_ROUTE_FACTS:
                 self._route_facts.clear()
             self._route_facts[(method, path)] = facts
@@ -281,10 +285,18 @@ class Gateway:
         _, _, authority = text.partition("://")
         return host is not None and authority == host.decode("latin-1")
 
+    def _direct_answer(self, path: str) -> tuple[DirectAnswer | None, Mapping[str, str | None]]:
+        """The gateway's own answer to a POST to `path` and the path's parameters; (None, {}) for the app's."""
+        for route in self.direct:
+            match = route.pattern.fullmatch(path)
+            if match is not None:
+                return route.answer, match.groupdict()
+        return None, _NO_PARAMETERS
+
     def _body_limit(self, path: str) -> int:
         """Bytes a request body to `path` may have."""
-        if path == _UPLOAD_PATH:
-            return self.settings.max_upload_bytes + MULTIPART_ALLOWANCE_BYTES
+        if path == UPLOAD_PATH:
+            return upload_body_limit(self.settings.max_upload_bytes)
         return self.settings.max_request_bytes
 
     def _bounded(self, receive: Receive, path: str, limit: int) -> Receive:
@@ -306,7 +318,7 @@ class Gateway:
         route: Any = scope.get("route")
         if route is not None:
             return str(getattr(route, "path_format", None) or getattr(route, "path", UNMATCHED))
-        # Answered before routing (the fast path, a refusal): match the path against the documented templates.
+        # Answered before routing (a direct answer, a refusal): match the path against the documented templates.
         if self._templates is None:
             self._templates = _templates_of(scope.get("app"))
             self._plain_paths = frozenset(template for template, _ in self._templates if "{" not in template)
@@ -318,6 +330,15 @@ class Gateway:
         return UNMATCHED
 
 
+def _error_answer(error: StockcastError | RequestValidationError, path: str) -> Response:
+    """An error's answer: `{"error": ...}` on the standard protocols' paths, `{"detail": ...}` elsewhere."""
+    if path.startswith(PROTOCOL_PREFIXES):
+        return protocol_error_response(error)
+    if isinstance(error, RequestValidationError):
+        return validation_error_response(error)
+    return error_response(error)
+
+
 def _templates_of(app: Any) -> list[tuple[str, re.Pattern[str]]]:
     """Every path template in the app's OpenAPI document with a pattern matching its paths, plain paths first."""
     paths = list(app.openapi().get("paths", {})) if hasattr(app, "openapi") else []
@@ -325,4 +346,4 @@ def _templates_of(app: Any) -> list[tuple[str, re.Pattern[str]]]:
     return [(template, re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)))) for template in paths]
 
 
-__all__ = ["BodyTooLargeError", "Gateway", "new_request_id"]
+__all__ = ["DIRECT_ANSWERS", "BodyTooLargeError", "DirectRoute", "Gateway", "new_request_id"]

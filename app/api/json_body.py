@@ -1,33 +1,19 @@
-"""Request bodies parsed straight from bytes on the hot path.
+"""OpenAPI request bodies for the routes that parse their own body from bytes (`app.api.predict.parse_body`).
 
-FastAPI parses a body with `json.loads` and then validates the Python
-objects; pydantic's `model_validate_json` does both in Rust, about three
-times faster on a 40-row window (bench/serve.py). Routes that use it read
-the raw body themselves, so their OpenAPI request schema and examples are
-declared here, and errors are re-raised as FastAPI's own validation errors
-(same 422 and message as every other route).
+pydantic's `model_validate_json` parses and validates in one pass, so
+/predict and /predict/batch read the raw body themselves; FastAPI then
+cannot see their request schema, which is declared here instead.
+See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
-
-Body = TypeVar("Body", bound=BaseModel)
+from pydantic import BaseModel
 
 # Models whose JSON schema must appear in the OpenAPI components.
 DOCUMENTED_BODIES: list[type[BaseModel]] = []
-
-
-def parse_body(model: type[Body], raw: bytes) -> Body:
-    """Validate raw JSON bytes as `model`; a 422 with `body.`-prefixed locations otherwise."""
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as error:
-        errors = [{**item, "loc": ("body", *item["loc"])} for item in error.errors(include_url=False)]
-        raise RequestValidationError(errors) from None
 
 
 def documented_body(model: type[BaseModel], examples: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -1,15 +1,12 @@
 """What every route answers: response models (so OpenAPI documents each answer) and the error schemas.
 
-Families per resource, as in fastapi/full-stack-fastapi-template: `ModelPublic`
-and `ModelsPublic`, `VersionPublic`, `AliasesPublic`, `DatasetPublic` and
-`DatasetsPublic`, `JobsPublic`. Records that grow over time (a version's
-metadata, a data report) allow fields they do not name, so a newer writer
-never breaks an older reader; the routes answer with
-`response_model_exclude_unset`, so a field absent from the record stays
-absent from the answer (the JSON is the record, not the record plus nulls).
-
-/predict's answers are documented in `app.api.schemas` (they are encoded by
-orjson on the hot path, not through these models).
+Families per resource: `ModelPublic` and `ModelsPublic`, `VersionPublic`,
+`AliasesPublic`, `DatasetPublic` and `DatasetsPublic`, `JobsPublic`. Records
+that grow over time (a version's metadata, a data report) allow fields they
+do not name, so a newer writer never breaks an older reader; routes answer
+with `response_model_exclude_unset`, so a field absent from the record stays
+absent from the answer. /predict's answers are documented in `app.api.schemas`
+(encoded by orjson, not through these models). See docs/design.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Request and response models: pydantic checks types, finiteness and signs here;
-the served version's metadata then checks the window's length and columns
-(`app.serving.windows`)."""
+"""Request and response models: pydantic checks types, finiteness and signs here.
+
+The served version's metadata then checks the window's length and columns
+(`app.serving.windows`). See docs/design.md.
+"""
 
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ class PredictRequest(VersionSelector):
 
 @dataclass(frozen=True)
 class ArrayWindowRequest:
-    """A /predict request whose window arrived as a finite (rows, columns) array (`app.api.predict_body`)."""
+    """A /predict request whose window arrived as a finite (rows, columns) array (`app.api.predict`)."""
 
     selector: VersionSelector
     window: np.ndarray

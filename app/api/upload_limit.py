@@ -1,12 +1,12 @@
-"""The upload size limit, enforced while the body streams in, before any byte reaches a file.
+"""The upload size rule: one limit on an upload's whole body, enforced while the body streams in.
 
-FastAPI parses a multipart body before the route runs, and Starlette spools
-every file part over 1 MB to a temporary file: the route's own size check
-came after the whole upload was on disk (a 300 MB upload wrote about 280 MB
-to /tmp before its 413). This middleware counts the bytes as they arrive
-and cuts the request off at the limit, so at most the limit (plus the form's
-headers) is ever spooled; the spool itself goes to the data folder (see
-`app.main`).
+An upload's body may hold `max_upload_bytes` of file plus `UPLOAD_ALLOWANCE_BYTES`
+for the multipart envelope (`upload_body_limit`). The gateway refuses a
+declared Content-Length over it before reading; this middleware counts an
+undeclared body as it arrives and cuts it off there, because FastAPI parses
+(and Starlette spools to disk) a multipart body before the route runs. The
+route then checks the file's own size (`too_large_message`).
+See docs/design.md.
 """
 
 from __future__ import annotations
@@ -16,9 +16,15 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+UPLOAD_PATH = "/datasets"
 # Room for the multipart boundaries, part headers and the small form fields
 # around the file: the limit itself is on the file, checked again by the route.
-FORM_ALLOWANCE = 64 * 1024
+UPLOAD_ALLOWANCE_BYTES = 1024 * 1024
+
+
+def upload_body_limit(max_upload_bytes: int) -> int:
+    """Bytes an upload's whole body may have: the file's limit and the envelope's allowance."""
+    return max_upload_bytes + UPLOAD_ALLOWANCE_BYTES
 
 
 def too_large_message(max_bytes: int) -> str:
@@ -27,9 +33,12 @@ def too_large_message(max_bytes: int) -> str:
 
 
 class UploadLimit:
-    """Answers 413 as soon as a POST to one of `paths` carries more than the limit (announced or streamed)."""
+    """Answers 413 as soon as an undeclared body POSTed to one of `paths` streams past the upload body limit.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, paths: tuple[str, ...] = ("/datasets",)) -> None:
+    A declared Content-Length over the limit never gets here: the gateway refuses it first.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, paths: tuple[str, ...] = (UPLOAD_PATH,)) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.paths = paths
@@ -39,11 +48,7 @@ class UploadLimit:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes + FORM_ALLOWANCE
-        announced = dict(scope["headers"]).get(b"content-length")
-        if announced is not None and announced.isdigit() and int(announced) > limit:
-            await self._refuse(send)
-            return
+        limit = upload_body_limit(self.max_bytes)
         received = 0
         over = False
         started = False

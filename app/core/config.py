@@ -88,11 +88,6 @@ class Settings(BaseSettings):
     inference_timeout_seconds: float = Field(
         60.0, gt=0, description="A call the inference process leaves unanswered this long gets it restarted."
     )
-    predict_fast_path: bool = Field(
-        True,
-        description="Answer POST /predict in front of FastAPI's routing, with the handler the FastAPI route uses;"
-        " same answers, half the event-loop time per request. False sends every request through the FastAPI route.",
-    )
     inference_load_timeout_seconds: float = Field(
         600.0,
         gt=0,

@@ -1,4 +1,10 @@
-"""One place that turns errors into JSON answers: {"detail": message, ...}."""
+"""One place that turns errors into JSON answers, one renderer per shape.
+
+The service's own routes answer `{"detail": message, ...}` (`error_response`,
+`validation_error_response`); the standard inference protocols (KServe V2,
+TF Serving) answer `{"error": message}` (`protocol_error_response`). Both
+carry the error's own status code and headers. See docs/design.md.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +46,14 @@ def error_response(error: StockcastError) -> JSONResponse:
     """A domain error as its answer: its own status code, `{"detail": message}`, and its `headers` if it has any."""
     headers: dict[str, str] | None = getattr(error, "headers", None)
     return JSONResponse(status_code=error.status_code, content={"detail": str(error)}, headers=headers)
+
+
+def protocol_error_response(error: StockcastError | RequestValidationError) -> JSONResponse:
+    """An error as the standard protocols answer it: `{"error": message}` with its status code and headers."""
+    if isinstance(error, RequestValidationError):
+        return JSONResponse(status_code=422, content={"error": describe_validation_errors(list(error.errors()))})
+    headers: dict[str, str] | None = getattr(error, "headers", None)
+    return JSONResponse(status_code=error.status_code, content={"error": str(error)}, headers=headers)
 
 
 async def stockcast_error_handler(request: Request, error: Exception) -> JSONResponse:

@@ -65,7 +65,7 @@ from app.inference.messages import (
     decode_body,
     encode,
 )
-from app.serving.steps import ForecastSteps
+from app.inference.steps import interval_levels
 from training.errors import BrokenVersionError, StockcastError
 from training.features import Scaler, WindowSpec
 
@@ -421,13 +421,20 @@ class _WorkerLink(asyncio.Protocol):
             self.transport.close()
 
 
-class RemoteModel(ForecastSteps):
-    """A served version as the API process holds it: numpy steps here, the network in the worker."""
+class RemoteModel:
+    """A served version as the API process holds it: its metadata, spec, scaler and interval levels here, the network
+    and both numpy steps in the inference process."""
 
     def __init__(
         self, metadata: dict[str, Any], spec: WindowSpec, scaler: Scaler, process: InferenceProcess, handle: int
     ) -> None:
-        super().__init__(metadata, spec, scaler)
+        self.metadata: dict[str, Any] = metadata
+        self.name: str = str(metadata["name"])
+        self.version: int = int(metadata["version"])
+        self.spec: WindowSpec = spec
+        self.scaler: Scaler = scaler
+        self.interval_levels: tuple[str, ...] = interval_levels(metadata)
+        """The levels whose bounds follow the forecast in each output, in order."""
         self.process = process
         self.handle = handle
 

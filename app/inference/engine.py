@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from app.core.config import default
-from app.serving.steps import ForecastSteps
+from app.inference.steps import ForecastSteps
 from training.artifact import LoadedVersion
 from training.errors import BrokenVersionError
 

@@ -1,19 +1,20 @@
-"""Checking a request's window against the served version, and shaping forecasts.
+"""Checking a request's windows against the served version: rows, columns, value ranges, dates.
 
-pydantic has already checked types, finiteness and signs of named fields;
-this module checks what only the served version knows: how many rows, which
-columns in which order. Errors say what was expected and what arrived.
+The API has parsed each window into numbers (checked for type and
+finiteness); this module checks what only the served version knows: how
+many rows, which columns in which order, and that each value lies where the
+features stay finite. Errors say what was expected and what arrived, naming
+the window, row and column. See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-import operator
+from collections.abc import Sequence
 
 import numpy as np
 
-from app.api.schemas import PriceRow
 from training.data import PRICE_COLUMNS
 from training.errors import StockcastError
 from training.features import WindowSpec
@@ -27,13 +28,32 @@ class WindowError(StockcastError):
 
 # What a window's numbers may be. Far wider than any traded price or volume,
 # far narrower than where the features (log returns, squares, exp on the way
-# back) overflow: prices near 1e300 or 1e-300 were accepted and answered with
-# null (inf/NaN) forecasts.
+# back) overflow into infinite or NaN forecasts.
 PRICE_RANGE = (1e-6, 1e12)
 MAX_VOLUME = 1e15
-# Dates whose forecast dates numpy and every calendar can still name: a last
-# date of 9999-12-31 answered with an integer where a date belonged.
+# Dates whose forecast dates numpy and every calendar can still name.
 DATE_RANGE = (dt.date(1900, 1, 1), dt.date(2199, 12, 31))
+# The columns a window sent as rows carries, in the order of `RowWindow.values`.
+ROW_COLUMNS = ("open", "high", "low", "close", "volume", "adj_close")
+
+
+class RowWindow:
+    """A window sent as named rows: every column of `ROW_COLUMNS` per row, NaN where a row left one out."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+        """(rows, len(ROW_COLUMNS)) float64, oldest row first."""
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+# What a request may carry as one window: rows, lists of numbers, or a finite 2-D array in feature order.
+Window = RowWindow | list[list[float]] | np.ndarray
+# One window's row dates (None where a row has none), or None for a window sent without dates.
+WindowDates = Sequence[dt.date | None] | None
 # The ufuncs' own reductions: `ndarray.min()` goes through a Python wrapper first.
 _smallest, _largest = np.minimum.reduce, np.maximum.reduce
 
@@ -63,8 +83,7 @@ def _in_range(values: np.ndarray, spec: WindowSpec) -> bool:
     inside PRICE_RANGE, which lies inside every column's range: one minimum
     and one maximum over the whole array settle it (a NaN makes both
     comparisons false). Only a window with a zero volume, or something
-    wrong, is compared column by column, which costs about three times as
-    much (`bench/request_steps.py`).
+    wrong, is compared column by column.
     """
     if values.size and PRICE_RANGE[0] <= _smallest(values, None) and _largest(values, None) <= PRICE_RANGE[1]:
         return True
@@ -73,33 +92,32 @@ def _in_range(values: np.ndarray, spec: WindowSpec) -> bool:
 
 
 def window_to_array(
-    window: list[PriceRow] | list[list[float]] | np.ndarray, spec: WindowSpec, where: str = "window"
+    window: Window, spec: WindowSpec, where: str = "window", dates: WindowDates = None
 ) -> tuple[np.ndarray, dt.date | None]:
     """One request window to a (window, features) float64 array plus its last date.
 
-    `window` is what the request parsing produced: rows, lists of numbers,
-    or (the fast path of `app.api.predict_body`) a finite 2-D float array.
-    On the hot path a valid window costs one numpy conversion and one
-    comparison; the element-by-element search for what is wrong runs only
-    once something is.
+    `window` is what the request parsing produced: rows (with their `dates`),
+    lists of numbers, or a finite 2-D float array. A valid window costs one
+    numpy conversion and one comparison; the element-by-element search for
+    what is wrong runs only once something is.
     """
     if len(window) != spec.window:
         unit = "row" if len(window) == 1 else "rows"
         raise WindowError(f"{where}: expected {expected_shape(spec)}, got {len(window)} {unit}")
     if isinstance(window, np.ndarray):
         return _checked_values(window, spec, where), None
-    if isinstance(window[0], PriceRow):
-        return _rows_to_array(window, spec, where)  # type: ignore[arg-type]
-    return _arrays_to_array(window, spec, where), None  # type: ignore[arg-type]
+    if isinstance(window, RowWindow):
+        return _rows_to_array(window, dates or [None] * len(window), spec, where)
+    return _arrays_to_array(window, spec, where), None
 
 
 def windows_to_array(windows: np.ndarray, spec: WindowSpec, where: str = "windows") -> np.ndarray:
     """A finite (n, rows, columns) float64 array of windows, checked as `window_to_array` checks each one.
 
-    The protocol routes (`app/api/protocols`) decode a whole batch into one
-    array; a valid batch costs one shape comparison and one sign test, and
-    only a batch with something wrong is checked window by window, so that
-    the error names the window, row and column just as /predict/batch does.
+    The standard protocols decode a whole batch into one array; a valid
+    batch costs one shape comparison and one range test, and only a batch
+    with something wrong is checked window by window, so that the error
+    names the window, row and column just as /predict/batch does.
     """
     if windows.shape[1:] != (spec.window, len(spec.features)) or not _in_range(windows, spec):
         for index in range(len(windows)):
@@ -107,20 +125,26 @@ def windows_to_array(windows: np.ndarray, spec: WindowSpec, where: str = "window
     return windows
 
 
-def _rows_to_array(rows: list[PriceRow], spec: WindowSpec, where: str) -> tuple[np.ndarray, dt.date | None]:
-    missing = [column for column in spec.features if column not in PriceRow.model_fields]
+@functools.lru_cache(maxsize=64)
+def _row_positions(features: tuple[str, ...]) -> list[int]:
+    """Where each of `features` sits among `ROW_COLUMNS`."""
+    return [ROW_COLUMNS.index(column) for column in features]
+
+
+def _rows_to_array(
+    rows: RowWindow, dates: Sequence[dt.date | None], spec: WindowSpec, where: str
+) -> tuple[np.ndarray, dt.date | None]:
+    missing = [column for column in spec.features if column not in ROW_COLUMNS]
     if missing:
         raise WindowError(f"{where}: this model needs columns {missing} that rows cannot carry; send arrays")
-    # pydantic has checked every named price and volume; only the optional
-    # columns can be null, and numpy turns a null into NaN.
-    pick = operator.attrgetter(*spec.features)
-    values = np.array([pick(row) for row in rows], dtype=np.float64).reshape(spec.window, len(spec.features))
+    # The API has checked every named price and volume; only the optional
+    # columns can be null, which arrive as NaN.
+    values = rows.values[:, _row_positions(spec.features)]
     if np.isnan(values).any():
         index, position = np.argwhere(np.isnan(values))[0]
         raise WindowError(f"{where}[{index}].{spec.features[position]}: required by this model, got null")
     if not _in_range(values, spec):
         _explain_out_of_range(values, spec, where)
-    dates = [row.date for row in rows]
     if all(day is not None for day in dates):
         last = dates[-1]
         if not DATE_RANGE[0] <= last <= DATE_RANGE[1]:  # type: ignore[operator]

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api.gateway import MULTIPART_ALLOWANCE_BYTES
+from app.api.upload_limit import UPLOAD_ALLOWANCE_BYTES
 from app.serving.registry import ModelRegistry, ServedVersion
 from tests.helpers import (
     SAMPLE,
@@ -419,7 +419,7 @@ def test_an_oversize_upload_is_refused_while_it_streams(wide_server: ServiceProc
     assert head.startswith(b"HTTP/1.1 413 "), answer[:200]
     if framing == "announced":
         # The gateway refuses an announced body over the whole request's limit before reading any of it.
-        limit = UPLOAD_LIMIT + MULTIPART_ALLOWANCE_BYTES
+        limit = UPLOAD_LIMIT + UPLOAD_ALLOWANCE_BYTES
         assert json.loads(body) == {"detail": f"request body is larger than the {limit} byte limit for /datasets"}
     else:
         # Unannounced, the upload limit counts the file's own bytes as they stream in.

@@ -1,32 +1,32 @@
-"""What both standard protocols share: the input tensor, its checks, version parsing, error rendering.
+"""What both standard protocols share: the input tensor, its checks, output names, version parsing, errors.
 
 Both protocols describe a served version the same way: one input tensor
 `window` of shape (n, window, features) in the version's feature order, raw
 prices and volumes as a client sends them to /predict; and named outputs
-(`app.serving.forecasting.output_names`) of shape (n, horizon): the forecast
-and the lower and upper bound of each interval level, all in price units.
+(`output_names`) of shape (n, horizon): the forecast and the lower and upper
+bound of each interval level, all in price units. Errors are `{"error": ...}`
+(`app.core.errors.protocol_error_response`). See docs/design.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from app.core.errors import describe_validation_errors
-from app.serving.catalog import gate_evidence
+from app.api.asgi import NUMBER_KINDS
+from app.api.catalog import gate_evidence
+from app.core.errors import protocol_error_response
 from app.serving.registry import ModelRegistry, ServedVersion
 from training.errors import NotFoundError, StockcastError
 
 INPUT_NAME = "window"
-# Integers and floats: what numpy infers from JSON numbers ("b" for booleans is refused).
-_NUMBER_KINDS = frozenset("fi")
+FORECAST = "forecast"
 
 
 class ProtocolError(StockcastError):
@@ -50,14 +50,18 @@ class ProtocolRoute(APIRoute):
         async def handle(request: Request) -> Response:
             try:
                 return await handler(request)
-            except StockcastError as error:
-                return JSONResponse(status_code=error.status_code, content={"error": str(error)})
-            except RequestValidationError as error:
-                return JSONResponse(
-                    status_code=422, content={"error": describe_validation_errors(list(error.errors()))}
-                )
+            except (StockcastError, RequestValidationError) as error:
+                return protocol_error_response(error)
 
         return handle
+
+
+def output_names(levels: Sequence[str]) -> list[str]:
+    """Names of the rows of one window's output, in the order the inference process stacks them.
+
+    `forecast`, then `lower_<level>` for every interval level, then `upper_<level>`.
+    """
+    return [FORECAST, *(f"lower_{level}" for level in levels), *(f"upper_{level}" for level in levels)]
 
 
 def json_object(raw: bytes | memoryview, expected: str) -> dict[str, Any]:
@@ -86,7 +90,7 @@ def number_array(data: Any, where: str) -> np.ndarray:
         values = np.array(data)
     except ValueError:
         raise ProtocolError(f"{where}: nested lists must be rectangular (every row the same length)") from None
-    if values.dtype.kind not in _NUMBER_KINDS or values.size == 0:
+    if values.dtype.kind not in NUMBER_KINDS or values.size == 0:
         raise ProtocolError(f"{where}: expected a non-empty tensor of numbers")
     return values.astype(np.float64, copy=False)
 
@@ -132,12 +136,14 @@ def model_parameters(served: ServedVersion) -> dict[str, str | int | float]:
 
 
 __all__ = [
+    "FORECAST",
     "INPUT_NAME",
     "ProtocolError",
     "ProtocolRoute",
     "checked_windows",
     "model_parameters",
     "number_array",
+    "output_names",
     "parse_version",
     "within_limit",
 ]

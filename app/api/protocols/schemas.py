@@ -3,6 +3,7 @@
 The inference answers are encoded by orjson (and, for binary tensors, as
 raw bytes after the JSON header); these models document their JSON shape.
 Parameter maps hold strings, numbers and booleans, as both protocols say.
+See docs/design.md.
 """
 
 from __future__ import annotations

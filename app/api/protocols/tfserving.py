@@ -1,27 +1,24 @@
 """TensorFlow Serving's REST API: model status, SignatureDef-shaped metadata, and :predict.
 
-Bodies follow TF Serving's REST API documentation
-(https://www.tensorflow.org/tfx/serving/api_rest): a predict request holds
-`instances` (row format: one window per instance, either the window itself
-or `{"window": ...}`) or `inputs` (columnar: all windows as one tensor, or
-`{"window": ...}`); the answer is `predictions` (one object of named outputs
-per instance) or `outputs` (one tensor per named output). Version labels are
-stockcast's aliases. Errors are `{"error": message}`.
-
-JSON numbers are taken as doubles (the signature says DT_DOUBLE), so a
-window gives exactly the forecast /predict gives for it. The gate evidence
-sits in the metadata answer beside the signature, under `stockcast`
-(TF Serving's metadata is a map of named fields, of which `signature_def`
-is one).
+Bodies follow https://www.tensorflow.org/tfx/serving/api_rest: `instances`
+(row format, one window per instance) or `inputs` (columnar) in, and
+`predictions` or `outputs` of named tensors back. Version labels are
+stockcast's aliases; errors are `{"error": message}`. JSON numbers are taken
+as doubles (DT_DOUBLE), so a window gives exactly /predict's forecast. The
+gate evidence sits in the metadata beside the signature, under `stockcast`.
+The gateway answers :predict with `answer`. See docs/design.md.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import orjson
+from starlette.types import Scope
 
+from app.api.asgi import JsonAnswer
 from app.api.protocols import common
 from app.api.protocols.common import (
     INPUT_NAME,
@@ -29,10 +26,11 @@ from app.api.protocols.common import (
     checked_windows,
     model_parameters,
     number_array,
+    output_names,
     parse_version,
     within_limit,
 )
-from app.serving.forecasting import Forecasts, forecast_windows, output_names
+from app.serving.forecasting import Forecasts, forecast_windows
 from app.serving.registry import ModelRegistry, ServedVersion
 from training.files import check_name
 
@@ -76,7 +74,8 @@ def _named(tensors: dict[str, Any], where: str) -> Any:
 
 def encode_predictions(forecasts: Forecasts, row_format: bool) -> bytes:
     """`{"predictions": [{output: values}, ...]}` for row format, `{"outputs": {output: values}}` for columnar."""
-    named = forecasts.named_outputs()
+    names = output_names(forecasts.levels)
+    named = {name: forecasts.outputs[:, index, :] for index, name in enumerate(names)}
     if row_format:
         rows = [{name: values[index] for name, values in named.items()} for index in range(len(forecasts.windows))]
         return orjson.dumps({"predictions": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -99,6 +98,21 @@ async def predict(
     where = "instances" if row_format else "inputs"
     forecasts = await forecast_windows(registry, name, windows, version=version, alias=label, where=where)
     return encode_predictions(forecasts, row_format)
+
+
+async def answer(scope: Scope, path: Mapping[str, str | None], raw: bytes) -> JsonAnswer:
+    """POST /v1/models/{name}[/versions/{version}|/labels/{label}]:predict (a direct answer of the gateway)."""
+    state = scope["app"].state
+    return JsonAnswer(
+        await predict(
+            state.registry,
+            path["name"] or "",
+            raw,
+            state.settings.max_batch_windows,
+            version_text=path["version"],
+            label=path["label"],
+        )
+    )
 
 
 def version_status(versions: list[int], loaded: set[int]) -> dict[str, Any]:
@@ -145,4 +159,4 @@ def model_metadata(served: ServedVersion) -> dict[str, Any]:
     }
 
 
-__all__ = ["encode_predictions", "model_metadata", "parse_predict", "predict", "version_status"]
+__all__ = ["answer", "encode_predictions", "model_metadata", "parse_predict", "predict", "version_status"]

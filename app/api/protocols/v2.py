@@ -1,29 +1,26 @@
 """The Open Inference Protocol (KServe V2) over REST, with Triton's binary tensor data extension.
 
-Request and response bodies follow the protocol's REST spec
-(kserve `docs/predict-api/v2/required_api.md`) and Triton's
-`binary_tensor_data` extension, which `tritonclient.http` uses by default:
-the JSON header first, its length in the `Inference-Header-Content-Length`
-HTTP header, then each binary tensor's raw little-endian bytes in the order
-of the inputs (or outputs) whose `parameters.binary_data_size` says how many
-bytes are theirs. Binary input is the cheapest form a window can arrive in:
-no number is parsed, the bytes become the batch's array in one copy.
-
-This module decodes and encodes; the lookup, window checks, micro-batched
-inference and conversion to prices are /predict's
-(`app.serving.forecasting.forecast_windows`).
+Bodies follow the protocol's REST spec (kserve `docs/predict-api/v2/required_api.md`)
+and Triton's `binary_tensor_data` extension, which `tritonclient.http` uses by
+default: the JSON header, its length in `Inference-Header-Content-Length`,
+then each binary tensor's raw little-endian bytes in input (or output) order.
+This module decodes and encodes; the lookup, window checks, inference and
+prices are the core's (`app.serving.forecasting.forecast_windows`). The
+gateway answers infer requests with `answer`. See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
-from starlette.responses import Response
+from starlette.types import Scope
 
+from app.api.asgi import JsonAnswer
 from app.api.protocols.common import (
     INPUT_NAME,
     ProtocolError,
@@ -31,10 +28,11 @@ from app.api.protocols.common import (
     json_object,
     model_parameters,
     number_array,
+    output_names,
     parse_version,
     within_limit,
 )
-from app.serving.forecasting import Forecasts, forecast_windows, output_names
+from app.serving.forecasting import Forecasts, forecast_windows
 from app.serving.registry import ModelRegistry, ServedVersion
 from training.files import check_name
 
@@ -48,6 +46,8 @@ INPUT_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np
 # Prices and bounds leave in full precision, so they equal /predict's numbers.
 OUTPUT_DATATYPE = "FP64"
 _OUTPUT_DTYPE = np.dtype("<f8")
+_HEADER_LENGTH = HEADER_LENGTH.lower().encode("latin-1")
+_BINARY = (b"content-type", b"application/octet-stream")
 
 
 @dataclass(frozen=True)
@@ -244,11 +244,25 @@ async def infer(
     return encode_infer_response(forecasts, request)
 
 
-def infer_response(body: bytes, header_length: int | None) -> Response:
-    """The HTTP answer for an encoded response: JSON, or the JSON header and binary tensors with its length."""
-    if header_length is None:
-        return Response(body, media_type="application/json")
-    return Response(body, media_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
+async def answer(scope: Scope, path: Mapping[str, str | None], raw: bytes) -> JsonAnswer:
+    """POST /v2/models/{name}[/versions/{version}]/infer (a direct answer of the gateway).
+
+    JSON, or the JSON header and binary tensors with the header's length in
+    `Inference-Header-Content-Length`. Errors propagate to the gateway.
+    """
+    header_length = next((value for key, value in scope["headers"] if key == _HEADER_LENGTH), None)
+    state = scope["app"].state
+    body, length = await infer(
+        state.registry,
+        path["name"] or "",
+        path["version"],
+        raw,
+        header_length.decode("latin-1") if header_length is not None else None,
+        state.settings.max_batch_windows,
+    )
+    if length is None:
+        return JsonAnswer(body)
+    return JsonAnswer(body, _BINARY, ((_HEADER_LENGTH, str(length).encode("latin-1")),))
 
 
 def server_metadata() -> dict[str, Any]:
@@ -281,9 +295,9 @@ __all__ = [
     "HEADER_LENGTH",
     "InferRequest",
     "RequestedOutput",
+    "answer",
     "encode_infer_response",
     "infer",
-    "infer_response",
     "model_metadata",
     "parse_infer_request",
     "server_metadata",

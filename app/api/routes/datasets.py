@@ -1,6 +1,7 @@
 """Uploaded price datasets.
 
 The reads are plain `def` routes: FastAPI runs them in its thread pool, off the event loop.
+See docs/design.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+See docs/design.md.
+"""
 
 from __future__ import annotations
 

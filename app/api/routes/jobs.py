@@ -4,6 +4,7 @@ Plain `def` routes: job records are SQLite or PostgreSQL calls, which FastAPI
 runs in its thread pool instead of on the event loop that serves /predict.
 The job backend (embedded or scaled out) hides where records live and who
 runs the jobs.
+See docs/design.md.
 """
 
 from __future__ import annotations

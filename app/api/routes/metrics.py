@@ -1,4 +1,7 @@
-"""Prometheus metrics in the text exposition format."""
+"""Prometheus metrics in the text exposition format.
+
+See docs/design.md.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 Plain `def` routes, except where the registry is awaited: they read files,
 and FastAPI runs plain routes in its thread pool, off the event loop.
+See docs/design.md.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 from fastapi.responses import FileResponse
 
+from app.api import catalog
 from app.api.deps import CallerDep, JobsDep, ModelNameDep, RegistryDep, ReportsDep, StoreDep
 from app.api.examples import ALIAS_EXAMPLES
 from app.api.responses import (
@@ -24,7 +26,6 @@ from app.api.responses import (
     error_responses,
 )
 from app.api.schemas import AliasUpdate
-from app.serving import catalog
 
 router = APIRouter(prefix="/models", tags=["models"])
 

@@ -1,13 +1,9 @@
-"""POST /predict and /predict/batch: parsed from raw bytes, answered with JSON encoded by orjson.
+"""POST /predict and /predict/batch as OpenAPI documents them; /predict/batch answered here.
 
-One handler, `answer_predict`, parses a /predict body once (the arrays form
-with orjson and numpy, anything else with pydantic), looks the version up,
-forecasts, and renders every error with the same functions as the app's
-exception handlers. It has two entry points: the fast path in front of
-FastAPI's routing (`app.api.predict_fast_path`), which answers every POST
-/predict, and the FastAPI route below, which documents /predict in OpenAPI
-and answers it when the fast path is switched off
-(`STOCKCAST_PREDICT_FAST_PATH=false`).
+POST /predict is answered by the gateway (`app.api.gateway.DIRECT_ANSWERS`
+calls `app.api.predict.answer`) before routing, so its route here only
+documents it: request schema, examples, answer and errors.
+See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
@@ -16,20 +12,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
-from app.api.asgi import JsonAnswer
+from app.api.asgi import AnsweredByGatewayError, JsonAnswer
 from app.api.deps import registry_of, settings_of
 from app.api.examples import BATCH_EXAMPLES, PREDICT_EXAMPLES
-from app.api.json_body import documented_body, parse_body
-from app.api.predict_body import parse_predict
+from app.api.json_body import documented_body
+from app.api.predict import parse_body, predict_many
 from app.api.responses import error_responses
 from app.api.schemas import BatchPredictRequest, BatchPredictResponse, PredictRequest, PredictResponse
-from app.core.errors import error_response, validation_error_response
-from app.serving.forecasting import predict_many, predict_one
-from app.serving.registry import ModelRegistry
-from training.errors import StockcastError
 
 router = APIRouter(tags=["predict"])
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Response]])
@@ -50,25 +41,10 @@ def _post(
     return router.post(path, response_model=answer, responses=ERRORS, openapi_extra=documented_body(body, examples))
 
 
-async def answer_predict(registry: ModelRegistry, raw: bytes) -> Response:
-    """The /predict handler: one parse of the body, the forecast, and the answer or the error's answer.
-
-    Errors get the answers the app's exception handlers give (`app.core.errors`);
-    anything unexpected propagates to the app's logged 500.
-    """
-    try:
-        answer = await predict_one(registry, parse_predict(raw))
-    except StockcastError as error:
-        return error_response(error)
-    except RequestValidationError as error:
-        return validation_error_response(error)
-    return JsonAnswer(answer)
-
-
 @_post("/predict", PredictResponse, PredictRequest, PREDICT_EXAMPLES)
 async def create_prediction(request: Request) -> Response:
     """Forecast the next `horizon` values from one window of recent prices (oldest first)."""
-    return await answer_predict(registry_of(request), await request.body())
+    raise AnsweredByGatewayError(request.url.path)
 
 
 @_post("/predict/batch", BatchPredictResponse, BatchPredictRequest, BATCH_EXAMPLES)

@@ -1,10 +1,11 @@
 """TensorFlow Serving's REST API routes: version status, metadata and :predict, with labels as aliases.
 
-Thin: each route calls `app.api.protocols.tfserving`, which answers with
-/predict's lookup, window checks, micro-batching and prices. Errors are
-TF Serving's `{"error": message}` (`ProtocolRoute`). The `:predict` verb is
-part of the last path segment, which Starlette matches as a literal suffix
-after the `{name}` (or `{version}`, `{label}`) parameter.
+Thin: each route calls `app.api.protocols.tfserving`. The three :predict
+routes only document their paths: the gateway answers them before routing
+(`app.api.gateway.DIRECT_ANSWERS`). Errors are TF Serving's
+`{"error": message}` (`ProtocolRoute`). The `:predict` verb is part of the
+last path segment, matched as a literal suffix after the `{name}` (or
+`{version}`, `{label}`) parameter. See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.types import DecoratedCallable
 
-from app.api.deps import RegistryDep, registry_of, settings_of
+from app.api.asgi import AnsweredByGatewayError
+from app.api.deps import RegistryDep
 from app.api.examples import TF_SERVING_EXAMPLES
 from app.api.protocols import tfserving
 from app.api.protocols.common import ProtocolRoute, parse_version
@@ -83,18 +85,6 @@ async def read_label_metadata(name: str, label: str, registry: RegistryDep) -> d
     return tfserving.model_metadata(await registry.get(name, alias=label))
 
 
-async def _predict(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
-    answer = await tfserving.predict(
-        registry_of(request),
-        name,
-        await request.body(),
-        settings_of(request).max_batch_windows,
-        version_text=version,
-        label=label,
-    )
-    return Response(answer, media_type="application/json")
-
-
 def predict_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
     """Register a :predict route at `path`; the three share their answer model, error answers and body examples."""
     return router.post(path, response_model=TFPredictResponse, responses=PREDICT_ERRORS, openapi_extra=PREDICT_BODY)
@@ -103,16 +93,16 @@ def predict_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]
 @predict_route("/{name}:predict")
 async def create_prediction(name: str, request: Request) -> Response:
     """Forecast windows (`instances` or `inputs`) with the default version; prices and bounds per named output."""
-    return await _predict(request, name)
+    raise AnsweredByGatewayError(request.url.path)
 
 
 @predict_route("/{name}/versions/{version}:predict")
 async def create_version_prediction(name: str, version: str, request: Request) -> Response:
     """Forecast windows with one pinned version."""
-    return await _predict(request, name, version=version)
+    raise AnsweredByGatewayError(request.url.path)
 
 
 @predict_route("/{name}/labels/{label}:predict")
 async def create_label_prediction(name: str, label: str, request: Request) -> Response:
     """Forecast windows with the version a label (alias) points at."""
-    return await _predict(request, name, label=label)
+    raise AnsweredByGatewayError(request.url.path)

@@ -1,8 +1,9 @@
 """The Open Inference Protocol (KServe V2) REST routes, with Triton's binary tensors: health, metadata, infer.
 
-Thin: each route reads the request and calls `app.api.protocols.v2`, which
-answers with /predict's lookup, window checks, micro-batching and prices.
-Errors are the protocol's `{"error": message}` (`ProtocolRoute`).
+Thin: each route calls `app.api.protocols.v2`. The two infer routes only
+document their paths: the gateway answers them before routing
+(`app.api.gateway.DIRECT_ANSWERS`). Errors are the protocol's
+`{"error": message}` (`ProtocolRoute`). See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import RegistryDep, registry_of, settings_of
+from app.api.asgi import AnsweredByGatewayError
+from app.api.deps import RegistryDep
 from app.api.protocols import v2
 from app.api.protocols.common import ProtocolRoute, parse_version
 from app.api.protocols.schemas import (
@@ -120,18 +122,6 @@ async def read_model_version_metadata(name: str, version: str, registry: Registr
     return v2.model_metadata(served, registry.versions_of(name))
 
 
-async def _infer(request: Request, name: str, version: str | None) -> Response:
-    body, header_length = await v2.infer(
-        registry_of(request),
-        name,
-        version,
-        await request.body(),
-        request.headers.get(v2.HEADER_LENGTH),
-        settings_of(request).max_batch_windows,
-    )
-    return v2.infer_response(body, header_length)
-
-
 @router.post(
     "/models/{name}/infer",
     response_model=V2InferResponse,
@@ -145,7 +135,7 @@ async def create_inference(name: str, request: Request) -> Response:
     `lower_<level>`, `upper_<level>`, each [n, horizon] FP64; the response
     `parameters` carry the label, units and gate evidence.
     """
-    return await _infer(request, name, None)
+    raise AnsweredByGatewayError(request.url.path)
 
 
 @router.post(
@@ -156,4 +146,4 @@ async def create_inference(name: str, request: Request) -> Response:
 )
 async def create_version_inference(name: str, version: str, request: Request) -> Response:
     """Forecast a batch of windows with one pinned version (see the unversioned route)."""
-    return await _infer(request, name, version)
+    raise AnsweredByGatewayError(request.url.path)

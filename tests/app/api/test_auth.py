@@ -75,7 +75,7 @@ def test_mutating_routes_refuse_a_predict_key(
     }
 
 
-def test_the_fast_path_needs_a_key_too(keyed: TestClient, keys: Keys) -> None:
+def test_direct_answers_need_a_key_too(keyed: TestClient, keys: Keys) -> None:
     for headers in ({}, {"Authorization": "Basic b3BzOg=="}, bearer(keys.admin + "x")):
         response = keyed.post("/predict", json=ARRAYS_BODY, headers=headers)
         assert response.status_code == 401

@@ -17,7 +17,7 @@ YAHOO = (
 
 def test_sample_dataset_is_registered_at_start(empty_client: TestClient) -> None:
     listed = {dataset["name"]: dataset for dataset in empty_client.get("/datasets").json()["datasets"]}
-    # The list reads the report's own fields (it used to ask for keys the report lacks and show nulls).
+    # The list reads the report's own fields: asking for keys the report lacks would show nulls.
     assert listed["msft"] == {
         "name": "msft",
         "filename": "msft.csv",

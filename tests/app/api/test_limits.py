@@ -29,7 +29,7 @@ def test_a_declared_body_over_the_limit_is_413_before_it_is_read(tmp_path: Path)
 
 def test_an_undeclared_body_is_counted_as_it_arrives(tmp_path: Path) -> None:
     client = unstarted(tmp_path, max_request_bytes=1024)
-    # A generator body goes out chunked, without Content-Length; the fast path reads it.
+    # A generator body goes out chunked, without Content-Length; the gateway reads it for its direct answer.
     response = client.post("/predict", content=(b"x" * 600 for _ in range(3)))
     assert response.status_code == 413
     assert response.json() == {"detail": "request body is larger than the 1024 byte limit for /predict"}

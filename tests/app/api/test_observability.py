@@ -49,8 +49,8 @@ def test_an_insane_request_id_is_replaced(client: TestClient, caplog: pytest.Log
 def test_an_unexpected_error_is_logged_with_the_request_id_and_not_described(
     client: TestClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The one /predict handler, which the fast path calls too.
-    import app.api.routes.predict as handler
+    # The one /predict answer, which the gateway calls.
+    import app.api.predict as handler
 
     async def broken(*args: object, **kwargs: object) -> bytes:
         raise RuntimeError("secret internals")

@@ -1,4 +1,4 @@
-"""The /predict fast path accepts exactly what pydantic accepts, with the same values, and nothing else."""
+"""The /predict arrays parser accepts exactly what pydantic accepts, with the same values, and nothing else."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from fastapi.exceptions import RequestValidationError
 
-from app.api.json_body import parse_body
-from app.api.predict_body import parse_predict
+from app.api.predict import parse_body, parse_predict
 from app.api.schemas import ArrayWindowRequest, PredictRequest
 from app.core.errors import describe_validation_errors
 
@@ -39,7 +38,7 @@ def encoded(body: Any) -> bytes:
         {"model": "msft", "window": [[2**70, 1.0]]},
     ],
 )
-def test_the_fast_path_gives_what_pydantic_gives(body: dict[str, Any]) -> None:
+def test_the_arrays_parser_gives_what_pydantic_gives(body: dict[str, Any]) -> None:
     fast = parse_predict(encoded(body))
     assert isinstance(fast, ArrayWindowRequest)
     assert fast.window.dtype == np.float64

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import WINDOW, assert_documented, make_settings, real_windows
+from app.api.gateway import DIRECT_ANSWERS
+from app.core.errors import protocol_error_response
+from tests.helpers import WINDOW, assert_documented, real_windows
+from training.errors import StockcastError
 from training.features import WindowSpec
 from training.gate import headline_ratio
 from training.store import ModelStore
@@ -334,47 +337,48 @@ def test_trailing_binary_bytes_are_refused(client: TestClient) -> None:
     }
 
 
-@pytest.fixture(scope="module")
-def route_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """The app with the fast paths off: protocol requests go through the FastAPI routes."""
-    from app.main import create_app
-
-    settings = make_settings(model_store.root, tmp_path_factory.mktemp("var"), predict_fast_path=False)
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
 @pytest.mark.parametrize(
-    ("path", "body", "headers"),
+    ("path", "body", "headers", "status"),
     [
-        ("/v2/models/tiny/infer", json.dumps(infer_body(windows(2), id="x")).encode(), {}),
-        ("/v2/models/tiny/versions/2/infer", *binary_request(windows(1))),
-        ("/v2/models/nope/infer", json.dumps(infer_body(windows(1))).encode(), {}),
-        ("/v2/models/tiny/versions/x/infer", json.dumps(infer_body(windows(1))).encode(), {}),
-        ("/v2/models/tiny/infer", b"[1]", {}),
-        ("/v1/models/tiny:predict", json.dumps({"instances": windows(2).tolist()}).encode(), {}),
-        ("/v1/models/tiny/versions/2:predict", json.dumps({"inputs": windows(1).tolist()}).encode(), {}),
-        ("/v1/models/tiny/labels/champion:predict", json.dumps({"instances": windows(1).tolist()}).encode(), {}),
-        ("/v1/models/tiny/labels/nope:predict", json.dumps({"instances": windows(1).tolist()}).encode(), {}),
-        ("/v1/models/tiny:predict", b"{}", {}),
+        ("/v2/models/tiny/infer", json.dumps(infer_body(windows(2), id="x")).encode(), {}, 200),
+        ("/v2/models/tiny/versions/2/infer", *binary_request(windows(1)), 200),
+        ("/v2/models/nope/infer", json.dumps(infer_body(windows(1))).encode(), {}, 404),
+        ("/v2/models/tiny/versions/x/infer", json.dumps(infer_body(windows(1))).encode(), {}, 404),
+        ("/v2/models/tiny/infer", b"[1]", {}, 422),
+        ("/v1/models/tiny:predict", json.dumps({"instances": windows(2).tolist()}).encode(), {}, 200),
+        ("/v1/models/tiny/versions/2:predict", json.dumps({"inputs": windows(1).tolist()}).encode(), {}, 200),
+        ("/v1/models/tiny/labels/champion:predict", json.dumps({"instances": windows(1).tolist()}).encode(), {}, 200),
+        ("/v1/models/tiny/labels/nope:predict", json.dumps({"instances": windows(1).tolist()}).encode(), {}, 404),
+        ("/v1/models/tiny:predict", b"{}", {}, 422),
     ],
 )
-def test_fast_path_and_routes_answer_alike(
-    client: TestClient, route_client: TestClient, path: str, body: bytes, headers: dict[str, str]
+def test_the_gateway_answers_as_the_protocol_functions_do(
+    client: TestClient, path: str, body: bytes, headers: dict[str, str], status: int
 ) -> None:
+    """The gateway's direct answer against the protocol's own function, called on the same app (its one core)."""
     fast = client.post(path, content=body, headers=headers)
-    routed = route_client.post(path, content=body, headers=headers)
-    assert fast.status_code == routed.status_code
-    assert fast.headers["content-type"] == routed.headers["content-type"]
+    assert fast.status_code == status, fast.text
+    (route,) = [route for route in DIRECT_ANSWERS if route.pattern.fullmatch(path)]
+    match = route.pattern.fullmatch(path)
+    assert match is not None
+    scope = {"app": client.app, "headers": [(key.lower().encode(), value.encode()) for key, value in headers.items()]}
+    try:
+        expected = client.portal.call(route.answer, scope, match.groupdict(), body)  # type: ignore[union-attr]
+    except StockcastError as error:
+        expected = protocol_error_response(error)
+    assert expected.status_code == status
+    expected_headers = dict(expected.raw_headers)
+    assert fast.headers["content-type"] == expected_headers[b"content-type"].decode()
     if "Inference-Header-Content-Length" in fast.headers:
-        assert fast.headers["Inference-Header-Content-Length"] == routed.headers["Inference-Header-Content-Length"]
-        fast_arrays, routed_arrays = binary_outputs(fast), binary_outputs(routed)
-        assert list(fast_arrays) == list(routed_arrays)
+        length = expected_headers[b"inference-header-content-length"].decode()
+        assert fast.headers["Inference-Header-Content-Length"] == length
+        fast_arrays = binary_outputs(fast)
+        expected_arrays = binary_outputs(httpx.Response(status, headers=fast.headers, content=bytes(expected.body)))
+        assert list(fast_arrays) == list(expected_arrays)
         for name, values in fast_arrays.items():
-            np.testing.assert_allclose(values, routed_arrays[name], rtol=1e-6)
+            np.testing.assert_allclose(values, expected_arrays[name], rtol=1e-6)
     else:
-        # Two apps, two inference processes: the float32 network may differ in the last bits.
-        assert_same_json(fast.json(), routed.json())
+        assert_same_json(fast.json(), json.loads(bytes(expected.body)))
 
 
 def assert_same_json(left: Any, right: Any) -> None:

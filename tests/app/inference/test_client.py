@@ -18,8 +18,8 @@ import pytest
 
 from app.inference.client import InferenceProcess, InferenceTimeouts, InferenceUnavailableError, RemoteModel
 from app.inference.serve_loop import INFERENCE_PROCESS_NAME
+from app.inference.steps import ForecastSteps
 from app.serving.batching import MicroBatcher
-from app.serving.steps import ForecastSteps
 from tests.helpers import WINDOW_ROWS, make_settings, real_windows, run
 from training.artifact import load_preprocessing, load_version
 from training.errors import BrokenVersionError

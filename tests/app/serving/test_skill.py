@@ -74,7 +74,7 @@ def test_pinned_unpromoted_and_batch_answers_say_how_the_version_was_chosen(netw
     pinned = network_client.post("/predict", json={"model": "tiny", "version": 2, "window": sample_rows()})
     assert pinned.json()["skill"]["served_as"] == "pinned"
     arrays = [[row[column] for column in ("open", "high", "low", "close", "volume")] for row in sample_rows()]
-    unpromoted = network_client.post("/predict", json={"model": "tiny-h5", "window": arrays})  # the fast path
+    unpromoted = network_client.post("/predict", json={"model": "tiny-h5", "window": arrays})  # the arrays parser
     assert unpromoted.status_code == 200, unpromoted.text
     assert unpromoted.json()["skill"]["served_as"] == "unpromoted"
     assert unpromoted.json()["skill"]["beats_naive"] is False

@@ -1,8 +1,10 @@
 """A served version's numpy steps around its network: raw windows to scaled inputs, outputs to prices and bounds.
 
 The inference process runs both steps around the network for every batch
-(`app/inference/engine.py` subclasses this); the API process holds the same
-steps for a version (`RemoteModel`) for its metadata, spec and interval levels.
+(`app/inference/engine.py` subclasses `ForecastSteps`), so the API process
+sends raw windows and gets prices and bounds back. `interval_levels` is the
+one rule for the order of the bounds, which the API's output names follow.
+See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
@@ -15,11 +17,17 @@ from training import conformal, features
 from training.features import Scaler, WindowSpec
 
 
+def interval_levels(metadata: dict[str, Any]) -> tuple[str, ...]:
+    """A version's interval level keys ("80", "90", ...), in the order `ForecastSteps.finish` stacks their bounds."""
+    intervals = metadata.get("intervals") or None
+    return tuple(intervals["half_widths"]) if intervals else ()
+
+
 class ForecastSteps:
     """What a version does around its network, in numpy: raw windows to network inputs, outputs to prices.
 
-    Both steps are pure and cheap (vectorised over the batch); the inference
-    process runs them around the network (`CompiledModel`, `app/inference/client.py`).
+    Both steps are pure and vectorised over the batch; the inference process
+    runs them around the network (`CompiledModel`).
     """
 
     def __init__(self, metadata: dict[str, Any], spec: WindowSpec, scaler: Scaler) -> None:
@@ -29,8 +37,7 @@ class ForecastSteps:
         self.spec: WindowSpec = spec
         self.scaler: Scaler = scaler
         self._intervals: dict[str, Any] | None = metadata.get("intervals") or None
-        # Level keys ("80", "90", ...) in the order `finish` stacks their bounds.
-        self.interval_levels: tuple[str, ...] = tuple(self._intervals["half_widths"]) if self._intervals else ()
+        self.interval_levels: tuple[str, ...] = interval_levels(metadata)
 
     @property
     def window(self) -> int:

@@ -1,27 +1,28 @@
-"""/predict's two entry points, the fast path in front of FastAPI's routing and FastAPI's route, answer alike.
+"""The gateway's direct answers: the one answering path of POST /predict, V2 infer and TF Serving :predict.
 
-Both call `answer_predict`, the one handler: one parse of the body, the
-lookup, the forecast, and every error rendered as the app's exception
-handlers render it. The fast path answers every POST /predict itself.
+The gateway answers every POST /predict with `app.api.predict.answer`: one
+parse of the body, the core's lookup and forecast, and every error rendered
+as the app's exception handlers render it. The FastAPI routes of these
+paths only document them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 from starlette.types import Message, Scope
 
-import app.api.predict_body as predict_body
-import app.api.predict_fast_path as fast_path
-import app.api.routes.predict as predict_route
-from tests.helpers import WINDOW, make_settings
-from training.store import ModelStore
+import app.api.predict as predict
+from app.api.gateway import DIRECT_ANSWERS
+from app.core.errors import error_response, validation_error_response
+from tests.helpers import WINDOW
+from training.errors import StockcastError
 
 COLUMNS = ["open", "high", "low", "close", "volume"]
 ROW = [75.0, 76.0, 74.0, 75.5, 1.0e7]
@@ -31,16 +32,6 @@ def arrays_body(**selector: Any) -> dict[str, Any]:
     """A valid arrays-form body for the tiny models (columns open, high, low, close, volume)."""
     window = [[value * (1 + 0.001 * day) for value in ROW] for day in range(WINDOW)]
     return {"model": "tiny", "window": window, **selector}
-
-
-@pytest.fixture(scope="module")
-def route_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """The same app over the same store, with every /predict through FastAPI's route."""
-    from app.main import create_app
-
-    settings = make_settings(model_store.root, tmp_path_factory.mktemp("var"), predict_fast_path=False)
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
 
 
 def close_enough(left: Any, right: Any) -> None:
@@ -60,17 +51,29 @@ def close_enough(left: Any, right: Any) -> None:
         assert left == right
 
 
+def core_answer(client: TestClient, raw: bytes) -> tuple[int, bytes]:
+    """Status and body of what the core gives for `raw`, errors rendered by the app's own exception handlers."""
+    registry = client.app.state.registry  # type: ignore[attr-defined]
+    try:
+        return 200, client.portal.call(predict.predict_one, registry, predict.parse_predict(raw))  # type: ignore[union-attr]
+    except StockcastError as error:
+        rendered = error_response(error)
+    except RequestValidationError as error:
+        rendered = validation_error_response(error)
+    return rendered.status_code, bytes(rendered.body)
+
+
 @pytest.fixture
-def fast_path_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the requests the fast path hands to the handler (the FastAPI route calls it by another name)."""
+def direct_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the bodies the gateway's /predict answer parses (every request it answers)."""
     calls: list[int] = []
-    real = fast_path.answer_predict
+    real = predict.parse_predict
 
-    async def counted(*args: Any, **kwargs: Any) -> Any:
+    def counted(raw: bytes) -> Any:
         calls.append(1)
-        return await real(*args, **kwargs)
+        return real(raw)
 
-    monkeypatch.setattr(fast_path, "answer_predict", counted)
+    monkeypatch.setattr(predict, "parse_predict", counted)
     return calls
 
 
@@ -90,18 +93,17 @@ def fast_path_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     ],
     ids=["default", "pinned", "alias", "horizon-5", "rows"],
 )
-def test_both_entry_points_answer_alike(
-    client: TestClient, route_client: TestClient, fast_path_calls: list[int], body: dict[str, Any]
+def test_the_gateway_answers_every_form_of_window(
+    client: TestClient, direct_calls: list[int], body: dict[str, Any]
 ) -> None:
     fast = client.post("/predict", json=body)
     assert fast.status_code == 200, fast.text
-    assert fast_path_calls == [1], "the fast path answers every form of window"
-    routed = route_client.post("/predict", json=body)
-    assert fast_path_calls == [1], "with the fast path off, FastAPI's route answers"
-    assert routed.status_code == 200
-    assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+    assert direct_calls == [1], "the gateway answers every form of window"
+    status, core = core_answer(client, orjson.dumps(body))
+    assert status == 200
+    assert fast.headers["content-type"] == "application/json"
     assert int(fast.headers["content-length"]) == len(fast.content)
-    close_enough(orjson.loads(fast.content), orjson.loads(routed.content))
+    close_enough(orjson.loads(fast.content), orjson.loads(core))
 
 
 @pytest.mark.parametrize(
@@ -137,38 +139,44 @@ def test_both_entry_points_answer_alike(
         "empty",
     ],
 )
-def test_errors_are_byte_for_byte_the_same(
-    client: TestClient, route_client: TestClient, fast_path_calls: list[int], raw: bytes, status: int
+def test_errors_are_byte_for_byte_the_app_s_own(
+    client: TestClient, direct_calls: list[int], raw: bytes, status: int
 ) -> None:
     headers = {"content-type": "application/json"}
     fast = client.post("/predict", content=raw, headers=headers)
-    assert fast_path_calls == [1]
-    routed = route_client.post("/predict", content=raw, headers=headers)
-    assert fast.status_code == routed.status_code == status, fast.text
-    assert fast.content == routed.content
+    assert direct_calls == [1]
+    rendered_status, rendered = core_answer(client, raw)
+    assert fast.status_code == rendered_status == status, fast.text
+    assert fast.content == rendered
 
 
 def test_a_body_is_parsed_once(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """The arrays parser runs once per request, also when it declines the body (rows go on to pydantic)."""
     calls: list[bytes] = []
-    real = predict_body.parse_array_window
+    real = predict.parse_array_window
 
     def counted(raw: bytes) -> Any:
         calls.append(raw)
         return real(raw)
 
-    monkeypatch.setattr(predict_body, "parse_array_window", counted)
+    monkeypatch.setattr(predict, "parse_array_window", counted)
     rows = [dict(zip(COLUMNS, ROW, strict=True))] * WINDOW
     assert client.post("/predict", json={"model": "tiny", "window": rows}).status_code == 200
     assert client.post("/predict", json=arrays_body()).status_code == 200
     assert len(calls) == 2
 
 
-def test_other_methods_and_paths_are_answered_alike(client: TestClient, route_client: TestClient) -> None:
-    for method, path in (("GET", "/predict"), ("POST", "/predict/"), ("PUT", "/predict")):
-        fast = client.request(method, path, json=arrays_body(), follow_redirects=False)
-        routed = route_client.request(method, path, json=arrays_body(), follow_redirects=False)
-        assert (fast.status_code, fast.content) == (routed.status_code, routed.content), (method, path)
+def test_other_methods_and_paths_go_on_to_fastapi(client: TestClient) -> None:
+    expected = {
+        ("GET", "/predict"): (405, {"detail": "Method Not Allowed"}),
+        ("PUT", "/predict"): (405, {"detail": "Method Not Allowed"}),
+    }
+    for (method, path), (status, body) in expected.items():
+        answer = client.request(method, path, json=arrays_body(), follow_redirects=False)
+        assert (answer.status_code, answer.json()) == (status, body), (method, path)
+    # FastAPI redirects to the path without the slash, which the gateway then answers.
+    redirected = client.post("/predict/", json=arrays_body(), follow_redirects=False)
+    assert redirected.status_code == 307 and redirected.headers["location"].endswith("/predict")
     batch = client.post("/predict/batch", json={"model": "tiny", "windows": [arrays_body()["window"]]})
     assert batch.status_code == 200
 
@@ -177,8 +185,7 @@ def test_an_unexpected_error_is_a_logged_500_not_a_crash(client: TestClient, mon
     async def broken(*args: Any, **kwargs: Any) -> bytes:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(predict_route, "predict_one", broken)
-    assert predict_route.answer_predict is fast_path.answer_predict  # one handler, so this reaches the fast path
+    monkeypatch.setattr(predict, "predict_one", broken)
     # A second client over the same running app, one that turns server errors into answers.
     lenient = TestClient(client.app, raise_server_exceptions=False)
     answer = lenient.post("/predict", json=arrays_body())
@@ -188,12 +195,26 @@ def test_an_unexpected_error_is_a_logged_500_not_a_crash(client: TestClient, mon
     assert client.post("/predict", json=arrays_body()).status_code == 200
 
 
-def test_both_entry_points_agree_over_many_windows(client: TestClient, route_client: TestClient) -> None:
+def test_the_gateway_and_the_core_agree_over_many_windows(client: TestClient) -> None:
     rng = np.random.default_rng(3)
     for _ in range(5):
         window = (np.array(ROW) * rng.uniform(0.9, 1.1, size=(WINDOW, len(ROW)))).round(2).tolist()
         body = {"model": "tiny", "window": window}
-        close_enough(client.post("/predict", json=body).json(), route_client.post("/predict", json=body).json())
+        _, core = core_answer(client, orjson.dumps(body))
+        close_enough(client.post("/predict", json=body).json(), orjson.loads(core))
+
+
+def test_every_documented_hot_inference_path_is_answered_by_the_gateway(client: TestClient) -> None:
+    """One answering path per endpoint: the documented POST inference paths are all in the gateway's table."""
+    posts = [path for path, operations in client.get("/openapi.json").json()["paths"].items() if "post" in operations]
+    hot = [path for path in posts if path == "/predict" or path.endswith(("/infer", ":predict"))]
+    assert len(hot) == 6, hot
+    for template in hot:
+        path = template.replace("{name}", "tiny").replace("{version}", "2").replace("{label}", "champion")
+        assert any(route.pattern.fullmatch(path) for route in DIRECT_ANSWERS), template
+    for template in set(posts) - set(hot):
+        path = template.replace("{name}", "tiny")
+        assert not any(route.pattern.fullmatch(path) for route in DIRECT_ANSWERS), template
 
 
 def run_asgi(client: TestClient, messages: list[Message]) -> list[Message]:

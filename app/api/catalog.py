@@ -4,6 +4,7 @@ Version metadata is read through `VersionPublic` (typed, and checked: a
 version whose metadata does not fit is listed as broken, with the reason),
 and every answer is a response model, so a field renamed in one place is
 an error in mypy, not a null in an answer.
+See docs/design.md.
 """
 
 from __future__ import annotations

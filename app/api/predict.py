@@ -1,0 +1,227 @@
+"""POST /predict and /predict/batch: the body parsed into windows, the core called, the JSON answer shaped.
+
+The gateway answers every POST /predict with `answer` (`app.api.gateway`).
+A body of arrays of numbers is decoded by orjson into one numpy array, and
+accepted only where pydantic would accept it with the same values; every
+other body goes through `PredictRequest`, so each error message comes from
+one place. Rows become (array, dates) here; `forecast_windows` does the
+rest, and the answer is plain lists and dicts encoded by orjson
+(`PredictResponse` documents its shape). See docs/design.md, "Serving path".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import operator
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.types import Scope
+
+from app.api.asgi import NUMBER_KINDS, JsonAnswer
+from app.api.schemas import ArrayWindowRequest, BatchPredictRequest, PredictRequest, PriceRow, VersionSelector
+from app.core.config import default
+from app.serving.forecasting import Forecasts, forecast_windows
+from app.serving.registry import ModelRegistry
+from app.serving.windows import ROW_COLUMNS, RowWindow, Window, WindowDates, WindowError
+from training import calendars
+
+Body = TypeVar("Body", bound=BaseModel)
+
+_SELECTOR_KEYS = frozenset(VersionSelector.model_fields)
+# Selectors already validated, by (model, version, alias): clients send the
+# same few again and again. Bounded; cleared when full.
+_SELECTORS: dict[tuple[str, int | None, str | None], VersionSelector] = {}
+_MAX_SELECTORS = 1024
+# One window sent without dates: the dates argument of /predict's arrays form, shared by every request.
+_NO_DATES: tuple[None] = (None,)
+_WHERE_ONE = ("window",)
+_ROW_VALUES = operator.attrgetter(*ROW_COLUMNS)
+
+
+def parse_body(model: type[Body], raw: bytes) -> Body:
+    """Validate raw JSON bytes as `model`; a 422 with `body.`-prefixed locations otherwise (FastAPI's own error)."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        errors = [{**item, "loc": ("body", *item["loc"])} for item in error.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+def parse_predict(raw: bytes) -> PredictRequest | ArrayWindowRequest:
+    """The request in `raw`; a 422 naming the field if it is malformed."""
+    fast = parse_array_window(raw)
+    return fast if fast is not None else parse_body(PredictRequest, raw)
+
+
+def parse_array_window(raw: bytes) -> ArrayWindowRequest | None:
+    """An arrays-form request parsed without pydantic; None whenever pydantic should look at the body instead.
+
+    orjson refuses NaN, Infinity and numbers that overflow a double, so
+    every number this returns is finite and needs no second check.
+    """
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is not dict or "window" not in data or not data.keys() - {"window"} <= _SELECTOR_KEYS:
+        return None
+    window = data.pop("window")
+    if type(window) is not list or not window or type(window[0]) is not list:
+        return None
+    try:
+        values = np.array(window)
+    except ValueError:
+        # Ragged rows: pydantic accepts them and the shape check names the row.
+        return None
+    if values.ndim != 2 or values.dtype.kind not in NUMBER_KINDS:
+        return None
+    values = values.astype(np.float64, copy=False)
+    # Plain JSON types only, so that validating the selector from Python
+    # objects accepts exactly what validating it from JSON would.
+    version, alias = data.get("version"), data.get("alias")
+    if (
+        type(data.get("model")) is not str
+        or (version is not None and type(version) is not int)
+        or (alias is not None and type(alias) is not str)
+    ):
+        return None
+    selector = _selector(data)
+    return ArrayWindowRequest(selector=selector, window=values) if selector is not None else None
+
+
+def _selector(data: dict[str, object]) -> VersionSelector | None:
+    """The validated selector for these keys (cached), or None if pydantic refuses it."""
+    key = (data["model"], data.get("version"), data.get("alias"))
+    selector = _SELECTORS.get(key)  # type: ignore[arg-type]
+    if selector is None:
+        try:
+            selector = VersionSelector.model_validate(data)
+        except ValidationError:
+            return None
+        if len(_SELECTORS) >= _MAX_SELECTORS:
+            _SELECTORS.clear()
+        _SELECTORS[key] = selector  # type: ignore[index]
+    return selector
+
+
+def parse_window(window: list[PriceRow] | list[list[float]]) -> tuple[Window, WindowDates]:
+    """A validated request window as the core takes it: rows become (array of `ROW_COLUMNS`, their dates)."""
+    if window and isinstance(window[0], PriceRow):
+        rows: list[PriceRow] = window  # type: ignore[assignment]
+        # pydantic has checked every named price and volume; a missing optional column becomes NaN.
+        values = np.array([_ROW_VALUES(row) for row in rows], dtype=np.float64)
+        return RowWindow(values), [row.date for row in rows]
+    return window, None  # type: ignore[return-value]
+
+
+def forecast_steps(
+    output: np.ndarray,
+    levels: tuple[str, ...],
+    last_date: dt.date | None,
+    calendar: str = calendars.DEFAULT_CALENDAR,
+) -> list[dict[str, Any]]:
+    """One window's output (1 + 2 * levels, horizon) as the answer's steps, dated by the version's calendar."""
+    rows: list[list[float]] = output.tolist()
+    forecast, lowers, uppers = rows[0], rows[1 : 1 + len(levels)], rows[1 + len(levels) :]
+    horizon = len(forecast)
+    dates: list[dt.date] | list[None] = (
+        calendars.sessions_after(last_date, horizon, calendar) if last_date else [None] * horizon
+    )
+    return [
+        {
+            "step": step + 1,
+            "date": dates[step],
+            "close": forecast[step],
+            "intervals": {
+                level: {"lower": lowers[index][step], "upper": uppers[index][step]}
+                for index, level in enumerate(levels)
+            },
+        }
+        for step in range(horizon)
+    ]
+
+
+def _calendar(found: Forecasts) -> str:
+    """The trading calendar the version's forecast dates follow."""
+    return str(found.served.metadata.get("calendar") or calendars.DEFAULT_CALENDAR)
+
+
+async def predict_one(registry: ModelRegistry, request: PredictRequest | ArrayWindowRequest) -> bytes:
+    """Forecast one window with the requested (or default) version; the JSON answer."""
+    window: Window
+    dates: tuple[WindowDates]
+    if isinstance(request, ArrayWindowRequest):
+        window, dates = request.window, _NO_DATES
+    else:
+        window, window_dates = parse_window(request.window)
+        dates = (window_dates,)
+    found = await forecast_windows(
+        registry, request.model, [window], dates, version=request.version, alias=request.alias, where=_WHERE_ONE
+    )
+    served, spec = found.served, found.served.model.spec
+    return orjson.dumps(
+        {
+            "model": served.name,
+            "version": served.version,
+            "label": spec.label,
+            "last_value": float(found.windows[0, -1, spec.label_index]),
+            "forecast": forecast_steps(found.outputs[0], found.levels, found.last_dates[0], _calendar(found)),
+            "skill": found.skill,
+        }
+    )
+
+
+async def predict_many(
+    registry: ModelRegistry, request: BatchPredictRequest, max_windows: int = default("max_batch_windows")
+) -> bytes:
+    """Forecast many windows in one inference call; the JSON answer."""
+    if len(request.windows) > max_windows:
+        raise WindowError(f"windows: at most {max_windows} windows per request, got {len(request.windows)}")
+    parsed = [parse_window(window) for window in request.windows]
+    found = await forecast_windows(
+        registry,
+        request.model,
+        [window for window, _ in parsed],
+        [dates for _, dates in parsed],
+        version=request.version,
+        alias=request.alias,
+        where="windows",
+    )
+    served, calendar = found.served, _calendar(found)
+    return orjson.dumps(
+        {
+            "model": served.name,
+            "version": served.version,
+            "label": served.model.spec.label,
+            "forecasts": [
+                forecast_steps(found.outputs[index], found.levels, found.last_dates[index], calendar)
+                for index in range(len(found.windows))
+            ],
+            "skill": found.skill,
+        }
+    )
+
+
+async def answer(scope: Scope, path: Mapping[str, str | None], raw: bytes) -> JsonAnswer:
+    """POST /predict, from its whole body `raw` (a direct answer of the gateway; `path` holds no parameters).
+
+    Errors propagate: the gateway renders them as the app's exception handlers do.
+    """
+    return JsonAnswer(await predict_one(scope["app"].state.registry, parse_predict(raw)))
+
+
+__all__ = [
+    "answer",
+    "forecast_steps",
+    "parse_array_window",
+    "parse_body",
+    "parse_predict",
+    "parse_window",
+    "predict_many",
+    "predict_one",
+]
