@@ -1,35 +1,15 @@
 """The API's handle on the inference process, where every served network runs.
 
-Why a process and not a thread: a thread shares the API's GIL. Each batch a
-TensorFlow call spends a few hundred microseconds in Python (argument
-handling, output conversion), and the event loop waited for the GIL every
-time, while TensorFlow's own threads competed with it for the two cores
-(`bench/gil_handoff.py` measures the hand-over). With the networks in a
-separate process the API process never imports TensorFlow: its event loop
-parses requests, stacks batches and writes answers, and the inference
-process runs each version's whole forecast: scaling (`ForecastSteps.prepare`),
-the compiled graph, prices and conformal bounds (`ForecastSteps.finish`).
-The numpy steps ran on the event loop until measured there: 12.6 of its
-143.5 us per request (`bench/request_steps.py`), on the process that is
-the bottleneck, while the inference process waits for batches. The same
-split is BentoML's runners and Triton's Python backend.
-
-Protocol: typed messages (`app/inference/protocol.py`) in length-prefixed
-frames over a socket pair. On this side the socket belongs to an asyncio
-transport (`_WorkerLink`): a write hands the whole frame to the transport,
-which keeps whatever the socket does not take at once and sends it when it
-can, and replies are reassembled from however the bytes arrive. So a batch
-costs one write and one read callback on the event loop and no thread
-hand-over, and a frame larger than the socket buffer (a 1,024-window batch
-is about 1.6 MB) arrives whole. A handle names one load, so two loads of
-the same version (a default and a pinned copy) never share one.
-
-If the worker dies (killed, out of memory), every waiting call fails with
-503, and a new worker is started and reloads every handle; predictions for
-a handle fail with 503 until it is back, and /ready says 503 meanwhile. A
-worker that stops answering (a batch unanswered for `timeouts.call_seconds`,
-a load for `load_timeout_seconds`) is killed and restarted the same way. A worker that keeps dying is restarted
-after a delay that doubles each time, up to a minute.
+The networks live in a separate process so the API process never imports
+TensorFlow and its event loop never waits for a GIL held by inference: it
+parses requests, stacks batches and writes answers; the inference process
+runs each version's whole forecast (`app/inference/steps.py` around the
+compiled graph). Messages (`app/inference/messages.py`) travel in
+length-prefixed frames over a socket pair owned by an asyncio transport, so
+a batch costs one write and one read callback on the event loop. If the
+process dies or stops answering, waiting calls fail with 503 and a new one
+is started (with a doubling delay) and reloads every handle.
+See docs/design.md, "Layout: which process runs what".
 """
 
 from __future__ import annotations

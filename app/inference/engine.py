@@ -1,15 +1,12 @@
 """A loaded version compiled for serving: no `model.predict()` on the request path.
 
-`model.predict()` builds a data pipeline and a step function on every call:
-about 90 ms for one 40-day window through a 64-unit LSTM on two CPU cores.
-Here the model's forward pass is traced once into a TensorFlow graph with a
-fixed input signature `(None, window, features)` and called as a concrete
-function. The plain graph serves from the moment the version is loaded;
-the same graph compiled with XLA (about three times faster at batch sizes 1
-to 64) takes over once it has been compiled for a few bucket sizes, to which
-every batch is padded, so no request ever pays for tracing or compilation.
-`bench/inference.py` measures each option side by side; the exported
-SavedModel was no faster than the plain graph.
+`model.predict()` builds a data pipeline and a step function on every call.
+Here the forward pass is traced once into a graph with a fixed input
+signature `(None, window, features)` and called as a concrete function. The
+plain graph serves from the moment the version is loaded; the same graph
+compiled with XLA takes over once it is compiled for a few bucket sizes, to
+which every batch is padded, so no request pays for tracing or compiling.
+See docs/design.md, "Serving path" (figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -88,8 +85,8 @@ class CompiledModel(ForecastSteps):
     take traffic within a fraction of a second. With `jit_compile`, the XLA
     version of the same graph is then compiled for every bucket size, checked
     against the plain graph, and swapped in; in a background thread when
-    `compile_in_background` (the default: about two seconds of compilation
-    no longer delay readiness), otherwise before the constructor returns. A
+    `compile_in_background` (the default: compiling does not delay
+    readiness), otherwise before the constructor returns. A
     model that XLA cannot compile keeps serving the plain graph.
     """
 
