@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import tiny_config
 from training import features
 from training.artifact import load_version
-from training.config import ARCHITECTURES, TrainConfig
+from training.config import ARCHITECTURES
 from training.data import CleanResult
 from training.errors import ConfigError
 from training.files import now_iso
@@ -60,10 +61,8 @@ def test_builders_refuse_bad_settings(arguments: dict, message: str) -> None:
         build_model(**values)
 
 
-def test_save_then_load_gives_identical_predictions(
-    small_clean: CleanResult, tiny_config: TrainConfig, tmp_path: Path
-) -> None:
-    config = tiny_config.replace(architecture="simple_rnn", epochs=1)
+def test_save_then_load_gives_identical_predictions(small_clean: CleanResult, tmp_path: Path) -> None:
+    config = tiny_config(architecture="simple_rnn", epochs=1)
     prepared = prepare(small_clean.frame, config.window_spec(), config.validation_fraction, config.test_fraction)
     model, epochs_run, _ = fit_network(config, prepared)
     metrics, intervals = evaluate_fitted(model, prepared, config.interval_levels)

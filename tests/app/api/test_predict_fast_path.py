@@ -20,7 +20,8 @@ from starlette.types import Message, Scope
 import app.api.predict_body as predict_body
 import app.api.predict_fast_path as fast_path
 import app.api.routes.predict as predict_route
-from tests.helpers import WINDOW, make_settings
+from tests.fakes import fake_app
+from tests.helpers import WINDOW
 from training.store import ModelStore
 
 COLUMNS = ["open", "high", "low", "close", "volume"]
@@ -35,11 +36,8 @@ def arrays_body(**selector: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def route_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """The same app over the same store, with every /predict through FastAPI's route."""
-    from app.main import create_app
-
-    settings = make_settings(model_store.root, tmp_path_factory.mktemp("var"), predict_fast_path=False)
-    with TestClient(create_app(settings)) as test_client:
+    """The same app over the same store (fake inference), with every /predict through FastAPI's route."""
+    with TestClient(fake_app(model_store.root, tmp_path_factory.mktemp("var"), predict_fast_path=False)) as test_client:
         yield test_client
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import WINDOW, assert_documented, make_settings, real_windows
+from tests.fakes import fake_app
+from tests.helpers import WINDOW, assert_documented, real_windows
 from training.features import WindowSpec
 from training.gate import headline_ratio
 from training.store import ModelStore
@@ -113,7 +114,9 @@ def test_model_readiness(client: TestClient) -> None:
     assert missing.json() == {"error": "unknown model 'nope'; models: ['tiny', 'tiny-h5']"}
 
 
-def test_json_infer_of_one_window_equals_predict(client: TestClient) -> None:
+def test_json_infer_of_one_window_equals_predict(real_client: TestClient) -> None:
+    # On the real network: /predict equals the Keras model (test_predict.py), and V2 equals /predict.
+    client = real_client
     (window,) = windows(1)
     response = client.post("/v2/models/tiny/infer", json=infer_body(window[None], id="req-7"))
     assert response.status_code == 200, response.text
@@ -336,11 +339,8 @@ def test_trailing_binary_bytes_are_refused(client: TestClient) -> None:
 
 @pytest.fixture(scope="module")
 def route_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """The app with the fast paths off: protocol requests go through the FastAPI routes."""
-    from app.main import create_app
-
-    settings = make_settings(model_store.root, tmp_path_factory.mktemp("var"), predict_fast_path=False)
-    with TestClient(create_app(settings)) as test_client:
+    """The app (fake inference) with the fast paths off: protocol requests go through the FastAPI routes."""
+    with TestClient(fake_app(model_store.root, tmp_path_factory.mktemp("var"), predict_fast_path=False)) as test_client:
         yield test_client
 
 
