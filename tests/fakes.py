@@ -131,9 +131,15 @@ class FakeInference:
         return False
 
 
-def fake_app(models_dir: Path, data_dir: Path, **overrides: Any) -> Any:
-    """The real app (`create_app`) on the tests' settings (`make_settings`), its inference backend `FakeInference`."""
+def fake_app_on(settings: Settings) -> Any:
+    """The real app (`create_app`) on `settings`, its inference backend `FakeInference`."""
     from app.main import create_app
+
+    return create_app(settings, inference=FakeInference.for_settings)
+
+
+def fake_app(models_dir: Path, data_dir: Path, **overrides: Any) -> Any:
+    """`fake_app_on` the tests' settings (`make_settings`)."""
     from tests.helpers import make_settings
 
-    return create_app(make_settings(models_dir, data_dir, **overrides), inference=FakeInference.for_settings)
+    return fake_app_on(make_settings(models_dir, data_dir, **overrides))

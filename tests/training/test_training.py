@@ -25,6 +25,8 @@ from training.pipeline import (
 )
 from training.store import MODEL_FILE, ModelStore
 
+pytestmark = pytest.mark.tf
+
 PRICE_COLUMNS = [0, 1, 2, 3]  # open, high, low, close in the default feature order
 
 

@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 from tests.helpers import DEADLINE_SECONDS, SAMPLE, WINDOW_ROWS, make_settings, wait_job
 from training.store import ModelStore
 
+pytestmark = pytest.mark.tf
+
 
 @pytest.fixture(scope="module")
 def gate_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:

@@ -15,6 +15,7 @@ from training.config import TrainConfig, public_fields
 TINY = {"window": 10, "units": 4, "epochs": 1, "batch_size": 256}
 
 
+@pytest.mark.tf
 def test_train_job_runs_in_a_worker_and_its_version_is_served(empty_client: TestClient) -> None:
     accepted = empty_client.post(
         "/train", json={"model": "jobbed", "dataset": "msft", "architecture": "simple_rnn", **TINY}

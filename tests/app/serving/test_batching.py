@@ -356,6 +356,7 @@ def test_invalid_settings_are_refused(max_batch_size: int, max_wait_us: int) -> 
 
 @pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
 @pytest.mark.parametrize("name", ["tiny", "tiny-h5"])
+@pytest.mark.tf
 def test_real_model_under_concurrency_matches_single_predictions(
     model_store: ModelStore, name: str, split: bool
 ) -> None:

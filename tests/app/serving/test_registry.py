@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.fakes import fake_app
 from tests.helpers import WINDOW_ROWS, make_settings, tiny_clean, tiny_config
+from tests.stub_training import use_stub_training
 from training.pipeline import TrainingRun, train_version
 from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
 
@@ -36,6 +38,7 @@ def broken_store(model_store: ModelStore, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.tf
 def test_alias_to_a_broken_version_is_refused_and_the_old_one_keeps_serving(broken_store: Path, tmp_path: Path) -> None:
     from app.main import create_app
 
@@ -52,6 +55,7 @@ def test_alias_to_a_broken_version_is_refused_and_the_old_one_keeps_serving(brok
         assert pinned.status_code == 409 and "does not match its sha256" in pinned.json()["detail"]
 
 
+@pytest.mark.tf
 def test_a_broken_champion_at_start_falls_back_and_says_so(broken_store: Path, tmp_path: Path) -> None:
     from app.main import create_app
 
@@ -64,13 +68,12 @@ def test_a_broken_champion_at_start_falls_back_and_says_so(broken_store: Path, t
         assert client.get("/models/tiny").json()["serving_error"].startswith("v3 not served")
 
 
+@pytest.mark.tf
 def test_versions_trained_elsewhere_are_picked_up_without_restart(model_store: ModelStore, tmp_path: Path) -> None:
-    """The CLI writes to the store directly; the registry's watcher serves the new model."""
-    from app.main import create_app
-
+    """The CLI writes to the store directly; the registry's watcher serves the new model (fake inference)."""
     root = tmp_path / "models"
     shutil.copytree(model_store.root, root)
-    with TestClient(create_app(make_settings(root, tmp_path / "var"))) as client:
+    with TestClient(fake_app(root, tmp_path / "var")) as client:
         assert client.post("/predict", json={"model": "fresh", "window": WINDOW_ROWS}).status_code == 404
         run = TrainingRun("fresh", tiny_clean(), {"name": "x"}, tiny_config(backtest_folds=0))
         train_version(run, ModelStore(root))
@@ -90,16 +93,16 @@ def test_version_report_png(client: TestClient) -> None:
 
 @pytest.fixture(scope="module")
 def msft_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """A store holding a tiny `msft` model with the sample model's window of 40."""
-    from app.main import create_app
-
+    """A store holding a tiny `msft` model with the sample model's window of 40 (fake inference, stub training)."""
     root = tmp_path_factory.mktemp("examples") / "models"
     run = TrainingRun("msft", tiny_clean(), {"name": "x"}, tiny_config(window=40, backtest_folds=0))
     train_version(run, ModelStore(root))
-    with TestClient(create_app(make_settings(root, tmp_path_factory.mktemp("var")))) as client:
+    with TestClient(fake_app(root, tmp_path_factory.mktemp("var"))) as client:
+        use_stub_training(client)
         yield client
 
 
+@pytest.mark.tf
 def test_every_openapi_example_works(msft_client: TestClient) -> None:
     schema = msft_client.get("/openapi.json").json()
     tried = 0

@@ -15,6 +15,8 @@ from tests.helpers import SAMPLE, WINDOW_ROWS, make_settings, sample_rows, tiny_
 from training.pipeline import TrainingRun, train_version
 from training.store import ModelStore
 
+pytestmark = pytest.mark.tf
+
 NO_EVIDENCE = "no walk-forward backtest: no evidence of skill"
 # Ten XNYS sessions ending on Christmas Eve 2024.
 SESSIONS = ["2024-12-10", "2024-12-11", "2024-12-12", "2024-12-13", "2024-12-16"]
