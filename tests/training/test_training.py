@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import tiny_config
+from tests.helpers import TINY_ROWS, tiny_config
 from training import features
 from training.artifact import load_version
 from training.config import ARCHITECTURES
@@ -92,7 +92,7 @@ def test_trained_version_holds_model_scaler_and_provenance(trained_store: tuple[
     assert (metadata["label"], metadata["window"], metadata["horizon"]) == ("close", 10, 1)
     assert metadata["transform"] == "relative" and metadata["scaler"]["kind"] == "standard"
     assert len(metadata["scaler"]["feature_center"]) == 5 and len(metadata["scaler"]["target_scale"]) == 1
-    assert metadata["data"]["rows"] == 600 and metadata["data"]["end"] == "2017-11-10"
+    assert metadata["data"]["rows"] == TINY_ROWS and metadata["data"]["end"] == "2017-11-10"
     assert metadata["split"]["train"]["end"] < metadata["split"]["validation"]["start"]
     assert metadata["split"]["calibration"]["end"] < metadata["split"]["test"]["start"]
     assert set(metadata["metrics"]) == {"model", "naive", "drift"}

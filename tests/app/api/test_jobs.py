@@ -34,6 +34,7 @@ def test_train_job_runs_in_a_worker_and_its_version_is_served(empty_client: Test
     assert ready["models"]["jobbed"] == 1
 
 
+@pytest.mark.tf
 def test_failed_job_says_why(empty_client: TestClient) -> None:
     rows = "".join(f"2020-02-{day:02d},1,2,0.5,1.5,10\n" for day in range(1, 29))
     uploaded = empty_client.post(
