@@ -3,6 +3,11 @@
 The tiny models (`model_store`) are trained for real with Keras once per
 session; every test that needs a trained version reads them, through the
 HTTP layer (`tests/app/conftest.py`) or directly (`trained_store`).
+
+Markers (pyproject.toml): `tf` runs a real TensorFlow network or training
+child, `e2e` starts real service processes, `postgres` needs the test
+database. Everything runs by default (CI); the fast tier, about a minute:
+    scripts/test -m "not tf and not e2e"
 """
 
 from __future__ import annotations

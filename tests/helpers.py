@@ -133,6 +133,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM a running process, then SIGKILL it if it has not exited within `timeout` seconds."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class ServiceProcess:
     """The real service (`uvicorn app.main:app`) in a subprocess on a free loopback port, serving a given store.
 
@@ -210,13 +221,7 @@ class ServiceProcess:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 30)
 
     def kill9(self) -> None:
         """SIGKILL: the API process dies at once, as in a crash."""
@@ -275,13 +280,7 @@ class WorkerProcess:
 
     def stop(self) -> None:
         """SIGTERM (running jobs finish), then SIGKILL if it lingers."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 60)
 
 
 def pid_alive(pid: int) -> bool:
