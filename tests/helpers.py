@@ -90,8 +90,10 @@ def make_settings(store_root: Path, data_dir: Path, **overrides: object) -> Sett
         "job_poll_seconds": 0.2,
         "refresh_seconds": 0.5,
         "max_batch_wait_us": 500,
-        # Fewer compiled batch shapes: each one costs an XLA compilation at load.
+        # Small batches: fewer shapes to warm up (and to compile where XLA is on).
         "max_batch_size": 8,
+        # No XLA compilation in the background of every load; the tests of XLA ask for it.
+        "inference_xla": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     inference_stop_timeout_seconds: float = Field(
         10.0, gt=0, description="At shutdown, how long the inference process may take to exit before it is killed."
     )
+    inference_xla: bool = Field(
+        True,
+        description="Compile each served network with XLA in the background once it serves (faster batches);"
+        " False serves the plain TensorFlow graph only.",
+    )
     ready_timeout_seconds: float = Field(
         5.0,
         gt=0,

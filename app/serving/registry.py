@@ -103,6 +103,7 @@ class ModelRegistry:
             log_level=settings.log_level,
             timeouts=InferenceTimeouts.from_settings(settings),
             temp_dir=settings.temp_dir / "inference",
+            xla=settings.inference_xla,
         )
         self.started = False
 
