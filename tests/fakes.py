@@ -100,9 +100,11 @@ class FakeInference:
         return self._running
 
     async def load(self, name: str, version: int, max_batch_size: int) -> int:
-        """Load a version's real preprocessing and warm it up; BrokenVersionError as the real one words it."""
+        """Load a version's real preprocessing, check its files and warm it up; BrokenVersionError as the real one."""
         self.loads.append((name, version))
         metadata, spec, scaler = await asyncio.to_thread(load_preprocessing, self.store, name, version)
+        # The real load's file check (missing or tampered network file), without reading the network.
+        await asyncio.to_thread(self.store.verified_model_path, name, version, metadata)
         loaded = FakeVersion(metadata, spec, scaler)
         warm = loaded.forecast(np.ones((1, spec.window, len(spec.features))))
         if not np.all(np.isfinite(warm)):

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.fakes import fake_app
-from tests.helpers import WINDOW_ROWS, make_settings, tiny_clean, tiny_config
+from tests.helpers import WINDOW_ROWS, tiny_clean, tiny_config
 from tests.stub_training import use_stub_training
 from training.pipeline import TrainingRun, train_version
 from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
@@ -38,11 +38,8 @@ def broken_store(model_store: ModelStore, tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.tf
 def test_alias_to_a_broken_version_is_refused_and_the_old_one_keeps_serving(broken_store: Path, tmp_path: Path) -> None:
-    from app.main import create_app
-
-    with TestClient(create_app(make_settings(broken_store, tmp_path / "var"))) as client:
+    with TestClient(fake_app(broken_store, tmp_path / "var")) as client:
         assert client.post("/predict", json={"model": "tiny", "window": WINDOW_ROWS}).json()["version"] == 1
         moved = client.put("/models/tiny/aliases/champion", json={"version": 3, "reason": "bad idea"})
         assert moved.status_code == 409, moved.text
@@ -55,12 +52,9 @@ def test_alias_to_a_broken_version_is_refused_and_the_old_one_keeps_serving(brok
         assert pinned.status_code == 409 and "does not match its sha256" in pinned.json()["detail"]
 
 
-@pytest.mark.tf
 def test_a_broken_champion_at_start_falls_back_and_says_so(broken_store: Path, tmp_path: Path) -> None:
-    from app.main import create_app
-
     (broken_store / "tiny" / ALIASES_FILE).write_text(json.dumps({"champion": 3}))
-    with TestClient(create_app(make_settings(broken_store, tmp_path / "var"))) as client:
+    with TestClient(fake_app(broken_store, tmp_path / "var")) as client:
         ready = client.get("/ready")
         assert ready.status_code == 200  # something serves every model...
         assert ready.json()["models"]["tiny"] == 2  # ...the newest version that loads
