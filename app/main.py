@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,6 +27,7 @@ from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.runtime import settle_heap, tune_for_serving
 from app.datasets import DatasetStore
+from app.inference.client import InferenceProcess
 from app.jobs.backend import JobBackend, open_job_backend
 from app.jobs.store import FINISHED, QUEUED, RUNNING
 from app.reports import VersionReports
@@ -84,15 +85,20 @@ def service_state(registry: ModelRegistry, jobs: JobBackend) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """An app bound to `settings` (tests pass their own; the server reads the environment)."""
+def create_app(
+    settings: Settings | None = None, inference: Callable[[Settings], InferenceProcess] | None = None
+) -> FastAPI:
+    """An app bound to `settings` (tests pass their own; the server reads the environment).
+
+    `inference` builds the registry's inference backend at each start-up (tests pass a fake); None: the real one.
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = ModelStore(settings.models_dir)
         datasets = DatasetStore(settings.datasets_dir)
-        registry = ModelRegistry(store, settings)
+        registry = ModelRegistry(store, settings, inference(settings) if inference is not None else None)
 
         async def on_job_finished(job: dict[str, Any]) -> dict[str, Any]:
             name = str(job["request"]["model"])

@@ -1,4 +1,14 @@
-"""Shared fixtures: the bundled sample data, a slice of it, and tiny real models."""
+"""Shared fixtures: the bundled sample data, a slice of it, and the one store of tiny real models.
+
+The tiny models (`model_store`) are trained for real with Keras once per
+session; every test that needs a trained version reads them, through the
+HTTP layer (`tests/app/conftest.py`) or directly (`trained_store`).
+
+Markers (pyproject.toml): `tf` runs a real TensorFlow network or training
+child, `e2e` starts real service processes, `postgres` needs the test
+database. Everything runs by default (CI); the fast tier, about a minute:
+    scripts/test -m "not tf and not e2e"
+"""
 
 from __future__ import annotations
 
@@ -7,26 +17,33 @@ from pathlib import Path
 
 import pytest
 
-from training.config import TrainConfig
-from training.data import CleanResult, load_prices
+from tests.helpers import SAMPLE, tiny_clean, tiny_config
+from training.data import CleanResult
 from training.fitting import TrainingRun, TrainOutcome, train_version
-from training.store import ModelStore
+from training.store import CHAMPION, ModelStore
 
 # TensorFlow is imported lazily by the tests that train, after this line; its
 # C++ start-up notices are noise in test output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-SAMPLE_CSV = REPOSITORY / "data" / "sample" / "msft.csv"
-# The last rows of the sample (2015-06 to 2017-11, about 42 to 84 USD): enough
-# for a 70/15/15 split with window 10, small enough to train in seconds.
+# The last rows of the sample (2015-06 to 2017-11, about 42 to 84 USD) for the
+# data and command-line tests: enough for a 70/15/15 split with window 10.
 SMALL_ROWS = 600
+# Fixtures whose users run real TensorFlow networks (marked `tf` for them).
+TF_FIXTURES = {"real_client", "trained_store"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `tf` every test that uses a fixture serving or loading the real networks."""
+    for item in items:
+        if TF_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.tf)
 
 
 @pytest.fixture(scope="session")
 def sample_csv() -> Path:
     """The bundled MSFT daily prices."""
-    return SAMPLE_CSV
+    return SAMPLE
 
 
 @pytest.fixture(scope="session")
@@ -45,23 +62,31 @@ def small_csv(small_csv_bytes: bytes, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
-def small_clean(small_csv_bytes: bytes) -> CleanResult:
-    """The slice of the sample, read and cleaned."""
-    return load_prices(small_csv_bytes)
+def small_clean() -> CleanResult:
+    """The last SMALL_ROWS days of the sample, read and cleaned."""
+    return tiny_clean(SMALL_ROWS)
 
 
 @pytest.fixture(scope="session")
-def tiny_config() -> TrainConfig:
-    """A configuration that trains in a few seconds on two shared CPU cores."""
-    return TrainConfig(window=10, units=4, epochs=2, batch_size=32, patience=1)
-
-
-@pytest.fixture(scope="session")
-def trained_store(
-    small_clean: CleanResult, tiny_config: TrainConfig, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[ModelStore, TrainOutcome]:
-    """A store holding one real (tiny) version trained on the slice; treat as read-only."""
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelStore, TrainOutcome]:
+    """Store with `tiny` v1 (champion) and v2, and `tiny-h5` (horizon 5), trained once; and tiny v1's outcome."""
     store = ModelStore(tmp_path_factory.mktemp("models"))
-    source = {"name": "msft_small.csv", "path": "msft_small.csv", "sha256": "0" * 64}
-    outcome = train_version(TrainingRun("tiny", small_clean, source, tiny_config), store)
-    return store, outcome
+    clean = tiny_clean()
+    source = {"name": SAMPLE.name, "path": str(SAMPLE)}
+    first = train_version(TrainingRun("tiny", clean, source, tiny_config()), store)
+    store.set_alias("tiny", CHAMPION, 1, reason="test fixture")
+    train_version(TrainingRun("tiny", clean, source, tiny_config(seed=7)), store)
+    train_version(TrainingRun("tiny-h5", clean, source, tiny_config(horizon=5)), store)
+    return store, first
+
+
+@pytest.fixture(scope="session")
+def model_store(tiny_models: tuple[ModelStore, TrainOutcome]) -> ModelStore:
+    """The session's store of tiny real models (see `tiny_models`); tests that change it must put it back."""
+    return tiny_models[0]
+
+
+@pytest.fixture(scope="session")
+def trained_store(tiny_models: tuple[ModelStore, TrainOutcome]) -> tuple[ModelStore, TrainOutcome]:
+    """The session's store and the outcome of training `tiny` v1; treat as read-only."""
+    return tiny_models

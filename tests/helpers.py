@@ -62,7 +62,11 @@ WINDOW_ROWS = [[1.0 + i * 0.01, 1.1 + i * 0.01, 0.9 + i * 0.01, 1.0 + i * 0.01, 
 COLUMNS = ("open", "high", "low", "close", "volume")
 
 
-def tiny_clean(rows: int = 700) -> CleanResult:
+# The rows the tiny models train on: enough for a split with window 40, small enough to train in seconds.
+TINY_ROWS = 700
+
+
+def tiny_clean(rows: int = TINY_ROWS) -> CleanResult:
     """The last `rows` days of the sample: enough for a split, quick to train on."""
     clean = load_prices(SAMPLE)
     clean.frame = clean.frame.iloc[-rows:].reset_index(drop=True)
@@ -86,8 +90,10 @@ def make_settings(store_root: Path, data_dir: Path, **overrides: object) -> Sett
         "job_poll_seconds": 0.2,
         "refresh_seconds": 0.5,
         "max_batch_wait_us": 500,
-        # Fewer compiled batch shapes: each one costs an XLA compilation at load.
+        # Small batches: fewer shapes to warm up (and to compile where XLA is on).
         "max_batch_size": 8,
+        # No XLA compilation in the background of every load; the tests of XLA ask for it.
+        "inference_xla": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -127,6 +133,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM a running process, then SIGKILL it if it has not exited within `timeout` seconds."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class ServiceProcess:
@@ -206,13 +223,7 @@ class ServiceProcess:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 30)
 
     def kill9(self) -> None:
         """SIGKILL: the API process dies at once, as in a crash."""
@@ -271,13 +282,7 @@ class WorkerProcess:
 
     def stop(self) -> None:
         """SIGTERM (running jobs finish), then SIGKILL if it lingers."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 60)
 
 
 def pid_alive(pid: int) -> bool:

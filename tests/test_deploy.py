@@ -90,6 +90,8 @@ def test_compose_file_validates_offline() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.e2e
+@pytest.mark.tf
 def test_container_command_bootstraps_and_serves(tmp_path: Path) -> None:
     """`python -m app` with the image's environment: trains the sample model, then /predict answers."""
     port = free_port()

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
 
     max_batch_size: int = Field(64, ge=1, description="Most windows one micro-batched inference call takes.")
     max_batch_wait_us: int = Field(1000, ge=0, description="Longest a request waits for others to batch with.")
+    inference_xla: bool = Field(True, description="XLA-compile each served network in the background.")
     inference_timeout_seconds: float = Field(
         60.0, gt=0, description="A call the inference process leaves unanswered this long gets it restarted."
     )

@@ -98,8 +98,11 @@ class InferenceProcess:
         log_level: str = "info",
         timeouts: InferenceTimeouts | None = None,
         temp_dir: Path | None = None,
+        xla: bool = True,
     ) -> None:
         self.models_dir = models_dir
+        # Whether the worker compiles each loaded version with XLA (setting `inference_xla`).
+        self.xla = xla
         # Where the worker's temporary files go (TensorFlow's autograph modules); None: the system's.
         self.temp_dir = temp_dir
         self.log_level = log_level
@@ -148,7 +151,7 @@ class InferenceProcess:
         try:
             process = self._context.Process(
                 target=serve,
-                args=(theirs, str(self.models_dir), os.getpid(), self.log_level, self.temp_dir),
+                args=(theirs, str(self.models_dir), os.getpid(), self.log_level, self.temp_dir, self.xla),
                 name="stockcast-inference",
                 daemon=True,
             )

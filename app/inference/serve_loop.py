@@ -52,7 +52,7 @@ INFERENCE_PROCESS_NAME = "stockcast-infer"
 class _ServeLoop:
     """The loaded versions, by handle, and the one socket to the API process."""
 
-    def __init__(self, sock: socket.socket, models_dir: Path) -> None:
+    def __init__(self, sock: socket.socket, models_dir: Path, xla: bool = True) -> None:
         from training.store import ModelStore
 
         # Blocking on purpose: `sendall` returns once the whole frame is written.
@@ -60,6 +60,7 @@ class _ServeLoop:
         self.sock = sock
         self.store = ModelStore(models_dir)
         self.engines: dict[int, Any] = {}
+        self.xla = xla
         # Loader threads answer too; a frame must go out whole before the next one starts.
         self._send_lock = threading.Lock()
 
@@ -80,7 +81,7 @@ class _ServeLoop:
 
         try:
             version = load_version(self.store, request.name, request.version)
-            compiled = CompiledModel(version, max_batch_size=request.max_batch_size)
+            compiled = CompiledModel(version, max_batch_size=request.max_batch_size, jit_compile=self.xla)
         except Exception as error:
             self.reply(call_id, Failed(describe_error(error), broken=True))
             return
@@ -135,7 +136,12 @@ class _ServeLoop:
 
 
 def serve(
-    sock: socket.socket, models_dir: str, parent_pid: int, log_level: str = "info", temp_dir: Path | None = None
+    sock: socket.socket,
+    models_dir: str,
+    parent_pid: int,
+    log_level: str = "info",
+    temp_dir: Path | None = None,
+    xla: bool = True,
 ) -> None:
     """Run the inference process on `sock` (the target of the spawned process)."""
     die_with_parent()
@@ -151,7 +157,7 @@ def serve(
 
     # Loader and XLA-compiler threads share the GIL with the main thread.
     tune_for_serving()
-    _ServeLoop(sock, Path(models_dir)).run()
+    _ServeLoop(sock, Path(models_dir), xla).run()
     # Leave at once: a loader thread may still be inside XLA's compiler, and
     # the interpreter's normal exit would run C++ static destructors under it
     # and crash the process. Nothing here needs saving.

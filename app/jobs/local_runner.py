@@ -50,6 +50,8 @@ class JobRunner:
         # Job id -> model name of each running training process.
         self.models: dict[str, str] = {}
         self._context = multiprocessing.get_context("spawn")
+        # What each spawned training process runs (tests swap in a stub child that does not import TensorFlow).
+        self.training_entry: Callable[[str, dict[str, Any], int], None] = _training_entry
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -138,7 +140,7 @@ class JobRunner:
             # fires when the spawning *thread* exits, and this one lives as
             # long as the API.
             process = self._context.Process(
-                target=_training_entry,
+                target=self.training_entry,
                 args=(job["id"], self.settings.model_dump(mode="json"), os.getpid()),
                 name=f"stockcast-train-{job['id']}",
                 daemon=True,

@@ -79,7 +79,7 @@ class ModelState:
 class ModelRegistry:
     """Loads default versions at start-up, swaps in new ones, serves pinned ones."""
 
-    def __init__(self, store: ModelStore, settings: Settings) -> None:
+    def __init__(self, store: ModelStore, settings: Settings, inference: InferenceProcess | None = None) -> None:
         self.store = store
         self.settings = settings
         self.models: dict[str, ModelState] = {}
@@ -90,11 +90,13 @@ class ModelRegistry:
         self._failed: dict[tuple[str, int], tuple[tuple[tuple[str, int, int], ...], str]] = {}
         self._lock = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
-        self.inference = InferenceProcess(
+        # `inference`: a stand-in backend with the same methods (tests' `FakeInference`); None: the real process.
+        self.inference = inference or InferenceProcess(
             store.root,
             log_level=settings.log_level,
             timeouts=InferenceTimeouts.from_settings(settings),
             temp_dir=settings.temp_dir / "inference",
+            xla=settings.inference_xla,
         )
         self.started = False
 

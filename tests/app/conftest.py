@@ -1,4 +1,12 @@
-"""Fixtures for the service tests: a real store with tiny real Keras models."""
+"""Fixtures for the service tests: apps over the session's tiny real models, with the fake or the real inference.
+
+`client` serves the store through `tests.fakes.FakeInference` (the real
+numpy steps around a numpy network, no TensorFlow) and lives for the whole
+session: tests that change what it serves (an alias) put it back.
+Jobs it queues run the stub training child (`tests/stub_training.py`).
+`real_client` runs the real inference process, for the tests whose point is
+the real network's numbers.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +15,23 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import SAMPLE, make_settings, tiny_clean, tiny_config
-from training.fitting import TrainingRun, train_version
-from training.store import CHAMPION, ModelStore
+from tests.fakes import fake_app
+from tests.helpers import make_settings
+from tests.stub_training import use_stub_training
+from training.store import ModelStore
 
 
 @pytest.fixture(scope="session")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
-    """Store with `tiny` v1 (champion) and v2, and `tiny-h5` (horizon 5)."""
-    store = ModelStore(tmp_path_factory.mktemp("models"))
-    clean = tiny_clean()
-    source = {"name": SAMPLE.name, "path": str(SAMPLE)}
-    train_version(TrainingRun("tiny", clean, source, tiny_config()), store)
-    store.set_alias("tiny", CHAMPION, 1, reason="test fixture")
-    train_version(TrainingRun("tiny", clean, source, tiny_config(seed=7)), store)
-    train_version(TrainingRun("tiny-h5", clean, source, tiny_config(horizon=5)), store)
-    return store
-
-
-@pytest.fixture(scope="module")
 def client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """An in-process client over the real app (lifespan included), shared by a test module."""
+    """An in-process client over the real app (lifespan included), fake inference and stub training, for the session."""
+    with TestClient(fake_app(model_store.root, tmp_path_factory.mktemp("var"))) as test_client:
+        use_stub_training(test_client)
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def real_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A client over the real app with the real inference process (TensorFlow), for numeric parity."""
     from app.main import create_app
 
     settings = make_settings(model_store.root, tmp_path_factory.mktemp("var"))
@@ -37,9 +41,6 @@ def client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def empty_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """A client over an empty model store, for tests that train their own models."""
-    from app.main import create_app
-
-    settings = make_settings(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("var"))
-    with TestClient(create_app(settings)) as test_client:
+    """A client over an empty model store (fake inference), for tests that upload and train their own."""
+    with TestClient(fake_app(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("var"))) as test_client:
         yield test_client

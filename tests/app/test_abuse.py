@@ -42,6 +42,8 @@ from tests.helpers import (
 from training.fitting import TrainingRun, train_version
 from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
 
+pytestmark = pytest.mark.tf
+
 # Production's window length: 1,024 windows of 40 rows are about 0.8 MB once
 # scaled, four times the socket buffer that the old protocol overran.
 WIDE_WINDOW = 40
@@ -75,6 +77,7 @@ def wide_windows(count: int) -> list[list[list[float]]]:
     return [one] * count
 
 
+@pytest.mark.e2e
 def test_the_largest_batch_ten_times_idle_and_under_load_then_a_predict(wide_server: ServiceProcess) -> None:
     batch = {"model": "wide", "windows": wide_windows(MAX_BATCH_WINDOWS)}
     single = {"model": "wide", "window": wide_windows(1)[0]}
@@ -120,6 +123,7 @@ def test_the_largest_batch_ten_times_idle_and_under_load_then_a_predict(wide_ser
     assert ready.status_code == 200 and ready.json()["inference_process"]["restarts"] == 0
 
 
+@pytest.mark.e2e
 def test_a_batch_over_the_limit_is_refused_with_the_limit(wide_server: ServiceProcess) -> None:
     answer = wide_server.post("/predict/batch", json={"model": "wide", "windows": wide_windows(MAX_BATCH_WINDOWS + 1)})
     assert answer.status_code == 422
@@ -403,6 +407,7 @@ def send_until_answered(sock: socket.socket, chunk: bytes, most: int) -> tuple[i
 
 
 @pytest.mark.parametrize("framing", ["announced", "chunked"])
+@pytest.mark.e2e
 def test_an_oversize_upload_is_refused_while_it_streams(wide_server: ServiceProcess, framing: str) -> None:
     datasets = wide_server.home / "var" / "datasets"
     before = sorted(datasets.iterdir()) if datasets.exists() else []

@@ -18,6 +18,8 @@ import pytest
 
 from tests.helpers import ServiceProcess, free_port, tiny_clean, wait_until
 
+pytestmark = [pytest.mark.e2e, pytest.mark.tf]
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServiceProcess]:

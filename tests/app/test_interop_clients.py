@@ -22,6 +22,8 @@ from tests.helpers import WINDOW, ServiceProcess, real_windows
 from training.features import WindowSpec
 from training.store import ModelStore
 
+pytestmark = [pytest.mark.e2e, pytest.mark.tf]
+
 # Equal to /predict's answer up to the float32 network's last bits: the version's engine can switch
 # from the plain graph to XLA (compiled in the background) between the two requests.
 EQUAL = 1e-6

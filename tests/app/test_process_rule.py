@@ -11,8 +11,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import WINDOW_ROWS, ServiceProcess, sample_rows, wait_job
 from training.store import REPORT_FILE, ModelStore
+
+pytestmark = [pytest.mark.e2e, pytest.mark.tf]
 
 FORBIDDEN = ("tensorflow", "keras", "tf_keras", "jax", "torch")
 CSV = "Date,Open,High,Low,Close,Volume\n" + "".join(

@@ -21,6 +21,8 @@ from training.promotion import train_and_promote
 from training.spec import WindowSpec
 from training.store import CHAMPION, ModelStore
 
+pytestmark = pytest.mark.tf
+
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "msft.csv"
 SPEC = WindowSpec(features=("close",), label="close", window=10, horizon=3)
 TINY: dict[str, Any] = {"units": 4, "epochs": 1, "window": 10, "batch_size": 64, "patience": 0}

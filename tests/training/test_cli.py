@@ -22,6 +22,8 @@ from training.data import load_prices
 from training.models import RECURRENT_LAYERS
 from training.store import METADATA_FILE, MODEL_FILE, ModelStore
 
+pytestmark = pytest.mark.tf
+
 TINY = ["--window", "10", "--units", "4", "--epochs", "2", "--batch-size", "32", "--patience", "1"]
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from training.models import build_model, predict_outputs
+
+pytestmark = pytest.mark.tf
 
 
 def test_predicting_arrays_of_several_lengths_traces_no_function() -> None:

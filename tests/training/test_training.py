@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import TINY_ROWS, tiny_config
 from training import features
 from training.artifact import load_version
-from training.config import ARCHITECTURES, TrainConfig
+from training.config import ARCHITECTURES
 from training.data import CleanResult
 from training.errors import ConfigError
 from training.files import now_iso
@@ -23,6 +24,8 @@ from training.fitting import (
 )
 from training.models import build_model
 from training.store import MODEL_FILE, ModelStore
+
+pytestmark = pytest.mark.tf
 
 PRICE_COLUMNS = [0, 1, 2, 3]  # open, high, low, close in the default feature order
 
@@ -60,10 +63,8 @@ def test_builders_refuse_bad_settings(arguments: dict, message: str) -> None:
         build_model(**values)
 
 
-def test_save_then_load_gives_identical_predictions(
-    small_clean: CleanResult, tiny_config: TrainConfig, tmp_path: Path
-) -> None:
-    config = tiny_config.replace(architecture="simple_rnn", epochs=1)
+def test_save_then_load_gives_identical_predictions(small_clean: CleanResult, tmp_path: Path) -> None:
+    config = tiny_config(architecture="simple_rnn", epochs=1)
     prepared = prepare(small_clean.frame, config.window_spec(), config.validation_fraction, config.test_fraction)
     model, epochs_run, _ = fit_network(config, prepared)
     metrics, intervals = evaluate_fitted(model, prepared, config.interval_levels)
@@ -91,7 +92,7 @@ def test_trained_version_holds_model_scaler_and_provenance(trained_store: tuple[
     assert (metadata["label"], metadata["window"], metadata["horizon"]) == ("close", 10, 1)
     assert metadata["transform"] == "relative" and metadata["scaler"]["kind"] == "standard"
     assert len(metadata["scaler"]["feature_center"]) == 5 and len(metadata["scaler"]["target_scale"]) == 1
-    assert metadata["data"]["rows"] == 600 and metadata["data"]["end"] == "2017-11-10"
+    assert metadata["data"]["rows"] == TINY_ROWS and metadata["data"]["end"] == "2017-11-10"
     assert metadata["split"]["train"]["end"] < metadata["split"]["validation"]["start"]
     assert metadata["split"]["calibration"]["end"] < metadata["split"]["test"]["start"]
     assert set(metadata["metrics"]) == {"model", "naive", "drift"}

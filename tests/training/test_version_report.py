@@ -17,6 +17,8 @@ from training.promotion import train_and_promote
 from training.store import REPORT_FILE, ModelStore
 from training.version_report import forecast_test_period, render_version_report
 
+pytestmark = pytest.mark.tf
+
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "msft.csv"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

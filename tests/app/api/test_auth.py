@@ -9,7 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.keys import create_key, revoke_key
+from tests.fakes import fake_app
 from tests.helpers import WINDOW, make_settings, wait_until
+from tests.stub_training import use_stub_training
 from training.store import ModelStore
 
 ROW = [75.0, 76.0, 74.0, 75.5, 1.0e7]
@@ -43,11 +45,10 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 
 @pytest.fixture(scope="module")
 def keyed(model_store: ModelStore, keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """The real app (lifespan included) with API keys configured."""
-    from app.main import create_app
-
-    settings = make_settings(model_store.root, tmp_path_factory.mktemp("var"), api_keys_file=keys.path)
-    with TestClient(create_app(settings)) as test_client:
+    """The real app (lifespan included, fake inference, stub training) with API keys configured."""
+    app = fake_app(model_store.root, tmp_path_factory.mktemp("var"), api_keys_file=keys.path)
+    with TestClient(app) as test_client:
+        use_stub_training(test_client)
         yield test_client
 
 

@@ -10,18 +10,19 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import DEADLINE_SECONDS, SAMPLE, WINDOW_ROWS, make_settings, wait_job
+from tests.fakes import fake_app
+from tests.helpers import DEADLINE_SECONDS, SAMPLE, WINDOW_ROWS, wait_job
 from training.store import ModelStore
+
+pytestmark = pytest.mark.tf
 
 
 @pytest.fixture(scope="module")
 def gate_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """A private copy of the store (this module adds versions) with `tiny` v1 as champion."""
-    from app.main import create_app
-
+    """A private copy of the store (this module adds versions) with `tiny` v1 as champion; fake inference."""
     root: Path = tmp_path_factory.mktemp("gate") / "models"
     shutil.copytree(model_store.root, root)
-    with TestClient(create_app(make_settings(root, tmp_path_factory.mktemp("var")))) as client:
+    with TestClient(fake_app(root, tmp_path_factory.mktemp("var"))) as client:
         yield client
 
 

@@ -9,11 +9,13 @@ from fastapi.testclient import TestClient
 
 from app.api.schemas import TrainRequest
 from tests.helpers import wait_job
+from tests.stub_training import stub_training
 from training.config import TrainConfig, public_fields
 
 TINY = {"window": 10, "units": 4, "epochs": 1, "batch_size": 256}
 
 
+@pytest.mark.tf
 def test_train_job_runs_in_a_worker_and_its_version_is_served(empty_client: TestClient) -> None:
     accepted = empty_client.post(
         "/train", json={"model": "jobbed", "dataset": "msft", "architecture": "simple_rnn", **TINY}
@@ -32,6 +34,7 @@ def test_train_job_runs_in_a_worker_and_its_version_is_served(empty_client: Test
     assert ready["models"]["jobbed"] == 1
 
 
+@pytest.mark.tf
 def test_failed_job_says_why(empty_client: TestClient) -> None:
     rows = "".join(f"2020-02-{day:02d},1,2,0.5,1.5,10\n" for day in range(1, 29))
     uploaded = empty_client.post(
@@ -46,7 +49,9 @@ def test_failed_job_says_why(empty_client: TestClient) -> None:
     assert "not enough rows" in job["error"] and "got 28" in job["error"]
 
 
-def test_cancel_queued_and_running_jobs(empty_client: TestClient) -> None:
+def test_cancel_queued_and_running_jobs(empty_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stub child runs until cancelled, as a long training would, without importing TensorFlow.
+    monkeypatch.setattr(empty_client.app.state.jobs.runner, "training_entry", stub_training)  # type: ignore[attr-defined]
     long = empty_client.post(
         "/train",
         json={"model": "cancelled", "dataset": "msft", "window": 20, "units": 16, "epochs": 300, "patience": 300},

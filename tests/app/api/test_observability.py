@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.logging import JsonFormatter, install_request_ids
-from tests.helpers import WINDOW, free_port, make_settings
+from tests.fakes import fake_app
+from tests.helpers import WINDOW, free_port
 
 ROW = [75.0, 76.0, 74.0, 75.5, 1.0e7]
 ARRAYS_BODY = {"model": "tiny", "window": [[value * (1 + 0.001 * day) for value in ROW] for day in range(WINDOW)]}
@@ -116,11 +117,8 @@ def test_metrics_after_real_requests(client: TestClient) -> None:
 
 
 def test_metrics_on_a_separate_port_leave_the_api_port(tmp_path: Path) -> None:
-    from app.main import create_app
-
     port = free_port()
-    settings = make_settings(tmp_path / "models", tmp_path / "var", metrics_port=port)
-    with TestClient(create_app(settings)) as separate:
+    with TestClient(fake_app(tmp_path / "models", tmp_path / "var", metrics_port=port)) as separate:
         assert separate.get("/metrics").status_code == 404
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
             assert answer.status == 200

@@ -32,7 +32,8 @@ def test_predict_rows_answers_in_price_units_with_dates_and_intervals(client: Te
     assert step["intervals"]["80"]["upper"] <= step["intervals"]["95"]["upper"]
 
 
-def test_predict_equals_the_keras_model_in_price_units(client: TestClient, model_store: ModelStore) -> None:
+def test_predict_equals_the_keras_model_in_price_units(real_client: TestClient, model_store: ModelStore) -> None:
+    client = real_client
     rows = sample_rows(dated=False)
     response = client.post("/predict", json={"model": "tiny", "version": 2, "window": rows})
     assert response.status_code == 200, response.text

@@ -31,7 +31,9 @@ def predicted(client: TestClient, window: list[list[float]], **selector: Any) ->
     return response.json()["forecast"][0]  # type: ignore[no-any-return]
 
 
-def test_row_format_one_instance_equals_predict(client: TestClient) -> None:
+def test_row_format_one_instance_equals_predict(real_client: TestClient) -> None:
+    # On the real network: /predict equals the Keras model (test_predict.py), and TF Serving equals /predict.
+    client = real_client
     # As the docs' "Specifying input tensors in row format" example, with the one window as the instance.
     response = client.post(
         "/v1/models/tiny:predict", json={"signature_name": "serving_default", "instances": WINDOWS[:1]}

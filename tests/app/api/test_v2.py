@@ -116,7 +116,9 @@ def test_model_readiness(client: TestClient) -> None:
     assert missing.json() == {"error": "unknown model 'nope'; models: ['tiny', 'tiny-h5']"}
 
 
-def test_json_infer_of_one_window_equals_predict(client: TestClient) -> None:
+def test_json_infer_of_one_window_equals_predict(real_client: TestClient) -> None:
+    # On the real network: /predict equals the Keras model (test_predict.py), and V2 equals /predict.
+    client = real_client
     (window,) = windows(1)
     response = client.post("/v2/models/tiny/infer", json=infer_body(window[None], id="req-7"))
     assert response.status_code == 200, response.text

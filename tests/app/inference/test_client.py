@@ -25,6 +25,8 @@ from training.artifact import load_preprocessing, load_version
 from training.errors import BrokenVersionError
 from training.store import ModelStore
 
+pytestmark = pytest.mark.tf
+
 
 def steps_for(store: ModelStore, name: str, version: int = 1) -> ForecastSteps:
     return ForecastSteps(*load_preprocessing(store, name, version))

@@ -13,6 +13,8 @@ from training import conformal, features
 from training.artifact import LoadedVersion, load_version
 from training.store import ModelStore
 
+pytestmark = pytest.mark.tf
+
 # float32 network outputs, exponentiated into prices of about 40 to 90 USD.
 RELATIVE_TOLERANCE = 1e-5
 # Small enough that padding, exact buckets and chunking are all exercised.

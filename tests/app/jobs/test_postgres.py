@@ -21,8 +21,11 @@ from app.jobs.postgres import PostgresJobStore
 from app.jobs.queue import api_queue, defer_training
 from app.jobs.schema import MIGRATIONS, SchemaMissingError, migrate, require_schema
 from app.jobs.store import FAILED, JobOutcome
+from tests.fakes import fake_app_on
 from tests.helpers import TcpRelay, make_settings, run, scratch_database, wait_until
 from training.store import ModelStore
+
+pytestmark = pytest.mark.postgres
 
 TINY = {"window": 10, "units": 4, "epochs": 1, "batch_size": 256}
 
@@ -49,11 +52,9 @@ def test_migrate_is_idempotent_and_required() -> None:
 
 
 def test_api_refuses_to_start_on_a_database_without_the_schema(tmp_path: Path) -> None:
-    from app.main import create_app
-
     with scratch_database(migrated=False) as url:
         settings = make_settings(tmp_path / "models", tmp_path / "var", database_url=url)
-        with pytest.raises(SchemaMissingError, match=r"run `python -m app migrate`"), TestClient(create_app(settings)):
+        with pytest.raises(SchemaMissingError, match=r"run `python -m app migrate`"), TestClient(fake_app_on(settings)):
             pass
 
 
@@ -84,10 +85,8 @@ def test_writes_of_a_superseded_attempt_change_nothing(database: str) -> None:
 @pytest.fixture
 def scaled_client(database: str, tmp_path: Path) -> Iterator[TestClient]:
     """The real app in scaled-out mode, with no worker running (jobs stay queued)."""
-    from app.main import create_app
-
     settings = make_settings(tmp_path / "models", tmp_path / "var", database_url=database)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(fake_app_on(settings)) as client:
         yield client
 
 
@@ -120,13 +119,11 @@ def test_routes_enqueue_refuse_a_second_waiting_job_and_cancel(scaled_client: Te
 
 
 def test_ready_reports_the_database_while_it_is_down(database: str, tmp_path: Path) -> None:
-    from app.main import create_app
-
     relay = TcpRelay("127.0.0.1", 5432)
     relay.start()
     through_relay = database.replace("127.0.0.1:5432", f"127.0.0.1:{relay.port}")
     settings = make_settings(tmp_path / "models", tmp_path / "var", database_url=through_relay)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(fake_app_on(settings)) as client:
         assert client.get("/ready").status_code == 200
         relay.cut()
         down = client.get("/ready")
@@ -227,13 +224,11 @@ def test_sweeper_retries_supersedes_fails_and_leaves_live_jobs_alone(database: s
 def test_an_alias_moved_on_one_replica_reaches_the_other_by_notify(
     database: str, model_store: ModelStore, tmp_path: Path
 ) -> None:
-    from app.main import create_app
-
     store = ModelStore(tmp_path / "models")
     shutil.copytree(model_store.root / "tiny", store.root / "tiny")
     # Replicas poll the store every 10 minutes here: only the notice can move the other one in time.
     apps = [
-        create_app(make_settings(store.root, tmp_path / f"var{index}", database_url=database, refresh_seconds=600))
+        fake_app_on(make_settings(store.root, tmp_path / f"var{index}", database_url=database, refresh_seconds=600))
         for index in range(2)
     ]
     with TestClient(apps[0]) as first, TestClient(apps[1]) as second:

@@ -32,6 +32,8 @@ from tests.helpers import (
     wait_until,
 )
 
+pytestmark = [pytest.mark.postgres, pytest.mark.e2e, pytest.mark.tf]
+
 # A 400-day slice of the sample, uploaded through one API and read by every worker from the shared folder.
 TINY = {"dataset": "small", "window": 10, "units": 4, "epochs": 1, "batch_size": 256, "backtest_folds": 0}
 # Long enough to be killed mid-training (small batches: many steps per epoch), short enough to run again.

@@ -310,6 +310,7 @@ def test_invalid_settings_are_refused(max_batch_size: int, max_wait_us: int) -> 
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-h5"])
+@pytest.mark.tf
 def test_real_model_under_concurrency_matches_single_predictions(model_store: ModelStore, name: str) -> None:
     compiled = CompiledModel(load_version(model_store, name, 1), max_batch_size=16)
     windows = real_windows(compiled.spec, 50)

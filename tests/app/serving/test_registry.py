@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import WINDOW_ROWS, make_settings, tiny_clean, tiny_config
+from tests.fakes import fake_app
+from tests.helpers import WINDOW_ROWS, tiny_clean, tiny_config
+from tests.stub_training import use_stub_training
 from training.fitting import TrainingRun, train_version
 from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
 
@@ -37,9 +39,7 @@ def broken_store(model_store: ModelStore, tmp_path: Path) -> Path:
 
 
 def test_alias_to_a_broken_version_is_refused_and_the_old_one_keeps_serving(broken_store: Path, tmp_path: Path) -> None:
-    from app.main import create_app
-
-    with TestClient(create_app(make_settings(broken_store, tmp_path / "var"))) as client:
+    with TestClient(fake_app(broken_store, tmp_path / "var")) as client:
         assert client.post("/predict", json={"model": "tiny", "window": WINDOW_ROWS}).json()["version"] == 1
         moved = client.put("/models/tiny/aliases/champion", json={"version": 3, "reason": "bad idea"})
         assert moved.status_code == 409, moved.text
@@ -53,10 +53,8 @@ def test_alias_to_a_broken_version_is_refused_and_the_old_one_keeps_serving(brok
 
 
 def test_a_broken_champion_at_start_falls_back_and_says_so(broken_store: Path, tmp_path: Path) -> None:
-    from app.main import create_app
-
     (broken_store / "tiny" / ALIASES_FILE).write_text(json.dumps({"champion": 3}))
-    with TestClient(create_app(make_settings(broken_store, tmp_path / "var"))) as client:
+    with TestClient(fake_app(broken_store, tmp_path / "var")) as client:
         ready = client.get("/ready")
         assert ready.status_code == 200  # something serves every model...
         assert ready.json()["models"]["tiny"] == 2  # ...the newest version that loads
@@ -64,13 +62,12 @@ def test_a_broken_champion_at_start_falls_back_and_says_so(broken_store: Path, t
         assert client.get("/models/tiny").json()["serving_error"].startswith("v3 not served")
 
 
+@pytest.mark.tf
 def test_versions_trained_elsewhere_are_picked_up_without_restart(model_store: ModelStore, tmp_path: Path) -> None:
-    """The CLI writes to the store directly; the registry's watcher serves the new model."""
-    from app.main import create_app
-
+    """The CLI writes to the store directly; the registry's watcher serves the new model (fake inference)."""
     root = tmp_path / "models"
     shutil.copytree(model_store.root, root)
-    with TestClient(create_app(make_settings(root, tmp_path / "var"))) as client:
+    with TestClient(fake_app(root, tmp_path / "var")) as client:
         assert client.post("/predict", json={"model": "fresh", "window": WINDOW_ROWS}).status_code == 404
         run = TrainingRun("fresh", tiny_clean(), {"name": "x"}, tiny_config(backtest_folds=0))
         train_version(run, ModelStore(root))
@@ -90,16 +87,16 @@ def test_version_report_png(client: TestClient) -> None:
 
 @pytest.fixture(scope="module")
 def msft_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """A store holding a tiny `msft` model with the sample model's window of 40."""
-    from app.main import create_app
-
+    """A store holding a tiny `msft` model with the sample model's window of 40 (fake inference, stub training)."""
     root = tmp_path_factory.mktemp("examples") / "models"
     run = TrainingRun("msft", tiny_clean(), {"name": "x"}, tiny_config(window=40, backtest_folds=0))
     train_version(run, ModelStore(root))
-    with TestClient(create_app(make_settings(root, tmp_path_factory.mktemp("var")))) as client:
+    with TestClient(fake_app(root, tmp_path_factory.mktemp("var"))) as client:
+        use_stub_training(client)
         yield client
 
 
+@pytest.mark.tf
 def test_every_openapi_example_works(msft_client: TestClient) -> None:
     schema = msft_client.get("/openapi.json").json()
     tried = 0

@@ -11,9 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.schemas import BatchPredictResponse, PredictResponse
-from tests.helpers import SAMPLE, WINDOW_ROWS, make_settings, sample_rows, tiny_clean, tiny_config
+from tests.fakes import fake_app
+from tests.helpers import SAMPLE, WINDOW_ROWS, sample_rows, tiny_clean, tiny_config
 from training.fitting import TrainingRun, train_version
 from training.store import ModelStore
+
+pytestmark = pytest.mark.tf
 
 NO_EVIDENCE = "no walk-forward backtest: no evidence of skill"
 # Ten XNYS sessions ending on Christmas Eve 2024.
@@ -41,10 +44,8 @@ def skill_store(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactor
 
 
 def _client(store: ModelStore, tmp_path_factory: pytest.TempPathFactory, **settings: object) -> Iterator[TestClient]:
-    from app.main import create_app
-
-    app = create_app(make_settings(store.root, tmp_path_factory.mktemp("var"), **settings))
-    with TestClient(app) as client:
+    # The fake inference: what is tested here (skill, roles, dates, naive answers) is the serving layer's.
+    with TestClient(fake_app(store.root, tmp_path_factory.mktemp("var"), **settings)) as client:
         yield client
 
 
