@@ -136,12 +136,15 @@ def create_app(
         # Freeze what start-up left (FastAPI, pydantic, pandas): full garbage
         # collections then walk only what requests create.
         settle_heap()
+        # Restored at shutdown rather than cleared: an app started and stopped inside another's
+        # lifetime (tests run several in one process) must not leave the outer one's /metrics blank.
+        outer_source = metrics.STATE.source
         metrics.STATE.source = lambda: service_state(registry, job_backend)
         metrics_server = metrics.serve_separately(settings) if settings.metrics else None
         try:
             yield
         finally:
-            metrics.STATE.source = None
+            metrics.STATE.source = outer_source
             if metrics_server is not None:
                 metrics_server.shutdown()
             await job_backend.stop()
