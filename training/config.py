@@ -231,6 +231,16 @@ def bounds_text(info: FieldInfo) -> str:
     return ", ".join(part for part in (lower, upper) if part)
 
 
+def upper_bound(name: str) -> int:
+    """The largest value (or, for a tuple, the most items) TrainConfig allows for field `name`."""
+    for constraint in TrainConfig.model_fields[name].metadata:
+        for attribute in ("le", "max_length"):
+            value = getattr(constraint, attribute, None)
+            if value is not None:
+                return int(value)
+    raise ValueError(f"TrainConfig.{name} has no upper bound")
+
+
 def _default_text(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(str(item) for item in value)

@@ -10,7 +10,7 @@ bound of each interval level, all in price units. Errors are `{"error": ...}`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence, Sized
 from typing import Any
 
 import numpy as np
@@ -110,8 +110,8 @@ def checked_windows(values: np.ndarray, where: str) -> np.ndarray:
     return values
 
 
-def within_limit(windows: np.ndarray, max_windows: int, where: str) -> np.ndarray:
-    """The windows, unless there are more than one request may carry (the limit of /predict/batch)."""
+def within_limit(windows: Sized, max_windows: int, where: str) -> Sized:
+    """The windows (an array, or the request's list of them), unless there are more than one request may carry."""
     if len(windows) > max_windows:
         raise ProtocolError(f"{where}: at most {max_windows} windows per request, got {len(windows)}")
     return windows

@@ -54,15 +54,19 @@ def parse_predict(body: bytes, max_windows: int) -> tuple[np.ndarray, bool]:
         instances = request["instances"]
         if type(instances) is not list or not instances:
             raise ProtocolError("instances: expected a non-empty list, one window per instance")
+        # Counted before any number is converted: an oversize body costs no more than its decoding.
+        within_limit(instances, max_windows, "instances")
         if all(type(instance) is dict for instance in instances):
             instances = [_named(instance, f"instances[{index}]") for index, instance in enumerate(instances)]
         windows = checked_windows(number_array(instances, "instances"), "instances")
-        return within_limit(windows, max_windows, "instances"), True
+        return windows, True
     inputs = request["inputs"]
     if type(inputs) is dict:
         inputs = _named(inputs, "inputs")
+    if type(inputs) is list:
+        within_limit(inputs, max_windows, "inputs")
     windows = checked_windows(number_array(inputs, "inputs"), "inputs")
-    return within_limit(windows, max_windows, "inputs"), False
+    return windows, False
 
 
 def _named(tensors: dict[str, Any], where: str) -> Any:

@@ -30,10 +30,10 @@ from app.api.protocols.common import (
     number_array,
     output_names,
     parse_version,
-    within_limit,
 )
 from app.serving.forecasting import Forecasts, forecast_windows
 from app.serving.registry import ModelRegistry, ServedVersion
+from training.config import upper_bound
 from training.files import check_name
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -48,6 +48,12 @@ OUTPUT_DATATYPE = "FP64"
 _OUTPUT_DTYPE = np.dtype("<f8")
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode("latin-1")
 _BINARY = (b"content-type", b"application/octet-stream")
+# Bounds on a request's sizes, checked before anything is allocated: a window
+# is at most as long, and has at most as many columns, as training allows.
+MAX_WINDOW_ROWS = upper_bound("window")
+MAX_FEATURES = upper_bound("features")
+# A forecast and two bounds for each interval level: far fewer names than this.
+MAX_OUTPUTS = 64
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_windows: int
     inputs = header.get("inputs")
     if type(inputs) is not list or len(inputs) != 1 or type(inputs[0]) is not dict:
         raise ProtocolError(f"inputs: expected one input tensor '{INPUT_NAME}', got {_described(inputs)}")
-    windows, used = _input_tensor(inputs[0], binary)
+    windows, used = _input_tensor(inputs[0], binary, max_windows)
     if used != len(binary):
         raise ProtocolError(
             f"binary data: {len(binary)} bytes after the JSON header, but the inputs' binary_data_size add up to {used}"
@@ -97,7 +103,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_windows: int
     return InferRequest(
         id=request_id,
         alias=alias,
-        windows=within_limit(windows, max_windows, f"inputs[0] ('{INPUT_NAME}')"),
+        windows=windows,
         outputs=_requested_outputs(header.get("outputs"), binary_outputs),
         binary_outputs=binary_outputs,
     )
@@ -118,7 +124,14 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryv
 
 def _described(value: Any) -> str:
     """A short description of an unexpected JSON value for an error message."""
-    text = orjson.dumps(value).decode()
+    if type(value) in (list, dict) and len(value) > 60:
+        # Only the start is shown: encoding the whole of a huge value would cost as much as the attack.
+        value = value[:60] if type(value) is list else dict(list(value.items())[:60])
+    return _clipped(orjson.dumps(value).decode())
+
+
+def _clipped(text: str) -> str:
+    """At most 60 characters of `text` for an error message."""
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -130,7 +143,28 @@ def _parameters(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _input_tensor(tensor: dict[str, Any], binary: memoryview) -> tuple[np.ndarray, int]:
+def _checked_shape(shape: Any, max_windows: int, where: str) -> list[int]:
+    """[n, rows, columns] with every size in bounds, checked before any size is multiplied or allocated."""
+    if type(shape) is not list or len(shape) != 3:
+        if type(shape) is not list:
+            got = _described(shape)
+        else:
+            got = f"a list of {len(shape)} sizes" if len(shape) > 8 else _clipped(str(shape))
+        raise ProtocolError(f"{where}: expected shape [n, rows, columns] (n windows, oldest row first), got {got}")
+    if not all(type(size) is int for size in shape):
+        raise ProtocolError(f"{where}.shape: expected a list of sizes [n, rows, columns], got {_described(shape)}")
+    count, rows, columns = shape
+    if count > max_windows:
+        raise ProtocolError(f"{where} ('{INPUT_NAME}'): at most {max_windows} windows per request, got {count}")
+    if not (count >= 1 and 1 <= rows <= MAX_WINDOW_ROWS and 1 <= columns <= MAX_FEATURES):
+        raise ProtocolError(
+            f"{where}.shape: expected [n, rows, columns] with n from 1 to {max_windows}, rows from 1 to "
+            f"{MAX_WINDOW_ROWS} and columns from 1 to {MAX_FEATURES}, got {_clipped(str(shape))}"
+        )
+    return shape
+
+
+def _input_tensor(tensor: dict[str, Any], binary: memoryview, max_windows: int) -> tuple[np.ndarray, int]:
     """The window tensor as finite float64 (n, rows, columns), and how many binary bytes it took."""
     where = "inputs[0]"
     if tensor.get("name") != INPUT_NAME:
@@ -141,9 +175,7 @@ def _input_tensor(tensor: dict[str, Any], binary: memoryview) -> tuple[np.ndarra
     dtype = INPUT_DATATYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
         raise ProtocolError(f"{where}.datatype: expected one of {sorted(INPUT_DATATYPES)}, got {_described(datatype)}")
-    shape = tensor.get("shape")
-    if type(shape) is not list or not all(type(size) is int and size >= 0 for size in shape):
-        raise ProtocolError(f"{where}.shape: expected a list of sizes [n, rows, columns], got {_described(shape)}")
+    shape = _checked_shape(tensor.get("shape"), max_windows, where)
     count = math.prod(shape)
     parameters = _parameters(tensor.get("parameters"), f"{where}.parameters")
     size = parameters.get("binary_data_size")
@@ -175,11 +207,17 @@ def _requested_outputs(value: Any, binary_default: bool) -> list[RequestedOutput
         return None
     if type(value) is not list or not value:
         raise ProtocolError(f'outputs: expected a non-empty list of {{"name": ...}}, got {_described(value)}')
+    if len(value) > MAX_OUTPUTS:
+        raise ProtocolError(f"outputs: at most {MAX_OUTPUTS} outputs may be asked for, got {len(value)}")
     requested = []
+    seen: set[str] = set()
     for index, output in enumerate(value):
         name = output.get("name") if type(output) is dict else None
         if type(name) is not str:
             raise ProtocolError(f"outputs[{index}].name: expected an output name, got {_described(output)}")
+        if name in seen:
+            raise ProtocolError(f"outputs[{index}].name: '{_clipped(name)}' is asked for more than once")
+        seen.add(name)
         parameters = _parameters(output.get("parameters"), f"outputs[{index}].parameters")
         unsupported = sorted(parameters.keys() - {"binary_data"})
         if unsupported:
