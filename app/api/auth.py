@@ -105,8 +105,14 @@ class Authenticator:
         """The name of the key that may make this request, or ANONYMOUS when no keys exist and that is allowed."""
         keys = self.ring.current()
         if not keys:
-            if self.anonymous_allowed:
+            if self.anonymous_allowed and not self.ring.had_keys:
                 return ANONYMOUS
+            if self.ring.had_keys:
+                # Fails closed: revoking the last key shuts the service, it does not open it.
+                raise UnauthenticatedError(
+                    "every API key of this service is revoked; create one with "
+                    "`python -m app keys create NAME --scope admin`"
+                )
             raise UnauthenticatedError(
                 "this service has no API keys and anonymous access is off; "
                 "create one with `python -m app keys create NAME --scope admin`"

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import time
@@ -30,6 +31,8 @@ SCOPES = (PREDICT, ADMIN)
 # What each scope grants: admin can also do everything predict can.
 GRANTS = {PREDICT: frozenset({PREDICT}), ADMIN: frozenset({PREDICT, ADMIN})}
 KEY_PREFIX = "sc_"
+
+logger = logging.getLogger("stockcast.keys")
 
 
 class KeyExistsError(StockcastError):
@@ -128,6 +131,8 @@ class KeyRing:
         self.path = path
         self.recheck_seconds = recheck_seconds
         self.keys: list[ApiKey] = []
+        # Once keys have existed the service never opens again by losing them: see `refresh`.
+        self.had_keys = False
         self._stamp: tuple[int, int, int] | None = None
         self._checked_at = float("-inf")
         self.error: str | None = None
@@ -142,6 +147,14 @@ class KeyRing:
             stamp = (status.st_mtime_ns, status.st_size, status.st_ino)
         if stamp == self._stamp:
             return
+        if stamp is None and self.had_keys:
+            # A vanished file is an accident (a volume not mounted, a bad deploy), not a revocation:
+            # keep the keys we had rather than open the service to anyone.
+            if self.error is None:
+                logger.error("API keys file %s is gone; keeping the %d keys read before", self.path, len(self.keys))
+            self.error = f"API keys file {self.path} is missing; the service keeps the keys it read before"
+            self._stamp = stamp
+            return
         try:
             self.keys = read_keys(self.path)
             self.error = None
@@ -149,6 +162,10 @@ class KeyRing:
             # Keep the keys we had: a half-edited file must not open the service.
             self.error = str(error)
             return
+        if self.keys:
+            self.had_keys = True
+        elif self.had_keys:
+            logger.warning("every API key in %s is revoked: every guarded request is refused", self.path)
         self._stamp = stamp
 
     def current(self) -> list[ApiKey]:
