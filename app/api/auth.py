@@ -16,7 +16,8 @@ import ipaddress
 import math
 import re
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from app.core.keys import ADMIN, PREDICT, KeyRing
 from training.errors import StockcastError
@@ -43,6 +44,9 @@ INFERENCE_PATHS = re.compile(
     r"|/v1/models/[^/]+(/versions/[^/]+|/labels/[^/]+)?:(predict|classify|regress)"
 )
 CHALLENGE = 'Bearer realm="stockcast"'
+# Who may call a service that has never had keys: nobody; callers on this machine (connected on a
+# loopback address, naming a local host); or everyone (STOCKCAST_ALLOW_ANONYMOUS).
+Anonymous = Literal["off", "local", "everywhere"]
 
 
 class UnauthenticatedError(StockcastError):
@@ -60,6 +64,12 @@ class ForbiddenError(StockcastError):
     """A valid key without the scope the request needs, or a request from a foreign web origin."""
 
     status_code = 403
+
+
+class MisdirectedError(StockcastError):
+    """A keyless request addressed to a name that is not this machine's: a DNS-rebinding page, or a proxy mix-up."""
+
+    status_code = 421
 
 
 class RateLimitedError(StockcastError):
@@ -93,20 +103,53 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_local_connection(server: Any) -> bool:
+    """Whether a request arrived on an address only this machine reaches, from the ASGI scope's `server`.
+
+    A loopback IP is local; so is a server entry that is no IP address (a
+    Unix socket's path, an in-process test client); any other IP is an
+    interface other machines may reach, whatever the settings say was bound.
+    """
+    if not server:
+        return True
+    try:
+        return ipaddress.ip_address(str(server[0]).partition("%")[0]).is_loopback
+    except ValueError:
+        return True
+
+
+def host_name(host: bytes) -> str:
+    """The name in a Host header, without its port: `localhost`, `127.0.0.1`, `::1`."""
+    text = host.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1 : text.find("]")] if "]" in text else text
+    return text.rpartition(":")[0] if text.count(":") == 1 else text
+
+
 class Authenticator:
     """Checks a request's bearer key against the keys file."""
 
-    def __init__(self, ring: KeyRing, anonymous_allowed: bool) -> None:
+    def __init__(self, ring: KeyRing, anonymous: Anonymous, allowed_hosts: Iterable[str] = ()) -> None:
         self.ring = ring
-        # With no keys at all: serve everyone (loopback or an explicit setting) or no one.
-        self.anonymous_allowed = anonymous_allowed
+        # While the service has never had keys: who may call it without one (see `Anonymous`).
+        self.anonymous = anonymous
+        # Names besides loopback ones that a keyless local service answers to (Host header).
+        self.allowed_hosts = frozenset(name.lower() for name in allowed_hosts)
 
-    def check(self, authorization: bytes | None, required: str, method: str, path: str) -> str:
+    def check(
+        self,
+        authorization: bytes | None,
+        required: str,
+        method: str,
+        path: str,
+        server: Any = None,
+        host: bytes | None = None,
+    ) -> str:
         """The name of the key that may make this request, or ANONYMOUS when no keys exist and that is allowed."""
         keys = self.ring.current()
         if not keys:
-            if self.anonymous_allowed and not self.ring.had_keys:
-                return ANONYMOUS
+            if self.anonymous != "off" and not self.ring.had_keys:
+                return self._anonymous(server, host)
             if self.ring.had_keys:
                 # Fails closed: revoking the last key shuts the service, it does not open it.
                 raise UnauthenticatedError(
@@ -132,6 +175,32 @@ class Authenticator:
                 f"the key '{key.name}' has scope '{key.scope}'; {method} {path} needs a key with scope '{required}'"
             )
         return key.name
+
+    def _anonymous(self, server: Any, host: bytes | None) -> str:
+        """ANONYMOUS, if a keyless request came in on a local address and names a local host."""
+        if self.anonymous == "everywhere":
+            return ANONYMOUS
+        if not is_local_connection(server):
+            raise UnauthenticatedError(
+                f"this service has no API keys and this request reached it on {server[0]}, an address other"
+                " machines can reach; create a key with `python -m app keys create NAME --scope admin`,"
+                " or bind to 127.0.0.1"
+            )
+        if host is not None:
+            name = host_name(host)
+            if name != "localhost" and name not in self.allowed_hosts and not _loopback_ip(name):
+                raise MisdirectedError(
+                    f"Host '{name}' is not this service's name: without API keys it answers only requests"
+                    " addressed to localhost or a loopback address (or a name in STOCKCAST_ALLOWED_HOSTS)"
+                )
+        return ANONYMOUS
+
+
+def _loopback_ip(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class RateLimiter:

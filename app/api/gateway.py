@@ -132,7 +132,9 @@ class Gateway:
         self.settings = settings
         self.direct = tuple(direct)
         self.authenticator = Authenticator(
-            KeyRing(settings.keys_file), anonymous_allowed=settings.allow_anonymous or is_loopback(settings.host)
+            KeyRing(settings.keys_file),
+            "everywhere" if settings.allow_anonymous else "local" if is_loopback(settings.host) else "off",
+            settings.allowed_hosts,
         )
         self.limiter = RateLimiter(settings.mutations_per_minute)
         self.metrics = settings.metrics
@@ -260,7 +262,9 @@ class Gateway:
         self, scope: Scope, method: str, path: str, headers: dict[bytes, bytes], required: str, body_limit: int
     ) -> str:
         """The caller's key name if a request needing scope `required` may go on; raises the refusal otherwise."""
-        key_name = self.authenticator.check(headers.get(b"authorization"), required, method, path)
+        key_name = self.authenticator.check(
+            headers.get(b"authorization"), required, method, path, scope.get("server"), headers.get(b"host")
+        )
         if method not in READ_METHODS:
             origin = headers.get(b"origin")
             if origin is not None and not self._origin_allowed(origin, headers.get(b"host")):

@@ -128,6 +128,11 @@ class Settings(BaseSettings):
         description="With no API keys, serve everyone even when bound to an address other than loopback."
         " Without it, such a start is refused (or keys are created, see create_keys_on_first_start).",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Without API keys, the service answers only requests whose Host is localhost or a loopback"
+        " address (so a web page cannot reach it through DNS rebinding); names listed here are answered too.",
+    )
     create_keys_on_first_start: bool = Field(
         False,
         description="With no API keys and a non-loopback address, create an 'admin' and a 'predict' key on start"
