@@ -20,8 +20,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from app.api.auth import is_loopback
+from app.api.connections import connection_limits, guarded_protocol
 from app.core.config import Settings, get_settings
 from app.core.keys import ADMIN, PREDICT, SCOPES, create_key, read_keys, revoke_key, summary
 from app.core.logging import configure_logging
@@ -184,17 +186,23 @@ def main(argv: list[str] | None = None) -> int:
     ensure_sample_model(settings)
     for line in lines:
         print(line, flush=True)
-    uvicorn.run(
-        "app.main:app",
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=configure_logging(settings.log_format, settings.log_level),
-        # The gateway writes the access log, with key name, route template and request id.
-        access_log=False,
-        timeout_graceful_shutdown=round(settings.graceful_shutdown_seconds),
-    )
+    uvicorn.run("app.main:app", **server_options(settings))
     return 0
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for serving with `settings`: address, logging, shutdown and connection limits."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "log_config": configure_logging(settings.log_format, settings.log_level),
+        # The gateway writes the access log, with key name, route template and request id.
+        "access_log": False,
+        "timeout_graceful_shutdown": round(settings.graceful_shutdown_seconds),
+        "http": guarded_protocol(connection_limits(settings)),
+        "limit_concurrency": settings.max_connections,
+    }
 
 
 if __name__ == "__main__":

@@ -145,6 +145,18 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body on any route but /datasets (413 beyond)."
     )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request line and headers together (431 beyond), before any key check."
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="A request's headers must arrive within this long of its start (408 otherwise)."
+    )
+    body_timeout_seconds: float = Field(
+        120.0, gt=0, description="A request body still arriving this long after its headers closes the connection."
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="Open connections (and requests in progress) beyond which new requests answer 503."
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="Web origins allowed to call the API from a browser (CORS); empty (the default) turns CORS off."
