@@ -102,7 +102,9 @@ def run_batch(maintenance_url: str, workers: int, jobs: int, epochs: int) -> flo
             request = {"dataset": "msft", "window": 10, "units": 4, "epochs": epochs, "batch_size": 256}
             request["backtest_folds"] = 0
             started = time.monotonic()
-            ids = [backend.submit({"model": f"bench{index}", **request})["id"] for index in range(jobs)]
+            ids = [
+                backend.submit({"model": f"bench{index}", **request}, max_queued=jobs)[0]["id"] for index in range(jobs)
+            ]
             while True:
                 statuses = [backend.get(job_id)["status"] for job_id in ids]  # type: ignore[index]
                 if any(status in ("failed", "cancelled") for status in statuses):

@@ -50,8 +50,20 @@ class JobBackend(Protocol):
     async def stop(self) -> None:
         """Stop what `start` began."""
 
-    def submit(self, request: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
-        """Record and queue a job; returns its record (`submitted_by`: the API key's name, kept on it)."""
+    def submit(
+        self,
+        request: dict[str, Any],
+        submitted_by: str | None = None,
+        *,
+        max_queued: int,
+        idempotency_key: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Record and queue a job: its record and True, or the job an earlier call with this key made and False.
+
+        `submitted_by`: the API key's name, kept on the record. More than
+        `max_queued` waiting jobs raise QueueFullError; the check and the
+        insert are one step, whatever the concurrency.
+        """
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """One job's record, or None."""
@@ -103,11 +115,21 @@ class EmbeddedJobs:
         """Stop the runner; running jobs end as failed with the reason."""
         await self.runner.stop()
 
-    def submit(self, request: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
+    def submit(
+        self,
+        request: dict[str, Any],
+        submitted_by: str | None = None,
+        *,
+        max_queued: int,
+        idempotency_key: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
         """Insert a queued record and wake the runner."""
-        job = self.store.create(request, submitted_by=submitted_by)
-        self.runner.wake()
-        return _with_attempts(job) or job
+        job, created = self.store.create(
+            request, submitted_by=submitted_by, max_queued=max_queued, idempotency_key=idempotency_key
+        )
+        if created:
+            self.runner.wake()
+        return _with_attempts(job) or job, created
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """One record."""
@@ -186,7 +208,14 @@ class PostgresJobs:
                 logger.warning("model notices interrupted (%s); listening again shortly", error)
                 await asyncio.sleep(min(self.settings.refresh_seconds, 5.0))
 
-    def submit(self, request: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
+    def submit(
+        self,
+        request: dict[str, Any],
+        submitted_by: str | None = None,
+        *,
+        max_queued: int,
+        idempotency_key: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
         """Insert the record and its queue entry in one transaction, so a crash keeps both or neither."""
         from procrastinate.exceptions import AlreadyEnqueued
 
@@ -195,7 +224,10 @@ class PostgresJobs:
         model = str(request["model"])
         try:
             with self._connection() as connection, connection.transaction():
-                job_id = self.store.insert(connection, request, submitted_by)
+                earlier = self.store.admit(connection, request, max_queued, idempotency_key)
+                if earlier is not None:
+                    return earlier, False
+                job_id = self.store.insert(connection, request, submitted_by, idempotency_key)
                 self.store.link(connection, job_id, defer_training(self.queue, connection, job_id, model))
         except AlreadyEnqueued:
             waiting = self.store.waiting_for(model)
@@ -205,7 +237,7 @@ class PostgresJobs:
             ) from None
         job = self.store.get(job_id)
         assert job is not None  # committed above
-        return job
+        return job, True
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """One record."""

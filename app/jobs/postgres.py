@@ -19,10 +19,12 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from app.jobs.store import QUEUED, RUNNING, JobOutcome
+from app.jobs.store import QUEUED, RUNNING, JobOutcome, QueueFullError, check_same_request
 from training.errors import StockcastError
 from training.files import now_iso
 
+# Any fixed number: the key of the advisory lock under which submissions are checked and inserted.
+SUBMIT_LOCK_KEY = 7_263_115_016
 # Channel on which queue workers announce a new version or alias move (payload: the model name).
 MODELS_CHANNEL = "stockcast_models"
 
@@ -78,15 +80,45 @@ class PostgresJobStore:
     # Creating ----------------------------------------------------------------
 
     @staticmethod
-    def insert(connection: psycopg.Connection[Any], request: dict[str, Any], submitted_by: str | None = None) -> str:
+    def insert(
+        connection: psycopg.Connection[Any],
+        request: dict[str, Any],
+        submitted_by: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> str:
         """Insert a queued record on the caller's connection (inside its transaction); returns the job id."""
         job_id = uuid.uuid4().hex[:12]
         connection.execute(
-            "INSERT INTO stockcast_jobs (id, status, model, request, created_at, submitted_by) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
-            (job_id, QUEUED, str(request["model"]), Jsonb(request), now_iso(), submitted_by),
+            "INSERT INTO stockcast_jobs (id, status, model, request, created_at, submitted_by, idempotency_key) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (job_id, QUEUED, str(request["model"]), Jsonb(request), now_iso(), submitted_by, idempotency_key),
         )
         return job_id
+
+    @staticmethod
+    def admit(
+        connection: psycopg.Connection[Any], request: dict[str, Any], max_queued: int, idempotency_key: str | None
+    ) -> dict[str, Any] | None:
+        """Inside the caller's transaction: the job an earlier submission with this key created, or None to go on.
+
+        Takes a transaction-scoped advisory lock first, so that submissions on
+        every replica are checked one at a time: the queue bound and the key
+        hold under any concurrency. Raises QueueFullError when the queue is full.
+        """
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (SUBMIT_LOCK_KEY,))
+        if idempotency_key is not None:
+            row = connection.execute(
+                f"SELECT {COLUMNS} FROM stockcast_jobs WHERE idempotency_key = %s", (idempotency_key,)
+            ).fetchone()
+            if row is not None:
+                earlier = dict(row)  # type: ignore[call-overload]
+                check_same_request(earlier["request"], request)
+                return earlier
+        counted = connection.execute("SELECT COUNT(*) AS waiting FROM stockcast_jobs WHERE status = %s", (QUEUED,))
+        waiting = int(counted.fetchone()["waiting"])  # type: ignore[index]
+        if waiting >= max_queued:
+            raise QueueFullError(waiting)
+        return None
 
     @staticmethod
     def link(connection: psycopg.Connection[Any], job_id: str, queue_job_id: int) -> None:

@@ -76,6 +76,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0002 stockcast_jobs", lambda: JOBS_TABLE),
     # Every job names the API key that submitted it.
     Migration("0003 stockcast_jobs.submitted_by", lambda: "ALTER TABLE stockcast_jobs ADD COLUMN submitted_by TEXT;"),
+    # A client's retry of POST /train with the same Idempotency-Key answers the first job.
+    Migration(
+        "0004 stockcast_jobs.idempotency_key",
+        lambda: "ALTER TABLE stockcast_jobs ADD COLUMN idempotency_key TEXT UNIQUE;",
+    ),
 )
 
 

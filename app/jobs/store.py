@@ -16,8 +16,9 @@ from collections.abc import Collection
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from training.errors import StockcastError
 from training.files import now_iso
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
@@ -37,10 +38,42 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at TEXT NOT NULL,
     started_at TEXT,
     finished_at TEXT,
-    submitted_by TEXT
+    submitted_by TEXT,
+    idempotency_key TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 """
+# After the columns exist (a database from before idempotency keys gains the column first).
+INDEXES = "CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (idempotency_key);"
+
+
+class QueueFullError(StockcastError):
+    """As many training jobs are waiting as the queue holds."""
+
+    status_code = 429
+    # A job takes minutes; asking again sooner only adds load.
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "60"}
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(
+            f"{waiting} training jobs are waiting to start, the most the queue holds"
+            " (STOCKCAST_MAX_QUEUED_JOBS); retry once one has started"
+        )
+
+
+class IdempotencyKeyReusedError(StockcastError):
+    """An Idempotency-Key sent again with a different request."""
+
+    status_code = 422
+
+
+def check_same_request(first: dict[str, Any], again: dict[str, Any]) -> None:
+    """Refuse a retry whose request differs from the one its Idempotency-Key first came with."""
+    if first != again:
+        raise IdempotencyKeyReusedError(
+            "Idempotency-Key: this key came with a different training request before (model "
+            f"'{first.get('model')}', dataset '{first.get('dataset')}'); send a new key for a new request"
+        )
 
 
 @dataclass(frozen=True)
@@ -70,6 +103,9 @@ class JobStore:
             columns = {row[1] for row in connection.execute("PRAGMA table_info(jobs)")}
             if "submitted_by" not in columns:  # a database from before jobs were attributed
                 connection.execute("ALTER TABLE jobs ADD COLUMN submitted_by TEXT")
+            if "idempotency_key" not in columns:  # a database from before idempotency keys
+                connection.execute("ALTER TABLE jobs ADD COLUMN idempotency_key TEXT")
+            connection.executescript(INDEXES)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, timeout=self.busy_timeout_seconds, isolation_level=None)
@@ -99,18 +135,54 @@ class JobStore:
             job[key] = json.loads(job[key]) if job[key] else None
         job["cancel_requested"] = bool(job["cancel_requested"])
         job.pop("seq", None)
+        job.pop("idempotency_key", None)
         return job
 
-    def create(self, request: dict[str, Any], submitted_by: str | None = None) -> dict[str, Any]:
-        """Queue a new job and return its record; `submitted_by` names the API key that asked for it."""
+    def create(
+        self,
+        request: dict[str, Any],
+        submitted_by: str | None = None,
+        *,
+        max_queued: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Queue a new job; returns its record and True, or the job `idempotency_key` created before and False.
+
+        One write transaction checks the key, counts the queued jobs against
+        `max_queued` (QueueFullError) and inserts, so concurrent submissions
+        can neither overfill the queue nor queue one request twice.
+        `submitted_by` names the API key that asked for it.
+        """
         job_id = uuid.uuid4().hex[:12]
-        self._execute(
-            "INSERT INTO jobs (id, seq, status, request, created_at, submitted_by) "
-            "VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, ?, ?)",
-            (job_id, QUEUED, json.dumps(request), now_iso(), submitted_by),
-        )
+        earlier = None
+        with closing(self._connect()) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                if idempotency_key is not None:
+                    earlier = connection.execute(
+                        "SELECT id, request FROM jobs WHERE idempotency_key = ?", (idempotency_key,)
+                    ).fetchone()
+                if earlier is None:
+                    waiting = connection.execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (QUEUED,)).fetchone()[0]
+                    if max_queued is not None and waiting >= max_queued:
+                        raise QueueFullError(waiting)
+                    connection.execute(
+                        "INSERT INTO jobs (id, seq, status, request, created_at, submitted_by, idempotency_key) "
+                        "VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, ?, ?, ?)",
+                        (job_id, QUEUED, json.dumps(request), now_iso(), submitted_by, idempotency_key),
+                    )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        if earlier is not None:
+            check_same_request(json.loads(earlier["request"]), request)
+            return self._created(str(earlier["id"])), False
+        return self._created(job_id), True
+
+    def _created(self, job_id: str) -> dict[str, Any]:
         job = self.get(job_id)
-        assert job is not None  # just inserted in the same process
+        assert job is not None  # committed in this process
         return job
 
     def get(self, job_id: str) -> dict[str, Any] | None:

@@ -9,27 +9,19 @@ See docs/design.md.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, status
+from fastapi import APIRouter, Body, Header, Query, Response, status
 
 from app.api.deps import CallerDep, DatasetsDep, JobDep, JobsDep, SettingsDep
 from app.api.examples import TRAIN_EXAMPLES
 from app.api.responses import error_responses
 from app.api.schemas import JobAccepted, JobPublic, JobsPublic, TrainRequest
-from app.jobs.store import QUEUED
 from training.config import TrainConfig
-from training.errors import StockcastError
 
 router = APIRouter(tags=["training"])
-
-
-class QueueFullError(StockcastError):
-    """As many training jobs are waiting as the queue holds."""
-
-    status_code = 429
-    # A job takes minutes; asking again sooner only adds load.
-    headers: ClassVar[dict[str, str]] = {"Retry-After": "60"}
+# Printable ASCII, as the IETF Idempotency-Key draft's examples (UUIDs and the like).
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 
 
 @router.post(
@@ -45,18 +37,29 @@ def create_training_job(
     datasets: DatasetsDep,
     service_settings: SettingsDep,
     caller: CallerDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Any unique string (1-255 printable characters): a retry with the same key and request"
+            " answers the job the first call queued instead of queueing another.",
+        ),
+    ] = None,
 ) -> JobAccepted:
     """Queue a training job; it runs in a separate worker process. Poll GET /jobs/{job_id}."""
-    waiting = len(jobs.list(status=QUEUED, limit=service_settings.max_queued_jobs))
-    if waiting >= service_settings.max_queued_jobs:
-        raise QueueFullError(
-            f"{waiting} training jobs are waiting to start, the most the queue holds"
-            " (STOCKCAST_MAX_QUEUED_JOBS); retry once one has started"
-        )
     datasets.csv_path(request.dataset)  # 404 now rather than a failed job later
     settings = request.model_dump(exclude_none=True, exclude={"model", "dataset"})
     TrainConfig(**settings)  # 422 now for inconsistent settings (label not among features, ...)
-    job = jobs.submit(request.model_dump(exclude_none=True), submitted_by=caller)
+    job, created = jobs.submit(
+        request.model_dump(exclude_none=True),
+        submitted_by=caller,
+        max_queued=service_settings.max_queued_jobs,
+        # Keys are the caller's own: another key's identical string names another request.
+        idempotency_key=f"{caller}\n{idempotency_key}" if idempotency_key is not None else None,
+    )
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
     return JobAccepted(job_id=job["id"], status=job["status"], location=f"/jobs/{job['id']}")
 
 

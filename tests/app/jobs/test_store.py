@@ -11,7 +11,7 @@ from app.jobs.store import QUEUED, JobStore
 
 def test_reads_do_not_wait_for_a_writer_holding_the_write_lock(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.sqlite3")
-    job = store.create({"model": "tiny", "dataset": "tiny"})
+    job, _ = store.create({"model": "tiny", "dataset": "tiny"})
     # Another process's write transaction in progress (a worker writing progress).
     with closing(sqlite3.connect(store.path, timeout=0, isolation_level=None)) as writer:
         writer.execute("BEGIN IMMEDIATE")
@@ -28,9 +28,9 @@ def test_reads_do_not_wait_for_a_writer_holding_the_write_lock(tmp_path: Path) -
 
 def test_next_queued_skips_models_with_a_running_job(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.sqlite3")
-    first_a = store.create({"model": "a", "dataset": "d"})
-    second_a = store.create({"model": "a", "dataset": "d"})
-    first_b = store.create({"model": "b", "dataset": "d"})
+    first_a, _ = store.create({"model": "a", "dataset": "d"})
+    second_a, _ = store.create({"model": "a", "dataset": "d"})
+    first_b, _ = store.create({"model": "b", "dataset": "d"})
     assert store.next_queued() == first_a
     # While a job of `a` runs, the runner starts `b`'s, not a second `a` that would race it in the gate.
     assert store.mark_running(first_a["id"], pid=1)
