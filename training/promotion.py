@@ -58,16 +58,21 @@ def train_and_promote(
         return walk_forward(run.clean.frame, same_folds, should_stop=progress.should_stop).forecasts["model"]
 
     outcome = train_version(run, store, progress, after_fit=add_backtest)
-    _write_report(store, run.name, outcome.version, run.clean)
-    # Read the champion and move it under one lock: another job of this model
-    # (another training process, or another machine on the shared store)
-    # cannot slip in between.
-    with store.alias_lock(run.name):
-        champion_version = store.aliases(run.name).get(CHAMPION)
-        champion = store.read_metadata(run.name, champion_version) if champion_version is not None else None
-        decision = decide(outcome.metadata, champion, gate, forecasts or None, rescore)
-        if decision.promoted:
-            store.set_alias(run.name, CHAMPION, outcome.version, reason=f"promoted by gate: {decision.reason}")
+    try:
+        _write_report(store, run.name, outcome.version, run.clean)
+        # Read the champion and move it under one lock: another job of this model
+        # (another training process, or another machine on the shared store)
+        # cannot slip in between.
+        with store.alias_lock(run.name):
+            champion_version = store.aliases(run.name).get(CHAMPION)
+            champion = store.read_metadata(run.name, champion_version) if champion_version is not None else None
+            decision = decide(outcome.metadata, champion, gate, forecasts or None, rescore)
+            if decision.promoted:
+                store.set_alias(run.name, CHAMPION, outcome.version, reason=f"promoted by gate: {decision.reason}")
+    except BaseException:
+        # The job fails, so its version must not stay (it could become the default while unpromoted).
+        store.discard_version(run.name, outcome.version)
+        raise
     return outcome, decision
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import threading
@@ -23,6 +24,8 @@ from typing import Any
 from training.errors import BrokenVersionError, NotFoundError, StockcastError
 from training.files import NAME_PATTERN, check_alias, check_name, now_iso, sha256_of, write_json_atomic
 from training.gate import headline_ratio
+
+logger = logging.getLogger("stockcast.store")
 
 # Where the command line and the service look for models unless told otherwise.
 DEFAULT_ROOT = Path("models")
@@ -233,12 +236,36 @@ class ModelStore:
                     if (folder / str(version)).exists():
                         continue
                     raise
-                write_json_atomic(folder / COUNTER_FILE, version)
+                try:
+                    write_json_atomic(folder / COUNTER_FILE, version)
+                except BaseException:
+                    # Visible for a moment, but not whole: the store must not keep it.
+                    self.discard_version(name, version)
+                    raise
                 return version
             raise BrokenVersionError(f"could not allocate a version number for '{name}'")
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
+
+    def discard_version(self, name: str, version: int) -> None:
+        """Remove a version that a failed job stored: renamed out of sight in one step, then deleted.
+
+        Refused (BrokenVersionError) while an alias points at it: a version
+        that serves under an alias is not taken away from under its callers.
+        """
+        with self.alias_lock(name):
+            pointing = sorted(alias for alias, target in self.aliases(name).items() if target == version)
+            if pointing:
+                raise BrokenVersionError(f"version {version} of '{name}' is kept: aliases {pointing} point at it")
+            source = self.version_dir(name, version)
+            if not source.is_dir():
+                return
+            gone = self.folder(name) / f".tmp-discarded-{version}-{uuid.uuid4().hex}"
+            os.rename(source, gone)
+        self._mase_cache.pop((name, version), None)
+        shutil.rmtree(gone, ignore_errors=True)
+        logger.warning("discarded version %d of '%s': the job that stored it failed", version, name)
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Delete temporary folders left by a writer that crashed mid-write."""
@@ -287,9 +314,18 @@ class ModelStore:
         if by is not None:
             entry["by"] = by
         current[alias] = version
-        write_json_atomic(self.folder(name) / ALIASES_FILE, current)
-        with open(self.folder(name) / ALIAS_LOG_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
+        # The log line first, the move second: if the move fails, cutting the log back (which needs no
+        # free space) leaves both as they were; the other order could leave a move without its line.
+        log = self.folder(name) / ALIAS_LOG_FILE
+        logged_size = log.stat().st_size if log.is_file() else 0
+        try:
+            with open(log, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+            write_json_atomic(self.folder(name) / ALIASES_FILE, current)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.truncate(log, logged_size)
+            raise
         return entry
 
     def alias_log(self, name: str) -> list[dict[str, Any]]:
