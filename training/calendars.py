@@ -4,7 +4,8 @@ A step is one trading session of the dataset's exchange, so forecast dates
 skip weekends and holidays (on XNYS the session after 2024-12-24 is
 2024-12-26). Calendars come from `exchange_calendars`, whose holiday rules
 are code (works offline); "24/7" (crypto) is every calendar day. Sessions
-are computed once per calendar and decade, then binary-searched.
+are computed once per calendar and decade (off a server's event loop),
+then binary-searched.
 See docs/design.md, "Names, baselines and exchange calendars".
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import threading
 
 import numpy as np
 
@@ -41,13 +43,40 @@ def check_calendar(name: str) -> str:
     return name
 
 
-@functools.cache
+# Built decades by (calendar, first year); built one at a time, under this lock, so a
+# burst of requests for a new decade builds it once.
+_SESSIONS: dict[tuple[str, int], np.ndarray] = {}
+_BUILDING = threading.Lock()
+
+
+def decade_of(day: dt.date) -> int:
+    """The first year of the decade `day` falls in: sessions are built and kept a decade at a time."""
+    return day.year // 10 * 10
+
+
+def is_built(name: str, day: dt.date) -> bool:
+    """Whether `sessions_after(day, ...)` on calendar `name` is a lookup, with nothing to build first."""
+    return name == ALWAYS_OPEN or (name, decade_of(day)) in _SESSIONS
+
+
 def _sessions(name: str, decade: int) -> np.ndarray:
     """The calendar's sessions from the decade's first year to a year past its last, as sorted datetime64[D].
 
-    Built a decade at a time: the holiday rules cost about a second per
-    decade (more for lunar calendars), and a service needs only the current one.
+    Built a decade at a time and kept: the holiday rules cost seconds per
+    decade (more for lunar calendars), so a server builds a new decade off
+    its event loop (`is_built` tells when one is needed).
     """
+    sessions = _SESSIONS.get((name, decade))
+    if sessions is not None:
+        return sessions
+    with _BUILDING:
+        sessions = _SESSIONS.get((name, decade))
+        if sessions is None:
+            sessions = _SESSIONS[(name, decade)] = _build(name, decade)
+    return sessions
+
+
+def _build(name: str, decade: int) -> np.ndarray:
     import exchange_calendars
 
     start, end = f"{decade}-01-01", f"{decade + 10}-12-31"
@@ -63,7 +92,7 @@ def sessions_after(last: dt.date, horizon: int, name: str = DEFAULT_CALENDAR) ->
     day = np.datetime64(last, "D")
     if name == ALWAYS_OPEN:
         return [(day + np.timedelta64(step, "D")).astype(dt.date) for step in range(1, horizon + 1)]
-    sessions = _sessions(name, last.year // 10 * 10)
+    sessions = _sessions(name, decade_of(last))
     first = int(np.searchsorted(sessions, day, side="right"))
     if first + horizon > len(sessions):
         raise ConfigError(f"a {horizon}-step forecast from {last} runs past the {name} sessions known to this service")

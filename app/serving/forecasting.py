@@ -12,6 +12,7 @@ forecast for a signal. See docs/design.md, "Serving path".
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import numpy as np
 
 from app.serving.registry import ModelRegistry, ServedVersion
 from app.serving.windows import Window, WindowDates, WindowError, window_to_array, windows_to_array
-from training import baselines, conformal
+from training import baselines, calendars, conformal
 
 _total = np.add.reduce
 
@@ -86,6 +87,7 @@ async def forecast_windows(
         ]
         values = checked[0][0][None] if len(checked) == 1 else np.stack([array for array, _ in checked])
         last_dates = [day for _, day in checked]
+    await build_calendar(served, last_dates)
     skill = {**served.skill, "served_as": served_as}
     if served_as == "unpromoted" and registry.settings.unpromoted_default == "naive":
         outputs, levels = _naive_outputs(served, values)
@@ -102,4 +104,15 @@ async def forecast_windows(
     return Forecasts(served=served, windows=values, last_dates=last_dates, outputs=outputs, levels=levels, skill=skill)
 
 
-__all__ = ["Forecasts", "forecast_windows"]
+async def build_calendar(served: ServedVersion, last_dates: Sequence[dt.date | None]) -> None:
+    """Build, in a thread, the calendar decades the answer's dates need and no earlier request built.
+
+    A decade costs seconds of holiday rules: on the event loop, that would
+    stall every other request; here only the request that needs it waits.
+    """
+    calendar = str(served.metadata.get("calendar") or calendars.DEFAULT_CALENDAR)
+    for day in {day for day in last_dates if day is not None and not calendars.is_built(calendar, day)}:
+        await asyncio.to_thread(calendars.sessions_after, day, 1, calendar)
+
+
+__all__ = ["Forecasts", "build_calendar", "forecast_windows"]
