@@ -34,11 +34,14 @@ class ReportFailedError(StockcastError):
 class VersionReports:
     """Finds a version's report file, drawing it once in a child process when there is none."""
 
-    def __init__(self, store: ModelStore, cache_dir: Path) -> None:
+    def __init__(self, store: ModelStore, cache_dir: Path, max_drawings: int = 1) -> None:
         self.store = store
         self.cache_dir = cache_dir
         self._context = multiprocessing.get_context("spawn")
         self._drawing: dict[tuple[str, int], asyncio.Task[Path]] = {}
+        # Each drawing is a process importing TensorFlow: requests for many versions queue here
+        # instead of starting a process each.
+        self._drawings = asyncio.Semaphore(max_drawings)
 
     def cached_path(self, name: str, version: int) -> Path:
         """Where the API keeps a report it had to draw itself."""
@@ -66,6 +69,10 @@ class VersionReports:
         return await asyncio.shield(task)
 
     async def _draw(self, name: str, version: int) -> Path:
+        async with self._drawings:
+            return await self._draw_in_child(name, version)
+
+    async def _draw_in_child(self, name: str, version: int) -> Path:
         logger.info("%s v%s has no report yet; drawing it in a child process", name, version)
         # One child per drawing, gone when it is done: TensorFlow would hold
         # hundreds of MiB in an idle pool for a request that comes once per version.

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="Largest CSV accepted by /datasets.")
     refresh_seconds: float = Field(5.0, gt=0, description="How often the store is re-read for new versions/aliases.")
     pinned_cache_size: int = Field(4, ge=0, description="Non-default versions kept loaded for pinned requests.")
+    pinned_loads_per_minute: int = Field(
+        12,
+        ge=1,
+        description="Most loads of pinned versions a minute (each one pauses the inference process briefly);"
+        " a pinned request that needs one more answers 429 with Retry-After.",
+    )
 
     api_keys_file: Path | None = Field(
         None,

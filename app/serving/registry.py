@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections import OrderedDict
+import math
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,16 @@ from training.gate import skill_of
 from training.store import CHAMPION, ModelStore
 
 logger = logging.getLogger("stockcast.registry")
+
+
+class PinnedLoadsLimitedError(StockcastError):
+    """Pinned requests asked for more version loads than the minute allows."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after_seconds)))}
 
 
 class NoPromotedVersionError(StockcastError):
@@ -89,6 +101,7 @@ class ModelRegistry:
         # one reloaded and recompiled, on every refresh.
         self._failed: dict[tuple[str, int], tuple[tuple[tuple[str, int, int], ...], str]] = {}
         self._lock = asyncio.Lock()
+        self._pinned_loads: deque[float] = deque()
         self._refresher: asyncio.Task[None] | None = None
         # `inference`: a stand-in backend with the same methods (tests' `FakeInference`); None: the real process.
         self.inference = inference or InferenceProcess(
@@ -330,6 +343,7 @@ class ModelRegistry:
                 remembered = await asyncio.to_thread(self._remembered_failure, name, version)
                 if remembered is not None:
                     raise BrokenVersionError(f"model '{name}' {remembered}")
+                self._count_pinned_load()
                 try:
                     self.pinned[key] = await self._load(name, version)
                 except StockcastError as error:
@@ -340,6 +354,22 @@ class ModelRegistry:
                     _, evicted = self.pinned.popitem(last=False)
                     await evicted.close()
         return self.pinned[key]
+
+    def _count_pinned_load(self) -> None:
+        """Spend one of the minute's pinned loads, or refuse: a client cycling versions must not keep
+        the inference process loading while everyone else's forecasts wait behind it."""
+        now = time.monotonic()
+        while self._pinned_loads and now - self._pinned_loads[0] >= 60:
+            self._pinned_loads.popleft()
+        limit = self.settings.pinned_loads_per_minute
+        if len(self._pinned_loads) >= limit:
+            raise PinnedLoadsLimitedError(
+                f"{limit} pinned versions were loaded in the last minute, the most allowed"
+                " (STOCKCAST_PINNED_LOADS_PER_MINUTE); the default version and the "
+                f"{self.settings.pinned_cache_size} most recently pinned ones answer at once",
+                60 - (now - self._pinned_loads[0]),
+            )
+        self._pinned_loads.append(now)
 
     async def move_alias(
         self, name: str, alias: str, version: int, reason: str, by: str | None = None
