@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from training import store as store_module
 from training import promotion as workflow
+from training import store as store_module
 from training.errors import BrokenVersionError
 from training.store import ALIAS_LOG_FILE, ALIASES_FILE, CHAMPION, COUNTER_FILE, MODEL_FILE, ModelStore
 

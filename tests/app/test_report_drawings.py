@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from app.jobs.reports import VersionReports
+from app.reports import VersionReports
 from training.store import ModelStore
 
 
