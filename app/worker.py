@@ -23,14 +23,21 @@ MAX_RECONNECT_SECONDS = 10.0
 
 
 async def _sweep_forever(queue: object, settings: Settings) -> None:
-    from app.jobs.queue_task import sweep
+    from app.jobs.outages import Reachability
+    from app.jobs.queue_task import records_for, sweep
 
+    reachability = Reachability()
     while True:
         try:
-            await sweep(queue, settings)  # type: ignore[arg-type]
+            await asyncio.to_thread(records_for(settings).ping)
+            reachability.answered()
+            # After an outage every heartbeat is stale: trust them again once live workers have beaten since.
+            if reachability.for_at_least(settings.worker_stalled_seconds):
+                await sweep(queue, settings)  # type: ignore[arg-type]
         except asyncio.CancelledError:
             raise
         except Exception:  # the next sweep tries again (database restarting, ...)
+            reachability.failed()
             logger.exception("sweeping stalled jobs failed")
         await asyncio.sleep(settings.sweep_seconds)
 

@@ -99,6 +99,16 @@ class StoreNotWritableError(StockcastError):
     status_code = 503
 
 
+class JobVersionExistsError(StockcastError):
+    """A job's version is already stored (by an earlier attempt of the same job): one version per job."""
+
+    status_code = 409
+
+    def __init__(self, name: str, version: int, job_id: str) -> None:
+        super().__init__(f"job {job_id} already stored version {version} of '{name}'")
+        self.version = version
+
+
 class ModelStore:
     """Filesystem store of model versions and their aliases."""
 
@@ -213,40 +223,61 @@ class ModelStore:
         folder.mkdir(parents=True, exist_ok=True)
         temporary = folder / f".tmp-{uuid.uuid4().hex}"
         temporary.mkdir()
+        job_id = (metadata.get("data") or {}).get("job_id")
         try:
             write_files(temporary)
             files = {path.name: sha256_of(path) for path in sorted(temporary.iterdir()) if path.is_file()}
             if MODEL_FILE not in files:
                 raise BrokenVersionError(f"the writer did not produce {MODEL_FILE}")
-            for _attempt in range(100):
-                version = max([self._last_allocated(name), *self.versions(name), 0]) + 1
-                full = {
-                    **metadata,
-                    "format_version": FORMAT_VERSION,
-                    "name": name,
-                    "version": version,
-                    "files": files,
-                }
-                write_json_atomic(temporary / METADATA_FILE, full)
-                try:
-                    # rename() onto an existing non-empty folder fails, so two
-                    # writers racing for one number cannot overwrite each other.
-                    os.rename(temporary, folder / str(version))
-                except OSError:
-                    if (folder / str(version)).exists():
-                        continue
-                    raise
-                try:
-                    write_json_atomic(folder / COUNTER_FILE, version)
-                except BaseException:
-                    # Visible for a moment, but not whole: the store must not keep it.
-                    self.discard_version(name, version)
-                    raise
-                return version
-            raise BrokenVersionError(f"could not allocate a version number for '{name}'")
+            # A job's attempts check and rename under the model's lock: two attempts of one job
+            # (one retried while the other was cut off from the job database) store one version.
+            with self.alias_lock(name) if job_id else contextlib.nullcontext():
+                return self._rename_into_place(name, temporary, metadata, files, job_id)
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
+
+    def version_of_job(self, name: str, job_id: str) -> int | None:
+        """The version training job `job_id` stored, if any."""
+        for metadata in self.iter_metadata(name):
+            if (metadata.get("data") or {}).get("job_id") == job_id:
+                return int(metadata["version"])
+        return None
+
+    def _rename_into_place(
+        self, name: str, temporary: Path, metadata: dict[str, Any], files: dict[str, str], job_id: str | None
+    ) -> int:
+        folder = self.folder(name)
+        if job_id:
+            earlier = self.version_of_job(name, job_id)
+            if earlier is not None:
+                raise JobVersionExistsError(name, earlier, job_id)
+        for _attempt in range(100):
+            version = max([self._last_allocated(name), *self.versions(name), 0]) + 1
+            full = {
+                **metadata,
+                "format_version": FORMAT_VERSION,
+                "name": name,
+                "version": version,
+                "files": files,
+            }
+            write_json_atomic(temporary / METADATA_FILE, full)
+            try:
+                # rename() onto an existing non-empty folder fails, so two
+                # writers racing for one number cannot overwrite each other.
+                os.rename(temporary, folder / str(version))
+            except OSError:
+                if (folder / str(version)).exists():
+                    continue
+                raise
+            try:
+                write_json_atomic(folder / COUNTER_FILE, version)
+            except BaseException:
+                # Visible for a moment, but not whole: the store must not keep it.
+                self.discard_version(name, version)
+                raise
+            return version
+        raise BrokenVersionError(f"could not allocate a version number for '{name}'")
 
     def discard_version(self, name: str, version: int) -> None:
         """Remove a version that a failed job stored: renamed out of sight in one step, then deleted.

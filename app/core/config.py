@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(
         2, ge=1, le=10, description="Runs a job may get when its queue worker dies mid-job (1: never retried; failed)."
     )
+    job_outage_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="A training run cut off from the job database keeps training and waits this long for the"
+        " database to record its result.",
+    )
     worker_heartbeat_seconds: float = Field(
         10.0, gt=0, description="How often a queue worker tells the database it lives."
     )

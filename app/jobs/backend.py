@@ -167,7 +167,11 @@ class PostgresJobs:
         assert settings.database_url is not None  # chosen by open_job_backend
         self.settings = settings
         self.database_url = settings.database_url
-        self.store = PostgresJobStore(self.database_url, settings.database_pool_size)
+        # Fail fast and recover fast: a job route answers 503 within a second of an outage, and
+        # reconnects within seconds of the database's return.
+        self.store = PostgresJobStore(
+            self.database_url, settings.database_pool_size, wait_seconds=1.0, reconnect_seconds=2.0
+        )
         self.queue = api_queue()
         self.on_models_changed = on_models_changed
         self._listener: asyncio.Task[None] | None = None

@@ -43,13 +43,20 @@ class DatabaseUnavailableError(StockcastError):
 class PostgresJobStore:
     """CRUD over `stockcast_jobs` through a small connection pool that reconnects after a database restart."""
 
-    def __init__(self, database_url: str, pool_size: int = 4) -> None:
+    def __init__(
+        self, database_url: str, pool_size: int = 4, wait_seconds: float = 10.0, reconnect_seconds: float = 300.0
+    ) -> None:
         self.database_url = database_url
+        # How long a call waits for a connection before it fails (the API answers 503 then).
+        self.wait_seconds = wait_seconds
         self.pool = ConnectionPool(
             database_url,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            # The pool's own reconnection backs off up to this long; after it gives up, the next
+            # call reconnects at once, so a short one means a quick recovery once the database is back.
+            reconnect_timeout=reconnect_seconds,
+            kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": max(1, round(wait_seconds))},
             # Checked when taken from the pool: a connection broken by a
             # database restart is replaced instead of failing the caller.
             check=ConnectionPool.check_connection,
@@ -64,7 +71,7 @@ class PostgresJobStore:
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection in autocommit mode (use `connection.transaction()` for several statements)."""
-        with self.pool.connection(timeout=10) as connection:
+        with self.pool.connection(timeout=self.wait_seconds) as connection:
             yield connection
 
     def _one(self, sql: str, parameters: tuple[Any, ...]) -> dict[str, Any] | None:
@@ -74,7 +81,7 @@ class PostgresJobStore:
 
     def ping(self) -> None:
         """Raise if the database cannot answer a query within a few seconds (for /ready)."""
-        with self.pool.connection(timeout=3) as connection:
+        with self.pool.connection(timeout=min(self.wait_seconds, 3)) as connection:
             connection.execute("SELECT 1")
 
     # Creating ----------------------------------------------------------------

@@ -25,6 +25,7 @@ from procrastinate.job_context import AbortReason, JobContext
 
 from app.core.config import Settings, get_settings
 from app.jobs.backend import worker_name
+from app.jobs.outages import OutageTolerantRecords
 from app.jobs.postgres import PostgresJobStore
 from app.jobs.queue import TRAIN_TASK
 from app.jobs.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobOutcome
@@ -62,8 +63,14 @@ def build_worker_queue(settings: Settings) -> procrastinate.App:
 def run_training(context: JobContext, job_id: str) -> None:
     """procrastinate task: run record `job_id` in a fresh training process; settle it whatever happens."""
     settings = get_settings()
-    records = records_for(settings)
+    records = OutageTolerantRecords(records_for(settings), give_up_seconds=settings.job_outage_seconds)
     attempt = context.job.attempts + 1
+    if attempt > settings.job_max_attempts:
+        # However it came back to the queue, a job never runs more often than the setting allows.
+        error = f"attempt {attempt} would exceed STOCKCAST_JOB_MAX_ATTEMPTS={settings.job_max_attempts}; not run"
+        records.finish(job_id, JobOutcome(FAILED, error=error))
+        logger.warning("job %s: %s", job_id, error)
+        return
     if not records.mark_running(job_id, attempt, worker_name()):
         logger.info("job %s was cancelled or finished before attempt %d started", job_id, attempt)
         return
@@ -96,7 +103,7 @@ def run_training(context: JobContext, job_id: str) -> None:
 
 def _watch(
     context: JobContext,
-    records: PostgresJobStore,
+    records: OutageTolerantRecords,
     job_id: str,
     attempt: int,
     process: Any,
@@ -206,7 +213,4 @@ async def _settle_stalled(
 
 def _version_made_by(settings: Settings, model: str, job_id: str) -> int | None:
     """The version a job saved before its record could say so, if any."""
-    for metadata in ModelStore(settings.models_dir).iter_metadata(model):
-        if metadata.get("data", {}).get("job_id") == job_id:
-            return int(metadata["version"])
-    return None
+    return ModelStore(settings.models_dir).version_of_job(model, job_id)

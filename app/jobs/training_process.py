@@ -20,6 +20,7 @@ from app.core.process import (
     remove_private_temp_dir,
     use_private_temp_dir,
 )
+from app.jobs.outages import OutageTolerantRecords
 from app.jobs.store import CANCELLED, FAILED, RUNNING, JobOutcome, JobStore
 
 # What `ps` shows for a training process.
@@ -50,13 +51,21 @@ def summarise(outcome_metadata: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def open_records(settings: Any) -> Any:
-    """The job records of the mode the settings choose: SQLite (embedded) or PostgreSQL (scaled out)."""
+def saved_earlier(model: str, version: int) -> dict[str, Any]:
+    """The result of a job whose version an earlier attempt saved."""
+    return {"model": model, "version": version, "recovered": True}
+
+
+def open_records(settings: Any) -> OutageTolerantRecords:
+    """The job records of the mode the settings choose (SQLite, or PostgreSQL), riding out a database outage."""
     if settings.database_url:
         from app.jobs.postgres import PostgresJobStore
 
-        return PostgresJobStore(settings.database_url, pool_size=1)
-    return JobStore(settings.jobs_db)
+        # Short waits: an outage is found out in seconds, and OutageTolerantRecords decides what waits longer.
+        records: Any = PostgresJobStore(settings.database_url, pool_size=1, wait_seconds=2, reconnect_seconds=2)
+    else:
+        records = JobStore(settings.jobs_db)
+    return OutageTolerantRecords(records, give_up_seconds=settings.job_outage_seconds)
 
 
 def run_job(job_id: str, settings_values: dict[str, Any], parent_pid: int, attempt: int | None = None) -> None:
@@ -108,11 +117,15 @@ def _train(
     from training.fitting import Progress, TrainingRun
     from training.gate import GateSettings
     from training.promotion import train_and_promote
-    from training.store import ModelStore
+    from training.store import JobVersionExistsError, ModelStore
 
+    store = ModelStore(settings.models_dir)
+    earlier = store.version_of_job(request["model"], job_id)
+    if earlier is not None:
+        # An earlier attempt of this job saved its version before its record could say so.
+        return saved_earlier(request["model"], earlier)
     datasets = DatasetStore(settings.datasets_dir)
     path = datasets.csv_path(request["dataset"])
-    store = ModelStore(settings.models_dir)
     store.check_writable(request["model"])
     config_fields = {key: value for key, value in request.items() if key not in ("model", "dataset")}
     config = TrainConfig(**config_fields)
@@ -150,7 +163,11 @@ def _train(
     )
     run = TrainingRun(name=request["model"], clean=clean, source=source, config=config)
     hooks = Progress(on_epoch=on_epoch, on_fold=on_fold, should_stop=should_stop)
-    outcome, decision = train_and_promote(run, store, hooks, gate=gate)
+    try:
+        outcome, decision = train_and_promote(run, store, hooks, gate=gate)
+    except JobVersionExistsError as existing:
+        # Another attempt of this job (retried while this one was cut off) saved first: one version per job.
+        return saved_earlier(request["model"], existing.version)
     return {
         "model": request["model"],
         "version": outcome.version,
