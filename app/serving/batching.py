@@ -2,12 +2,14 @@
 
 A forward pass over many windows costs little more than one over a single
 window, so requests that arrive together are stacked into one batch. A request
-that finds the batcher idle starts at once, alone: a lone request never waits
-for company. Requests that arrive while a batch runs accumulate; the next batch
+that finds the batcher idle starts at once: a lone request never waits for
+company. Requests that arrive while a batch runs accumulate; the next batch
 starts when it holds `max_batch_size` windows or its oldest request has waited
-`max_wait_us`. Requests are taken whole, in arrival order, and one batcher has
-at most one batch in flight, computed elsewhere (`predict_later`, the inference
-process) so that the event loop never blocks. See docs/design.md (serving path).
+`max_wait_us`. A request larger than a batch is served in batch-sized slices,
+and after each slice it goes to the back of the queue, so one client's huge
+batch cannot hold every other client's forecast behind it. One batcher has at
+most one batch in flight, computed elsewhere (`predict_later`, the inference
+process) so that the event loop never blocks. See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,11 +38,29 @@ class BatcherClosedError(StockcastError):
 
 @dataclass
 class _Request:
-    """One submitted request waiting for its rows of a batch result."""
+    """One submitted request waiting for its rows of the batch results."""
 
     windows: np.ndarray
     future: asyncio.Future[np.ndarray]
     arrived: float
+    taken: int = 0
+    """Windows already put in a batch (slices go in order)."""
+    answered: list[np.ndarray] = field(default_factory=list)
+    """Outputs of the slices answered so far, in order."""
+
+    @property
+    def left(self) -> int:
+        """Windows not yet put in a batch."""
+        return len(self.windows) - self.taken
+
+
+@dataclass
+class _Slice:
+    """Rows `start:end` of one request's windows, in a batch."""
+
+    request: _Request
+    start: int
+    end: int
 
 
 @dataclass
@@ -72,6 +92,8 @@ class MicroBatcher:
         self._max_wait_seconds = max_wait_us / 1e6
         self._pending: deque[_Request] = deque()
         self._pending_rows = 0
+        # Pending requests of which some slices already ran.
+        self._sliced = 0
         self._running: asyncio.Future[np.ndarray] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -111,7 +133,8 @@ class MicroBatcher:
             return
         loop = self._loop
         due = self._pending[0].arrived + self._max_wait_seconds
-        if not (now or self._closed or self._pending_rows >= self.max_batch_size or loop.time() >= due):
+        # A sliced request has waited already: its next slice goes as soon as the batch in flight is back.
+        if not (now or self._closed or self._sliced or self._pending_rows >= self.max_batch_size or loop.time() >= due):
             if self._timer is None:
                 self._timer = loop.call_at(due, self._on_timer)
             return
@@ -121,7 +144,7 @@ class MicroBatcher:
         batch = self._take_batch()
         if not batch:
             return
-        inputs = batch[0].windows if len(batch) == 1 else np.concatenate([request.windows for request in batch])
+        inputs = self._inputs(batch)
         self.batches_run += 1
         self.windows_run += len(inputs)
         self._started_at = loop.time()
@@ -133,38 +156,54 @@ class MicroBatcher:
             return
         self._running.add_done_callback(lambda done: self._finish(batch, inputs, done))
 
-    def _take_batch(self) -> list[_Request]:
-        """Whole requests in arrival order, up to max_batch_size windows of one shape."""
-        batch: list[_Request] = []
+    @staticmethod
+    def _inputs(batch: list[_Slice]) -> np.ndarray:
+        """The batch's windows as one array (no copy for a single whole request)."""
+        parts = [part.request.windows[part.start : part.end] for part in batch]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _take_batch(self) -> list[_Slice]:
+        """Up to max_batch_size windows of one shape, in queue order; a request not finished goes to the back."""
+        batch: list[_Slice] = []
+        back: list[_Request] = []
         rows = 0
         shape: tuple[int, ...] | None = None
-        while self._pending:
+        while self._pending and rows < self.max_batch_size:
             request = self._pending[0]
             if request.future.done():
-                # The caller went away (a cancelled request): skip its work.
+                # The caller went away (a cancelled request) or a slice failed: skip its work.
                 self._pending.popleft()
-                self._pending_rows -= len(request.windows)
+                self._pending_rows -= request.left
+                self._sliced -= request.taken > 0
                 continue
-            size = len(request.windows)
-            if batch and (rows + size > self.max_batch_size or request.windows.shape[1:] != shape):
+            if shape is not None and request.windows.shape[1:] != shape:
                 break
             self._pending.popleft()
+            self._sliced -= request.taken > 0
+            size = min(request.left, self.max_batch_size - rows)
+            batch.append(_Slice(request, request.taken, request.taken + size))
+            request.taken += size
             self._pending_rows -= size
-            batch.append(request)
             rows += size
             shape = request.windows.shape[1:]
+            if request.left:
+                back.append(request)
+        # Behind the requests that waited: the others get their turn before its next slice.
+        self._pending.extend(back)
+        self._sliced += len(back)
         return batch
 
     def _on_timer(self) -> None:
         self._timer = None
         self._dispatch()
 
-    def _finish(self, batch: list[_Request], inputs: np.ndarray, done: asyncio.Future[np.ndarray]) -> None:
+    def _finish(self, batch: list[_Slice], inputs: np.ndarray, done: asyncio.Future[np.ndarray]) -> None:
         """Hand each request its own rows (or the batch's error), then start the next batch."""
         self._running = None
         if metrics.ENABLED and self._loop is not None:
             now = self._loop.time()
-            metrics.LOOP.observe_batch(len(inputs), self._started_at - batch[0].arrived, now - self._started_at)
+            waited = self._started_at - batch[0].request.arrived
+            metrics.LOOP.observe_batch(len(inputs), waited, now - self._started_at)
         if done.cancelled():
             outcome = _Outcome(error=BatcherClosedError("inference was cancelled"))
         elif done.exception() is not None:
@@ -182,22 +221,26 @@ class MicroBatcher:
             raise RuntimeError(f"predict returned {len(outputs)} rows for {len(inputs)} windows")
         return outputs
 
-    def _hand_out(self, batch: list[_Request], inputs: np.ndarray, outcome: _Outcome) -> None:
-        """Give each request its rows of the batch's outputs, or every request the error."""
+    def _hand_out(self, batch: list[_Slice], inputs: np.ndarray, outcome: _Outcome) -> None:
+        """Give each request its rows of the batch's outputs (all of them once its last slice is in), or the error."""
         if outcome.error is None:
             try:
                 outcome = _Outcome(outputs=self._checked(inputs, outcome.outputs))
             except Exception as error:
                 outcome = _Outcome(error=error)
         start = 0
-        for request in batch:
-            end = start + len(request.windows)
+        for part in batch:
+            end = start + part.end - part.start
+            request = part.request
             if not request.future.done():
                 if outcome.error is not None:
                     request.future.set_exception(outcome.error)
                 else:
                     assert outcome.outputs is not None
-                    request.future.set_result(outcome.outputs[start:end])
+                    request.answered.append(outcome.outputs[start:end])
+                    if part.end == len(request.windows):
+                        answered = request.answered
+                        request.future.set_result(answered[0] if len(answered) == 1 else np.concatenate(answered))
             start = end
 
     async def close(self) -> None:

@@ -323,3 +323,25 @@ def test_real_model_under_concurrency_matches_single_predictions(model_store: Mo
         assert (batched.shape[0], batched.shape[-1]) == (1, compiled.spec.horizon)
         np.testing.assert_allclose(batched, single, rtol=1e-5)
     assert len(later.batches) < 50
+
+
+def test_a_request_larger_than_a_batch_is_sliced_and_others_go_between_its_slices() -> None:
+    # Issue 23 finding 12: a batch larger than the micro-batch ran alone, holding every other client behind it.
+    later = Later()
+    big = np.concatenate([window(float(row)) for row in range(40)])
+
+    async def scenario() -> tuple[np.ndarray, np.ndarray, list[int]]:
+        batcher = batcher_over(later, max_batch_size=8, max_wait_us=FOREVER_US)
+        _, (large, small) = await queued_behind_a_running_batch(batcher, later, [big, window(99.0)])
+        small_answer = await small
+        batches_when_small_answered = list(later.batches)
+        large_answer = await large
+        await batcher.close()
+        return large_answer, small_answer, batches_when_small_answered
+
+    large, small, seen = run(scenario())
+    assert large[:, 0].tolist() == [row * 10.0 for row in range(40)]
+    assert first_values([small]) == [990.0]
+    # The small request rides in the second slice's batch, long before the large one's last slice.
+    assert seen[:3] == [1, 8, 8] and len(seen) < len(later.batches)
+    assert later.batches == [1, 8, 8, 8, 8, 8, 1]
