@@ -8,12 +8,28 @@ See docs/design.md, "Serving path".
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+P = ParamSpec("P")
+T = TypeVar("T")
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+# Bodies up to this size are parsed on the event loop: a thread hop would cost more than the parse.
+PARSE_IN_THREAD_BYTES = 256 * 1024
 # Integers and floats, as numpy infers them from JSON numbers ("b" for booleans is refused).
 NUMBER_KINDS = frozenset("fi")
+
+
+async def parsed(raw: bytes, parse: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """`parse(*args)` for a request body `raw`: in a thread when the body is large, so that a
+    maximum-size body delays the other requests by thread switches, not by its whole parse."""
+    if len(raw) <= PARSE_IN_THREAD_BYTES:
+        return parse(*args, **kwargs)
+    return await asyncio.to_thread(parse, *args, **kwargs)
 
 
 def route_path(scope: Scope) -> str:

@@ -11,6 +11,7 @@ rest, and the answer is plain lists and dicts encoded by orjson
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import operator
 from collections.abc import Mapping
@@ -176,12 +177,27 @@ async def predict_one(registry: ModelRegistry, request: PredictRequest | ArrayWi
     )
 
 
+def parse_batch(raw: bytes, max_windows: int) -> BatchPredictRequest:
+    """A /predict/batch body, its windows counted before pydantic builds a model of each row."""
+    with contextlib.suppress(orjson.JSONDecodeError):
+        data = orjson.loads(raw)
+        windows = data.get("windows") if type(data) is dict else None
+        if type(windows) is list:
+            within_window_limit(len(windows), max_windows)
+    return parse_body(BatchPredictRequest, raw)
+
+
+def within_window_limit(count: int, max_windows: int) -> None:
+    """Refuse more windows than one request may carry."""
+    if count > max_windows:
+        raise WindowError(f"windows: at most {max_windows} windows per request, got {count}")
+
+
 async def predict_many(
     registry: ModelRegistry, request: BatchPredictRequest, max_windows: int = default("max_batch_windows")
 ) -> bytes:
     """Forecast many windows in one inference call; the JSON answer."""
-    if len(request.windows) > max_windows:
-        raise WindowError(f"windows: at most {max_windows} windows per request, got {len(request.windows)}")
+    within_window_limit(len(request.windows), max_windows)
     parsed = [parse_window(window) for window in request.windows]
     found = await forecast_windows(
         registry,
@@ -219,6 +235,7 @@ __all__ = [
     "answer",
     "forecast_steps",
     "parse_array_window",
+    "parse_batch",
     "parse_body",
     "parse_predict",
     "parse_window",

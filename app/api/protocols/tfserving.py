@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 from starlette.types import Scope
 
-from app.api.asgi import JsonAnswer
+from app.api.asgi import JsonAnswer, parsed
 from app.api.protocols import common
 from app.api.protocols.common import (
     INPUT_NAME,
@@ -98,7 +98,7 @@ async def predict(
     """POST /v1/models/{name}[/versions/{v}|/labels/{label}]:predict: the encoded answer."""
     check_name(name)  # the name comes from the path: refused before the body is read, as on every route
     version = parse_version(registry, name, version_text) if version_text is not None else None
-    windows, row_format = parse_predict(body, max_windows)
+    windows, row_format = await parsed(body, parse_predict, body, max_windows)
     where = "instances" if row_format else "inputs"
     forecasts = await forecast_windows(registry, name, windows, version=version, alias=label, where=where)
     return encode_predictions(forecasts, row_format)

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 from starlette.types import Scope
 
-from app.api.asgi import JsonAnswer
+from app.api.asgi import JsonAnswer, parsed
 from app.api.protocols.common import (
     INPUT_NAME,
     ProtocolError,
@@ -273,7 +273,7 @@ async def infer(
     """POST /v2/models/{name}[/versions/{v}]/infer: the encoded response (see `encode_infer_response`)."""
     check_name(name)  # the name comes from the path: refused before the body is read, as on every route
     version = parse_version(registry, name, version_text) if version_text is not None else None
-    request = parse_infer_request(body, header_length, max_windows)
+    request = await parsed(body, parse_infer_request, body, header_length, max_windows)
     if version is not None and request.alias is not None:
         raise ProtocolError("give either a version (in the path) or parameters.alias, not both")
     forecasts = await forecast_windows(

@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from app.api.asgi import AnsweredByGatewayError, JsonAnswer
+from app.api.asgi import AnsweredByGatewayError, JsonAnswer, parsed
 from app.api.deps import registry_of, settings_of
 from app.api.examples import BATCH_EXAMPLES, PREDICT_EXAMPLES
 from app.api.json_body import documented_body
-from app.api.predict import parse_body, predict_many
+from app.api.predict import parse_batch, predict_many
 from app.api.responses import error_responses
 from app.api.schemas import BatchPredictRequest, BatchPredictResponse, PredictRequest, PredictResponse
 
@@ -50,6 +50,7 @@ async def create_prediction(request: Request) -> Response:
 @_post("/predict/batch", BatchPredictResponse, BatchPredictRequest, BATCH_EXAMPLES)
 async def create_batch_prediction(request: Request) -> Response:
     """Forecast many windows in one request (one inference call)."""
-    body = parse_body(BatchPredictRequest, await request.body())
-    answer = await predict_many(registry_of(request), body, max_windows=settings_of(request).max_batch_windows)
+    raw, max_windows = await request.body(), settings_of(request).max_batch_windows
+    body = await parsed(raw, parse_batch, raw, max_windows)
+    answer = await predict_many(registry_of(request), body, max_windows=max_windows)
     return JsonAnswer(answer)

@@ -113,3 +113,35 @@ def test_a_well_formed_request_still_parses() -> None:
     )
     assert request.windows.shape == (1, 10, 5)
     assert [output.name for output in request.outputs or []] == ["forecast"]
+
+
+def test_a_batch_over_the_limit_is_counted_before_pydantic_builds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Finding 11: a 16 MiB /predict/batch was fully validated by pydantic (2 s, +464 MiB) before the limit.
+    from app.api import predict
+    from app.serving.windows import WindowError
+
+    def validated(*_: object) -> None:
+        raise AssertionError("pydantic validated the body before its windows were counted")
+
+    monkeypatch.setattr(predict, "parse_body", validated)
+    body = orjson.dumps({"model": "tiny", "windows": [WINDOW] * (MAX_WINDOWS + 1)})
+    with pytest.raises(WindowError) as refused:
+        predict.parse_batch(body, MAX_WINDOWS)
+    assert str(refused.value) == f"windows: at most {MAX_WINDOWS} windows per request, got {MAX_WINDOWS + 1}"
+
+
+def test_large_bodies_are_parsed_off_the_event_loop() -> None:
+    import asyncio
+    import threading
+
+    from app.api.asgi import PARSE_IN_THREAD_BYTES, parsed
+
+    def where(_: bytes) -> int:
+        return threading.get_ident()
+
+    async def both() -> tuple[int, int, int]:
+        small, large = b"x", b"x" * (PARSE_IN_THREAD_BYTES + 1)
+        return threading.get_ident(), await parsed(small, where, small), await parsed(large, where, large)
+
+    loop_thread, small_thread, large_thread = asyncio.run(both())
+    assert small_thread == loop_thread and large_thread != loop_thread
