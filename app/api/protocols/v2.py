@@ -12,6 +12,7 @@ gateway answers infer requests with `answer`. See docs/design.md, "Serving path"
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,9 @@ MAX_WINDOW_ROWS = upper_bound("window")
 MAX_FEATURES = upper_bound("features")
 # A forecast and two bounds for each interval level: far fewer names than this.
 MAX_OUTPUTS = 64
+# Objects in a V2 request: the body, its input and parameters, each output and its parameters.
+MAX_JSON_OBJECTS = 4 * MAX_OUTPUTS
+_SHAPE_KEY = re.compile(rb'"shape"\s*:\s*\[')
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class InferRequest:
 def parse_infer_request(body: bytes, header_length: str | None, max_windows: int) -> InferRequest:
     """An inference request from the raw body (and the binary extension's header); 422 naming what is wrong."""
     header_bytes, binary = _split_body(body, header_length)
+    _prescreen(bytes(header_bytes))
     header = json_object(header_bytes, "'inputs'")
     parameters = _parameters(header.get("parameters"), "parameters")
     inputs = header.get("inputs")
@@ -107,6 +112,31 @@ def parse_infer_request(body: bytes, header_length: str | None, max_windows: int
         outputs=_requested_outputs(header.get("outputs"), binary_outputs),
         binary_outputs=binary_outputs,
     )
+
+
+def _prescreen(header: bytes) -> None:
+    """Refuse, from a scan of the bytes, the bodies whose decoding alone would hold the event loop.
+
+    Decoding builds a Python object for every value: a body of hundreds of
+    thousands of `{"name": ...}` objects or sizes costs hundreds of
+    milliseconds before any check can look at it. A V2 request has a few
+    objects (one per input, output and parameters) and three sizes per
+    shape, so a scan (no decoding) can tell these apart at once.
+    """
+    objects = header.count(b"{")
+    if objects > MAX_JSON_OBJECTS:
+        raise ProtocolError(
+            f"request body: {objects} JSON objects, more than a V2 request has (at most {MAX_JSON_OBJECTS}:"
+            " one per input, output and parameters)"
+        )
+    for found in _SHAPE_KEY.finditer(header, 0, len(header)):
+        end = header.find(b"]", found.end())
+        sizes = header[found.end() : end]
+        if end != -1 and b"[" not in sizes and sizes.count(b",") + 1 > 8:
+            raise ProtocolError(
+                "inputs[0]: expected shape [n, rows, columns] (n windows, oldest row first), "
+                f"got a list of {sizes.count(b',') + 1} sizes"
+            )
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryview, memoryview]:

@@ -84,8 +84,8 @@ def test_a_binary_shape_is_bounded_like_a_json_one() -> None:
 def test_repeated_outputs_are_refused_before_the_answer_is_built() -> None:
     # Finding 2: 64,000 copies of one output name amplified a 2 MB request into a 1.2 GB answer.
     data = [value for row in WINDOW for value in row]
-    many = infer({"shape": [1, 10, 5], "data": data}, outputs=[{"name": "forecast"}] * 64_000)
-    assert refusal(many) == "outputs: at most 64 outputs may be asked for, got 64000"
+    many = infer({"shape": [1, 10, 5], "data": data}, outputs=[{"name": "forecast"}] * 100)
+    assert refusal(many) == "outputs: at most 64 outputs may be asked for, got 100"
     twice = infer({"shape": [1, 10, 5], "data": data}, outputs=[{"name": "forecast"}, {"name": "forecast"}])
     assert refusal(twice) == "outputs[1].name: 'forecast' is asked for more than once"
 
@@ -145,3 +145,22 @@ def test_large_bodies_are_parsed_off_the_event_loop() -> None:
 
     loop_thread, small_thread, large_thread = asyncio.run(both())
     assert small_thread == loop_thread and large_thread != loop_thread
+
+
+def test_bodies_too_costly_to_decode_are_refused_from_a_scan_of_their_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Decoding 64,000 output objects or a shape of a million sizes holds the event loop for a tenth of a second
+    # or more before any check; a scan of the bytes refuses them first.
+    def decoded(*_: object) -> None:
+        raise AssertionError("the body was decoded")
+
+    monkeypatch.setattr(v2, "json_object", decoded)
+    data = [value for row in WINDOW for value in row]
+    many = infer({"shape": [1, 10, 5], "data": data}, outputs=[{"name": "forecast"}] * 64_000)
+    assert refusal(many) == (
+        "request body: 64002 JSON objects, more than a V2 request has (at most 256: one per input, output and"
+        " parameters)"
+    )
+    huge = infer({"shape": [10**9] * 1_000_000, "data": [1]})
+    assert refusal(huge) == (
+        "inputs[0]: expected shape [n, rows, columns] (n windows, oldest row first), got a list of 1000000 sizes"
+    )
