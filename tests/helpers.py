@@ -448,3 +448,13 @@ class TcpRelay:
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
             self._sockets.clear()
+
+
+# Keyless services answer only requests addressed to a local name (DNS rebinding), so tests call them
+# as a local client would, not as Starlette's default "testserver".
+LOCAL_BASE_URL = "http://localhost"
+
+
+def local_client(app: Any, **options: Any) -> TestClient:
+    """A TestClient addressed to `localhost`, as a caller on this machine addresses the service."""
+    return TestClient(app, base_url=LOCAL_BASE_URL, **options)

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.fakes import fake_app
-from tests.helpers import make_settings
+from tests.helpers import local_client, make_settings
 from tests.stub_training import use_stub_training
 from training.store import ModelStore
 
@@ -24,7 +24,7 @@ from training.store import ModelStore
 @pytest.fixture(scope="session")
 def client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """An in-process client over the real app (lifespan included), fake inference and stub training, for the session."""
-    with TestClient(fake_app(model_store.root, tmp_path_factory.mktemp("var"))) as test_client:
+    with local_client(fake_app(model_store.root, tmp_path_factory.mktemp("var"))) as test_client:
         use_stub_training(test_client)
         yield test_client
 
@@ -35,12 +35,12 @@ def real_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactor
     from app.main import create_app
 
     settings = make_settings(model_store.root, tmp_path_factory.mktemp("var"))
-    with TestClient(create_app(settings)) as test_client:
+    with local_client(create_app(settings)) as test_client:
         yield test_client
 
 
 @pytest.fixture(scope="module")
 def empty_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """A client over an empty model store (fake inference), for tests that upload and train their own."""
-    with TestClient(fake_app(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("var"))) as test_client:
+    with local_client(fake_app(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("var"))) as test_client:
         yield test_client

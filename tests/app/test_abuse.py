@@ -33,6 +33,7 @@ from tests.helpers import (
     SAMPLE,
     WINDOW_ROWS,
     ServiceProcess,
+    local_client,
     make_settings,
     tiny_clean,
     tiny_config,
@@ -141,7 +142,7 @@ def half_broken_client(model_store: ModelStore, tmp_path_factory: pytest.TempPat
     shutil.copytree(root / "tiny-h5", root / "broken")
     (root / "broken" / "1" / "model.keras").write_bytes(b"not a keras file")
     settings = make_settings(root, home / "var", ready_timeout_seconds=1.0)
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
         yield client
 
 
@@ -280,7 +281,7 @@ def test_a_corrupt_newest_version_is_not_retried_and_the_served_one_not_reloaded
     (root / "tiny" / ALIASES_FILE).write_text(json.dumps({"champion": 3}))
     settings = make_settings(root, tmp_path / "var", refresh_seconds=0.1)
     counts = RegistryCounts(monkeypatch)
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
         start = counts.refreshes
         wait_until(lambda: counts.refreshes >= start + 10, "ten refreshes")
         attempts = dict(counts.loads)
@@ -354,7 +355,7 @@ def test_tensorflow_s_temporary_files_stay_in_the_data_folder(model_store: Model
 
     settings = make_settings(model_store.root, tmp_path / "var")
     private = settings.data_dir / "tmp" / "inference"
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
         assert client.post("/predict", json={"model": "tiny", "window": WINDOW_ROWS}).status_code == 200
         generated = sorted(path.name for path in private.glob("__autograph_generated_file*.py"))
     # Autograph did write its modules, and wrote them here, not in /tmp.

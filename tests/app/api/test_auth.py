@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from app.core.keys import create_key, revoke_key
 from tests.fakes import fake_app
-from tests.helpers import WINDOW, make_settings, wait_until
+from tests.helpers import WINDOW, local_client, make_settings, wait_until
 from tests.stub_training import use_stub_training
 from training.store import ModelStore
 
@@ -47,7 +47,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 def keyed(model_store: ModelStore, keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """The real app (lifespan included, fake inference, stub training) with API keys configured."""
     app = fake_app(model_store.root, tmp_path_factory.mktemp("var"), api_keys_file=keys.path)
-    with TestClient(app) as test_client:
+    with local_client(app) as test_client:
         use_stub_training(test_client)
         yield test_client
 
@@ -134,7 +134,7 @@ def test_without_keys_off_loopback_nobody_gets_in(model_store: ModelStore, tmp_p
 
     # Not started (no lifespan): the gateway answers before anything the lifespan builds is needed.
     settings = make_settings(model_store.root, tmp_path, host="0.0.0.0")
-    response = TestClient(create_app(settings)).get("/models")
+    response = local_client(create_app(settings)).get("/models")
     assert response.status_code == 401
     assert response.json() == {
         "detail": "this service has no API keys and anonymous access is off; "

@@ -21,7 +21,7 @@ from starlette.types import Message, Scope
 import app.api.predict as predict
 from app.api.gateway import DIRECT_ANSWERS
 from app.core.errors import error_response, validation_error_response
-from tests.helpers import WINDOW
+from tests.helpers import WINDOW, local_client
 from training.errors import StockcastError
 
 COLUMNS = ["open", "high", "low", "close", "volume"]
@@ -187,7 +187,7 @@ def test_an_unexpected_error_is_a_logged_500_not_a_crash(client: TestClient, mon
 
     monkeypatch.setattr(predict, "predict_one", broken)
     # A second client over the same running app, one that turns server errors into answers.
-    lenient = TestClient(client.app, raise_server_exceptions=False)
+    lenient = local_client(client.app, raise_server_exceptions=False)
     answer = lenient.post("/predict", json=arrays_body())
     assert answer.status_code == 500
     assert answer.json() == {"detail": "internal error; see the server log"}

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.fakes import fake_app
-from tests.helpers import DEADLINE_SECONDS, SAMPLE, WINDOW_ROWS, wait_job
+from tests.helpers import DEADLINE_SECONDS, SAMPLE, WINDOW_ROWS, local_client, wait_job
 from training.store import ModelStore
 
 pytestmark = pytest.mark.tf
@@ -22,7 +22,7 @@ def gate_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactor
     """A private copy of the store (this module adds versions) with `tiny` v1 as champion; fake inference."""
     root: Path = tmp_path_factory.mktemp("gate") / "models"
     shutil.copytree(model_store.root, root)
-    with TestClient(fake_app(root, tmp_path_factory.mktemp("var"))) as client:
+    with local_client(fake_app(root, tmp_path_factory.mktemp("var"))) as client:
         yield client
 
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.fakes import fake_app
-from tests.helpers import make_settings
+from tests.helpers import local_client, make_settings
 
 CSV = "Date,Open,High,Low,Close,Volume\n2020-01-02,1,2,0.5,1.5,100\n"
 
@@ -18,7 +18,7 @@ def unstarted(tmp_path: Path, **overrides: object) -> TestClient:
     """The real app, not started: enough for answers the gateway gives before any route runs."""
     from app.main import create_app
 
-    return TestClient(create_app(make_settings(tmp_path / "models", tmp_path / "var", **overrides)))
+    return local_client(create_app(make_settings(tmp_path / "models", tmp_path / "var", **overrides)))
 
 
 def test_a_declared_body_over_the_limit_is_413_before_it_is_read(tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ def test_a_foreign_origin_cannot_upload(tmp_path: Path) -> None:
         " list it in STOCKCAST_CORS_ORIGINS to allow it"
     }
     # The service's own pages, and origins listed in the setting, may.
-    assert client.delete("/nothing", headers={"Origin": "http://testserver"}).status_code == 404
+    assert client.delete("/nothing", headers={"Origin": "http://localhost"}).status_code == 404
     allowed = unstarted(tmp_path, cors_origins=["https://desk.example"])
     assert allowed.delete("/nothing", headers={"Origin": "https://desk.example"}).status_code == 404
     assert "access-control-allow-origin" not in client.get("/nothing", headers={"Origin": "http://x"}).headers
@@ -76,7 +76,7 @@ def test_a_foreign_origin_cannot_upload(tmp_path: Path) -> None:
 def queue_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """A started app (fake inference) whose job runner is stopped, so jobs stay queued."""
     app = fake_app(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("var"), max_queued_jobs=2)
-    with TestClient(app) as test_client:
+    with local_client(app) as test_client:
         assert test_client.portal is not None
         test_client.portal.call(test_client.app.state.jobs.runner.stop)  # type: ignore[attr-defined]
         yield test_client

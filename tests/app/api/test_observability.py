@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.core.logging import JsonFormatter, install_request_ids
 from tests.fakes import fake_app
-from tests.helpers import WINDOW, free_port
+from tests.helpers import WINDOW, free_port, local_client
 
 ROW = [75.0, 76.0, 74.0, 75.5, 1.0e7]
 ARRAYS_BODY = {"model": "tiny", "window": [[value * (1 + 0.001 * day) for value in ROW] for day in range(WINDOW)]}
@@ -118,7 +118,7 @@ def test_metrics_after_real_requests(client: TestClient) -> None:
 
 def test_metrics_on_a_separate_port_leave_the_api_port(tmp_path: Path) -> None:
     port = free_port()
-    with TestClient(fake_app(tmp_path / "models", tmp_path / "var", metrics_port=port)) as separate:
+    with local_client(fake_app(tmp_path / "models", tmp_path / "var", metrics_port=port)) as separate:
         assert separate.get("/metrics").status_code == 404
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
             assert answer.status == 200

@@ -20,7 +20,7 @@ from app.inference.client import InferenceProcess, InferenceTimeouts, InferenceU
 from app.inference.serve_loop import INFERENCE_PROCESS_NAME
 from app.inference.steps import ForecastSteps
 from app.serving.batching import MicroBatcher
-from tests.helpers import WINDOW_ROWS, make_settings, real_windows, run
+from tests.helpers import WINDOW_ROWS, local_client, make_settings, real_windows, run
 from training.artifact import load_preprocessing, load_version
 from training.errors import BrokenVersionError
 from training.store import ModelStore
@@ -195,12 +195,10 @@ def test_a_dropped_handle_is_refused_and_a_stopped_process_takes_no_calls(model_
 def test_the_service_survives_a_killed_inference_process(model_store: ModelStore, tmp_path: Path) -> None:
     import time
 
-    from fastapi.testclient import TestClient
-
     from app.main import create_app
 
     body = {"model": "tiny", "window": WINDOW_ROWS}
-    with TestClient(create_app(make_settings(model_store.root, tmp_path / "var"))) as client:
+    with local_client(create_app(make_settings(model_store.root, tmp_path / "var"))) as client:
         before = client.post("/predict", json=body)
         assert before.status_code == 200, before.text
         first_pid = client.get("/ready").json()["inference_process"]["pid"]

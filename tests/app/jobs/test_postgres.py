@@ -22,7 +22,7 @@ from app.jobs.queue import api_queue, defer_training
 from app.jobs.schema import MIGRATIONS, SchemaMissingError, migrate, require_schema
 from app.jobs.store import FAILED, JobOutcome
 from tests.fakes import fake_app_on
-from tests.helpers import TcpRelay, make_settings, run, scratch_database, wait_until
+from tests.helpers import TcpRelay, local_client, make_settings, run, scratch_database, wait_until
 from training.store import ModelStore
 
 pytestmark = pytest.mark.postgres
@@ -54,7 +54,10 @@ def test_migrate_is_idempotent_and_required() -> None:
 def test_api_refuses_to_start_on_a_database_without_the_schema(tmp_path: Path) -> None:
     with scratch_database(migrated=False) as url:
         settings = make_settings(tmp_path / "models", tmp_path / "var", database_url=url)
-        with pytest.raises(SchemaMissingError, match=r"run `python -m app migrate`"), TestClient(fake_app_on(settings)):
+        with (
+            pytest.raises(SchemaMissingError, match=r"run `python -m app migrate`"),
+            local_client(fake_app_on(settings)),
+        ):
             pass
 
 
@@ -86,7 +89,7 @@ def test_writes_of_a_superseded_attempt_change_nothing(database: str) -> None:
 def scaled_client(database: str, tmp_path: Path) -> Iterator[TestClient]:
     """The real app in scaled-out mode, with no worker running (jobs stay queued)."""
     settings = make_settings(tmp_path / "models", tmp_path / "var", database_url=database)
-    with TestClient(fake_app_on(settings)) as client:
+    with local_client(fake_app_on(settings)) as client:
         yield client
 
 
@@ -123,7 +126,7 @@ def test_ready_reports_the_database_while_it_is_down(database: str, tmp_path: Pa
     relay.start()
     through_relay = database.replace("127.0.0.1:5432", f"127.0.0.1:{relay.port}")
     settings = make_settings(tmp_path / "models", tmp_path / "var", database_url=through_relay)
-    with TestClient(fake_app_on(settings)) as client:
+    with local_client(fake_app_on(settings)) as client:
         assert client.get("/ready").status_code == 200
         relay.cut()
         down = client.get("/ready")
@@ -231,7 +234,7 @@ def test_an_alias_moved_on_one_replica_reaches_the_other_by_notify(
         fake_app_on(make_settings(store.root, tmp_path / f"var{index}", database_url=database, refresh_seconds=600))
         for index in range(2)
     ]
-    with TestClient(apps[0]) as first, TestClient(apps[1]) as second:
+    with local_client(apps[0]) as first, local_client(apps[1]) as second:
         assert [client.get("/ready").json()["models"]["tiny"] for client in (first, second)] == [1, 1]
         moved = first.put("/models/tiny/aliases/champion", json={"version": 2, "reason": "roll forward"})
         assert moved.status_code == 200, moved.text

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.fakes import fake_app
-from tests.helpers import WINDOW_ROWS, tiny_clean, tiny_config
+from tests.helpers import WINDOW_ROWS, local_client, tiny_clean, tiny_config
 from tests.stub_training import use_stub_training
 from training.fitting import TrainingRun, train_version
 from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
@@ -39,7 +39,7 @@ def broken_store(model_store: ModelStore, tmp_path: Path) -> Path:
 
 
 def test_alias_to_a_broken_version_is_refused_and_the_old_one_keeps_serving(broken_store: Path, tmp_path: Path) -> None:
-    with TestClient(fake_app(broken_store, tmp_path / "var")) as client:
+    with local_client(fake_app(broken_store, tmp_path / "var")) as client:
         assert client.post("/predict", json={"model": "tiny", "window": WINDOW_ROWS}).json()["version"] == 1
         moved = client.put("/models/tiny/aliases/champion", json={"version": 3, "reason": "bad idea"})
         assert moved.status_code == 409, moved.text
@@ -54,7 +54,7 @@ def test_alias_to_a_broken_version_is_refused_and_the_old_one_keeps_serving(brok
 
 def test_a_broken_champion_at_start_falls_back_and_says_so(broken_store: Path, tmp_path: Path) -> None:
     (broken_store / "tiny" / ALIASES_FILE).write_text(json.dumps({"champion": 3}))
-    with TestClient(fake_app(broken_store, tmp_path / "var")) as client:
+    with local_client(fake_app(broken_store, tmp_path / "var")) as client:
         ready = client.get("/ready")
         assert ready.status_code == 200  # something serves every model...
         assert ready.json()["models"]["tiny"] == 2  # ...the newest version that loads
@@ -67,7 +67,7 @@ def test_versions_trained_elsewhere_are_picked_up_without_restart(model_store: M
     """The CLI writes to the store directly; the registry's watcher serves the new model (fake inference)."""
     root = tmp_path / "models"
     shutil.copytree(model_store.root, root)
-    with TestClient(fake_app(root, tmp_path / "var")) as client:
+    with local_client(fake_app(root, tmp_path / "var")) as client:
         assert client.post("/predict", json={"model": "fresh", "window": WINDOW_ROWS}).status_code == 404
         run = TrainingRun("fresh", tiny_clean(), {"name": "x"}, tiny_config(backtest_folds=0))
         train_version(run, ModelStore(root))
@@ -91,7 +91,7 @@ def msft_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient
     root = tmp_path_factory.mktemp("examples") / "models"
     run = TrainingRun("msft", tiny_clean(), {"name": "x"}, tiny_config(window=40, backtest_folds=0))
     train_version(run, ModelStore(root))
-    with TestClient(fake_app(root, tmp_path_factory.mktemp("var"))) as client:
+    with local_client(fake_app(root, tmp_path_factory.mktemp("var"))) as client:
         use_stub_training(client)
         yield client
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.api.schemas import BatchPredictResponse, PredictResponse
 from tests.fakes import fake_app
-from tests.helpers import SAMPLE, WINDOW_ROWS, sample_rows, tiny_clean, tiny_config
+from tests.helpers import SAMPLE, WINDOW_ROWS, local_client, sample_rows, tiny_clean, tiny_config
 from training.fitting import TrainingRun, train_version
 from training.store import ModelStore
 
@@ -45,7 +45,7 @@ def skill_store(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactor
 
 def _client(store: ModelStore, tmp_path_factory: pytest.TempPathFactory, **settings: object) -> Iterator[TestClient]:
     # The fake inference: what is tested here (skill, roles, dates, naive answers) is the serving layer's.
-    with TestClient(fake_app(store.root, tmp_path_factory.mktemp("var"), **settings)) as client:
+    with local_client(fake_app(store.root, tmp_path_factory.mktemp("var"), **settings)) as client:
         yield client
 
 
