@@ -3,6 +3,7 @@ its job says why (statistics and p-values), and a rollback by alias works."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from tests.fakes import fake_app
 from tests.helpers import DEADLINE_SECONDS, SAMPLE, WINDOW_ROWS, local_client, wait_job
-from training.store import ModelStore
+from training.store import ALIASES_FILE, ModelStore
 
 pytestmark = pytest.mark.tf
 
@@ -22,6 +23,8 @@ def gate_client(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactor
     """A private copy of the store (this module adds versions) with `tiny` v1 as champion; fake inference."""
     root: Path = tmp_path_factory.mktemp("gate") / "models"
     shutil.copytree(model_store.root, root)
+    # Only the champion: other modules may have pointed aliases of the shared store elsewhere already.
+    (root / "tiny" / ALIASES_FILE).write_text(json.dumps({"champion": 1}))
     with local_client(fake_app(root, tmp_path_factory.mktemp("var"))) as client:
         yield client
 
