@@ -12,7 +12,9 @@ database. Everything runs by default (CI); the fast tier, about a minute:
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,16 +69,43 @@ def small_clean() -> CleanResult:
     return tiny_clean(SMALL_ROWS)
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelStore, TrainOutcome]:
-    """Store with `tiny` v1 (champion) and v2, and `tiny-h5` (horizon 5), trained once; and tiny v1's outcome."""
-    store = ModelStore(tmp_path_factory.mktemp("models"))
+def train_tiny_models(root: Path) -> None:
+    """`tiny` v1 (champion) and v2, and `tiny-h5` (horizon 5), trained for real into `root`."""
+    store = ModelStore(root)
     clean = tiny_clean()
     source = {"name": SAMPLE.name, "path": str(SAMPLE)}
-    first = train_version(TrainingRun("tiny", clean, source, tiny_config()), store)
+    train_version(TrainingRun("tiny", clean, source, tiny_config()), store)
     store.set_alias("tiny", CHAMPION, 1, reason="test fixture")
     train_version(TrainingRun("tiny", clean, source, tiny_config(seed=7)), store)
     train_version(TrainingRun("tiny-h5", clean, source, tiny_config(horizon=5)), store)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelStore, TrainOutcome]:
+    """The tiny models in a store of this session's own, trained once per run; and tiny v1's outcome.
+
+    Under pytest-xdist the workers share one training: the first to get the
+    lock trains into the run's common folder, and each worker copies the
+    store from there (tests change their store, so no two share one).
+    """
+    root = tmp_path_factory.mktemp("models")
+    shutil.rmtree(root)
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        train_tiny_models(root)
+    else:
+        shared = tmp_path_factory.getbasetemp().parent / "tiny-models"
+        with open(tmp_path_factory.getbasetemp().parent / "tiny-models.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (shared / "done").is_file():
+                shutil.rmtree(shared, ignore_errors=True)
+                train_tiny_models(shared / "models")
+                (shared / "done").touch()
+        shutil.copytree(shared / "models", root)
+    store = ModelStore(root)
+    metadata = store.read_metadata("tiny", 1)
+    first = TrainOutcome(
+        version=1, metadata=metadata, epochs_run=metadata["epochs_run"], seconds=metadata["training_seconds"]
+    )
     return store, first
 
 
