@@ -64,6 +64,7 @@ def run_batch(maintenance_url: str, workers: int, jobs: int, epochs: int) -> flo
     from app.datasets import DatasetStore
     from app.jobs.backend import PostgresJobs
     from app.jobs.schema import migrate
+    from app.jobs.store import Submission
 
     url = scratch_database(maintenance_url)
     processes: list[subprocess.Popen[bytes]] = []
@@ -103,7 +104,8 @@ def run_batch(maintenance_url: str, workers: int, jobs: int, epochs: int) -> flo
             request["backtest_folds"] = 0
             started = time.monotonic()
             ids = [
-                backend.submit({"model": f"bench{index}", **request}, max_queued=jobs)[0]["id"] for index in range(jobs)
+                backend.submit(Submission({"model": f"bench{index}", **request}, max_queued=jobs))[0]["id"]
+                for index in range(jobs)
             ]
             while True:
                 statuses = [backend.get(job_id)["status"] for job_id in ids]  # type: ignore[index]

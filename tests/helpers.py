@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -181,6 +183,8 @@ class ServiceProcess:
             "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
             "STOCKCAST_BOOTSTRAP": "false",
             "STOCKCAST_MAX_BATCH_SIZE": "8",
+            # No XLA compilation behind every load, as in make_settings; the engine's tests cover XLA.
+            "STOCKCAST_INFERENCE_XLA": "false",
             **self.env,
         }
         command = self.command or [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1"]
@@ -458,3 +462,25 @@ LOCAL_BASE_URL = "http://localhost"
 def local_client(app: Any, **options: Any) -> TestClient:
     """A TestClient addressed to `localhost`, as a caller on this machine addresses the service."""
     return TestClient(app, base_url=LOCAL_BASE_URL, **options)
+
+
+def store_with_a_third_version(source: Path, root: Path) -> Path:
+    """A private copy of the store at `source` in `root`, with `tiny` v3: v2's files under another number."""
+    from training.store import METADATA_FILE
+
+    shutil.copytree(source, root)
+    shutil.copytree(root / "tiny" / "2", root / "tiny" / "3")
+    metadata = json.loads((root / "tiny" / "3" / METADATA_FILE).read_text())
+    (root / "tiny" / "3" / METADATA_FILE).write_text(json.dumps({**metadata, "version": 3}))
+    return root
+
+
+@contextlib.contextmanager
+def queueing_client(models_dir: Path, data_dir: Path, **settings: object) -> Iterator[TestClient]:
+    """A started app (fake inference) whose job runner is stopped, so every accepted job stays queued."""
+    from tests.fakes import fake_app
+
+    with local_client(fake_app(models_dir, data_dir, **settings)) as client:
+        assert client.portal is not None
+        client.portal.call(client.app.state.jobs.runner.stop)  # type: ignore[attr-defined]
+        yield client

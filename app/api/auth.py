@@ -13,12 +13,12 @@ default: anything that is not a read or an inference call needs `admin`.
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
+from app.core.errors import RetryLaterError
 from app.core.keys import ADMIN, PREDICT, KeyRing
 from training.errors import StockcastError
 
@@ -66,20 +66,14 @@ class ForbiddenError(StockcastError):
     status_code = 403
 
 
+class RateLimitedError(RetryLaterError):
+    """Too many changes from one key; `Retry-After` says when to come back."""
+
+
 class MisdirectedError(StockcastError):
     """A keyless request addressed to a name that is not this machine's: a DNS-rebinding page, or a proxy mix-up."""
 
     status_code = 421
-
-
-class RateLimitedError(StockcastError):
-    """Too many requests; `Retry-After` says when to come back."""
-
-    status_code = 429
-
-    def __init__(self, message: str, retry_after_seconds: float) -> None:
-        super().__init__(message)
-        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after_seconds)))}
 
 
 def required_scope(method: str, path: str, metrics_scope: str) -> str | None:

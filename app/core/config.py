@@ -66,23 +66,16 @@ class Settings(BaseSettings):
         2, ge=1, le=10, description="Runs a job may get when its queue worker dies mid-job (1: never retried; failed)."
     )
     job_outage_seconds: float = Field(
-        600.0,
-        gt=0,
-        description="A training run cut off from the job database keeps training and waits this long for the"
-        " database to record its result.",
+        600.0, gt=0, description="How long a training run cut off from the job database waits to record its result."
     )
-    worker_heartbeat_seconds: float = Field(
-        10.0, gt=0, description="How often a queue worker tells the database it lives."
-    )
+    worker_heartbeat_seconds: float = Field(10.0, gt=0, description="How often a queue worker reports to the database.")
     worker_stalled_seconds: float = Field(
         30.0,
         gt=0,
         description="A queue worker silent this long is presumed dead; its job is retried or failed by the sweeper."
         " Keep it at least three heartbeats.",
     )
-    sweep_seconds: float = Field(
-        5.0, gt=0, description="How often each queue worker looks for jobs of dead queue workers."
-    )
+    sweep_seconds: float = Field(5.0, gt=0, description="How often each queue worker looks for jobs of dead ones.")
     abort_poll_seconds: float = Field(
         1.0,
         gt=0,
@@ -91,10 +84,10 @@ class Settings(BaseSettings):
 
     max_batch_size: int = Field(64, ge=1, description="Most windows one micro-batched inference call takes.")
     max_batch_wait_us: int = Field(1000, ge=0, description="Longest a request waits for others to batch with.")
-    inference_xla: bool = Field(True, description="XLA-compile each served network in the background.")
     inference_timeout_seconds: float = Field(
         60.0, gt=0, description="A call the inference process leaves unanswered this long gets it restarted."
     )
+    inference_xla: bool = Field(True, description="XLA-compile each served network in the background.")
     inference_load_timeout_seconds: float = Field(
         600.0,
         gt=0,
@@ -124,10 +117,7 @@ class Settings(BaseSettings):
     refresh_seconds: float = Field(5.0, gt=0, description="How often the store is re-read for new versions/aliases.")
     pinned_cache_size: int = Field(4, ge=0, description="Non-default versions kept loaded for pinned requests.")
     pinned_loads_per_minute: int = Field(
-        12,
-        ge=1,
-        description="Most loads of pinned versions a minute (each one pauses the inference process briefly);"
-        " a pinned request that needs one more answers 429 with Retry-After.",
+        12, ge=1, description="Most loads of pinned versions a minute; a request needing one more gets 429."
     )
 
     api_keys_file: Path | None = Field(

@@ -9,6 +9,7 @@ carry the error's own status code and headers. See docs/design.md.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from typing import Any
 
@@ -21,6 +22,16 @@ from training.errors import StockcastError
 logger = logging.getLogger("stockcast.errors")
 # What a 500 says: never the exception, its message or a stack trace.
 INTERNAL_ERROR = "internal error; see the server log"
+
+
+class RetryLaterError(StockcastError):
+    """A refusal that says, in `Retry-After`, when the same request may succeed."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_seconds: float) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after_seconds)))}
 
 
 def _location(loc: tuple[Any, ...]) -> str:

@@ -100,12 +100,10 @@ class InferenceProcess:
         temp_dir: Path | None = None,
         xla: bool = True,
     ) -> None:
-        self.models_dir = models_dir
-        # Whether the worker compiles each loaded version with XLA (setting `inference_xla`).
-        self.xla = xla
-        # Where the worker's temporary files go (TensorFlow's autograph modules); None: the system's.
-        self.temp_dir = temp_dir
-        self.log_level = log_level
+        self.models_dir, self.log_level = models_dir, log_level
+        # Whether the process compiles each loaded version with XLA (setting `inference_xla`), and where
+        # its temporary files go (TensorFlow's autograph modules; None: the system's).
+        self.xla, self.temp_dir = xla, temp_dir
         self.timeouts = timeouts or InferenceTimeouts()
         # Loads wait for TensorFlow's import in a new worker, then trace and warm up.
         self.load_timeout_seconds = max(self.timeouts.load_seconds, self.timeouts.call_seconds)

@@ -27,22 +27,7 @@ from app.core.process import (
     remove_private_temp_dir,
     use_private_temp_dir,
 )
-from app.inference.messages import (
-    NO_CALL,
-    Done,
-    Drop,
-    EngineReady,
-    Failed,
-    FrameError,
-    Load,
-    Ping,
-    Predict,
-    Reply,
-    Stop,
-    decode_body,
-    receive_frame,
-    send_frame,
-)
+from app.inference import messages
 
 logger = logging.getLogger("stockcast.inference")
 # What `ps` shows for the inference process.
@@ -64,16 +49,18 @@ class _ServeLoop:
         # Loader threads answer too; a frame must go out whole before the next one starts.
         self._send_lock = threading.Lock()
 
-    def reply(self, call_id: int, message: Reply) -> None:
+    def reply(self, call_id: int, message: messages.Reply) -> None:
         """Send one reply; one that cannot be encoded is replaced by a failure of that call."""
         try:
             with self._send_lock:
-                send_frame(self.sock, call_id, message)
+                messages.send_frame(self.sock, call_id, message)
         except (pickle.PicklingError, TypeError, ValueError, AttributeError) as error:
             with self._send_lock:
-                send_frame(self.sock, call_id, Failed(f"the reply could not be sent: {describe_error(error)}"))
+                messages.send_frame(
+                    self.sock, call_id, messages.Failed(f"the reply could not be sent: {describe_error(error)}")
+                )
 
-    def load(self, call_id: int, request: Load) -> None:
+    def load(self, call_id: int, request: messages.Load) -> None:
         """Load, warm up and check one version; the reply says it is loaded, or why it failed."""
         from app.core.runtime import settle_heap
         from app.inference.engine import CompiledModel
@@ -83,56 +70,56 @@ class _ServeLoop:
             version = load_version(self.store, request.name, request.version)
             compiled = CompiledModel(version, max_batch_size=request.max_batch_size, jit_compile=self.xla)
         except Exception as error:
-            self.reply(call_id, Failed(describe_error(error), broken=True))
+            self.reply(call_id, messages.Failed(describe_error(error), broken=True))
             return
         self.engines[request.handle] = compiled
         # TensorFlow's long-lived objects out of the collector's reach, so a
         # full collection does not stall inference.
         settle_heap()
-        self.reply(call_id, Done(None))
+        self.reply(call_id, messages.Done(None))
         compiled.wait_for_compilation()
         if request.handle in self.engines:
-            self.reply(NO_CALL, EngineReady(request.handle, compiled.jit_compiled))
+            self.reply(messages.NO_CALL, messages.EngineReady(request.handle, compiled.jit_compiled))
 
-    def predict(self, call_id: int, request: Predict) -> None:
+    def predict(self, call_id: int, request: messages.Predict) -> None:
         """Run one batch and answer with the outputs, or with why this batch failed."""
         engine = self.engines.get(request.handle)
         if engine is None:
-            self.reply(call_id, Failed(f"no loaded version has handle {request.handle}"))
+            self.reply(call_id, messages.Failed(f"no loaded version has handle {request.handle}"))
             return
         try:
             outputs = engine.forecast(request.windows)
         except Exception as error:
-            self.reply(call_id, Failed(describe_error(error)))
+            self.reply(call_id, messages.Failed(describe_error(error)))
         else:
-            self.reply(call_id, Done(outputs))
+            self.reply(call_id, messages.Done(outputs))
 
     def run(self) -> None:
         """Answer messages until the API process says stop or goes away."""
         while True:
             try:
-                call_id, body = receive_frame(self.sock)
-            except (EOFError, OSError, FrameError):
+                call_id, body = messages.receive_frame(self.sock)
+            except (EOFError, OSError, messages.FrameError):
                 return
             try:
-                message = decode_body(body)
+                message = messages.decode_body(body)
             except Exception as error:
                 # The frame was whole, so the stream is still in step: only this call fails.
-                self.reply(call_id, Failed(f"the request could not be read: {describe_error(error)}"))
+                self.reply(call_id, messages.Failed(f"the request could not be read: {describe_error(error)}"))
                 continue
-            if isinstance(message, Predict):
+            if isinstance(message, messages.Predict):
                 self.predict(call_id, message)
-            elif isinstance(message, Load):
+            elif isinstance(message, messages.Load):
                 threading.Thread(target=self.load, args=(call_id, message), name="load", daemon=True).start()
-            elif isinstance(message, Drop):
+            elif isinstance(message, messages.Drop):
                 self.engines.pop(message.handle, None)
-                self.reply(call_id, Done(None))
-            elif isinstance(message, Ping):
-                self.reply(call_id, Done(None))
-            elif isinstance(message, Stop):
+                self.reply(call_id, messages.Done(None))
+            elif isinstance(message, messages.Ping):
+                self.reply(call_id, messages.Done(None))
+            elif isinstance(message, messages.Stop):
                 return
             else:
-                self.reply(call_id, Failed(f"unknown request {type(message).__name__}"))
+                self.reply(call_id, messages.Failed(f"unknown request {type(message).__name__}"))
 
 
 def serve(

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from app.core.config import Settings
 from app.jobs.local_runner import FinishedCallback, JobRunner
-from app.jobs.store import CANCELLED, FINISHED, QUEUED, JobOutcome, JobStore
+from app.jobs.store import CANCELLED, FINISHED, QUEUED, JobOutcome, JobStore, Submission
 from training.errors import StockcastError
 
 logger = logging.getLogger("stockcast.jobs")
@@ -50,19 +50,11 @@ class JobBackend(Protocol):
     async def stop(self) -> None:
         """Stop what `start` began."""
 
-    def submit(
-        self,
-        request: dict[str, Any],
-        submitted_by: str | None = None,
-        *,
-        max_queued: int,
-        idempotency_key: str | None = None,
-    ) -> tuple[dict[str, Any], bool]:
-        """Record and queue a job: its record and True, or the job an earlier call with this key made and False.
+    def submit(self, submission: Submission) -> tuple[dict[str, Any], bool]:
+        """Record and queue a job: its record and True, or the job an earlier call with its key made and False.
 
-        `submitted_by`: the API key's name, kept on the record. More than
-        `max_queued` waiting jobs raise QueueFullError; the check and the
-        insert are one step, whatever the concurrency.
+        More than `submission.max_queued` waiting jobs raise QueueFullError;
+        the check and the insert are one step, whatever the concurrency.
         """
 
     def get(self, job_id: str) -> dict[str, Any] | None:
@@ -115,17 +107,13 @@ class EmbeddedJobs:
         """Stop the runner; running jobs end as failed with the reason."""
         await self.runner.stop()
 
-    def submit(
-        self,
-        request: dict[str, Any],
-        submitted_by: str | None = None,
-        *,
-        max_queued: int,
-        idempotency_key: str | None = None,
-    ) -> tuple[dict[str, Any], bool]:
+    def submit(self, submission: Submission) -> tuple[dict[str, Any], bool]:
         """Insert a queued record and wake the runner."""
         job, created = self.store.create(
-            request, submitted_by=submitted_by, max_queued=max_queued, idempotency_key=idempotency_key
+            submission.request,
+            submission.submitted_by,
+            max_queued=submission.max_queued,
+            idempotency_key=submission.idempotency_key,
         )
         if created:
             self.runner.wake()
@@ -212,26 +200,20 @@ class PostgresJobs:
                 logger.warning("model notices interrupted (%s); listening again shortly", error)
                 await asyncio.sleep(min(self.settings.refresh_seconds, 5.0))
 
-    def submit(
-        self,
-        request: dict[str, Any],
-        submitted_by: str | None = None,
-        *,
-        max_queued: int,
-        idempotency_key: str | None = None,
-    ) -> tuple[dict[str, Any], bool]:
+    def submit(self, submission: Submission) -> tuple[dict[str, Any], bool]:
         """Insert the record and its queue entry in one transaction, so a crash keeps both or neither."""
         from procrastinate.exceptions import AlreadyEnqueued
 
         from app.jobs.queue import defer_training
 
+        request, key = submission.request, submission.idempotency_key
         model = str(request["model"])
         try:
             with self._connection() as connection, connection.transaction():
-                earlier = self.store.admit(connection, request, max_queued, idempotency_key)
+                earlier = self.store.admit(connection, request, submission.max_queued, key)
                 if earlier is not None:
                     return earlier, False
-                job_id = self.store.insert(connection, request, submitted_by, idempotency_key)
+                job_id = self.store.insert(connection, request, submission.submitted_by, key)
                 self.store.link(connection, job_id, defer_training(self.queue, connection, job_id, model))
         except AlreadyEnqueued:
             waiting = self.store.waiting_for(model)

@@ -42,10 +42,10 @@ class OutageTolerantRecords:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.records = records
-        self.give_up_seconds = give_up_seconds
-        self.retry_seconds = retry_seconds
-        self._clock = clock
-        self._sleep = sleep
+        # Settling writes give up after this long; skipped writes are tried again after retry_seconds.
+        self.give_up_seconds, self.retry_seconds = give_up_seconds, retry_seconds
+        self._clock, self._sleep = clock, sleep
+        # Until when best-effort writes are skipped (the database was just found unreachable).
         self._down_until = float("-inf")
 
     # Best-effort: lost during an outage, and the run goes on.

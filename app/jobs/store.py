@@ -77,6 +77,19 @@ def check_same_request(first: dict[str, Any], again: dict[str, Any]) -> None:
 
 
 @dataclass(frozen=True)
+class Submission:
+    """A training request to queue: who sent it, and the rules it is queued under."""
+
+    request: dict[str, Any]
+    max_queued: int
+    """More waiting jobs than this refuse it (QueueFullError)."""
+    submitted_by: str | None = None
+    """The API key's name, kept on the record."""
+    idempotency_key: str | None = None
+    """A retry with the same key answers the job the first call queued."""
+
+
+@dataclass(frozen=True)
 class JobOutcome:
     """How a job ended, as both job stores' `finish` records it.
 

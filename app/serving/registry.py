@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from app.core.config import Settings
+from app.core.errors import RetryLaterError
 from app.core.runtime import settle_heap
 from app.inference.client import InferenceProcess, InferenceTimeouts, RemoteModel
 from app.serving.batching import MicroBatcher
@@ -37,14 +37,8 @@ from training.store import CHAMPION, ModelStore
 logger = logging.getLogger("stockcast.registry")
 
 
-class PinnedLoadsLimitedError(StockcastError):
+class PinnedLoadsLimitedError(RetryLaterError):
     """Pinned requests asked for more version loads than the minute allows."""
-
-    status_code = 429
-
-    def __init__(self, message: str, retry_after_seconds: float) -> None:
-        super().__init__(message)
-        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after_seconds)))}
 
 
 class NoPromotedVersionError(StockcastError):

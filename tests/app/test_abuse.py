@@ -35,13 +35,14 @@ from tests.helpers import (
     ServiceProcess,
     local_client,
     make_settings,
+    store_with_a_third_version,
     tiny_clean,
     tiny_config,
     wait_job,
     wait_until,
 )
 from training.fitting import TrainingRun, train_version
-from training.store import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelStore
+from training.store import ALIASES_FILE, MODEL_FILE, ModelStore
 
 pytestmark = pytest.mark.tf
 
@@ -270,12 +271,8 @@ def test_a_corrupt_newest_version_is_not_retried_and_the_served_one_not_reloaded
 ) -> None:
     from app.main import create_app
 
-    root = tmp_path / "models"
-    shutil.copytree(model_store.root, root)
     # tiny v3: a copy of v2 whose network file no longer matches its hash, made champion.
-    shutil.copytree(root / "tiny" / "2", root / "tiny" / "3")
-    metadata = json.loads((root / "tiny" / "3" / METADATA_FILE).read_text())
-    (root / "tiny" / "3" / METADATA_FILE).write_text(json.dumps({**metadata, "version": 3}))
+    root = store_with_a_third_version(model_store.root, tmp_path / "models")
     with open(root / "tiny" / "3" / MODEL_FILE, "ab") as handle:
         handle.write(b"corrupted")
     (root / "tiny" / ALIASES_FILE).write_text(json.dumps({"champion": 3}))

@@ -24,6 +24,18 @@ def disk_full(*_: Any) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
+def fill_disk_at(monkeypatch: pytest.MonkeyPatch, file_name: str) -> None:
+    """The store's atomic JSON writes of `file_name` fail with ENOSPC from now on; the others go through."""
+    real_write = store_module.write_json_atomic
+
+    def write(path: Path, value: Any) -> None:
+        if path.name == file_name:
+            disk_full()
+        real_write(path, value)
+
+    monkeypatch.setattr(store_module, "write_json_atomic", write)
+
+
 def write_fake_model(folder: Path) -> None:
     (folder / MODEL_FILE).write_bytes(b"weights")
 
@@ -35,14 +47,7 @@ def visible_entries(store: ModelStore, name: str) -> list[str]:
 def test_a_disk_that_fills_after_the_rename_leaves_no_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Finding 7: the version folder stayed (and became the default) although the job failed.
     store = ModelStore(tmp_path)
-    real_write = store_module.write_json_atomic
-
-    def counter_fails(path: Path, value: Any) -> None:
-        if path.name == COUNTER_FILE:
-            disk_full()
-        real_write(path, value)
-
-    monkeypatch.setattr(store_module, "write_json_atomic", counter_fails)
+    fill_disk_at(monkeypatch, COUNTER_FILE)
     with pytest.raises(OSError, match="No space left on device"):
         store.save_version("demo", write_fake_model, {})
     assert store.versions("demo") == []
@@ -59,14 +64,7 @@ def test_a_failed_alias_move_leaves_aliases_and_log_as_they_were(
     second = store.save_version("demo", write_fake_model, {})
     store.set_alias("demo", CHAMPION, first, reason="first")
     log_before = (store.folder("demo") / ALIAS_LOG_FILE).read_bytes()
-    real_write = store_module.write_json_atomic
-
-    def aliases_fail(path: Path, value: Any) -> None:
-        if path.name == ALIASES_FILE:
-            disk_full()
-        real_write(path, value)
-
-    monkeypatch.setattr(store_module, "write_json_atomic", aliases_fail)
+    fill_disk_at(monkeypatch, ALIASES_FILE)
     with pytest.raises(OSError, match="No space left on device"):
         store.set_alias("demo", CHAMPION, second, reason="second")
     assert store.aliases("demo") == {CHAMPION: first}

@@ -17,6 +17,7 @@ from app.api.deps import CallerDep, DatasetsDep, JobDep, JobsDep, SettingsDep
 from app.api.examples import TRAIN_EXAMPLES
 from app.api.responses import error_responses
 from app.api.schemas import JobAccepted, JobPublic, JobsPublic, TrainRequest
+from app.jobs.store import Submission
 from training.config import TrainConfig
 
 router = APIRouter(tags=["training"])
@@ -52,11 +53,13 @@ def create_training_job(
     settings = request.model_dump(exclude_none=True, exclude={"model", "dataset"})
     TrainConfig(**settings)  # 422 now for inconsistent settings (label not among features, ...)
     job, created = jobs.submit(
-        request.model_dump(exclude_none=True),
-        submitted_by=caller,
-        max_queued=service_settings.max_queued_jobs,
-        # Keys are the caller's own: another key's identical string names another request.
-        idempotency_key=f"{caller}\n{idempotency_key}" if idempotency_key is not None else None,
+        Submission(
+            request.model_dump(exclude_none=True),
+            max_queued=service_settings.max_queued_jobs,
+            submitted_by=caller,
+            # Keys are the caller's own: another key's identical string names another request.
+            idempotency_key=f"{caller}\n{idempotency_key}" if idempotency_key is not None else None,
+        )
     )
     if not created:
         response.headers["Idempotent-Replayed"] = "true"

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.fakes import fake_app
-from tests.helpers import local_client, make_settings
+from tests.helpers import local_client, make_settings, queueing_client
 
 CSV = "Date,Open,High,Low,Close,Volume\n2020-01-02,1,2,0.5,1.5,100\n"
 
@@ -75,11 +74,8 @@ def test_a_foreign_origin_cannot_upload(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def queue_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """A started app (fake inference) whose job runner is stopped, so jobs stay queued."""
-    app = fake_app(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("var"), max_queued_jobs=2)
-    with local_client(app) as test_client:
-        assert test_client.portal is not None
-        test_client.portal.call(test_client.app.state.jobs.runner.stop)  # type: ignore[attr-defined]
-        yield test_client
+    with queueing_client(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("var"), max_queued_jobs=2) as c:
+        yield c
 
 
 def test_the_queue_of_jobs_is_bounded(queue_client: TestClient) -> None:

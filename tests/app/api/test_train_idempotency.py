@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.fakes import fake_app
-from tests.helpers import local_client
+from tests.helpers import queueing_client
 
 REQUEST = {"model": "retried", "dataset": "msft", "epochs": 1}
 
 
 @pytest.fixture
-def queue_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    """A started app whose job runner is stopped, with room for three waiting jobs."""
-    app = fake_app(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("var"), max_queued_jobs=3)
-    with local_client(app) as test_client:
-        assert test_client.portal is not None
-        test_client.portal.call(test_client.app.state.jobs.runner.stop)  # type: ignore[attr-defined]
-        yield test_client
+def queue_client(tmp_path: Path) -> Iterator[TestClient]:
+    """Room for three waiting jobs, none of which starts."""
+    with queueing_client(tmp_path / "models", tmp_path / "var", max_queued_jobs=3) as client:
+        yield client
 
 
 def test_a_retry_with_the_same_key_answers_the_first_job(queue_client: TestClient) -> None:

@@ -17,6 +17,7 @@ import pytest
 from app.datasets import DatasetStore
 from app.jobs.backend import PostgresJobs
 from app.jobs.outages import Reachability
+from app.jobs.store import Submission
 from tests.helpers import SAMPLE, TcpRelay, WorkerProcess, make_settings, scratch_database, wait_until
 from training.store import ModelStore
 
@@ -59,7 +60,7 @@ def test_a_job_trains_through_a_database_outage_and_finishes_in_one_attempt(tmp_
         )
         try:
             worker.start()
-            job, _ = api.submit(REQUEST, "test", max_queued=5)
+            job, _ = api.submit(Submission(REQUEST, max_queued=5, submitted_by="test"))
             say(f"job {job['id']} queued")
             wait_until(
                 lambda: ((api.get(job["id"]) or {}).get("progress") or {}).get("epoch", 0) >= 2,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from app.jobs.backend import EmbeddedJobs, JobBackend, PostgresJobs
-from app.jobs.store import IdempotencyKeyReusedError, QueueFullError
+from app.jobs.store import IdempotencyKeyReusedError, QueueFullError, Submission
 from tests.helpers import make_settings, scratch_database
 
 REQUEST = {"model": "tiny", "dataset": "msft", "epochs": 1}
@@ -63,7 +63,9 @@ def at_once(count: int, call: Callable[[int], Any]) -> list[Any]:
 
 def test_concurrent_submissions_never_overfill_the_queue(backend: JobBackend) -> None:
     # Finding 10: 24 concurrent POST /train with a bound of 3 left 7 queued.
-    results = at_once(CALLERS, lambda index: backend.submit({**REQUEST, "model": f"m{index}"}, max_queued=BOUND))
+    results = at_once(
+        CALLERS, lambda index: backend.submit(Submission({**REQUEST, "model": f"m{index}"}, max_queued=BOUND))
+    )
     accepted = [result for result in results if isinstance(result, tuple)]
     refused = [result for result in results if isinstance(result, QueueFullError)]
     assert (len(accepted), len(refused)) == (BOUND, CALLERS - BOUND), results
@@ -76,7 +78,7 @@ def test_concurrent_submissions_never_overfill_the_queue(backend: JobBackend) ->
 
 def test_concurrent_retries_with_one_key_queue_one_job(backend: JobBackend) -> None:
     # Finding 15: a client whose answer was lost could not retry POST /train safely.
-    results = at_once(8, lambda _: backend.submit(REQUEST, "desk", max_queued=20, idempotency_key="desk\nretry-1"))
+    results = at_once(8, lambda _: backend.submit(Submission(REQUEST, 20, "desk", "desk\nretry-1")))
     assert all(isinstance(result, tuple) for result in results), results
     assert len({job["id"] for job, _ in results}) == 1
     assert sorted(created for _, created in results) == [False] * 7 + [True]
@@ -84,9 +86,9 @@ def test_concurrent_retries_with_one_key_queue_one_job(backend: JobBackend) -> N
 
 
 def test_a_key_sent_again_with_another_request_is_refused(backend: JobBackend) -> None:
-    backend.submit(REQUEST, "desk", max_queued=20, idempotency_key="desk\nk")
+    backend.submit(Submission(REQUEST, 20, "desk", "desk\nk"))
     with pytest.raises(IdempotencyKeyReusedError) as refused:
-        backend.submit({**REQUEST, "epochs": 2}, "desk", max_queued=20, idempotency_key="desk\nk")
+        backend.submit(Submission({**REQUEST, "epochs": 2}, 20, "desk", "desk\nk"))
     assert refused.value.status_code == 422
     assert str(refused.value) == (
         "Idempotency-Key: this key came with a different training request before (model 'tiny', dataset 'msft');"
@@ -96,9 +98,9 @@ def test_a_key_sent_again_with_another_request_is_refused(backend: JobBackend) -
 
 
 def test_a_retry_is_answered_even_when_the_queue_is_full(backend: JobBackend) -> None:
-    first, created = backend.submit(REQUEST, "desk", max_queued=1, idempotency_key="desk\nfull")
+    first, created = backend.submit(Submission(REQUEST, 1, "desk", "desk\nfull"))
     assert created
-    again, created = backend.submit(REQUEST, "desk", max_queued=1, idempotency_key="desk\nfull")
+    again, created = backend.submit(Submission(REQUEST, 1, "desk", "desk\nfull"))
     assert (again["id"], created) == (first["id"], False)
     with pytest.raises(QueueFullError):
-        backend.submit({**REQUEST, "model": "other"}, "desk", max_queued=1)
+        backend.submit(Submission({**REQUEST, "model": "other"}, 1, "desk"))

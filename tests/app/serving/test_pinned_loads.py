@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 from tests.fakes import fake_app
-from tests.helpers import WINDOW_ROWS, local_client
-from training.store import METADATA_FILE, ModelStore
+from tests.helpers import WINDOW_ROWS, local_client, store_with_a_third_version
+from training.store import ModelStore
 
 
 def test_a_key_cycling_pinned_versions_is_limited_and_cached_ones_still_answer(
     model_store: ModelStore, tmp_path: Path
 ) -> None:
     # Finding 13: a read-scope key cycling pinned versions kept the inference process loading (others' p50 5 -> 89 ms).
-    root = tmp_path / "models"
-    shutil.copytree(model_store.root, root)
-    # A third version of `tiny`: v2's files under another number (the store checks the files, not the number).
-    shutil.copytree(root / "tiny" / "2", root / "tiny" / "3")
-    metadata = json.loads((root / "tiny" / "3" / METADATA_FILE).read_text())
-    (root / "tiny" / "3" / METADATA_FILE).write_text(json.dumps({**metadata, "version": 3}))
+    root = store_with_a_third_version(model_store.root, tmp_path / "models")
     app = fake_app(root, tmp_path / "var", pinned_loads_per_minute=1, pinned_cache_size=1)
     with local_client(app) as client:
 
