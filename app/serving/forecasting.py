@@ -87,7 +87,8 @@ async def forecast_windows(
         ]
         values = checked[0][0][None] if len(checked) == 1 else np.stack([array for array, _ in checked])
         last_dates = [day for _, day in checked]
-    await build_calendar(served, last_dates)
+    if any(last_dates):
+        await build_calendar(served, last_dates)
     skill = {**served.skill, "served_as": served_as}
     if served_as == "unpromoted" and registry.settings.unpromoted_default == "naive":
         outputs, levels = _naive_outputs(served, values)
