@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,11 @@ def known_calendars() -> tuple[str, ...]:
     import exchange_calendars
 
     return tuple(sorted(set(exchange_calendars.get_calendar_names(include_aliases=True)) | {ALWAYS_OPEN}))
+
+
+def calendar_of(metadata: dict[str, Any]) -> str:
+    """The calendar a version's forecast dates follow (versions from before the setting: the default)."""
+    return str(metadata.get("calendar") or DEFAULT_CALENDAR)
 
 
 def check_calendar(name: str) -> str:

@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.types import Scope
 
-from app.api.asgi import NUMBER_KINDS, JsonAnswer
+from app.api.asgi import NUMBER_KINDS, PARSE_IN_THREAD_BYTES, JsonAnswer
 from app.api.schemas import ArrayWindowRequest, BatchPredictRequest, PredictRequest, PriceRow, VersionSelector
 from app.core.config import default
 from app.serving.forecasting import Forecasts, forecast_windows
@@ -149,7 +149,7 @@ def forecast_steps(
 
 def _calendar(found: Forecasts) -> str:
     """The trading calendar the version's forecast dates follow."""
-    return str(found.served.metadata.get("calendar") or calendars.DEFAULT_CALENDAR)
+    return calendars.calendar_of(found.served.metadata)
 
 
 async def predict_one(registry: ModelRegistry, request: PredictRequest | ArrayWindowRequest) -> bytes:
@@ -178,7 +178,10 @@ async def predict_one(registry: ModelRegistry, request: PredictRequest | ArrayWi
 
 
 def parse_batch(raw: bytes, max_windows: int) -> BatchPredictRequest:
-    """A /predict/batch body, its windows counted before pydantic builds a model of each row."""
+    """A /predict/batch body; a large one has its windows counted before pydantic builds a model of each row."""
+    if len(raw) <= PARSE_IN_THREAD_BYTES:
+        # Too small for pydantic to take long, and a second decode would cost every usual batch.
+        return parse_body(BatchPredictRequest, raw)
     with contextlib.suppress(orjson.JSONDecodeError):
         data = orjson.loads(raw)
         windows = data.get("windows") if type(data) is dict else None

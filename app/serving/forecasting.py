@@ -108,10 +108,10 @@ async def forecast_windows(
 async def build_calendar(served: ServedVersion, last_dates: Sequence[dt.date | None]) -> None:
     """Build, in a thread, the calendar decades the answer's dates need and no earlier request built.
 
-    A decade costs seconds of holiday rules: on the event loop, that would
-    stall every other request; here only the request that needs it waits.
+    A decade's holiday rules are slow to evaluate: on the event loop that
+    would stall every other request; here only the request that needs it waits.
     """
-    calendar = str(served.metadata.get("calendar") or calendars.DEFAULT_CALENDAR)
+    calendar = calendars.calendar_of(served.metadata)
     for day in {day for day in last_dates if day is not None and not calendars.is_built(calendar, day)}:
         await asyncio.to_thread(calendars.sessions_after, day, 1, calendar)
 

@@ -114,7 +114,7 @@ class ModelRegistry:
         metadata, spec, scaler = await asyncio.to_thread(load_preprocessing, self.store, name, version)
         # The calendar's sessions are built once (seconds for some exchanges),
         # here rather than in the first request that needs a date.
-        calendar = str(metadata.get("calendar") or calendars.DEFAULT_CALENDAR)
+        calendar = calendars.calendar_of(metadata)
         for day in {dt.date.today(), dt.date.fromisoformat(str(metadata.get("trained_through") or dt.date.today()))}:
             await asyncio.to_thread(calendars.sessions_after, day, 1, calendar)
         handle = await self.inference.load(name, version, self.settings.max_batch_size)

@@ -117,9 +117,9 @@ def parse_infer_request(body: bytes, header_length: str | None, max_windows: int
 def _prescreen(header: bytes) -> None:
     """Refuse, from a scan of the bytes, the bodies whose decoding alone would hold the event loop.
 
-    Decoding builds a Python object for every value: a body of hundreds of
-    thousands of `{"name": ...}` objects or sizes costs hundreds of
-    milliseconds before any check can look at it. A V2 request has a few
+    Decoding builds a Python object for every value, holding the GIL, so a
+    body of a huge number of `{"name": ...}` objects or sizes stalls every
+    request before any check can look at it. A V2 request has a few
     objects (one per input, output and parameters) and three sizes per
     shape, so a scan (no decoding) can tell these apart at once.
     """

@@ -124,7 +124,8 @@ def test_a_batch_over_the_limit_is_counted_before_pydantic_builds_it(monkeypatch
         raise AssertionError("pydantic validated the body before its windows were counted")
 
     monkeypatch.setattr(predict, "parse_body", validated)
-    body = orjson.dumps({"model": "tiny", "windows": [WINDOW] * (MAX_WINDOWS + 1)})
+    # Large enough to be worth counting first (40-row windows); small bodies go straight to pydantic.
+    body = orjson.dumps({"model": "tiny", "windows": [WINDOW * 4] * (MAX_WINDOWS + 1)})
     with pytest.raises(WindowError) as refused:
         predict.parse_batch(body, MAX_WINDOWS)
     assert str(refused.value) == f"windows: at most {MAX_WINDOWS} windows per request, got {MAX_WINDOWS + 1}"
