@@ -30,9 +30,11 @@ from app.datasets import DatasetStore
 from app.inference.client import InferenceProcess
 from app.jobs.backend import JobBackend, open_job_backend
 from app.jobs.store import FINISHED, QUEUED, RUNNING
+from app.ledger.recorder import Ledger
+from app.ledger.store import LedgerStore, SqliteLedger
 from app.reports import VersionReports
 from app.serving.registry import ModelRegistry
-from training.errors import StockcastError
+from training.errors import NotFoundError, StockcastError
 from training.store import ModelStore
 
 logger = logging.getLogger("stockcast")
@@ -85,6 +87,31 @@ def service_state(registry: ModelRegistry, jobs: JobBackend) -> dict[str, Any]:
     }
 
 
+def open_ledger(settings: Settings, datasets: DatasetStore) -> Ledger:
+    """The ledger the settings ask for: in SQLite under the data folder, or PostgreSQL when scaled out."""
+    store: LedgerStore
+    if settings.database_url is not None:
+        from app.ledger.postgres import PostgresLedger
+
+        store = PostgresLedger(settings.database_url, settings.database_pool_size)
+    else:
+        store = SqliteLedger(settings.ledger_db)
+
+    def data_through(dataset: str) -> str | None:
+        try:
+            return str(datasets.report(dataset)["date_range"]["end"])
+        except (NotFoundError, KeyError, OSError, ValueError):
+            return None
+
+    return Ledger(
+        store,
+        queue_size=settings.ledger_queue_size,
+        flush_seconds=settings.ledger_flush_seconds,
+        data_through=data_through,
+        retention_days=settings.ledger_retention_days,
+    )
+
+
 def create_app(
     settings: Settings | None = None, inference: Callable[[Settings], InferenceProcess] | None = None
 ) -> FastAPI:
@@ -118,6 +145,8 @@ def create_app(
         app.state.jobs, app.state.registry = job_backend, registry
         app.state.reports = VersionReports(store, settings.reports_dir)
         register_sample_dataset(settings, datasets)
+        ledger = open_ledger(settings, datasets) if settings.ledger else None
+        app.state.ledger = ledger
         # Starlette spools uploads over 1 MB to temporary files: into the data folder, not /tmp.
         # Never removed here: another app in the same process (tests) may point the module there.
         spool = settings.temp_dir / "api"
@@ -135,6 +164,8 @@ def create_app(
             raise
         # Freeze what start-up left (FastAPI, pydantic, pandas): full garbage
         # collections then walk only what requests create.
+        if ledger is not None:
+            ledger.start()
         settle_heap()
         # Restored at shutdown rather than cleared: an app started and stopped inside another's
         # lifetime (tests run several in one process) must not leave the outer one's /metrics blank.
@@ -149,6 +180,8 @@ def create_app(
                 metrics_server.shutdown()
             await job_backend.stop()
             await registry.stop()
+            if ledger is not None:
+                await ledger.stop()
 
     app = FastAPI(title="stockcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings

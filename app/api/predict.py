@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Scope
 
 from app.api.asgi import NUMBER_KINDS, PARSE_IN_THREAD_BYTES, JsonAnswer
+from app.api.forecast_ids import keep
 from app.api.schemas import ArrayWindowRequest, BatchPredictRequest, PredictRequest, PriceRow, VersionSelector
 from app.core.config import default
 from app.serving.forecasting import Forecasts, forecast_windows
@@ -41,6 +42,7 @@ _MAX_SELECTORS = 1024
 # One window sent without dates: the dates argument of /predict's arrays form, shared by every request.
 _NO_DATES: tuple[None] = (None,)
 _WHERE_ONE = ("window",)
+_ARRAY_KEYS = frozenset({"window", "last_date"})
 _ROW_VALUES = operator.attrgetter(*ROW_COLUMNS)
 
 
@@ -69,9 +71,16 @@ def parse_array_window(raw: bytes) -> ArrayWindowRequest | None:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    if type(data) is not dict or "window" not in data or not data.keys() - {"window"} <= _SELECTOR_KEYS:
+    if type(data) is not dict or "window" not in data or not data.keys() - _ARRAY_KEYS <= _SELECTOR_KEYS:
         return None
     window = data.pop("window")
+    last_date = data.pop("last_date", None)
+    if last_date is not None:
+        try:
+            last_date = dt.date.fromisoformat(last_date)
+        except (TypeError, ValueError):
+            # Not an ISO date: pydantic names the field.
+            return None
     if type(window) is not list or not window or type(window[0]) is not list:
         return None
     try:
@@ -92,7 +101,9 @@ def parse_array_window(raw: bytes) -> ArrayWindowRequest | None:
     ):
         return None
     selector = _selector(data)
-    return ArrayWindowRequest(selector=selector, window=values) if selector is not None else None
+    if selector is None:
+        return None
+    return ArrayWindowRequest(selector=selector, window=values, last_date=last_date)
 
 
 def _selector(data: dict[str, object]) -> VersionSelector | None:
@@ -152,8 +163,10 @@ def _calendar(found: Forecasts) -> str:
     return calendars.calendar_of(found.served.metadata)
 
 
-async def predict_one(registry: ModelRegistry, request: PredictRequest | ArrayWindowRequest) -> bytes:
-    """Forecast one window with the requested (or default) version; the JSON answer."""
+async def predict_one(
+    registry: ModelRegistry, request: PredictRequest | ArrayWindowRequest, scope: Scope
+) -> tuple[bytes, str]:
+    """Forecast one window with the requested (or default) version; the JSON answer and its forecast id."""
     window: Window
     dates: tuple[WindowDates]
     if isinstance(request, ArrayWindowRequest):
@@ -162,10 +175,18 @@ async def predict_one(registry: ModelRegistry, request: PredictRequest | ArrayWi
         window, window_dates = parse_window(request.window)
         dates = (window_dates,)
     found = await forecast_windows(
-        registry, request.model, [window], dates, version=request.version, alias=request.alias, where=_WHERE_ONE
+        registry,
+        request.model,
+        [window],
+        dates,
+        version=request.version,
+        alias=request.alias,
+        where=_WHERE_ONE,
+        origins=None if request.last_date is None else (request.last_date,),
     )
     served, spec = found.served, found.served.model.spec
-    return orjson.dumps(
+    forecast_id = keep(scope, found)[0]
+    body = orjson.dumps(
         {
             "model": served.name,
             "version": served.version,
@@ -173,8 +194,11 @@ async def predict_one(registry: ModelRegistry, request: PredictRequest | ArrayWi
             "last_value": float(found.windows[0, -1, spec.label_index]),
             "forecast": forecast_steps(found.outputs[0], found.levels, found.last_dates[0], _calendar(found)),
             "skill": found.skill,
+            "forecast_id": forecast_id,
+            "scorable": found.last_dates[0] is not None,
         }
     )
+    return body, forecast_id
 
 
 def parse_batch(raw: bytes, max_windows: int) -> BatchPredictRequest:
@@ -197,10 +221,18 @@ def within_window_limit(count: int, max_windows: int) -> None:
 
 
 async def predict_many(
-    registry: ModelRegistry, request: BatchPredictRequest, max_windows: int = default("max_batch_windows")
+    registry: ModelRegistry,
+    request: BatchPredictRequest,
+    scope: Scope,
+    max_windows: int = default("max_batch_windows"),
 ) -> bytes:
     """Forecast many windows in one inference call; the JSON answer."""
     within_window_limit(len(request.windows), max_windows)
+    if request.last_dates is not None and len(request.last_dates) != len(request.windows):
+        raise WindowError(
+            f"last_dates: one date (or null) per window expected, {len(request.windows)} windows,"
+            f" got {len(request.last_dates)} dates"
+        )
     parsed = [parse_window(window) for window in request.windows]
     found = await forecast_windows(
         registry,
@@ -210,8 +242,10 @@ async def predict_many(
         version=request.version,
         alias=request.alias,
         where="windows",
+        origins=request.last_dates,
     )
     served, calendar = found.served, _calendar(found)
+    forecast_ids = keep(scope, found)
     return orjson.dumps(
         {
             "model": served.name,
@@ -222,6 +256,7 @@ async def predict_many(
                 for index in range(len(found.windows))
             ],
             "skill": found.skill,
+            "forecast_ids": forecast_ids,
         }
     )
 
@@ -231,7 +266,8 @@ async def answer(scope: Scope, path: Mapping[str, str | None], raw: bytes) -> Js
 
     Errors propagate: the gateway renders them as the app's exception handlers do.
     """
-    return JsonAnswer(await predict_one(scope["app"].state.registry, parse_predict(raw)))
+    body, forecast_id = await predict_one(scope["app"].state.registry, parse_predict(raw), scope)
+    return JsonAnswer(body, extra=((b"x-forecast-id", forecast_id.encode("ascii")),))
 
 
 __all__ = [

@@ -75,10 +75,17 @@ class VersionSelector(BaseModel):
         return self
 
 
+LAST_DATE_DESCRIPTION = (
+    "For a window sent without dates (arrays): the date of its last row. The forecast is then dated, checked"
+    " for being in-sample, and scored by the ledger when its actual closes arrive; without it, it cannot be."
+)
+
+
 class PredictRequest(VersionSelector):
     """A forecast request for one window."""
 
     window: WindowInput
+    last_date: dt.date | None = Field(None, description=LAST_DATE_DESCRIPTION)
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ class ArrayWindowRequest:
 
     selector: VersionSelector
     window: np.ndarray
+    last_date: dt.date | None = None
 
     @property
     def model(self) -> str:
@@ -108,6 +116,9 @@ class BatchPredictRequest(VersionSelector):
     """Many windows forecast in one request (one inference call)."""
 
     windows: list[WindowInput] = Field(min_length=1, description="Windows, each exactly `window` rows.")
+    last_dates: list[dt.date | None] | None = Field(
+        None, description="Per window sent as arrays, the date of its last row (see `last_date` of /predict)."
+    )
 
 
 class Interval(BaseModel):
@@ -141,6 +152,11 @@ class Skill(BaseModel):
         description="On answers: 'champion', 'pinned', 'unpromoted' (no version passed the gate), "
         "'naive' (the naive forecast, setting unpromoted_default) or 'fallback: ...' (the champion failed to load).",
     )
+    in_sample: bool | None = Field(
+        None,
+        description="On answers: true when a window ends before trained_through, so its targets were in the"
+        " training data and this evidence does not apply to it; null when a window has no date.",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -152,6 +168,10 @@ class PredictResponse(BaseModel):
     last_value: float = Field(description="The label's last value in the window (the naive forecast).")
     forecast: list[ForecastStep]
     skill: Skill
+    forecast_id: str = Field(description="The ledger's id of this forecast (also the X-Forecast-Id header).")
+    scorable: bool = Field(
+        description="Whether the forecast is dated, so the ledger can score it when its closes arrive."
+    )
 
 
 class BatchPredictResponse(BaseModel):
@@ -162,6 +182,7 @@ class BatchPredictResponse(BaseModel):
     label: str
     forecasts: list[list[ForecastStep]]
     skill: Skill
+    forecast_ids: list[str] = Field(description="The ledger's id of each forecast, in request order.")
 
 
 class TrainTarget(BaseModel):

@@ -193,6 +193,55 @@ class Settings(BaseSettings):
         " naive forecast's conformal bands; 'refuse' answers 409. Pinned requests always get what they pin.",
     )
 
+    in_sample_forecasts: Literal["flag", "refuse"] = Field(
+        "flag",
+        description="A dated window ending before the served version's trained_through asks for targets the network"
+        " was trained on: 'flag' answers with skill.in_sample true (the evidence does not apply); 'refuse'"
+        " answers 422.",
+    )
+    ledger: bool = Field(
+        True,
+        description="Keep every served forecast (the forecast ledger) and score it when its actual close is appended;"
+        " /models/{name}/monitoring reports the scores.",
+    )
+    ledger_queue_size: int = Field(
+        100_000, ge=1, description="Forecasts waiting to be written to the ledger; beyond it they are dropped, counted."
+    )
+    ledger_flush_seconds: float = Field(
+        1.0, gt=0, description="How often waiting forecasts are written; a crash loses at most this interval's."
+    )
+    ledger_retention_days: int = Field(
+        730, ge=1, description="Kept forecasts older than this are deleted; their scores (the summary) stay."
+    )
+    monitoring_coverage_alpha: float = Field(
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="Monitoring: a band's coverage is breached when Kupiec's test rejects it at this level (over"
+        " the last 250 scored sessions, or all of them when fewer).",
+    )
+    monitoring_skill_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="Monitoring: skill is lost when the anytime-valid test finds the network worse than naive at this"
+        " level (e-value at least 1/alpha).",
+    )
+    monitoring_min_scores: int = Field(
+        20, ge=1, description="Monitoring: fewer scored sessions than this give status insufficient_data."
+    )
+    adaptive_bands: bool = Field(
+        True,
+        description="Adapt each band's working level to the live scores of the served version (adaptive conformal"
+        " inference); off: bands stay as calibrated at training.",
+    )
+    adaptive_min_scores: int = Field(
+        20, ge=1, description="Live scored steps a version needs before its bands adapt (basis 'adaptive')."
+    )
+    adaptive_gamma: float = Field(
+        0.005, gt=0, lt=1, description="Step size of adaptive conformal inference (Gibbs & Candes 2021)."
+    )
+
     @property
     def datasets_dir(self) -> Path:
         """Folder of uploaded CSVs and their reports."""
@@ -212,6 +261,11 @@ class Settings(BaseSettings):
     def keys_file(self) -> Path:
         """The API keys file in use."""
         return self.api_keys_file or self.data_dir / "api_keys.json"
+
+    @property
+    def ledger_db(self) -> Path:
+        """SQLite file holding the forecast ledger (embedded mode)."""
+        return self.data_dir / "ledger.sqlite3"
 
     @property
     def jobs_db(self) -> Path:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from app.ledger.store import SCHEMA as LEDGER_TABLES
 from training.errors import StockcastError
 
 # Any fixed number: the key of the advisory lock that serialises migrate commands.
@@ -81,6 +82,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         "0004 stockcast_jobs.idempotency_key",
         lambda: "ALTER TABLE stockcast_jobs ADD COLUMN idempotency_key TEXT UNIQUE;",
     ),
+    # The forecast ledger (docs/ledger.md): the tables SQLite holds in embedded mode, as they were first.
+    Migration("0005 ledger", lambda: LEDGER_TABLES),
 )
 
 

@@ -65,13 +65,16 @@ async def forecast_windows(
     version: int | None = None,
     alias: str | None = None,
     where: str | Sequence[str] = "windows",
+    origins: Sequence[dt.date | None] | None = None,
 ) -> Forecasts:
     """Look the version up, check the windows against it, forecast them in one micro-batched call.
 
     `windows` is a sequence of parsed windows (`app.serving.windows.Window`)
     or one finite (n, rows, columns) array; `dates`, when given, holds each
     window's row dates. Errors name each window as `where[index]`, or by its
-    own name when `where` is a sequence.
+    own name when `where` is a sequence. `origins` gives the last date of
+    windows sent without dates (a client's `last_date`), so that their
+    forecasts are dated and can be scored.
     """
     served, served_as = await registry.resolve(model, version=version, alias=alias)
     spec = served.model.spec
@@ -87,9 +90,12 @@ async def forecast_windows(
         ]
         values = checked[0][0][None] if len(checked) == 1 else np.stack([array for array, _ in checked])
         last_dates = [day for _, day in checked]
+    if origins is not None:
+        last_dates = [day if day is not None else origin for day, origin in zip(last_dates, origins, strict=True)]
+    skill = {**served.skill, "served_as": served_as, "in_sample": None}
     if any(last_dates):
+        skill["in_sample"] = _in_sample(served, last_dates, registry.settings.in_sample_forecasts, where)
         await build_calendar(served, last_dates)
-    skill = {**served.skill, "served_as": served_as}
     if served_as == "unpromoted" and registry.settings.unpromoted_default == "naive":
         outputs, levels = _naive_outputs(served, values)
         skill.update(served_as="naive", beats_naive=False, ratio_to_naive=1.0)
@@ -103,6 +109,30 @@ async def forecast_windows(
         name = f"{where}[{index}]" if isinstance(where, str) else where[index]
         raise WindowError(f"{name}: this window's forecast is not a finite number; its values are too extreme")
     return Forecasts(served=served, windows=values, last_dates=last_dates, outputs=outputs, levels=levels, skill=skill)
+
+
+def _in_sample(
+    served: ServedVersion, last_dates: Sequence[dt.date | None], policy: str, where: str | Sequence[str]
+) -> bool | None:
+    """Whether any window's targets were in the version's training data (None: some window has no date).
+
+    With the `refuse` policy such a window is an error: its forecast would
+    be judged by evidence that does not apply to it.
+    """
+    trained_through = served.trained_through
+    if trained_through is None:
+        return None
+    for index, day in enumerate(last_dates):
+        if day is not None and day < trained_through and policy == "refuse":
+            name = f"{where}[{index}]" if isinstance(where, str) else where[index]
+            raise WindowError(
+                f"{name}: the window ends on {day}, before {trained_through}, the last date version"
+                f" {served.version} was trained on: its targets were in the training data, so the forecast"
+                " is in-sample (STOCKCAST_IN_SAMPLE_FORECASTS=refuse)"
+            )
+    if any(day is not None and day < trained_through for day in last_dates):
+        return True
+    return None if None in last_dates else False
 
 
 async def build_calendar(served: ServedVersion, last_dates: Sequence[dt.date | None]) -> None:

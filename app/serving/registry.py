@@ -58,6 +58,8 @@ class ServedVersion:
     batcher: MicroBatcher
     # The version's own evidence (`training.gate.skill_of`), computed once at load.
     skill: dict[str, Any] = field(default_factory=dict)
+    # The last date of its training data: a window ending before it asks for in-sample forecasts.
+    trained_through: dt.date | None = None
 
     async def predict(self, windows: np.ndarray) -> np.ndarray:
         """Forecasts and bounds of raw windows (`ForecastSteps.finish`), batched with concurrent requests.
@@ -125,8 +127,15 @@ class ModelRegistry:
             max_wait_us=self.settings.max_batch_wait_us,
         )
         skill = metadata.get("skill") or skill_of(metadata, self.settings.gate_significance_level)
+        through = metadata.get("trained_through")
         return ServedVersion(
-            name=name, version=version, metadata=metadata, model=model, batcher=batcher, skill=dict(skill)
+            name=name,
+            version=version,
+            metadata=metadata,
+            model=model,
+            batcher=batcher,
+            skill=dict(skill),
+            trained_through=dt.date.fromisoformat(str(through)) if through else None,
         )
 
     async def refresh(self, name: str | None = None) -> None:

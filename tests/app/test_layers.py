@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "app.inference": 1,  # the inference process and the API's handle on it
     "app.datasets": 1,  # uploaded datasets and their reports on disk
     "app.reports": 1,  # version report charts drawn in a child process
+    "app.ledger": 1,  # the forecast ledger: served forecasts kept, scored, reported (pure and storage)
     "app.serving": 2,  # the registry, micro-batching and the protocol-neutral forecast core
     "app.jobs": 2,  # training jobs, their queue and stores
     "app.api": 3,  # everything that knows HTTP

@@ -10,6 +10,7 @@ bound of each interval level, all in price units. Errors are `{"error": ...}`
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Coroutine, Sequence, Sized
 from typing import Any
 
@@ -115,6 +116,37 @@ def within_limit(windows: Sized, max_windows: int, where: str) -> Sized:
     if len(windows) > max_windows:
         raise ProtocolError(f"{where}: at most {max_windows} windows per request, got {len(windows)}")
     return windows
+
+
+def origins(value: Any, windows: int, where: str) -> list[dt.date | None] | None:
+    """The last date of each window from a request's `last_date`: one ISO date for all, or one (or null) each.
+
+    A V2 parameter must be a string, so there "one each" is the dates
+    joined by commas.
+    """
+    if value is None:
+        return None
+    if type(value) is str and "," in value:
+        value = value.split(",")
+    elif type(value) is str:
+        return [_iso_date(value, where)] * windows
+    if type(value) is list and len(value) == windows:
+        return [None if day is None else _iso_date(day, f"{where}[{index}]") for index, day in enumerate(value)]
+    raise ProtocolError(
+        f"{where}: expected one ISO date (YYYY-MM-DD) for every window, or {windows} dates, one per window"
+        f" (a list, or joined by commas); got {_kind(value)}"
+    )
+
+
+def _iso_date(value: Any, where: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value.strip() if type(value) is str else value)
+    except (TypeError, ValueError):
+        raise ProtocolError(f"{where}: expected an ISO date (YYYY-MM-DD), got {value!r:.40}") from None
+
+
+def _kind(value: Any) -> str:
+    return f"a list of {len(value)}" if type(value) is list else type(value).__name__
 
 
 def model_parameters(served: ServedVersion) -> dict[str, str | int | float]:

@@ -11,6 +11,7 @@ The gateway answers :predict with `answer`. See docs/design.md.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ import orjson
 from starlette.types import Scope
 
 from app.api.asgi import JsonAnswer, parsed
+from app.api.forecast_ids import keep
 from app.api.protocols import common
 from app.api.protocols.common import (
     INPUT_NAME,
@@ -39,13 +41,17 @@ PREDICT_METHOD = "tensorflow/serving/predict"
 DTYPE = "DT_DOUBLE"
 
 
-def parse_predict(body: bytes, max_windows: int) -> tuple[np.ndarray, bool]:
-    """The windows of a :predict body as finite float64 (n, rows, columns), and whether it was row format."""
+def parse_predict(body: bytes, max_windows: int) -> tuple[np.ndarray, bool, list[dt.date | None] | None]:
+    """The windows of a :predict body as finite float64 (n, rows, columns), whether it was row format, origins.
+
+    The origins come from the optional top-level `last_date`: one ISO date
+    for every window, or a list with one date (or null) per window.
+    """
     request = common.json_object(body, '"instances" or "inputs"')
     signature = request.get("signature_name", SIGNATURE)
     if signature != SIGNATURE:
         raise ProtocolError(f"signature_name: this model has one signature '{SIGNATURE}', got {signature!r}")
-    unknown = sorted(request.keys() - {"signature_name", "instances", "inputs"})
+    unknown = sorted(request.keys() - {"signature_name", "instances", "inputs", "last_date"})
     if unknown:
         raise ProtocolError(f'request body: unknown keys {unknown}; expected "instances" or "inputs"')
     if ("instances" in request) == ("inputs" in request):
@@ -59,14 +65,14 @@ def parse_predict(body: bytes, max_windows: int) -> tuple[np.ndarray, bool]:
         if all(type(instance) is dict for instance in instances):
             instances = [_named(instance, f"instances[{index}]") for index, instance in enumerate(instances)]
         windows = checked_windows(number_array(instances, "instances"), "instances")
-        return windows, True
+        return windows, True, common.origins(request.get("last_date"), len(windows), "last_date")
     inputs = request["inputs"]
     if type(inputs) is dict:
         inputs = _named(inputs, "inputs")
     if type(inputs) is list:
         within_limit(inputs, max_windows, "inputs")
     windows = checked_windows(number_array(inputs, "inputs"), "inputs")
-    return windows, False
+    return windows, False, common.origins(request.get("last_date"), len(windows), "last_date")
 
 
 def _named(tensors: dict[str, Any], where: str) -> Any:
@@ -76,15 +82,19 @@ def _named(tensors: dict[str, Any], where: str) -> Any:
     return tensors[INPUT_NAME]
 
 
-def encode_predictions(forecasts: Forecasts, row_format: bool) -> bytes:
-    """`{"predictions": [{output: values}, ...]}` for row format, `{"outputs": {output: values}}` for columnar."""
+def encode_predictions(forecasts: Forecasts, row_format: bool, forecast_ids: list[str]) -> bytes:
+    """`{"predictions": [{output: values}, ...]}` for row format, `{"outputs": {output: values}}` for columnar.
+
+    `forecast_ids` (the ledger's id of each window's forecast) sits beside
+    them, where TF Serving clients ignore what they do not know.
+    """
     names = output_names(forecasts.levels)
     named = {name: forecasts.outputs[:, index, :] for index, name in enumerate(names)}
     if row_format:
         rows = [{name: values[index] for name, values in named.items()} for index in range(len(forecasts.windows))]
-        return orjson.dumps({"predictions": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps({"predictions": rows, "forecast_ids": forecast_ids}, option=orjson.OPT_SERIALIZE_NUMPY)
     columns = {name: np.ascontiguousarray(values) for name, values in named.items()}
-    return orjson.dumps({"outputs": columns}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps({"outputs": columns, "forecast_ids": forecast_ids}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 async def predict(
@@ -92,16 +102,19 @@ async def predict(
     name: str,
     body: bytes,
     max_windows: int,
+    scope: Scope,
     version_text: str | None = None,
     label: str | None = None,
 ) -> bytes:
     """POST /v1/models/{name}[/versions/{v}|/labels/{label}]:predict: the encoded answer."""
     check_name(name)  # the name comes from the path: refused before the body is read, as on every route
     version = parse_version(registry, name, version_text) if version_text is not None else None
-    windows, row_format = await parsed(body, parse_predict, body, max_windows)
+    windows, row_format, origins = await parsed(body, parse_predict, body, max_windows)
     where = "instances" if row_format else "inputs"
-    forecasts = await forecast_windows(registry, name, windows, version=version, alias=label, where=where)
-    return encode_predictions(forecasts, row_format)
+    forecasts = await forecast_windows(
+        registry, name, windows, version=version, alias=label, where=where, origins=origins
+    )
+    return encode_predictions(forecasts, row_format, keep(scope, forecasts))
 
 
 async def answer(scope: Scope, path: Mapping[str, str | None], raw: bytes) -> JsonAnswer:
@@ -113,6 +126,7 @@ async def answer(scope: Scope, path: Mapping[str, str | None], raw: bytes) -> Js
             path["name"] or "",
             raw,
             state.settings.max_batch_windows,
+            scope,
             version_text=path["version"],
             label=path["label"],
         )

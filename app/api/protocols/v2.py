@@ -11,6 +11,7 @@ gateway answers infer requests with `answer`. See docs/design.md, "Serving path"
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from collections.abc import Mapping
@@ -22,6 +23,7 @@ import orjson
 from starlette.types import Scope
 
 from app.api.asgi import JsonAnswer, parsed
+from app.api.forecast_ids import keep
 from app.api.protocols.common import (
     INPUT_NAME,
     ProtocolError,
@@ -29,6 +31,7 @@ from app.api.protocols.common import (
     json_object,
     model_parameters,
     number_array,
+    origins,
     output_names,
     parse_version,
 )
@@ -80,6 +83,8 @@ class InferRequest:
     """The outputs asked for; None for all of them."""
     binary_outputs: bool
     """`parameters.binary_data_output`: every output as binary unless it says otherwise."""
+    origins: list[dt.date | None] | None = None
+    """`parameters.last_date`: each window's last date, when the client sent it."""
 
 
 def parse_infer_request(body: bytes, header_length: str | None, max_windows: int) -> InferRequest:
@@ -111,6 +116,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_windows: int
         windows=windows,
         outputs=_requested_outputs(header.get("outputs"), binary_outputs),
         binary_outputs=binary_outputs,
+        origins=origins(parameters.get("last_date"), len(windows), "parameters.last_date"),
     )
 
 
@@ -259,8 +265,14 @@ def _requested_outputs(value: Any, binary_default: bool) -> list[RequestedOutput
     return requested
 
 
-def encode_infer_response(forecasts: Forecasts, request: InferRequest) -> tuple[bytes, int | None]:
-    """The response body, and the JSON header's length when binary tensors follow it (else None)."""
+def encode_infer_response(
+    forecasts: Forecasts, request: InferRequest, forecast_ids: list[str]
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON header's length when binary tensors follow it (else None).
+
+    The ledger's ids go in `parameters.forecast_ids`, one per window in
+    order, joined by commas (a V2 parameter is a string, number or boolean).
+    """
     served = forecasts.served
     names = output_names(served.model.interval_levels)
     wanted = request.outputs or [RequestedOutput(name, request.binary_outputs) for name in names]
@@ -284,7 +296,7 @@ def encode_infer_response(forecasts: Forecasts, request: InferRequest) -> tuple[
     answer: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
     if request.id is not None:
         answer["id"] = request.id
-    answer["parameters"] = model_parameters(served)
+    answer["parameters"] = {**model_parameters(served), "forecast_ids": ",".join(forecast_ids)}
     answer["outputs"] = tensors
     header = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
@@ -299,6 +311,7 @@ async def infer(
     body: bytes,
     header_length: str | None,
     max_windows: int,
+    scope: Scope,
 ) -> tuple[bytes, int | None]:
     """POST /v2/models/{name}[/versions/{v}]/infer: the encoded response (see `encode_infer_response`)."""
     check_name(name)  # the name comes from the path: refused before the body is read, as on every route
@@ -307,9 +320,9 @@ async def infer(
     if version is not None and request.alias is not None:
         raise ProtocolError("give either a version (in the path) or parameters.alias, not both")
     forecasts = await forecast_windows(
-        registry, name, request.windows, version=version, alias=request.alias, where=INPUT_NAME
+        registry, name, request.windows, version=version, alias=request.alias, where=INPUT_NAME, origins=request.origins
     )
-    return encode_infer_response(forecasts, request)
+    return encode_infer_response(forecasts, request, keep(scope, forecasts))
 
 
 async def answer(scope: Scope, path: Mapping[str, str | None], raw: bytes) -> JsonAnswer:
@@ -327,6 +340,7 @@ async def answer(scope: Scope, path: Mapping[str, str | None], raw: bytes) -> Js
         raw,
         header_length.decode("latin-1") if header_length is not None else None,
         state.settings.max_batch_windows,
+        scope,
     )
     if length is None:
         return JsonAnswer(body)

@@ -52,5 +52,5 @@ async def create_batch_prediction(request: Request) -> Response:
     """Forecast many windows in one request (one inference call)."""
     raw, max_windows = await request.body(), settings_of(request).max_batch_windows
     body = await parsed(raw, parse_batch, raw, max_windows)
-    answer = await predict_many(registry_of(request), body, max_windows=max_windows)
+    answer = await predict_many(registry_of(request), body, request.scope, max_windows=max_windows)
     return JsonAnswer(answer)

@@ -55,7 +55,9 @@ def core_answer(client: TestClient, raw: bytes) -> tuple[int, bytes]:
     """Status and body of what the core gives for `raw`, errors rendered by the app's own exception handlers."""
     registry = client.app.state.registry  # type: ignore[attr-defined]
     try:
-        return 200, client.portal.call(predict.predict_one, registry, predict.parse_predict(raw))  # type: ignore[union-attr]
+        scope = {"app": client.app, "state": {}}
+        body, _ = client.portal.call(predict.predict_one, registry, predict.parse_predict(raw), scope)  # type: ignore[union-attr]
+        return 200, body
     except StockcastError as error:
         rendered = error_response(error)
     except RequestValidationError as error:

@@ -1,0 +1,267 @@
+"""Where the ledger's rows live: SQLite in embedded mode, PostgreSQL when scaled out, one set of SQL.
+
+Both hold the same two tables (docs/ledger.md): `ledger_forecasts`, one
+row per distinct served forecast with its hit count, and `ledger_scores`,
+one row per scored step. Dates are ISO text and structured fields JSON
+text in both, so every query is written once; only the placeholder and
+how a connection is taken differ.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+FORECAST_COLUMNS = (
+    "forecast_id",
+    "model",
+    "version",
+    "served_as",
+    "dataset",
+    "key_name",
+    "request_id",
+    "origin",
+    "in_sample",
+    "data_through",
+    "label_last",
+    "scale",
+    "steps",
+    "horizon",
+    "served_at",
+    "last_served_at",
+    "hits",
+)
+SCORE_COLUMNS = (
+    "forecast_id",
+    "step",
+    "model",
+    "version",
+    "served_as",
+    "dataset",
+    "origin",
+    "target",
+    "replay",
+    "actual",
+    "forecast",
+    "naive",
+    "log_error",
+    "naive_log_error",
+    "inside",
+    "scale",
+    "split_suspect",
+    "scored_at",
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger_forecasts (
+    forecast_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    served_as TEXT NOT NULL,
+    dataset TEXT,
+    key_name TEXT,
+    request_id TEXT,
+    origin TEXT,
+    in_sample INTEGER,
+    data_through TEXT,
+    label_last DOUBLE PRECISION NOT NULL,
+    scale DOUBLE PRECISION,
+    steps TEXT NOT NULL,
+    horizon INTEGER NOT NULL,
+    served_at TEXT NOT NULL,
+    last_served_at TEXT NOT NULL,
+    hits INTEGER NOT NULL,
+    scored_steps INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS ledger_forecasts_open ON ledger_forecasts (dataset, scored_steps);
+CREATE INDEX IF NOT EXISTS ledger_forecasts_age ON ledger_forecasts (served_at);
+CREATE TABLE IF NOT EXISTS ledger_scores (
+    forecast_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    served_as TEXT NOT NULL,
+    dataset TEXT,
+    origin TEXT NOT NULL,
+    target TEXT NOT NULL,
+    replay INTEGER NOT NULL,
+    actual DOUBLE PRECISION NOT NULL,
+    forecast DOUBLE PRECISION NOT NULL,
+    naive DOUBLE PRECISION NOT NULL,
+    log_error DOUBLE PRECISION NOT NULL,
+    naive_log_error DOUBLE PRECISION NOT NULL,
+    inside TEXT NOT NULL,
+    scale DOUBLE PRECISION,
+    split_suspect INTEGER NOT NULL,
+    scored_at TEXT NOT NULL,
+    PRIMARY KEY (forecast_id, step)
+);
+CREATE INDEX IF NOT EXISTS ledger_scores_model ON ledger_scores (model, version, target);
+"""
+
+_UPSERT = (
+    f"INSERT INTO ledger_forecasts ({', '.join(FORECAST_COLUMNS)}) VALUES ({', '.join('?' for _ in FORECAST_COLUMNS)})"
+    " ON CONFLICT (forecast_id) DO UPDATE SET hits = ledger_forecasts.hits + excluded.hits,"
+    " last_served_at = excluded.last_served_at"
+)
+_INSERT_SCORE = (
+    f"INSERT INTO ledger_scores ({', '.join(SCORE_COLUMNS)}) VALUES ({', '.join('?' for _ in SCORE_COLUMNS)})"
+    " ON CONFLICT (forecast_id, step) DO NOTHING"
+)
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, parameters: Sequence[Any] = ...) -> Any: ...
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class LedgerStore:
+    """The ledger's reads and writes; `transaction` gives a cursor, `placeholder` is how SQL marks a value."""
+
+    placeholder = "?"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:  # pragma: no cover - each backend has its own
+        raise NotImplementedError
+        yield
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self.transaction() as cursor:
+            cursor.execute(self._sql(sql), parameters)
+            return [dict(row) for row in cursor.fetchall()]
+
+    # Writes ---------------------------------------------------------------------
+
+    def add_forecasts(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert served forecasts; one already kept gains a hit instead."""
+        values = [
+            tuple(
+                json.dumps(row["steps"])
+                if column == "steps"
+                else row["served_at"]
+                if column == "last_served_at"
+                else _int_or_none(row["in_sample"])
+                if column == "in_sample"
+                else row.get("hits", 1)
+                if column == "hits"
+                else len(row["steps"])
+                if column == "horizon"
+                else row.get(column)
+                for column in FORECAST_COLUMNS
+            )
+            for row in rows
+        ]
+        with self.transaction() as cursor:
+            cursor.executemany(self._sql(_UPSERT), values)
+
+    def add_scores(self, scores: Sequence[dict[str, Any]]) -> int:
+        """Store step scores (a step scored before is left as it is) and count them on their forecasts."""
+        if not scores:
+            return 0
+        values = [
+            tuple(json.dumps(score[column]) if column == "inside" else score[column] for column in SCORE_COLUMNS)
+            for score in scores
+        ]
+        ids = sorted({score["forecast_id"] for score in scores})
+        with self.transaction() as cursor:
+            cursor.executemany(self._sql(_INSERT_SCORE), values)
+            cursor.executemany(
+                self._sql(
+                    "UPDATE ledger_forecasts SET scored_steps ="
+                    " (SELECT COUNT(*) FROM ledger_scores WHERE ledger_scores.forecast_id = ?) WHERE forecast_id = ?"
+                ),
+                [(forecast, forecast) for forecast in ids],
+            )
+        return len(scores)
+
+    def forget_before(self, served_before: str) -> int:
+        """Delete kept forecasts served before an ISO time; their scores stay (they are the summary)."""
+        with self.transaction() as cursor:
+            cursor.execute(self._sql("DELETE FROM ledger_forecasts WHERE served_at < ?"), (served_before,))
+            return int(getattr(cursor, "rowcount", 0) or 0)
+
+    # Reads ----------------------------------------------------------------------
+
+    def open_forecasts(self, dataset: str) -> list[dict[str, Any]]:
+        """Dated forecasts of models trained on `dataset` with steps not yet scored."""
+        rows = self._rows(
+            "SELECT * FROM ledger_forecasts WHERE dataset = ? AND origin IS NOT NULL"
+            " AND scored_steps < horizon ORDER BY origin, forecast_id",
+            (dataset,),
+        )
+        for row in rows:
+            row["steps"] = json.loads(row["steps"])
+        return rows
+
+    def forecast(self, forecast_id: str) -> dict[str, Any] | None:
+        """One kept forecast, or None."""
+        rows = self._rows("SELECT * FROM ledger_forecasts WHERE forecast_id = ?", (forecast_id,))
+        if not rows:
+            return None
+        rows[0]["steps"] = json.loads(rows[0]["steps"])
+        return rows[0]
+
+    def scores(self, model: str) -> list[dict[str, Any]]:
+        """Every step score of a model, oldest target first."""
+        rows = self._rows(
+            "SELECT * FROM ledger_scores WHERE model = ? ORDER BY target, origin, step, forecast_id", (model,)
+        )
+        for row in rows:
+            row["inside"] = json.loads(row["inside"])
+        return rows
+
+    def counts(self, model: str) -> dict[str, int]:
+        """Kept forecasts of a model: distinct, requests (hits), and those that can never be scored (no date)."""
+        rows = self._rows(
+            "SELECT COUNT(*) AS kept, COALESCE(SUM(hits), 0) AS hits,"
+            " COALESCE(SUM(CASE WHEN origin IS NULL THEN 1 ELSE 0 END), 0) AS undated"
+            " FROM ledger_forecasts WHERE model = ?",
+            (model,),
+        )
+        return {key: int(value) for key, value in rows[0].items()}
+
+
+class SqliteLedger(LedgerStore):
+    """The ledger in `<data_dir>/ledger.sqlite3` (embedded mode); one connection per call, WAL."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        return connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        with closing(self._connect()) as connection:
+            cursor = connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+
+
+def _int_or_none(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+__all__ = ["FORECAST_COLUMNS", "SCHEMA", "SCORE_COLUMNS", "LedgerStore", "SqliteLedger"]
