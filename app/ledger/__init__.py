@@ -1,0 +1,1 @@
+"""The forecast ledger: what was served, how it scored, what it reports (docs/ledger.md)."""
