@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
+import math
 import os
 import shutil
 import signal
@@ -128,6 +130,54 @@ def ar_returns_prices(count: int, phi: float, seed: int) -> np.ndarray:
     for day in range(1, count):
         returns[day] = phi * returns[day - 1] + shocks[day]
     return 50 * np.exp(np.cumsum(returns))
+
+
+# Ledger score rows ------------------------------------------------------------
+
+FIRST_SESSION = "2024-01-01"
+
+
+def session(index: int) -> str:
+    """The ISO date of the `index`-th scored session of the hand-built ledgers (one calendar day apart)."""
+    return (dt.date.fromisoformat(FIRST_SESSION) + dt.timedelta(days=index)).isoformat()
+
+
+def score_row(
+    origin: int,
+    *,
+    step: int = 1,
+    actual: float = 101.0,
+    forecast: float = 100.5,
+    naive: float = 100.0,
+    inside: dict[str, int] | None = None,
+    model: str = "tiny",
+    version: int = 1,
+    served_as: str = "champion",
+    replay: int = 0,
+    split_suspect: int = 0,
+    forecast_id: str | None = None,
+) -> dict[str, Any]:
+    """One `ledger_scores` row as scoring writes it: session `origin`, target `step` sessions later."""
+    return {
+        "forecast_id": forecast_id or f"{model}-{version}-{served_as}-{origin}",
+        "step": step,
+        "model": model,
+        "version": version,
+        "served_as": served_as,
+        "dataset": "msft",
+        "origin": session(origin),
+        "target": session(origin + step),
+        "replay": replay,
+        "actual": actual,
+        "forecast": forecast,
+        "naive": naive,
+        "log_error": math.log(actual / forecast),
+        "naive_log_error": math.log(actual / naive),
+        "inside": {"80": 1, "90": 1, "95": 1} if inside is None else inside,
+        "scale": None,
+        "split_suspect": split_suspect,
+        "scored_at": "2024-12-31T00:00:00+00:00",
+    }
 
 
 def free_port() -> int:
