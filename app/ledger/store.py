@@ -103,6 +103,8 @@ CREATE TABLE IF NOT EXISTS ledger_scores (
 CREATE INDEX IF NOT EXISTS ledger_scores_model ON ledger_scores (model, version, target);
 """
 
+# Ids per IN (...) list: far below SQLite's and PostgreSQL's limits on bound values.
+_IDS_PER_QUERY = 500
 _UPSERT = (
     f"INSERT INTO ledger_forecasts ({', '.join(FORECAST_COLUMNS)}) VALUES ({', '.join('?' for _ in FORECAST_COLUMNS)})"
     " ON CONFLICT (forecast_id) DO UPDATE SET hits = ledger_forecasts.hits + excluded.hits,"
@@ -220,6 +222,22 @@ class LedgerStore:
         for row in rows:
             row["inside"] = json.loads(row["inside"])
         return rows
+
+    def score_count(self, model: str) -> int:
+        """How many step scores a model has: a cached summary of them is stale once this changes."""
+        rows = self._rows("SELECT COUNT(*) AS scores FROM ledger_scores WHERE model = ?", (model,))
+        return int(rows[0]["scores"])
+
+    def served_steps(self, forecast_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The served steps (date, close, bounds) of kept forecasts, by id; those past the retention are absent."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        ids = list(dict.fromkeys(forecast_ids))
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start : start + _IDS_PER_QUERY]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._rows(f"SELECT forecast_id, steps FROM ledger_forecasts WHERE forecast_id IN ({marks})", chunk)
+            found.update((row["forecast_id"], json.loads(row["steps"])) for row in rows)
+        return found
 
     def counts(self, model: str) -> dict[str, int]:
         """Kept forecasts of a model: distinct, requests (hits), and those that can never be scored (no date)."""
