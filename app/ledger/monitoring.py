@@ -112,6 +112,18 @@ def status_group(groups: Sequence[Mapping[str, Any]], served_version: int | None
     return max(candidates, key=lambda group: (group["live_sessions"], group["served_as"] == "champion"))
 
 
+def reported_group(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The group of a `monitoring_report` answer whose status is the model's (its `status_of`), or None."""
+    chosen = report["status_of"]
+    if chosen is None:
+        return None
+    return next(
+        group
+        for group in report["groups"]
+        if (group["version"], group["served_as"]) == (chosen["version"], chosen["served_as"])
+    )
+
+
 def group_report(
     key: tuple[int, str],
     rows: Sequence[Row],
@@ -332,4 +344,17 @@ def _first_crossing(rows: Sequence[Row], path: np.ndarray, threshold: float) -> 
     return str(rows[int(crossed[0])]["target"]) if crossed.size else None
 
 
-__all__ = ["STATUS_CODES", "WINDOWS", "group_report", "monitoring_report", "status_group"]
+__all__ = [
+    "COVERAGE_WINDOW",
+    "STATUS_CODES",
+    "WINDOWS",
+    "Row",
+    "group_report",
+    "levels_of",
+    "monitoring_report",
+    "nominal_of",
+    "reported_group",
+    "status_group",
+    "step_rows",
+    "time_order",
+]
