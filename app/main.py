@@ -19,7 +19,7 @@ from app.api.auth import add_security_scheme
 from app.api.gateway import Gateway
 from app.api.json_body import add_documented_bodies
 from app.api.responses import ValidationErrorPublic
-from app.api.routes import datasets, health, jobs, models, predict, tfserving, v2
+from app.api.routes import datasets, health, jobs, models, monitoring, predict, tfserving, v2
 from app.api.routes import metrics as metrics_route
 from app.api.upload_limit import UploadLimit
 from app.core import metrics
@@ -30,6 +30,7 @@ from app.datasets import DatasetStore
 from app.inference.client import InferenceProcess
 from app.jobs.backend import JobBackend, open_job_backend
 from app.jobs.store import FINISHED, QUEUED, RUNNING
+from app.ledger.monitor import Monitor
 from app.ledger.recorder import Ledger
 from app.ledger.store import LedgerStore, SqliteLedger
 from app.reports import VersionReports
@@ -147,6 +148,8 @@ def create_app(
         register_sample_dataset(settings, datasets)
         ledger = open_ledger(settings, datasets) if settings.ledger else None
         app.state.ledger = ledger
+        monitor = Monitor.for_settings(ledger.store, settings) if ledger is not None else None
+        app.state.monitor = monitor
         # Starlette spools uploads over 1 MB to temporary files: into the data folder, not /tmp.
         # Never removed here: another app in the same process (tests) may point the module there.
         spool = settings.temp_dir / "api"
@@ -197,7 +200,7 @@ def create_app(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     # Requests are matched against routes in order: /predict/batch, the hottest routed one, first.
-    for module in (predict, health, models, datasets, jobs, v2, tfserving):
+    for module in (predict, health, models, monitoring, datasets, jobs, v2, tfserving):
         app.include_router(module.router)
     if settings.metrics and settings.metrics_port is None:
         app.include_router(metrics_route.router)

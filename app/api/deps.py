@@ -15,6 +15,7 @@ from app.api.auth import ANONYMOUS
 from app.core.config import Settings
 from app.datasets import DatasetStore
 from app.jobs.backend import JobBackend
+from app.ledger.monitor import LedgerOffError, Monitor
 from app.reports import VersionReports
 from app.serving.registry import ModelRegistry
 from training.errors import NotFoundError
@@ -66,6 +67,14 @@ async def get_reports(request: Request) -> VersionReports:
     return request.app.state.reports  # type: ignore[no-any-return]
 
 
+async def get_monitor(request: Request) -> Monitor:
+    """The ledger's monitoring side; 409 when the ledger is off."""
+    monitor: Monitor | None = request.app.state.monitor
+    if monitor is None:
+        raise LedgerOffError()
+    return monitor
+
+
 async def get_caller(request: Request) -> str:
     """The name of the API key that made the request (`anonymous` when the service has no keys)."""
     return getattr(request.state, "key_name", ANONYMOUS)  # type: ignore[no-any-return]
@@ -78,6 +87,7 @@ StoreDep = Annotated[ModelStore, Depends(get_store)]
 JobsDep = Annotated[JobBackend, Depends(get_jobs)]
 DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
 ReportsDep = Annotated[VersionReports, Depends(get_reports)]
+MonitorDep = Annotated[Monitor, Depends(get_monitor)]
 
 
 def valid_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:

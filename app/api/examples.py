@@ -1,7 +1,8 @@
-"""Working OpenAPI examples: the bundled sample's last 40 trading days (MSFT, 2017).
+"""Working OpenAPI examples: the bundled sample's last 40 trading days (MSFT, 2017), and a monitoring answer.
 
 The sample model `msft` takes windows of 40 rows, so `/docs` "Try it out"
-answers with a real forecast on a fresh start.
+answers with a real forecast on a fresh start. The monitoring answer is
+documentation only (a test checks it fits the response model).
 See docs/design.md.
 """
 
@@ -105,4 +106,120 @@ TF_SERVING_EXAMPLES: dict[str, dict[str, Any]] = {
     "row format": {"value": {"instances": [SAMPLE_ARRAYS]}},
     "named row format": {"value": {"signature_name": "serving_default", "instances": [{"window": SAMPLE_ARRAYS}]}},
     "columnar format": {"value": {"inputs": {"window": [SAMPLE_ARRAYS]}}},
+}
+
+# A /models/{name}/monitoring answer (one window shown; last_60, last_250 and since_live have its shape).
+_COVERAGE_EXAMPLE: dict[str, Any] = {
+    "80": {
+        "nominal": 0.8,
+        "coverage": 0.75,
+        "observations": 20,
+        "breaches": 5,
+        "direction": "under",
+        "kupiec": {"lr": 0.2953, "p_value": 0.5869},
+        "christoffersen": {"lr": 1.343, "p_value": 0.2464},
+    },
+    "90": {
+        "nominal": 0.9,
+        "coverage": 0.9,
+        "observations": 20,
+        "breaches": 2,
+        "direction": "on",
+        "kupiec": {"lr": 0.0, "p_value": 1.0},
+        "christoffersen": {"lr": 0.2289, "p_value": 0.6324},
+    },
+    "95": {
+        "nominal": 0.95,
+        "coverage": 0.9,
+        "observations": 20,
+        "breaches": 2,
+        "direction": "under",
+        "kupiec": {"lr": 0.8262, "p_value": 0.3634},
+        "christoffersen": {"lr": 0.2289, "p_value": 0.6324},
+    },
+}
+_STEP_EXAMPLE: dict[str, Any] = {
+    "sessions": 20,
+    "forecasts": 20,
+    "scores": 20,
+    "coverage": {"80": 0.75, "90": 0.9, "95": 0.9},
+    "mean_abs_log_error": 0.009119,
+    "naive_mean_abs_log_error": 0.008962,
+    "ratio_to_naive": 1.018,
+}
+_REPLAY_EXAMPLE: dict[str, Any] = {
+    "sessions": 40,
+    "forecasts": 40,
+    "scores": 40,
+    "coverage": {"80": 0.75, "90": 0.875, "95": 0.975},
+    "mean_abs_log_error": 0.009593,
+    "naive_mean_abs_log_error": 0.008785,
+    "ratio_to_naive": 1.092,
+}
+MONITORING_EXAMPLE: dict[str, Any] = {
+    "model": "msft",
+    "served_version": 3,
+    "status": "ok",
+    "status_of": {"version": 3, "served_as": "champion"},
+    "thresholds": {
+        "coverage_alpha": 0.01,
+        "coverage_window": "last_250",
+        "skill_alpha": 0.05,
+        "skill_e_value": 20.0,
+        "skill_window": "since_live",
+        "min_scores": 20,
+    },
+    "kept": {"kept": 175, "hits": 612, "undated": 4},
+    "unscorable": 4,
+    "split_suspect": 1,
+    "groups": [
+        {
+            "version": 3,
+            "served_as": "champion",
+            "status": "ok",
+            "reasons": [],
+            "live_sessions": 130,
+            "first_origin": "2024-01-01",
+            "last_origin": "2024-05-09",
+            "split_suspect": 1,
+            "windows": {
+                "last_20": {
+                    "sessions": 20,
+                    "forecasts": 20,
+                    "scores": 20,
+                    "first_origin": "2024-04-20",
+                    "last_origin": "2024-05-09",
+                    "coverage": _COVERAGE_EXAMPLE,
+                    "mean_abs_log_error": 0.009119,
+                    "naive_mean_abs_log_error": 0.008962,
+                    "ratio_to_naive": 1.018,
+                    "skill": {
+                        "scores": 20,
+                        "wins": 9,
+                        "losses": 11,
+                        "ties": 0,
+                        "e_value_better": 0.1973,
+                        "e_value_worse": 0.3973,
+                        "alpha": 0.05,
+                        "beats_naive": False,
+                        "worse_than_naive": False,
+                    },
+                    "direction": {"hit_rate": 0.5, "always_up_rate": 0.4, "scored": 20},
+                    "per_step": [{"step": 1, **_STEP_EXAMPLE}],
+                    "all_steps": _STEP_EXAMPLE,
+                }
+            },
+            "skill_test": {
+                "scores": 130,
+                "threshold": 20.0,
+                "e_value_better": 0.05114,
+                "e_value_better_max": 1.9,
+                "better_since": None,
+                "e_value_worse": 0.4114,
+                "e_value_worse_max": 0.7043,
+                "worse_since": None,
+            },
+            "replay": {"all_steps": _REPLAY_EXAMPLE, "per_step": [{"step": 1, **_REPLAY_EXAMPLE}]},
+        }
+    ],
 }

@@ -1,12 +1,13 @@
 """What every route answers: response models (so OpenAPI documents each answer) and the error schemas.
 
 Families per resource: `ModelPublic` and `ModelsPublic`, `VersionPublic`,
-`AliasesPublic`, `DatasetPublic` and `DatasetsPublic`, `JobsPublic`. Records
-that grow over time (a version's metadata, a data report) allow fields they
-do not name, so a newer writer never breaks an older reader; routes answer
-with `response_model_exclude_unset`, so a field absent from the record stays
-absent from the answer. /predict's answers are documented in `app.api.schemas`
-(encoded by orjson, not through these models). See docs/design.md.
+`AliasesPublic`, `DatasetPublic` and `DatasetsPublic`, `JobsPublic`,
+`MonitoringPublic`. Records that grow over time (a version's metadata, a
+data report) allow fields they do not name, so a newer writer never breaks
+an older reader; routes answer with `response_model_exclude_unset`, so a
+field absent from the record stays absent from the answer. /predict's
+answers are documented in `app.api.schemas` (encoded by orjson, not
+through these models). See docs/design.md.
 """
 
 from __future__ import annotations
@@ -321,3 +322,163 @@ class DatasetsPublic(BaseModel):
     """Every stored dataset."""
 
     datasets: list[DatasetSummary]
+
+
+# Monitoring --------------------------------------------------------------------
+
+# The statuses of `app.ledger.monitoring.STATUS_CODES` (a test keeps the two the same).
+MonitoringStatus = Literal["ok", "insufficient_data", "coverage_breach", "skill_lost"]
+
+
+class LikelihoodRatio(BaseModel):
+    """A likelihood-ratio test: its statistic and p-value (None with too few scores)."""
+
+    lr: float | None
+    p_value: float | None
+
+
+class BandCoverage(BaseModel):
+    """One band level over a window's step-1 forecasts: realised coverage and the tests risk teams use on VaR bands."""
+
+    nominal: float = Field(description="The coverage the band was served at (0.9 for the 90 % band).")
+    coverage: float | None = Field(description="Share of step-1 actuals inside the band; None without scores.")
+    observations: int
+    breaches: int = Field(description="Step-1 actuals outside the band.")
+    direction: Literal["under", "over", "on"] | None = Field(
+        description="Whether the band covered less or more than nominal."
+    )
+    kupiec: LikelihoodRatio = Field(description="Kupiec's proportion-of-failures test of the nominal rate (chi2 1 df).")
+    christoffersen: LikelihoodRatio = Field(
+        description="Christoffersen's independence test on the step-1 breach sequence in time order (chi2, 1 df):"
+        " a small p-value means breaches cluster."
+    )
+
+
+class SkillTest(BaseModel):
+    """The sign e-processes of one window's step-1 scores, as they stand at its end (`sequential_skill_test`)."""
+
+    scores: int
+    wins: int = Field(description="Scores where the model's |log error| was below naive's.")
+    losses: int
+    ties: int
+    e_value_better: float = Field(description="Evidence that the model beats naive; reject 'not better' at 1/alpha.")
+    e_value_worse: float = Field(description="Evidence that naive beats the model; reject 'not worse' at 1/alpha.")
+    alpha: float
+    beats_naive: bool
+    worse_than_naive: bool
+
+
+class SkillPath(BaseModel):
+    """The anytime-valid skill test since the version went live: step-1 scores in the order they became known.
+
+    Sign-test e-processes mixed over the bet size (Waudby-Smith & Ramdas
+    2024); by Ville's inequality each crosses 1/alpha with probability at
+    most alpha under its null, however often it is looked at.
+    """
+
+    scores: int
+    threshold: float = Field(description="1 / STOCKCAST_MONITORING_SKILL_ALPHA.")
+    e_value_better: float
+    e_value_better_max: float
+    better_since: str | None = Field(description="Target date the 'better than naive' e-process first crossed.")
+    e_value_worse: float
+    e_value_worse_max: float
+    worse_since: str | None = Field(
+        description="Target date the 'worse than naive' e-process first crossed: status skill_lost from then on."
+    )
+
+
+class DirectionFigures(BaseModel):
+    """Direction of the step-1 forecast's move from the naive value against the actual's."""
+
+    hit_rate: float | None = Field(description="Share of moves whose sign the forecast got right.")
+    always_up_rate: float | None = Field(description="Share of moves that were up: the hit rate of always saying up.")
+    scored: int = Field(description="Forecasts where both the forecast and the actual moved.")
+
+
+class PlainFigures(BaseModel):
+    """Counts, realised coverage per level and mean |log error| against naive's, without tests."""
+
+    sessions: int
+    forecasts: int
+    scores: int
+    coverage: dict[str, float | None] = Field(description="Band level to the share of actuals inside it.")
+    mean_abs_log_error: float | None = Field(description="Mean |log(actual / forecast)|.")
+    naive_mean_abs_log_error: float | None = Field(description="Mean |log(actual / naive)| on the same forecasts.")
+    ratio_to_naive: float | None = Field(description="The two means' ratio: below 1 beats naive.")
+
+
+class StepFigures(PlainFigures):
+    """`PlainFigures` of one forecast step."""
+
+    step: int
+
+
+class MonitoringWindow(BaseModel):
+    """Live scores of the window's sessions; the headline figures and the tests are on step 1."""
+
+    sessions: int = Field(description="Scored sessions (distinct origin dates) in the window.")
+    forecasts: int
+    scores: int = Field(description="Score rows, one per forecast and scored step.")
+    first_origin: str | None
+    last_origin: str | None
+    coverage: dict[str, BandCoverage]
+    mean_abs_log_error: float | None
+    naive_mean_abs_log_error: float | None
+    ratio_to_naive: float | None
+    skill: SkillTest
+    direction: DirectionFigures
+    per_step: list[StepFigures]
+    all_steps: PlainFigures
+
+
+class ReplayFigures(BaseModel):
+    """Forecasts served after their target's close was already in the data: never mixed with live ones."""
+
+    all_steps: PlainFigures
+    per_step: list[StepFigures]
+
+
+class MonitoringGroup(BaseModel):
+    """One version as served one way (`served_as`): champion, pinned, unpromoted, naive, fallback."""
+
+    version: int
+    served_as: str
+    status: MonitoringStatus
+    reasons: list[str] = Field(description="Why the status is not ok, one sentence each.")
+    live_sessions: int
+    first_origin: str | None
+    last_origin: str | None
+    split_suspect: int = Field(description="Score rows near a split ratio: left out of every figure.")
+    windows: dict[str, MonitoringWindow] = Field(description="last_20, last_60, last_250 and since_live.")
+    skill_test: SkillPath
+    replay: ReplayFigures
+
+
+class MonitoringThresholds(BaseModel):
+    """The settings the statuses were judged by."""
+
+    coverage_alpha: float
+    coverage_window: str
+    skill_alpha: float
+    skill_e_value: float
+    skill_window: str
+    min_scores: int
+
+
+class MonitoringPublic(BaseModel):
+    """How a model's served forecasts did against the closes that followed, and its status."""
+
+    model: str
+    served_version: int | None = Field(description="The version served by default now.")
+    status: MonitoringStatus = Field(
+        description="The status of the served version's unpinned group; without a served version, the worst group's."
+    )
+    status_of: dict[str, Any] | None = Field(description="The group (version, served_as) the status is from.")
+    thresholds: MonitoringThresholds
+    kept: dict[str, int] | None = Field(
+        description="Forecasts kept: distinct (`kept`), requests answered with them (`hits`), undated (`undated`)."
+    )
+    unscorable: int | None = Field(description="Kept forecasts without an origin date: they can never be scored.")
+    split_suspect: int
+    groups: list[MonitoringGroup]

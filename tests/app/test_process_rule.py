@@ -48,6 +48,8 @@ def test_no_tensorflow_in_the_api_process_after_every_route(model_store: ModelSt
             ("GET", "/models/tiny/versions/1/report.png", {}, 200),
             ("GET", "/models/tiny/versions/1/report.png", {}, 200),
             ("GET", "/models/tiny/aliases", {}, 200),
+            ("GET", "/models/tiny/monitoring", {}, 200),
+            ("GET", "/models/tiny/monitoring.png", {}, 200),
             ("PUT", "/models/tiny/aliases/staging", {"json": {"version": 2}}, 200),
             ("POST", "/predict", {"json": {"model": "tiny", "window": WINDOW_ROWS}}, 200),
             ("POST", "/predict", {"json": {"model": "tiny", "window": rows}}, 200),
