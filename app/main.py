@@ -78,14 +78,26 @@ def document_validation_errors(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def service_state(registry: ModelRegistry, jobs: JobBackend) -> dict[str, Any]:
+def service_state(
+    registry: ModelRegistry, jobs: JobBackend, ledger: Ledger | None = None, monitor: Monitor | None = None
+) -> dict[str, Any]:
     """What /metrics reads from the running service when scraped (`metrics.StateCollector`)."""
-    return {
+    served = registry.served_versions()
+    state: dict[str, Any] = {
         "versions": registry.loaded_versions(),
-        "served": registry.served_versions(),
+        "served": served,
         "jobs": {status: len(jobs.list(status=status, limit=1_000_000)) for status in (QUEUED, RUNNING, *FINISHED)},
         "restarts": registry.inference.restarts,
     }
+    if ledger is not None:
+        state["ledger"] = {"dropped": ledger.dropped, "written": ledger.written}
+    if monitor is not None:
+        # An unreachable ledger leaves its metrics out, not the rest of the scrape.
+        try:
+            state["online"] = monitor.summaries(served)
+        except Exception:
+            logger.exception("metrics: reading the ledger's scores failed; the online metrics are left out")
+    return state
 
 
 def open_ledger(settings: Settings, datasets: DatasetStore) -> Ledger:
@@ -173,7 +185,7 @@ def create_app(
         # Restored at shutdown rather than cleared: an app started and stopped inside another's
         # lifetime (tests run several in one process) must not leave the outer one's /metrics blank.
         outer_source = metrics.STATE.source
-        metrics.STATE.source = lambda: service_state(registry, job_backend)
+        metrics.STATE.source = lambda: service_state(registry, job_backend, ledger, monitor)
         metrics_server = metrics.serve_separately(settings) if settings.metrics else None
         try:
             yield

@@ -187,8 +187,10 @@ class StateCollector(Collector):
 
     `source` returns a dict: `versions` {model: [loaded version, ...]},
     `served` {model: default version}, `jobs` {status: count}, `restarts`
-    (inference-process restarts). One collector per process: the latest app
-    to start sets the source (tests build several apps in one process).
+    (inference-process restarts); with the ledger on, `ledger` {dropped,
+    written} and `online` {model: `app.ledger.monitor.summary_of`}. One
+    collector per process: the latest app to start sets the source (tests
+    build several apps in one process).
     """
 
     def __init__(self) -> None:
@@ -220,7 +222,63 @@ class StateCollector(Collector):
             "stockcast_inference_process_restarts", "Times the inference process was restarted after it died."
         )
         restarts.add_metric([], state.get("restarts", 0))
-        return [loaded, served, jobs, restarts]
+        return [
+            loaded,
+            served,
+            jobs,
+            restarts,
+            *ledger_families(state.get("ledger")),
+            *online_families(state.get("online")),
+        ]
+
+
+def ledger_families(ledger: dict[str, int] | None) -> list[Metric]:
+    """The forecast ledger's writer: forecasts written and dropped (none while the ledger is off)."""
+    if ledger is None:
+        return []
+    written = CounterMetricFamily("stockcast_ledger_written", "Served forecasts written to the forecast ledger.")
+    written.add_metric([], ledger["written"])
+    dropped = CounterMetricFamily(
+        "stockcast_ledger_dropped",
+        "Served forecasts the ledger dropped (its queue was full or the write failed): answered, never scored.",
+    )
+    dropped.add_metric([], ledger["dropped"])
+    return [written, dropped]
+
+
+def online_families(online: dict[str, dict[str, Any]] | None) -> list[Metric]:
+    """How the served version's forecasts did once their closes arrived (GET /models/{name}/monitoring)."""
+    if online is None:
+        return []
+    scored = CounterMetricFamily(
+        "stockcast_online_scored",
+        "Live forecasts of the served version scored at step 1 (split suspects left out).",
+        labels=["model"],
+    )
+    coverage = GaugeMetricFamily(
+        "stockcast_online_coverage",
+        "Share of the served version's step-1 actuals inside each band over the last 250 scored sessions.",
+        labels=["model", "level"],
+    )
+    ratio = GaugeMetricFamily(
+        "stockcast_online_ratio_to_naive",
+        "Mean |log error| of the served version's step-1 forecasts over naive's, last 250 scored sessions.",
+        labels=["model"],
+    )
+    status = GaugeMetricFamily(
+        "stockcast_online_status",
+        "Monitoring status of the served version: 0 ok, 1 insufficient_data, 2 coverage_breach, 3 skill_lost.",
+        labels=["model"],
+    )
+    for model, summary in sorted(online.items()):
+        scored.add_metric([model], summary["scored"])
+        for level, value in summary["coverage"].items():
+            if value is not None:
+                coverage.add_metric([model, level], value)
+        if summary["ratio_to_naive"] is not None:
+            ratio.add_metric([model], summary["ratio_to_naive"])
+        status.add_metric([model], summary["status_code"])
+    return [scored, coverage, ratio, status]
 
 
 STATE = StateCollector()

@@ -1,7 +1,8 @@
-"""GET /models/{name}/monitoring[.png], over score rows written straight into the ledger."""
+"""GET /models/{name}/monitoring[.png] and the online metrics, over score rows written straight into the ledger."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,29 @@ def test_a_model_without_scores_gets_a_chart_that_says_so(monitored: TestClient)
     assert response.status_code == 200 and response.content.startswith(PNG_SIGNATURE)
 
 
+def test_online_metrics_read_the_ledger_when_scraped(monitored: TestClient) -> None:
+    text = monitored.get("/metrics").text
+
+    def value(sample: str) -> float:
+        match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
+        assert match, f"{sample} not in /metrics"
+        return float(match.group(1))
+
+    assert value('stockcast_online_scored_total{model="tiny"}') == SESSIONS
+    assert value('stockcast_online_coverage{level="90",model="tiny"}') == pytest.approx(0.9)
+    assert value('stockcast_online_coverage{level="80",model="tiny"}') == 1.0
+    assert value('stockcast_online_ratio_to_naive{model="tiny"}') > 0
+    assert value('stockcast_online_status{model="tiny"}') == STATUS_CODES["ok"]
+    # Served, never scored.
+    assert value('stockcast_online_status{model="tiny-h5"}') == STATUS_CODES["insufficient_data"]
+    assert value('stockcast_online_scored_total{model="tiny-h5"}') == 0
+    assert value("stockcast_ledger_dropped_total") == 0
+    assert value("stockcast_ledger_written_total") >= 0
+    # The help text spells out the status coding the gauge uses.
+    (help_line,) = re.findall(r"^# HELP stockcast_online_status (.*)$", text, re.MULTILINE)
+    assert all(f"{code} {status}" in help_line for status, code in STATUS_CODES.items())
+
+
 def test_with_the_ledger_off_monitoring_says_so(model_store: ModelStore, tmp_path: Path) -> None:
     with local_client(fake_app(model_store.root, tmp_path / "var", ledger=False)) as client:
         for path in ("/models/tiny/monitoring", "/models/tiny/monitoring.png"):
@@ -110,6 +134,7 @@ def test_with_the_ledger_off_monitoring_says_so(model_store: ModelStore, tmp_pat
                 "detail": "the forecast ledger is off (STOCKCAST_LEDGER=false): served forecasts are not kept, so"
                 " none are scored; turn it on to monitor a model"
             }
+        assert "stockcast_online_status" not in client.get("/metrics").text
 
 
 def test_the_documented_example_is_a_valid_answer() -> None:
