@@ -2,9 +2,9 @@
 
 Blocking (database reads, numpy, drawing): callers run it in a thread.
 `report` and `chart` read afresh on every call. `summary`, what /metrics
-reads at every scrape, is kept per model and recomputed only when it is
-older than `max_age_seconds` and the model's score count has changed, so
-a scrape costs at most one COUNT per model. See docs/ledger.md, "Monitoring".
+reads at every scrape, is kept per model and recomputed only when the
+served version changed, or when it is older than `max_age_seconds` and
+the model's score count changed: a scrape costs at most one COUNT a model. See docs/ledger.md, "Monitoring".
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from fastapi.testclient import TestClient
@@ -139,4 +139,4 @@ def test_with_the_ledger_off_monitoring_says_so(model_store: ModelStore, tmp_pat
 
 def test_the_documented_example_is_a_valid_answer() -> None:
     assert MonitoringPublic.model_validate(MONITORING_EXAMPLE).model_dump(exclude_unset=True) == MONITORING_EXAMPLE
-    assert set(MonitoringStatus.__args__) == set(STATUS_CODES)  # type: ignore[attr-defined]
+    assert set(get_args(MonitoringStatus)) == set(STATUS_CODES)
