@@ -30,11 +30,10 @@ from app.datasets import DatasetStore
 from app.inference.client import InferenceProcess
 from app.jobs.backend import JobBackend, open_job_backend
 from app.jobs.store import FINISHED, QUEUED, RUNNING
-from app.ledger.recorder import Ledger
-from app.ledger.store import LedgerStore, SqliteLedger
+from app.online import open_ledger, watch_bands
 from app.reports import VersionReports
 from app.serving.registry import ModelRegistry
-from training.errors import NotFoundError, StockcastError
+from training.errors import StockcastError
 from training.store import ModelStore
 
 logger = logging.getLogger("stockcast")
@@ -87,31 +86,6 @@ def service_state(registry: ModelRegistry, jobs: JobBackend) -> dict[str, Any]:
     }
 
 
-def open_ledger(settings: Settings, datasets: DatasetStore) -> Ledger:
-    """The ledger the settings ask for: in SQLite under the data folder, or PostgreSQL when scaled out."""
-    store: LedgerStore
-    if settings.database_url is not None:
-        from app.ledger.postgres import PostgresLedger
-
-        store = PostgresLedger(settings.database_url, settings.database_pool_size)
-    else:
-        store = SqliteLedger(settings.ledger_db)
-
-    def data_through(dataset: str) -> str | None:
-        try:
-            return str(datasets.report(dataset)["date_range"]["end"])
-        except (NotFoundError, KeyError, OSError, ValueError):
-            return None
-
-    return Ledger(
-        store,
-        queue_size=settings.ledger_queue_size,
-        flush_seconds=settings.ledger_flush_seconds,
-        data_through=data_through,
-        retention_days=settings.ledger_retention_days,
-    )
-
-
 def create_app(
     settings: Settings | None = None, inference: Callable[[Settings], InferenceProcess] | None = None
 ) -> FastAPI:
@@ -147,6 +121,8 @@ def create_app(
         register_sample_dataset(settings, datasets)
         ledger = open_ledger(settings, datasets) if settings.ledger else None
         app.state.ledger = ledger
+        if ledger is not None and settings.adaptive_bands:
+            watch_bands(registry, ledger, settings)
         # Starlette spools uploads over 1 MB to temporary files: into the data folder, not /tmp.
         # Never removed here: another app in the same process (tests) may point the module there.
         spool = settings.temp_dir / "api"

@@ -157,6 +157,12 @@ class Skill(BaseModel):
         description="On answers: true when a window ends before trained_through, so its targets were in the"
         " training data and this evidence does not apply to it; null when a window has no date.",
     )
+    bands: dict[str, Any] | None = Field(
+        None,
+        description="On answers: which basis gave the intervals: 'calibrated' (as at training) until the served"
+        " version has enough live scores, then 'adaptive' (adaptive conformal inference on its live scores), with"
+        " each level's working coverage level per step.",
+    )
 
 
 class PredictResponse(BaseModel):

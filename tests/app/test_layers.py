@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "app.serving": 2,  # the registry, micro-batching and the protocol-neutral forecast core
     "app.jobs": 2,  # training jobs, their queue and stores
     "app.api": 3,  # everything that knows HTTP
+    "app.online": 3,  # the ledger in the running service: scoring after appends, adaptive bands
     "app.main": 4,  # entry points: the app factory and the commands
     "app.__main__": 4,
     "app.worker": 4,
