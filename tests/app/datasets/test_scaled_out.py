@@ -2,6 +2,7 @@
 
 Each `PostgresJobStore` here stands for one API replica's pool; the file
 lock is free throughout, so only the advisory lock can hold an append back.
+The last test checks the app takes it on POST /datasets/{name}/rows.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ import pytest
 
 from app.datasets import DatasetStore
 from app.jobs.postgres import LockBusyError, PostgresJobStore
-from tests.helpers import price_csv, price_row, scratch_database, session_rows, wait_until
+from tests.fakes import fake_app_on
+from tests.helpers import (
+    local_client,
+    make_settings,
+    price_csv,
+    price_row,
+    scratch_database,
+    session_rows,
+    wait_until,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -74,3 +84,28 @@ def test_a_lock_held_too_long_is_a_503(database: str) -> None:
     finally:
         holder.close()
         waiter.close()
+
+
+def test_the_scaled_out_app_appends_under_the_advisory_lock(tmp_path: Path) -> None:
+    with scratch_database() as url:
+        settings = make_settings(tmp_path / "models", tmp_path / "var", database_url=url)
+        holder = PostgresJobStore(url, pool_size=1)
+        try:
+            with local_client(fake_app_on(settings)) as client:
+                upload = {"file": ("d.csv", price_csv(session_rows("2024-12-02", 5)))}
+                assert client.post("/datasets", files=upload, data={"name": "d"}).status_code == 201
+                answers: list[Any] = []
+                with holder.advisory_lock("dataset:d"):
+                    worker = threading.Thread(
+                        target=lambda: answers.append(
+                            client.post("/datasets/d/rows", json={"rows": [price_row("2024-12-09")]})
+                        )
+                    )
+                    worker.start()
+                    wait_until(lambda: waiting_advisory_locks(url) == 1, "the append to wait for the lock", timeout=30)
+                    assert answers == []
+                worker.join()
+                assert answers[0].status_code == 200, answers[0].text
+                assert answers[0].json()["added_dates"] == ["2024-12-09"]
+        finally:
+            holder.close()
