@@ -98,7 +98,6 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = ModelStore(settings.models_dir)
-        datasets = DatasetStore(settings.datasets_dir)
         registry = ModelRegistry(store, settings, inference(settings) if inference is not None else None)
 
         async def on_job_finished(job: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +114,8 @@ def create_app(
 
         # Embedded (SQLite, jobs run here) or scaled out (PostgreSQL, jobs run by app.worker processes).
         job_backend = open_job_backend(settings, on_job_finished, on_models_changed)
+        # Changes to one dataset take turns across replicas through the job backend's shared lock.
+        datasets = DatasetStore(settings.datasets_dir, shared_lock=job_backend.shared_lock)
         app.state.settings, app.state.store, app.state.datasets = settings, store, datasets
         app.state.jobs, app.state.registry = job_backend, registry
         app.state.reports = VersionReports(store, settings.reports_dir)

@@ -249,6 +249,29 @@ class JobAccepted(BaseModel):
     location: str
 
 
+class AppendRowsRequest(BaseModel):
+    """Actual prices for a stored dataset, as rows keyed by the upload's column names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Cells stay as sent: the upload's row rules (training.data) judge them and name the row.
+    rows: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="One object a day: Date, Open, High, Low, Close, Adj Close, Volume as in the dataset's"
+        " header (matched ignoring case and spaces). A row of nulls (a holiday) is skipped.",
+    )
+    replace: bool = Field(
+        False,
+        description="Write rows that change history (other values for a stored date, a date missing before the"
+        " last); each change is logged. Without it they answer 409.",
+    )
+    calendar: str | None = Field(
+        None,
+        description="Trading calendar of the dataset (XNYS, XKRX, 24/7, ...) for `missing_sessions`; kept for"
+        " later appends. Default: the one kept, else XNYS.",
+    )
+
+
 class AliasUpdate(BaseModel):
     """Point an alias at a version."""
 
