@@ -371,3 +371,6 @@ class RowsAppended(BaseModel):
     skipped: list[SkippedRow]
     zero_volume: list[str] = Field(description="New dates with volume 0: kept and flagged, as an upload does.")
     ignored_columns: list[str] = Field(description="Request columns the dataset does not have (not written).")
+    scored_forecasts: int = Field(
+        0, description="Served forecasts the forecast ledger scored against these rows (their targets' closes)."
+    )

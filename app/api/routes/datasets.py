@@ -20,6 +20,7 @@ from app.api.responses import DatasetPublic, DatasetsPublic, DatasetSummary, Row
 from app.api.schemas import AppendRowsRequest
 from app.api.upload_limit import too_large_message
 from app.core.metrics import DATASET_APPENDS, DATASET_UPLOADS
+from app.online import score_appended
 from training.errors import StockcastError
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -133,4 +134,7 @@ async def append_rows(
         DATASET_APPENDS.labels("rejected").inc()
         raise
     DATASET_APPENDS.labels("changed" if result.changed_dates else "unchanged").inc()
-    return RowsAppended.model_validate(result, from_attributes=True)
+    answer = RowsAppended.model_validate(result, from_attributes=True)
+    if result.changed_dates:
+        answer.scored_forecasts = await score_appended(request.app, name)
+    return answer
