@@ -32,10 +32,10 @@ from app.jobs.backend import JobBackend, open_job_backend
 from app.jobs.store import FINISHED, QUEUED, RUNNING
 from app.ledger.monitor import Monitor
 from app.ledger.recorder import Ledger
-from app.ledger.store import LedgerStore, SqliteLedger
+from app.online import open_ledger, watch_bands
 from app.reports import VersionReports
 from app.serving.registry import ModelRegistry
-from training.errors import NotFoundError, StockcastError
+from training.errors import StockcastError
 from training.store import ModelStore
 
 logger = logging.getLogger("stockcast")
@@ -100,31 +100,6 @@ def service_state(
     return state
 
 
-def open_ledger(settings: Settings, datasets: DatasetStore) -> Ledger:
-    """The ledger the settings ask for: in SQLite under the data folder, or PostgreSQL when scaled out."""
-    store: LedgerStore
-    if settings.database_url is not None:
-        from app.ledger.postgres import PostgresLedger
-
-        store = PostgresLedger(settings.database_url, settings.database_pool_size)
-    else:
-        store = SqliteLedger(settings.ledger_db)
-
-    def data_through(dataset: str) -> str | None:
-        try:
-            return str(datasets.report(dataset)["date_range"]["end"])
-        except (NotFoundError, KeyError, OSError, ValueError):
-            return None
-
-    return Ledger(
-        store,
-        queue_size=settings.ledger_queue_size,
-        flush_seconds=settings.ledger_flush_seconds,
-        data_through=data_through,
-        retention_days=settings.ledger_retention_days,
-    )
-
-
 def create_app(
     settings: Settings | None = None, inference: Callable[[Settings], InferenceProcess] | None = None
 ) -> FastAPI:
@@ -137,7 +112,6 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = ModelStore(settings.models_dir)
-        datasets = DatasetStore(settings.datasets_dir)
         registry = ModelRegistry(store, settings, inference(settings) if inference is not None else None)
 
         async def on_job_finished(job: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +128,8 @@ def create_app(
 
         # Embedded (SQLite, jobs run here) or scaled out (PostgreSQL, jobs run by app.worker processes).
         job_backend = open_job_backend(settings, on_job_finished, on_models_changed)
+        # Changes to one dataset take turns across replicas through the job backend's shared lock.
+        datasets = DatasetStore(settings.datasets_dir, shared_lock=job_backend.shared_lock)
         app.state.settings, app.state.store, app.state.datasets = settings, store, datasets
         app.state.jobs, app.state.registry = job_backend, registry
         app.state.reports = VersionReports(store, settings.reports_dir)
@@ -162,6 +138,8 @@ def create_app(
         app.state.ledger = ledger
         monitor = Monitor.for_settings(ledger.store, settings) if ledger is not None else None
         app.state.monitor = monitor
+        if ledger is not None and settings.adaptive_bands:
+            watch_bands(registry, ledger, settings)
         # Starlette spools uploads over 1 MB to temporary files: into the data folder, not /tmp.
         # Never removed here: another app in the same process (tests) may point the module there.
         spool = settings.temp_dir / "api"

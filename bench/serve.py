@@ -91,6 +91,9 @@ BENCH = Path(__file__).resolve().parent
 SERVICE, TUTORIAL, CONSTANT = "service", "tutorial", "constant"
 V2_JSON, V2_BINARY, TFSERVING = "service v2-json", "service v2-binary", "service tfserving"
 SERVICE_OPEN = "service-open"
+# The service with its forecast ledger off (STOCKCAST_LEDGER=false): what keeping every forecast costs.
+SERVICE_NO_LEDGER = "service-no-ledger"
+GOAL_LEDGER_COST = 0.05
 BASELINE = "baseline"
 LOOPBACK = ("--host", "127.0.0.1", "--port", "{port}")
 # Goal of issue 16: the key check and the metrics cost less than this share of /predict throughput.
@@ -272,6 +275,27 @@ def print_gateway_cost(measurements: list[Measurement], servers: dict[str, Serve
             )
 
 
+def print_ledger_cost(measurements: list[Measurement], servers: dict[str, Server]) -> None:
+    """What the forecast ledger costs: `service` (ledger on) against `service-no-ledger`, same rounds."""
+    if not {SERVICE, SERVICE_NO_LEDGER} <= servers.keys():
+        return
+    for concurrency in sorted({row.concurrency for row in measurements if row.server == SERVICE_NO_LEDGER}):
+        on = next(row for row in measurements if row.server == SERVICE and row.concurrency == concurrency)
+        off = next(row for row in measurements if row.server == SERVICE_NO_LEDGER and row.concurrency == concurrency)
+        ratio = on.throughput / off.throughput
+        print(
+            f"ledger on vs off at c={concurrency}: {on.throughput:.0f} vs {off.throughput:.0f} req/s ({ratio:.3f}x; "
+            f"within {GOAL_LEDGER_COST:.0%}: {'yes' if ratio > 1 - GOAL_LEDGER_COST else 'NO'}); "
+            f"API+inference CPU {on.cpu_per_request_us:.0f} vs {off.cpu_per_request_us:.0f} us/request"
+        )
+        paired = paired_ratios(on, off)
+        if paired:
+            print(
+                f"  round by round: {', '.join(f'{value:.3f}x' for value in paired)};"
+                f" median {statistics.median(paired):.3f}x"
+            )
+
+
 def paired_ratios(one: Measurement, other: Measurement) -> list[float]:
     """`one`'s throughput over `other`'s, round by round (both measured in the same round), when there are rounds."""
     if len(one.rounds) < 2 or len(one.rounds) != len(other.rounds):
@@ -416,6 +440,7 @@ def main() -> None:
             SERVICE: service(SERVICE),
             # No keys (open on loopback) and no metrics: what the gateway's checks and counting cost, same run.
             SERVICE_OPEN: service(SERVICE_OPEN, keyed=False, STOCKCAST_METRICS="false"),
+            SERVICE_NO_LEDGER: service(SERVICE_NO_LEDGER, STOCKCAST_LEDGER="false"),
             # The service of an earlier commit (`--baseline-tree`), configured as service-open: a regression
             # is measured against it in the same rounds, not against figures from another day.
             **(
@@ -514,6 +539,7 @@ def main() -> None:
             else:
                 print_gateway_cost(measurements, servers)
             print_baseline(measurements, servers)
+            print_ledger_cost(measurements, servers)
             write_json(
                 args.json,
                 sys.argv,

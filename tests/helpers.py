@@ -115,6 +115,33 @@ def sample_rows(count: int = WINDOW, dated: bool = True) -> list[dict[str, Any]]
     return rows
 
 
+# Datasets: rows as an append sends them, and a CSV of them as an upload sends it.
+PRICE_HEADER = ("Date", "Open", "High", "Low", "Close", "Adj Close", "Volume")
+
+
+def price_row(day: str, close: float = 100.0, volume: float = 1000.0) -> dict[str, Any]:
+    """One day's row keyed by the upload's column names."""
+    values = (day, close - 0.5, close + 1.0, close - 1.0, close, close, volume)
+    return dict(zip(PRICE_HEADER, values, strict=True))
+
+
+def price_csv(rows: list[dict[str, Any]]) -> bytes:
+    """Rows as CSV bytes with the upload's header."""
+    lines = [",".join(PRICE_HEADER), *(",".join(str(row[column]) for column in PRICE_HEADER) for row in rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def session_rows(first: str, count: int, close: float = 100.0) -> list[dict[str, Any]]:
+    """`count` rows on the XNYS sessions from `first` on, the close rising by 1 a day."""
+    import datetime as dt
+
+    from training.calendars import sessions_after
+
+    start = dt.date.fromisoformat(first)
+    days = [start, *sessions_after(start, count - 1)]
+    return [price_row(day.isoformat(), close + index) for index, day in enumerate(days)]
+
+
 def real_windows(spec: features.WindowSpec, count: int) -> np.ndarray:
     """`count` consecutive windows of the sample, in the raw units a client sends."""
     values = tiny_clean().frame[list(spec.features)].to_numpy(dtype=np.float64)

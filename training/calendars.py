@@ -103,3 +103,17 @@ def sessions_after(last: dt.date, horizon: int, name: str = DEFAULT_CALENDAR) ->
     if first + horizon > len(sessions):
         raise ConfigError(f"a {horizon}-step forecast from {last} runs past the {name} sessions known to this service")
     return [value.astype(dt.date) for value in sessions[first : first + horizon]]
+
+
+def sessions_between(after: dt.date, through: dt.date, name: str = DEFAULT_CALENDAR) -> list[dt.date]:
+    """The sessions of calendar `name` after the date `after`, up to and including `through`."""
+    first, last = np.datetime64(after, "D"), np.datetime64(through, "D")
+    if last <= first:
+        return []
+    if name == ALWAYS_OPEN:
+        return [day.astype(dt.date) for day in np.arange(first + 1, last + 1)]
+    # Built decades overlap by a year: np.unique merges them.
+    decades = range(decade_of(after), decade_of(through) + 1, 10)
+    sessions = np.unique(np.concatenate([_sessions(name, decade) for decade in decades]))
+    chosen = sessions[(sessions > first) & (sessions <= last)]
+    return [day.astype(dt.date) for day in chosen]

@@ -211,7 +211,8 @@ def calibrate_intervals(
     `inputs` are the raw calibration windows (n, window, features); the
     studentised score takes each window's volatility from them.
     """
-    widths = calibrate(actual, predicted, levels, score_scale(inputs, spec, score), band=band)
+    scale = score_scale(inputs, spec, score)
+    widths = calibrate(actual, predicted, levels, scale, band=band)
     return {
         "method": METHOD_DESCRIPTIONS[score],
         "score": score,
@@ -220,7 +221,17 @@ def calibrate_intervals(
         "calibration_windows": len(inputs),
         "half_widths": widths,
         "refused": refused_levels(len(inputs), levels),
+        # Each step's scores in ascending order: serving reads a band at any level from them (adaptive bands).
+        **({"calibration_scores": sorted_scores(actual, predicted, scale)} if band == "per_step" else {}),
     }
+
+
+def sorted_scores(actual: np.ndarray, predicted: np.ndarray, scale: np.ndarray | None) -> list[list[float]]:
+    """Each step's calibration scores (the same as `calibrate`'s per_step ones), ascending, to 8 digits."""
+    residuals = np.abs(np.log(np.asarray(actual, dtype=np.float64) / np.asarray(predicted, dtype=np.float64)))
+    if scale is not None:
+        residuals = residuals / np.asarray(scale, dtype=np.float64)[:, None]
+    return [[float(f"{value:.8g}") for value in column] for column in np.sort(residuals, axis=0).T]
 
 
 def stacked_bounds_for(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -30,6 +31,21 @@ NULL_MARKERS = ("", "null", "nan", "na", "n/a", "none", "-")
 # Rows listed in an error message before "and N more"; enough to find the
 # problem in a spreadsheet without flooding a JSON response.
 MAX_LISTED_ROWS = 5
+# Why `check_rows` marks a row as one the cleaner drops ("" for a kept row).
+MISSING_VALUES = "missing_values"
+NON_POSITIVE_VALUES = "non_positive_values"
+
+
+@dataclass(frozen=True)
+class RowNames:
+    """How error messages name the rows of a raw frame: `noun` then each row's `name(index)`."""
+
+    noun: str
+    name: Callable[[int], str]
+
+
+# A file's rows by CSV line: +2, one for the header line, one because lines count from 1.
+CSV_LINES = RowNames("CSV line(s)", lambda index: str(index + 2))
 
 
 @dataclass(frozen=True)
@@ -93,13 +109,13 @@ def read_price_csv(source: str | Path | IO[bytes] | bytes) -> pd.DataFrame:
     return frame
 
 
-def _listed(rows: list[int]) -> str:
-    shown = ", ".join(str(row) for row in rows[:MAX_LISTED_ROWS])
-    more = len(rows) - MAX_LISTED_ROWS
-    return shown + (f" and {more} more" if more > 0 else "")
+def _listed(indices: pd.Index, row_names: RowNames) -> str:
+    shown = ", ".join(row_names.name(int(index)) for index in indices[:MAX_LISTED_ROWS])
+    more = len(indices) - MAX_LISTED_ROWS
+    return f"{row_names.noun} {shown}" + (f" and {more} more" if more > 0 else "")
 
 
-def _to_numbers(raw: pd.Series, column: str) -> pd.Series:
+def _to_numbers(raw: pd.Series, column: str, row_names: RowNames) -> pd.Series:
     """Parse a column of strings; null markers become NaN, junk is an error."""
     text = raw.astype(str).str.strip().str.replace(",", "", regex=False)
     is_null = text.str.lower().isin(NULL_MARKERS)
@@ -107,11 +123,10 @@ def _to_numbers(raw: pd.Series, column: str) -> pd.Series:
     # "inf" parses as a number but would poison every log-ratio downstream.
     junk = (numbers.isna() | np.isinf(numbers)) & ~is_null
     if junk.any():
-        # +2: one for the header line, one because CSV lines count from 1.
-        lines = [int(index) + 2 for index in raw.index[junk]]
         examples = ", ".join(repr(value) for value in raw[junk].head(3))
         raise DataError(
-            f"column '{column}' has values that are not numbers on CSV line(s) {_listed(lines)} (e.g. {examples})"
+            f"column '{column}' has values that are not numbers on {_listed(raw.index[junk], row_names)}"
+            f" (e.g. {examples})"
         )
     return numbers
 
@@ -157,12 +172,26 @@ def _robust_outliers(log_returns: np.ndarray, fit_rows: int, threshold: float) -
     return flags, {"median": median, "scale": scale, "threshold": threshold, "fit_rows": fit_rows}
 
 
-def clean_prices(
+@dataclass
+class CheckedRows:
+    """Every row of a raw frame parsed, in the raw frame's order and index, with why the cleaner would drop it."""
+
+    frame: pd.DataFrame
+    """The date and every known column present, as timestamps and numbers (NaN for a null cell)."""
+    dropped: pd.Series
+    """Per row: "" when kept, else `MISSING_VALUES` or `NON_POSITIVE_VALUES`."""
+
+
+def check_rows(
     raw: pd.DataFrame,
     required: tuple[str, ...] = ("open", "high", "low", "close", "volume"),
-    settings: CleaningSettings = CleaningSettings(),
-) -> CleanResult:
-    """Validate and clean a raw price frame; raise DataError with the reason."""
+    row_names: RowNames = CSV_LINES,
+) -> CheckedRows:
+    """The row rules of `clean_prices`, row by row: DataError naming the rows for junk, else each row's fate.
+
+    Shared by uploads (through `clean_prices`) and appended rows, which
+    name their rows by position and date (`row_names`) instead of CSV line.
+    """
     renamed = raw.rename(columns={column: normalise_column_name(column) for column in raw.columns})
     renamed = renamed.loc[:, ~renamed.columns.duplicated()]
     unknown = [column for column in required if column not in KNOWN_COLUMNS]
@@ -178,37 +207,47 @@ def clean_prices(
         )
     kept = [column for column in KNOWN_COLUMNS if column in renamed.columns]
     table = renamed[kept].copy()
-    rows_read = len(table)
-    if rows_read == 0:
+    if len(table) == 0:
         raise DataError("the file has a header but no data rows")
 
     dates = _parse_dates(table[DATE_COLUMN].astype(str).str.strip())
     bad_dates = dates.isna()
     if bad_dates.any():
-        lines = [int(index) + 2 for index in table.index[bad_dates]]
         raise DataError(
-            f"column 'date' has values that are not dates on CSV line(s) {_listed(lines)}"
+            f"column 'date' has values that are not dates on {_listed(table.index[bad_dates], row_names)}"
             f" (e.g. {table[DATE_COLUMN][bad_dates].iloc[0]!r}); use YYYY-MM-DD"
         )
     frame = pd.DataFrame({DATE_COLUMN: dates.dt.normalize()})
     for column in kept[1:]:
-        frame[column] = _to_numbers(table[column], column)
+        frame[column] = _to_numbers(table[column], column, row_names)
 
-    dropped: dict[str, int] = {}
     numeric = list(dict.fromkeys(required))
     missing_rows = frame[numeric].isna().any(axis=1)
-    dropped["missing_values"] = int(missing_rows.sum())
-    frame = frame[~missing_rows]
-
     prices = [column for column in numeric if column in PRICE_COLUMNS]
     non_positive = (frame[prices] <= 0).any(axis=1)
     if VOLUME_COLUMN in numeric:
         non_positive |= frame[VOLUME_COLUMN] < 0
-    dropped["non_positive_values"] = int(non_positive.sum())
+    # A row with a missing value is counted as missing, whatever else it holds.
+    dropped = pd.Series("", index=frame.index, dtype=object)
+    dropped[non_positive] = NON_POSITIVE_VALUES
+    dropped[missing_rows] = MISSING_VALUES
+    return CheckedRows(frame=frame, dropped=dropped)
+
+
+def clean_prices(
+    raw: pd.DataFrame,
+    required: tuple[str, ...] = ("open", "high", "low", "close", "volume"),
+    settings: CleaningSettings = CleaningSettings(),
+) -> CleanResult:
+    """Validate and clean a raw price frame; raise DataError with the reason."""
+    checked = check_rows(raw, required)
+    rows_read = len(checked.frame)
+    dropped = {reason: int((checked.dropped == reason).sum()) for reason in (MISSING_VALUES, NON_POSITIVE_VALUES)}
+    non_positive = checked.dropped == NON_POSITIVE_VALUES
     flagged: dict[str, list[str]] = {
-        "non_positive_values": [day.strftime("%Y-%m-%d") for day in frame[DATE_COLUMN][non_positive]]
+        NON_POSITIVE_VALUES: [day.strftime("%Y-%m-%d") for day in checked.frame[DATE_COLUMN][non_positive]]
     }
-    frame = frame[~non_positive]
+    frame = checked.frame[checked.dropped == ""]
 
     frame = frame.sort_values(DATE_COLUMN, kind="stable")
     # A re-exported file that repeats a date carries the corrected row last.

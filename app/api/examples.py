@@ -108,6 +108,25 @@ TF_SERVING_EXAMPLES: dict[str, dict[str, Any]] = {
     "columnar format": {"value": {"inputs": {"window": [SAMPLE_ARRAYS]}}},
 }
 
+# The session after the sample's last day (2017-11-10), in the sample's columns.
+APPEND_ROW: dict[str, Any] = {
+    "Date": "2017-11-13",
+    "Open": 83.66,
+    "High": 83.94,
+    "Low": 83.46,
+    "Close": 83.93,
+    "Volume": 14197535,
+}
+APPEND_EXAMPLES: dict[str, dict[str, Any]] = {
+    "one_day": {"summary": "One new day (a retry of it changes nothing)", "value": {"rows": [APPEND_ROW]}},
+    "correction": {
+        "summary": "Correct a stored day (logged)",
+        "value": {"rows": [{**APPEND_ROW, "Close": 83.95}], "replace": True},
+    },
+}
+APPEND_CSV_EXAMPLE = "Date,Open,High,Low,Close,Volume\n2017-11-13,83.66,83.94,83.46,83.93,14197535\n"
+
+
 # A /models/{name}/monitoring answer (one window shown; last_60, last_250 and since_live have its shape).
 _COVERAGE_EXAMPLE: dict[str, Any] = {
     "80": {

@@ -57,12 +57,13 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     403: "The key lacks the scope this route needs, or the request came from a foreign web origin.",
     404: "Not found: the detail names what and lists what exists.",
     409: "Conflict with the current state: the detail says which.",
-    413: "The upload is over the size limit.",
+    413: "The upload or the request body is over the size limit.",
+    415: "The body's content type is not one this route reads.",
     422: "The request is malformed: the detail says where and what was expected.",
     429: "Too many requests: the key's rate limit or a full training queue; Retry-After says when to retry.",
     500: "The inference process could not run the batch.",
-    503: "Not available right now (the inference process is restarting, or the job database is unreachable);"
-    " retry shortly.",
+    503: "Not available right now (the inference process is restarting, the job database is unreachable, or"
+    " another change holds the dataset); retry shortly.",
 }
 
 
@@ -297,9 +298,12 @@ class DatasetPublic(Open):
 
     name: str
     filename: str
-    size: int = Field(alias="bytes", description="Size of the uploaded file in bytes.")
+    size: int = Field(alias="bytes", description="Size of the stored CSV in bytes: the upload and appended rows.")
+    sha256: str | None = Field(None, description="SHA-256 of the stored CSV (what a trained version records).")
     uploaded_at: str
     uploaded_by: str | None = Field(None, description="Name of the API key that uploaded it.")
+    appended_at: str | None = Field(None, description="When rows were last appended.")
+    appended_by: str | None = Field(None, description="Name of the API key that last appended rows.")
     rows_read: int
     rows_kept: int
     rows_dropped: dict[str, int]
@@ -322,6 +326,55 @@ class DatasetsPublic(BaseModel):
     """Every stored dataset."""
 
     datasets: list[DatasetSummary]
+
+
+class CorrectionPublic(BaseModel):
+    """A change of history written with `replace`, as the dataset's log keeps it."""
+
+    date: str
+    old: dict[str, float | None] | None = Field(
+        description="The stored values; null when the date was not in the dataset (a gap filled)."
+    )
+    new: dict[str, float | None]
+    by: str | None = Field(description="Name of the API key that sent it.")
+    at: str | None
+
+
+class SkippedRow(BaseModel):
+    """A request row left out, as an upload leaves such a row out."""
+
+    index: int = Field(description="Position in the request, from 0.")
+    date: str
+    reason: str = Field(examples=["missing_values"])
+
+
+class RowsAppended(BaseModel):
+    """What an append changed, and the dataset after it."""
+
+    dataset: str
+    rows_added: int = Field(description="Rows for dates the dataset did not have.")
+    rows_replaced: int = Field(description="Stored rows corrected (replace=true).")
+    unchanged: int = Field(description="Rows equal to the stored ones: nothing written (a retry is safe).")
+    added_dates: list[str]
+    replaced_dates: list[str]
+    first_new_date: str | None
+    last_new_date: str | None
+    previous_last_date: str
+    last_date: str = Field(description="The dataset's last date after the append.")
+    rows: int = Field(description="The dataset's rows after cleaning, after the append.")
+    sha256: str = Field(description="SHA-256 of the stored CSV after the append.")
+    calendar: str = Field(description="The trading calendar `missing_sessions` follows.")
+    missing_sessions: list[str] | None = Field(
+        description="Sessions of the calendar after previous_last_date, up to last_date, that have no row;"
+        " null when the calendar has no sessions for those years."
+    )
+    corrections: list[CorrectionPublic] = Field(description="Changes of history written (and logged).")
+    skipped: list[SkippedRow]
+    zero_volume: list[str] = Field(description="New dates with volume 0: kept and flagged, as an upload does.")
+    ignored_columns: list[str] = Field(description="Request columns the dataset does not have (not written).")
+    scored_forecasts: int = Field(
+        0, description="Served forecasts the forecast ledger scored against these rows (their targets' closes)."
+    )
 
 
 # Monitoring --------------------------------------------------------------------

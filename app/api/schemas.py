@@ -157,6 +157,12 @@ class Skill(BaseModel):
         description="On answers: true when a window ends before trained_through, so its targets were in the"
         " training data and this evidence does not apply to it; null when a window has no date.",
     )
+    bands: dict[str, Any] | None = Field(
+        None,
+        description="On answers: which basis gave the intervals: 'calibrated' (as at training) until the served"
+        " version has enough live scores, then 'adaptive' (adaptive conformal inference on its live scores), with"
+        " each level's working coverage level per step.",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -241,6 +247,29 @@ class JobAccepted(BaseModel):
     job_id: str
     status: str
     location: str
+
+
+class AppendRowsRequest(BaseModel):
+    """Actual prices for a stored dataset, as rows keyed by the upload's column names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Cells stay as sent: the upload's row rules (training.data) judge them and name the row.
+    rows: list[dict[str, Any]] = Field(
+        min_length=1,
+        description="One object a day: Date, Open, High, Low, Close, Adj Close, Volume as in the dataset's"
+        " header (matched ignoring case and spaces). A row of nulls (a holiday) is skipped.",
+    )
+    replace: bool = Field(
+        False,
+        description="Write rows that change history (other values for a stored date, a date missing before the"
+        " last); each change is logged. Without it they answer 409.",
+    )
+    calendar: str | None = Field(
+        None,
+        description="Trading calendar of the dataset (XNYS, XKRX, 24/7, ...) for `missing_sessions`; kept for"
+        " later appends. Default: the one kept, else XNYS.",
+    )
 
 
 class AliasUpdate(BaseModel):

@@ -35,8 +35,16 @@ class RetryLaterError(StockcastError):
 
 
 def _location(loc: tuple[Any, ...]) -> str:
-    # Drop pydantic's union tags ("rows"/"arrays") so the path reads like the JSON the caller sent.
-    parts = [str(part) for part in loc if part not in ("rows", "arrays", "function-after[_one_selector()]")]
+    # Drop pydantic's union tags ("rows"/"arrays": a window's two forms, right after `window` or a window's
+    # index) so the path reads like the JSON the caller sent; a field named "rows" stays.
+    parts = [
+        str(part)
+        for index, part in enumerate(loc)
+        if part != "function-after[_one_selector()]"
+        and not (
+            part in ("rows", "arrays") and index > 0 and (loc[index - 1] == "window" or isinstance(loc[index - 1], int))
+        )
+    ]
     text = ""
     for part in parts:
         text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)

@@ -55,6 +55,11 @@ GATE_DECISIONS = Counter("stockcast_gate_decisions_total", "Promotion gate decis
 DATASET_UPLOADS = Counter(
     "stockcast_dataset_uploads_total", "Dataset uploads, by outcome (stored or rejected).", ("outcome",)
 )
+DATASET_APPENDS = Counter(
+    "stockcast_dataset_appends_total",
+    "Appends of rows to datasets, by outcome (changed, unchanged: a retry, or rejected).",
+    ("outcome",),
+)
 
 # Off only to measure what counting costs; `create_app` sets it from `Settings.metrics`.
 ENABLED = True

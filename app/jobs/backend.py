@@ -17,6 +17,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from app.core.config import Settings
@@ -74,6 +75,9 @@ class JobBackend(Protocol):
 
     def announce(self, model: str) -> None:
         """Tell the other API replicas that a model's versions or aliases changed."""
+
+    def shared_lock(self, name: str) -> AbstractContextManager[object]:
+        """A lock named `name` that every API replica takes alike, held until the block ends (for dataset changes)."""
 
 
 def cancelled_before_start(by: str | None) -> str:
@@ -143,6 +147,10 @@ class EmbeddedJobs:
 
     def announce(self, model: str) -> None:
         """One API process: nobody else to tell."""
+
+    def shared_lock(self, name: str) -> AbstractContextManager[object]:
+        """One API process on one machine: the callers' own file locks are enough."""
+        return contextlib.nullcontext()
 
 
 class PostgresJobs:
@@ -258,6 +266,10 @@ class PostgresJobs:
             self.store.notify_models(model)
         except Exception as error:  # the alias moved all the same; other replicas see it at their next poll
             logger.warning("could not announce %s to the other replicas: %s", model, error)
+
+    def shared_lock(self, name: str) -> AbstractContextManager[object]:
+        """A PostgreSQL advisory lock: replicas on other machines may share the data folder, not its file locks."""
+        return self.store.advisory_lock(name)
 
     def _is_queued(self, job_id: str) -> bool:
         job = self.store.get(job_id)

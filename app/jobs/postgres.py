@@ -9,6 +9,8 @@ changes nothing. See docs/design.md, "Scaled-out jobs".
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from app.jobs.store import QUEUED, RUNNING, JobOutcome, QueueFullError, check_same_request
 from training.errors import StockcastError
@@ -27,6 +29,8 @@ from training.files import now_iso
 SUBMIT_LOCK_KEY = 7_263_115_016
 # Channel on which queue workers announce a new version or alias move (payload: the model name).
 MODELS_CHANNEL = "stockcast_models"
+# Longest wait for a named lock (`advisory_lock`): far more than a change to a dataset takes.
+ADVISORY_LOCK_SECONDS = 30.0
 
 COLUMNS = (
     "id, status, request, progress, result, error, attempts, worker, cancel_requested, "
@@ -38,6 +42,17 @@ class DatabaseUnavailableError(StockcastError):
     """The job database cannot be reached right now (raised by the API side, which answers 503 until it is back)."""
 
     status_code = 503
+
+
+class LockBusyError(StockcastError):
+    """A named lock stayed held by another process for longer than the wait allows."""
+
+    status_code = 503
+
+
+def advisory_key(name: str) -> int:
+    """The 64-bit advisory lock key of a name: the same in every process, whatever its hash seed."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 class PostgresJobStore:
@@ -78,6 +93,28 @@ class PostgresJobStore:
         with self.connection() as connection:
             row = connection.execute(sql, parameters).fetchone()  # type: ignore[arg-type]
         return dict(row) if row is not None else None
+
+    @contextmanager
+    def advisory_lock(self, name: str, wait_seconds: float = ADVISORY_LOCK_SECONDS) -> Iterator[None]:
+        """Hold the advisory lock keyed on `name` until the block ends: one holder across every process.
+
+        Transaction-scoped, so the lock ends with the transaction whatever
+        happens (a pooled connection never goes back holding it). Waiting
+        longer than `wait_seconds` raises LockBusyError; an unreachable
+        database, DatabaseUnavailableError.
+        """
+        with contextlib.ExitStack() as held:
+            try:
+                connection = held.enter_context(self.connection())
+                held.enter_context(connection.transaction())
+                timeout = f"{round(wait_seconds * 1000)}ms"
+                connection.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
+                connection.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_key(name),))
+            except psycopg.errors.LockNotAvailable as error:
+                raise LockBusyError(f"'{name}' is being changed by another request; retry shortly") from error
+            except (psycopg.OperationalError, PoolTimeout) as error:
+                raise DatabaseUnavailableError(f"the job database is unreachable: {error}") from error
+            yield
 
     def ping(self) -> None:
         """Raise if the database cannot answer a query within a few seconds (for /ready)."""

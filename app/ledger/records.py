@@ -110,6 +110,7 @@ def rows_of(served: Served) -> list[dict[str, Any]]:
                 "request_id": served.request_id,
                 "origin": None if origin is None else origin.isoformat(),
                 "in_sample": in_sample(origin, trained_through),
+                "label": spec.label,
                 "label_last": float(last_values[index]),
                 "scale": None if scales is None else float(scales[index]),
                 "steps": steps,

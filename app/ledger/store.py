@@ -27,6 +27,7 @@ FORECAST_COLUMNS = (
     "origin",
     "in_sample",
     "data_through",
+    "label",
     "label_last",
     "scale",
     "steps",
@@ -68,6 +69,7 @@ CREATE TABLE IF NOT EXISTS ledger_forecasts (
     origin TEXT,
     in_sample INTEGER,
     data_through TEXT,
+    label TEXT NOT NULL,
     label_last DOUBLE PRECISION NOT NULL,
     scale DOUBLE PRECISION,
     steps TEXT NOT NULL,
@@ -205,6 +207,18 @@ class LedgerStore:
         for row in rows:
             row["steps"] = json.loads(row["steps"])
         return rows
+
+    def scored_steps(self, dataset: str) -> dict[str, set[int]]:
+        """The steps already scored of each open forecast of `dataset` (forecast id to steps)."""
+        rows = self._rows(
+            "SELECT s.forecast_id, s.step FROM ledger_scores s JOIN ledger_forecasts f"
+            " ON f.forecast_id = s.forecast_id WHERE f.dataset = ? AND f.scored_steps < f.horizon",
+            (dataset,),
+        )
+        done: dict[str, set[int]] = {}
+        for row in rows:
+            done.setdefault(row["forecast_id"], set()).add(int(row["step"]))
+        return done
 
     def forecast(self, forecast_id: str) -> dict[str, Any] | None:
         """One kept forecast, or None."""

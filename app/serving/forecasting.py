@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from app.ledger.adaptive import apply_bands
 from app.serving.registry import ModelRegistry, ServedVersion
 from app.serving.windows import Window, WindowDates, WindowError, window_to_array, windows_to_array
 from training import baselines, calendars, conformal
@@ -101,6 +102,9 @@ async def forecast_windows(
         skill.update(served_as="naive", beats_naive=False, ratio_to_naive=1.0)
     else:
         outputs, levels = await served.predict(values), served.model.interval_levels
+        skill["bands"] = served.bands_block
+        if served.bands.basis == "adaptive":
+            outputs = apply_bands(outputs, levels, served.bands)
     # Inputs in range give finite forecasts; this guards the answer's promise that every number is one.
     # The sum is finite exactly when every output is (barring an overflow, which the full check then
     # clears), and is cheaper than `np.isfinite(...).all()`.

@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from app.core.config import Settings
 from app.core.errors import RetryLaterError
 from app.core.runtime import settle_heap
 from app.inference.client import InferenceProcess, InferenceTimeouts, RemoteModel
+from app.ledger.adaptive import CALIBRATED, Bands
 from app.serving.batching import MicroBatcher
 from training import calendars
 from training.artifact import load_preprocessing
@@ -60,6 +62,13 @@ class ServedVersion:
     skill: dict[str, Any] = field(default_factory=dict)
     # The last date of its training data: a window ending before it asks for in-sample forecasts.
     trained_through: dt.date | None = None
+    # Which basis gives its bands (adapted to its live scores by the ledger), and the answers' block saying so.
+    bands: Bands = CALIBRATED
+    bands_block: dict[str, Any] = field(default_factory=CALIBRATED.describe)
+
+    def set_bands(self, bands: Bands) -> None:
+        """Serve the next answers with these bands."""
+        self.bands, self.bands_block = bands, bands.describe()
 
     async def predict(self, windows: np.ndarray) -> np.ndarray:
         """Forecasts and bounds of raw windows (`ForecastSteps.finish`), batched with concurrent requests.
@@ -108,6 +117,8 @@ class ModelRegistry:
             xla=settings.inference_xla,
         )
         self.started = False
+        # The bands a version serves when it loads (the ledger's adaptive bands); None: as calibrated.
+        self.bands_for: Callable[[ServedVersion], Awaitable[Bands]] | None = None
 
     # Loading -------------------------------------------------------------------
 
@@ -128,7 +139,7 @@ class ModelRegistry:
         )
         skill = metadata.get("skill") or skill_of(metadata, self.settings.gate_significance_level)
         through = metadata.get("trained_through")
-        return ServedVersion(
+        served = ServedVersion(
             name=name,
             version=version,
             metadata=metadata,
@@ -137,6 +148,9 @@ class ModelRegistry:
             skill=dict(skill),
             trained_through=dt.date.fromisoformat(str(through)) if through else None,
         )
+        if self.bands_for is not None:
+            served.set_bands(await self.bands_for(served))
+        return served
 
     async def refresh(self, name: str | None = None) -> None:
         """Re-read the store for one model (or all) and swap in changed defaults."""
@@ -258,6 +272,11 @@ class ModelRegistry:
         for name, version in list(self.pinned):
             loaded.setdefault(name, []).append(version)
         return loaded
+
+    def serving(self) -> list[ServedVersion]:
+        """Every loaded version: each model's default and the pinned ones."""
+        defaults = [state.served for state in list(self.models.values()) if state.served is not None]
+        return [*defaults, *list(self.pinned.values())]
 
     def served_versions(self) -> dict[str, int]:
         """The version each model serves by default (for /metrics)."""

@@ -25,11 +25,12 @@ LAYERS: dict[str, int] = {
     "app.ledger": 1,  # the forecast ledger: served forecasts kept, scored, reported (pure and storage)
     "app.serving": 2,  # the registry, micro-batching and the protocol-neutral forecast core
     "app.jobs": 2,  # training jobs, their queue and stores
-    "app.api": 3,  # everything that knows HTTP
-    "app.main": 4,  # entry points: the app factory and the commands
-    "app.__main__": 4,
-    "app.worker": 4,
-    "app": 4,
+    "app.online": 3,  # the ledger in the running service: scoring after appends, adaptive bands
+    "app.api": 4,  # everything that knows HTTP
+    "app.main": 5,  # entry points: the app factory and the commands
+    "app.__main__": 5,
+    "app.worker": 5,
+    "app": 5,
 }
 
 # What the service takes from the training package: preprocessing, the store, the gate and the runs it starts.

@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.data import CleaningSettings, clean_prices, load_prices, normalise_column_name, read_price_csv
+from training.data import (
+    CleaningSettings,
+    RowNames,
+    check_rows,
+    clean_prices,
+    load_prices,
+    normalise_column_name,
+    read_price_csv,
+)
 from training.errors import DataError
 from training.features import make_windows
 from training.spec import WindowSpec
@@ -180,6 +188,20 @@ def test_non_positive_prices_are_dropped_and_flagged() -> None:
     assert result.dropped["non_positive_values"] == 2
     assert result.flagged["non_positive_values"] == ["2020-01-03", "2020-01-06"]
     assert result.frame["date"].dt.strftime("%Y-%m-%d").tolist() == ["2020-01-02"]
+
+
+def test_check_rows_keeps_the_raw_order_and_says_why_each_row_would_be_dropped() -> None:
+    raw = read_price_csv(csv("2020-01-06,1,1,1,1,1,1", "2020-01-02,null,1,1,1,1,1", "2020-01-03,1,1,0,1,1,1"))
+    checked = check_rows(raw)
+    assert checked.frame["date"].dt.strftime("%Y-%m-%d").tolist() == ["2020-01-06", "2020-01-02", "2020-01-03"]
+    assert checked.dropped.tolist() == ["", "missing_values", "non_positive_values"]
+
+
+def test_check_rows_names_rows_as_the_caller_does() -> None:
+    raw = read_price_csv(csv("2020-01-02,1,1,1,1,1,1", "2020-01-03,1,x,1,1,1,1"))
+    names = RowNames("row(s)", lambda index: f"{index} (2020-01-0{index + 2})")
+    with pytest.raises(DataError, match=r"column 'high' has values that are not numbers on row\(s\) 1 \(2020-01-03\)"):
+        check_rows(raw, row_names=names)
 
 
 def test_outlier_is_reported_and_kept_by_default() -> None:

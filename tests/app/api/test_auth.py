@@ -21,6 +21,7 @@ CSV = "Date,Open,High,Low,Close,Volume\n2020-01-02,1,2,0.5,1.5,100\n"
 # Every route that changes something, as a client would call it.
 MUTATING = [
     ("POST", "/datasets", {"files": {"file": ("x.csv", CSV, "text/csv")}, "data": {"name": "x"}}),
+    ("POST", "/datasets/msft/rows", {"json": {"rows": [{"Date": "2017-11-13", "Close": 84.0}]}}),
     ("POST", "/train", {"json": {"model": "x", "dataset": "msft"}}),
     ("DELETE", "/jobs/0123456789ab", {}),
     ("PUT", "/models/tiny/aliases/champion", {"json": {"version": 2}}),

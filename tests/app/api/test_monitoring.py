@@ -33,6 +33,7 @@ def kept_forecast(origin: int | None, forecast_id: str) -> dict[str, Any]:
         "dataset": "msft",
         "origin": None if origin is None else session(origin),
         "in_sample": None if origin is None else False,
+        "label": "close",
         "label_last": 100.0,
         "steps": [
             {

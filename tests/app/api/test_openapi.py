@@ -32,6 +32,8 @@ EXPECTED_CODES: dict[tuple[str, str], set[int]] = {
     ("get", "/datasets"): {200} | KEY,
     ("post", "/datasets"): {201, 400, 409, 413, 422} | ADMIN,
     ("get", "/datasets/{name}"): {200, 404, 422} | KEY,
+    # 415: neither JSON nor CSV; 503: another replica holds the dataset's lock (scaled out).
+    ("post", "/datasets/{name}/rows"): {200, 404, 409, 413, 415, 422, 503} | ADMIN,
     # 409 (a job of the model already waits) and 503 (database unreachable) in scaled-out mode.
     ("post", "/train"): {202, 400, 404, 409, 422, 503} | ADMIN,
     ("get", "/jobs"): {200, 422, 503} | KEY,

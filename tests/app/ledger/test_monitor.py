@@ -48,6 +48,7 @@ def test_served_steps_and_score_counts_are_read_from_the_store(tmp_path: Path) -
                 "served_as": "champion",
                 "origin": "2024-01-01",
                 "in_sample": False,
+                "label": "close",
                 "label_last": 100.0,
                 "steps": steps,
                 "served_at": "2024-01-01T00:00:00+00:00",

@@ -1,0 +1,88 @@
+"""The ledger in the running service: opened at start-up, scoring after appends, bands adapted to scores.
+
+Glue between the ledger (`app.ledger`), the datasets and the registry, so
+that none of them imports the others. See docs/ledger.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from app.core.config import Settings
+from app.datasets import DatasetStore
+from app.ledger.adaptive import Bands, adaptive_bands
+from app.ledger.recorder import Ledger
+from app.ledger.records import dataset_of
+from app.ledger.scoring import closes_by_column, score_dataset
+from app.ledger.store import LedgerStore, SqliteLedger
+from app.serving.registry import ModelRegistry, ServedVersion
+from training.data import load_prices
+from training.errors import NotFoundError
+
+
+def open_ledger(settings: Settings, datasets: DatasetStore) -> Ledger:
+    """The ledger the settings ask for: in SQLite under the data folder, or PostgreSQL when scaled out."""
+    store: LedgerStore
+    if settings.database_url is not None:
+        from app.ledger.postgres import PostgresLedger
+
+        store = PostgresLedger(settings.database_url, settings.database_pool_size)
+    else:
+        store = SqliteLedger(settings.ledger_db)
+
+    def data_through(dataset: str) -> str | None:
+        try:
+            return str(datasets.report(dataset)["date_range"]["end"])
+        except (NotFoundError, KeyError, OSError, ValueError):
+            return None
+
+    return Ledger(
+        store,
+        queue_size=settings.ledger_queue_size,
+        flush_seconds=settings.ledger_flush_seconds,
+        data_through=data_through,
+        retention_days=settings.ledger_retention_days,
+    )
+
+
+def bands_of(store: LedgerStore, served: ServedVersion, settings: Settings) -> Bands:
+    """The bands a version serves, from its live scores in the ledger."""
+    rows = [row for row in store.scores(served.name) if row["version"] == served.version]
+    return adaptive_bands(
+        served.metadata.get("intervals") or {},
+        rows,
+        gamma=settings.adaptive_gamma,
+        min_scores=settings.adaptive_min_scores,
+    )
+
+
+def watch_bands(registry: ModelRegistry, ledger: Ledger, settings: Settings) -> None:
+    """Every version the registry loads serves the bands its live scores give."""
+
+    async def bands_for(served: ServedVersion) -> Bands:
+        return await asyncio.to_thread(bands_of, ledger.store, served, settings)
+
+    registry.bands_for = bands_for
+
+
+async def score_appended(app: Any, dataset: str) -> int:
+    """After rows were appended to `dataset`: score the ledger's open forecasts, adapt the bands; how many scored."""
+    ledger: Ledger | None = getattr(app.state, "ledger", None)
+    if ledger is None:
+        return 0
+    datasets: DatasetStore = app.state.datasets
+    settings: Settings = app.state.settings
+    # What was served up to now is written first, so that it is scored with the rest.
+    await ledger.flush()
+    closes = await asyncio.to_thread(lambda: closes_by_column(load_prices(datasets.csv_path(dataset)).frame))
+    scored = await asyncio.to_thread(score_dataset, ledger.store, dataset, closes)
+    if scored and settings.adaptive_bands:
+        registry: ModelRegistry = app.state.registry
+        for served in registry.serving():
+            if dataset_of(served.metadata) == dataset:
+                served.set_bands(await asyncio.to_thread(bands_of, ledger.store, served, settings))
+    return scored
+
+
+__all__ = ["bands_of", "open_ledger", "score_appended", "watch_bands"]
