@@ -99,4 +99,20 @@ def test_thirty_sessions_of_forecasts_are_scored_as_the_test_scores_them(
 
 
 def check_monitoring(report: dict[str, Any], expected: dict[int, dict[str, Any]]) -> None:
-    raise NotImplementedError("shape of the monitoring answer")
+    """Every step's count, coverage per level and ratio to naive, since the version went live, to 1e-9."""
+    (group,) = report["groups"]
+    assert (group["version"], group["served_as"]) == (1, report["status_of"]["served_as"])
+    window = group["windows"]["since_live"]
+    assert window["sessions"] == window["forecasts"] == SESSIONS
+    assert group["replay"]["all_steps"]["scores"] == 0 and group["split_suspect"] == 0
+    for figures in window["per_step"]:
+        wanted = expected[figures["step"]]
+        assert figures["scores"] == wanted["count"] == SESSIONS
+        assert figures["ratio_to_naive"] == pytest.approx(wanted["ratio"], abs=1e-9)
+        assert figures["coverage"] == pytest.approx(wanted["coverage"], abs=1e-9)
+    assert [figures["step"] for figures in window["per_step"]] == list(range(1, HORIZON + 1))
+    # The headline is step 1's, with its tests.
+    assert window["ratio_to_naive"] == pytest.approx(expected[1]["ratio"], abs=1e-9)
+    for level, coverage in expected[1]["coverage"].items():
+        assert window["coverage"][level]["coverage"] == pytest.approx(coverage, abs=1e-9)
+        assert window["coverage"][level]["observations"] == SESSIONS
