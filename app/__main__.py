@@ -9,13 +9,15 @@ model (showing a progress bar per epoch) before the API comes up. Later
 starts find the model and go straight to serving.
 
 `python -m app keys create NAME --scope predict|admin`, `keys list` and
-`keys revoke NAME` manage the API keys (`app/core/keys.py`).
-See docs/design.md, "Service".
+`keys revoke NAME` manage the API keys (`app/core/keys.py`);
+`python -m app datasets append NAME FILE.csv [--replace]` appends rows as
+POST /datasets/{name}/rows does. See docs/design.md, "Service".
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import subprocess
 import sys
@@ -150,10 +152,47 @@ def keys_command(settings: Settings, arguments: argparse.Namespace) -> int:
     return 0
 
 
+def datasets_command(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`datasets append NAME FILE`: the store's append under the service's locks; prints the answer as JSON."""
+    from app.datasets import DatasetStore
+    from app.datasets.locks import SharedLock, no_shared_lock
+
+    database = None
+    try:
+        content = sys.stdin.buffer.read() if arguments.file == "-" else Path(arguments.file).read_bytes()
+        shared_lock: SharedLock = no_shared_lock
+        if settings.database_url:
+            # Scaled out, the API replicas take this lock too (`JobBackend.shared_lock`).
+            from app.jobs.postgres import PostgresJobStore
+
+            database = PostgresJobStore(settings.database_url, pool_size=1)
+            shared_lock = database.advisory_lock
+        result = DatasetStore(settings.datasets_dir, shared_lock=shared_lock).append(
+            arguments.name, content, replace=arguments.replace, appended_by=arguments.by, calendar=arguments.calendar
+        )
+    except (StockcastError, OSError) as error:
+        print(f"stockcast: {error}", file=sys.stderr)
+        return 2
+    finally:
+        if database is not None:
+            database.close()
+    print(json.dumps(result.as_dict(), indent=2))
+    return 0
+
+
+def _who() -> str:
+    """`cli:<user>`: who appended, in the dataset's report and log, where the API writes the key's name."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name (a container without a passwd entry)
+        return "cli"
+
+
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    """Serve (no arguments), migrate the job database, or manage keys."""
+    """Serve (no arguments), migrate the job database, manage keys, or append rows to a dataset."""
     parser = argparse.ArgumentParser(
-        prog="python -m app", description="Serve stockcast, migrate its job database, or manage its API keys."
+        prog="python -m app",
+        description="Serve stockcast, migrate its job database, manage its API keys, or append rows to a dataset.",
     )
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("migrate", help="create or upgrade the PostgreSQL job schema (STOCKCAST_DATABASE_URL), exit")
@@ -165,17 +204,29 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     actions.add_parser("list", help="names, scopes and creation times (never the keys)")
     revoke = actions.add_parser("revoke", help="remove a key; a running service refuses it within a second")
     revoke.add_argument("name")
+    datasets = commands.add_parser("datasets", help="stored datasets (<data dir>/datasets)")
+    dataset_actions = datasets.add_subparsers(dest="action", required=True)
+    append = dataset_actions.add_parser(
+        "append", help="append a CSV's rows to a dataset, as POST /datasets/{name}/rows does; prints the answer"
+    )
+    append.add_argument("name", help="the dataset")
+    append.add_argument("file", help="CSV with a header row, in the upload's columns ('-': standard input)")
+    append.add_argument("--replace", action="store_true", help="write rows that change history (they are logged)")
+    append.add_argument("--calendar", help="the dataset's trading calendar for missing_sessions (XNYS, 24/7, ...)")
+    append.add_argument("--by", default=_who(), help="who appends, for the dataset's log (default: cli:<user>)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Bootstrap, check access, then serve until interrupted; or migrate, or manage keys, and exit."""
+    """Bootstrap, check access, then serve until interrupted; or migrate, manage keys or append rows, and exit."""
     arguments = parse_arguments(argv)
     settings = get_settings()
     if arguments.command == "migrate":
         return migrate_command(settings)
     if arguments.command == "keys":
         return keys_command(settings, arguments)
+    if arguments.command == "datasets":
+        return datasets_command(settings, arguments)
     import uvicorn
 
     try:

@@ -22,6 +22,7 @@ FORBIDDEN = ("tensorflow", "keras", "tf_keras", "jax", "torch")
 CSV = "Date,Open,High,Low,Close,Volume\n" + "".join(
     f"2020-01-{day:02d},{100 + day},{101 + day},{99 + day},{100.5 + day},{1000 * day}\n" for day in range(2, 30)
 )
+APPENDED = {"Date": "2020-01-30", "Open": 130, "High": 131, "Low": 129, "Close": 130.5, "Volume": 30000}
 
 
 def test_no_tensorflow_in_the_api_process_after_every_route(model_store: ModelStore, tmp_path: Path) -> None:
@@ -58,6 +59,7 @@ def test_no_tensorflow_in_the_api_process_after_every_route(model_store: ModelSt
             ("GET", "/datasets", {}, 200),
             ("GET", "/datasets/msft", {}, 200),
             ("POST", "/datasets", {"files": {"file": ("a.csv", CSV)}, "data": {"name": "jan"}}, 201),
+            ("POST", "/datasets/jan/rows", {"json": {"rows": [APPENDED]}}, 200),
             ("GET", "/jobs", {}, 200),
             ("GET", "/metrics", {}, 200),
             # The standard protocols.
