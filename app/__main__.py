@@ -176,7 +176,17 @@ def datasets_command(settings: Settings, arguments: argparse.Namespace) -> int:
     finally:
         if database is not None:
             database.close()
-    print(json.dumps(result.as_dict(), indent=2))
+    answer = result.as_dict()
+    if result.changed_dates and settings.ledger:
+        # What a running service served in its last flush interval is not written yet: the next append scores it.
+        from app.online import ledger_store, score_stored
+
+        store = ledger_store(settings)
+        try:
+            answer["scored_forecasts"] = score_stored(store, DatasetStore(settings.datasets_dir), arguments.name)
+        finally:
+            store.close()
+    print(json.dumps(answer, indent=2))
     return 0
 
 

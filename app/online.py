@@ -23,13 +23,7 @@ from training.errors import NotFoundError
 
 def open_ledger(settings: Settings, datasets: DatasetStore) -> Ledger:
     """The ledger the settings ask for: in SQLite under the data folder, or PostgreSQL when scaled out."""
-    store: LedgerStore
-    if settings.database_url is not None:
-        from app.ledger.postgres import PostgresLedger
-
-        store = PostgresLedger(settings.database_url, settings.database_pool_size)
-    else:
-        store = SqliteLedger(settings.ledger_db)
+    store = ledger_store(settings)
 
     def data_through(dataset: str) -> str | None:
         try:
@@ -66,6 +60,28 @@ def watch_bands(registry: ModelRegistry, ledger: Ledger, settings: Settings) -> 
     registry.bands_for = bands_for
 
 
+def score_stored(store: LedgerStore, datasets: DatasetStore, dataset: str) -> int:
+    """Score the ledger's open forecasts of `dataset` against its stored closes; how many gained a score."""
+    closes = closes_by_column(load_prices(datasets.csv_path(dataset)).frame)
+    return score_dataset(store, dataset, closes)
+
+
+def ledger_store(settings: Settings) -> LedgerStore:
+    """The ledger's store the settings name (SQLite under the data folder, or PostgreSQL when scaled out)."""
+    if settings.database_url is not None:
+        from app.ledger.postgres import PostgresLedger
+
+        return PostgresLedger(settings.database_url, settings.database_pool_size)
+    return SqliteLedger(settings.ledger_db)
+
+
+async def flush_ledger(app: Any) -> None:
+    """Write what was served so far, before a change of the data: it was served before those rows existed."""
+    ledger: Ledger | None = getattr(app.state, "ledger", None)
+    if ledger is not None:
+        await ledger.flush()
+
+
 async def score_appended(app: Any, dataset: str) -> int:
     """After rows were appended to `dataset`: score the ledger's open forecasts, adapt the bands; how many scored."""
     ledger: Ledger | None = getattr(app.state, "ledger", None)
@@ -73,10 +89,9 @@ async def score_appended(app: Any, dataset: str) -> int:
         return 0
     datasets: DatasetStore = app.state.datasets
     settings: Settings = app.state.settings
-    # What was served up to now is written first, so that it is scored with the rest.
+    # Forecasts served while the rows were written are scored with the rest.
     await ledger.flush()
-    closes = await asyncio.to_thread(lambda: closes_by_column(load_prices(datasets.csv_path(dataset)).frame))
-    scored = await asyncio.to_thread(score_dataset, ledger.store, dataset, closes)
+    scored = await asyncio.to_thread(score_stored, ledger.store, datasets, dataset)
     if scored and settings.adaptive_bands:
         registry: ModelRegistry = app.state.registry
         for served in registry.serving():
@@ -85,4 +100,12 @@ async def score_appended(app: Any, dataset: str) -> int:
     return scored
 
 
-__all__ = ["bands_of", "open_ledger", "score_appended", "watch_bands"]
+__all__ = [
+    "bands_of",
+    "flush_ledger",
+    "ledger_store",
+    "open_ledger",
+    "score_appended",
+    "score_stored",
+    "watch_bands",
+]

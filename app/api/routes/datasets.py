@@ -20,7 +20,7 @@ from app.api.responses import DatasetPublic, DatasetsPublic, DatasetSummary, Row
 from app.api.schemas import AppendRowsRequest
 from app.api.upload_limit import too_large_message
 from app.core.metrics import DATASET_APPENDS, DATASET_UPLOADS
-from app.online import score_appended
+from app.online import flush_ledger, score_appended
 from training.errors import StockcastError
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -126,6 +126,8 @@ async def append_rows(
         raise UnsupportedMediaTypeError(
             f"content type '{media_type}' is not read here: send application/json {{\"rows\": [...]}} or text/csv"
         )
+    # Forecasts served before these rows existed are written with the data as it was (live, not replays).
+    await flush_ledger(request.app)
     try:
         result = await asyncio.to_thread(
             datasets.append, name, rows, replace=replace, appended_by=caller, calendar=calendar
