@@ -32,7 +32,7 @@ from app.jobs.backend import JobBackend, open_job_backend
 from app.jobs.store import FINISHED, QUEUED, RUNNING
 from app.ledger.monitor import Monitor
 from app.ledger.recorder import Ledger
-from app.online import open_ledger, watch_bands
+from app.online import open_ledger, refresh_bands, watch_bands
 from app.reports import VersionReports
 from app.serving.registry import ModelRegistry
 from training.errors import StockcastError
@@ -125,6 +125,8 @@ def create_app(
 
         async def on_models_changed(name: str) -> None:
             await registry.refresh(name)
+            # A queue worker's scoring announces the models it scored: their bands adapt.
+            await refresh_bands(app, name)
 
         # Embedded (SQLite, jobs run here) or scaled out (PostgreSQL, jobs run by app.worker processes).
         job_backend = open_job_backend(settings, on_job_finished, on_models_changed)

@@ -7,13 +7,15 @@ that none of them imports the others. See docs/ledger.md.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
+
+# What happened to the ledger's scoring after an append (the append's answer says it).
+Scoring = Literal["done", "queued", "off"]
 
 from app.core.config import Settings
 from app.datasets import DatasetStore
 from app.ledger.adaptive import Bands, adaptive_bands
 from app.ledger.recorder import Ledger
-from app.ledger.records import dataset_of
 from app.ledger.scoring import closes_by_column, score_dataset
 from app.ledger.store import LedgerStore, SqliteLedger
 from app.serving.registry import ModelRegistry, ServedVersion
@@ -82,22 +84,38 @@ async def flush_ledger(app: Any) -> None:
         await ledger.flush()
 
 
-async def score_appended(app: Any, dataset: str) -> int:
-    """After rows were appended to `dataset`: score the ledger's open forecasts, adapt the bands; how many scored."""
+async def score_appended(app: Any, dataset: str) -> tuple[int | None, Scoring]:
+    """After rows were appended to `dataset`: score the ledger's open forecasts and adapt the bands.
+
+    Embedded, at once: (how many scored, "done"). Scaled out, a queue worker
+    scores them and tells every replica: (None, "queued"). (None, "off")
+    without a ledger.
+    """
     ledger: Ledger | None = getattr(app.state, "ledger", None)
     if ledger is None:
-        return 0
-    datasets: DatasetStore = app.state.datasets
-    settings: Settings = app.state.settings
+        return None, "off"
     # Forecasts served while the rows were written are scored with the rest.
     await ledger.flush()
+    if await asyncio.to_thread(app.state.jobs.defer_scoring, dataset):
+        return None, "queued"
+    datasets: DatasetStore = app.state.datasets
     scored = await asyncio.to_thread(score_stored, ledger.store, datasets, dataset)
-    if scored and settings.adaptive_bands:
-        registry: ModelRegistry = app.state.registry
-        for served in registry.serving():
-            if dataset_of(served.metadata) == dataset:
-                served.set_bands(await asyncio.to_thread(bands_of, ledger.store, served, settings))
-    return scored
+    if scored:
+        for model in await asyncio.to_thread(ledger.store.models_of, dataset):
+            await refresh_bands(app, model)
+    return scored, "done"
+
+
+async def refresh_bands(app: Any, model: str) -> None:
+    """Adapt the bands of every loaded version of `model` to its live scores (after scoring)."""
+    ledger: Ledger | None = getattr(app.state, "ledger", None)
+    settings: Settings = app.state.settings
+    if ledger is None or not settings.adaptive_bands:
+        return
+    registry: ModelRegistry = app.state.registry
+    for served in registry.serving():
+        if served.name == model:
+            served.set_bands(await asyncio.to_thread(bands_of, ledger.store, served, settings))
 
 
 __all__ = [
@@ -105,6 +123,7 @@ __all__ = [
     "flush_ledger",
     "ledger_store",
     "open_ledger",
+    "refresh_bands",
     "score_appended",
     "score_stored",
     "watch_bands",

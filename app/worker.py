@@ -11,9 +11,12 @@ queue worker starts again once it is back. See docs/design.md, "Scaled-out jobs"
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import signal
 import sys
+from typing import Any
 
 from app.core.config import Settings, get_settings
 
@@ -42,17 +45,58 @@ async def _sweep_forever(queue: object, settings: Settings) -> None:
         await asyncio.sleep(settings.sweep_seconds)
 
 
+def score_ledger(dataset: str) -> None:
+    """procrastinate task: score the ledger's open forecasts of `dataset`, then tell the API replicas.
+
+    Each replica, told that a model changed, adapts its bands to the new scores.
+    """
+    from app.datasets import DatasetStore
+    from app.jobs.queue_task import records_for
+    from app.online import score_stored
+
+    settings = get_settings()
+    store = _ledger_store(settings.database_url or "", settings.database_pool_size)
+    scored = score_stored(store, DatasetStore(settings.datasets_dir), dataset)
+    logger.info("ledger: %d forecasts of dataset %s scored", scored, dataset)
+    if scored:
+        for model in store.models_of(dataset):
+            records_for(settings).notify_models(model)
+
+
+@functools.lru_cache
+def _ledger_store(database_url: str, pool_size: int) -> Any:
+    """One ledger pool per queue worker process."""
+    from app.ledger.postgres import PostgresLedger
+
+    return PostgresLedger(database_url, pool_size)
+
+
 async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
     """One run of the queue worker and its sweeper, until asked to stop or the database connection is lost."""
     from procrastinate.worker import Worker
 
     from app.jobs.backend import worker_name
+    from app.jobs.queue import SCORE_QUEUE, SCORE_TASK, TRAIN_QUEUE
     from app.jobs.queue_task import build_worker_queue
 
     queue = build_worker_queue(settings)
+    queue.task(name=SCORE_TASK, queue=SCORE_QUEUE)(score_ledger)
     async with queue.open_async():
+        # Scoring has a worker of its own: it must not wait for a training slot, nor take one.
+        scorer = Worker(
+            queue,
+            queues=[SCORE_QUEUE],
+            name=f"{worker_name()}-scoring",
+            concurrency=1,
+            fetch_job_polling_interval=settings.abort_poll_seconds * 5,
+            update_heartbeat_interval=settings.worker_heartbeat_seconds,
+            stalled_worker_timeout=settings.worker_stalled_seconds,
+            listen_notify=True,
+            install_signal_handlers=False,
+        )
         worker = Worker(
             queue,
+            queues=[TRAIN_QUEUE],
             name=worker_name(),
             concurrency=settings.worker_concurrency,
             abort_job_polling_interval=settings.abort_poll_seconds,
@@ -68,13 +112,18 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
         def stop() -> None:
             stopping.set()
             worker.stop()
+            scorer.stop()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop)
         sweeper = asyncio.create_task(_sweep_forever(queue, settings), name="sweeper")
+        scoring = asyncio.create_task(scorer.run(), name="scorer")
         try:
             await worker.run()
         finally:
+            scorer.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(scoring, timeout=settings.graceful_shutdown_seconds)
             sweeper.cancel()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)

@@ -372,8 +372,15 @@ class RowsAppended(BaseModel):
     skipped: list[SkippedRow]
     zero_volume: list[str] = Field(description="New dates with volume 0: kept and flagged, as an upload does.")
     ignored_columns: list[str] = Field(description="Request columns the dataset does not have (not written).")
-    scored_forecasts: int = Field(
-        0, description="Served forecasts the forecast ledger scored against these rows (their targets' closes)."
+    scored_forecasts: int | None = Field(
+        0,
+        description="Served forecasts the forecast ledger scored against these rows (their targets' closes); null"
+        " when a queue worker scores them (scaled out) or the ledger is off.",
+    )
+    scoring: Literal["done", "queued", "off", "nothing_new"] = Field(
+        "nothing_new",
+        description="done: scored before this answer; queued: a queue worker scores them (scaled out); off: no"
+        " ledger; nothing_new: the append changed nothing.",
     )
 
 

@@ -79,6 +79,9 @@ class JobBackend(Protocol):
     def shared_lock(self, name: str) -> AbstractContextManager[object]:
         """A lock named `name` that every API replica takes alike, held until the block ends (for dataset changes)."""
 
+    def defer_scoring(self, dataset: str) -> bool:
+        """Queue the ledger's scoring of `dataset` for a queue worker; False when the API is to score it itself."""
+
 
 def cancelled_before_start(by: str | None) -> str:
     """The error of a job cancelled while it waited, naming the key that cancelled it."""
@@ -152,6 +155,10 @@ class EmbeddedJobs:
         """One API process on one machine: the callers' own file locks are enough."""
         return contextlib.nullcontext()
 
+    def defer_scoring(self, dataset: str) -> bool:
+        """Embedded: the API scores the ledger itself, at once (False: nothing was queued)."""
+        return False
+
 
 class PostgresJobs:
     """PostgreSQL records and a procrastinate queue; queue workers (`python -m app.worker`) run the jobs."""
@@ -207,6 +214,14 @@ class PostgresJobs:
             except Exception as error:  # the database restarted: listen again, poll meanwhile
                 logger.warning("model notices interrupted (%s); listening again shortly", error)
                 await asyncio.sleep(min(self.settings.refresh_seconds, 5.0))
+
+    def defer_scoring(self, dataset: str) -> bool:
+        """Queue the scoring of the ledger after an append, for a queue worker (the append answers at once)."""
+        from app.jobs.queue import defer_scoring
+
+        with self._connection() as connection:
+            defer_scoring(self.queue, connection, dataset)
+        return True
 
     def submit(self, submission: Submission) -> tuple[dict[str, Any], bool]:
         """Insert the record and its queue entry in one transaction, so a crash keeps both or neither."""

@@ -14,6 +14,10 @@ import procrastinate
 import psycopg
 
 TRAIN_TASK = "stockcast.train"
+TRAIN_QUEUE = "default"
+# Scoring the forecast ledger after an append: its own queue, so it never waits behind a training job.
+SCORE_TASK = "stockcast.score"
+SCORE_QUEUE = "stockcast-scoring"
 
 
 def model_lock(model: str) -> str:
@@ -37,6 +41,19 @@ def defer_training(queue: procrastinate.App, connection: psycopg.Connection[Any]
     lock = model_lock(model)
     deferrer = queue.configure_task(TRAIN_TASK, lock=lock, queueing_lock=lock, connection=connection)
     return int(deferrer.defer(job_id=job_id))
+
+
+def defer_scoring(queue: procrastinate.App, connection: psycopg.Connection[Any], dataset: str) -> bool:
+    """Queue the scoring of `dataset`'s open forecasts; False when one is already waiting (it will score all)."""
+    from procrastinate.exceptions import AlreadyEnqueued
+
+    lock = f"stockcast-score:{dataset}"
+    deferrer = queue.configure_task(SCORE_TASK, queue=SCORE_QUEUE, lock=lock, queueing_lock=lock, connection=connection)
+    try:
+        deferrer.defer(dataset=dataset)
+    except AlreadyEnqueued:
+        return False
+    return True
 
 
 def cancel_queued(

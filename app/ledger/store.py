@@ -220,6 +220,11 @@ class LedgerStore:
             done.setdefault(row["forecast_id"], set()).add(int(row["step"]))
         return done
 
+    def models_of(self, dataset: str) -> list[str]:
+        """The models whose kept forecasts came from versions trained on `dataset`."""
+        rows = self._rows("SELECT DISTINCT model FROM ledger_forecasts WHERE dataset = ? ORDER BY model", (dataset,))
+        return [str(row["model"]) for row in rows]
+
     def forecast(self, forecast_id: str) -> dict[str, Any] | None:
         """One kept forecast, or None."""
         rows = self._rows("SELECT * FROM ledger_forecasts WHERE forecast_id = ?", (forecast_id,))

@@ -8,6 +8,7 @@ from the answers and the appended rows.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +17,24 @@ from typing import Any
 import pytest
 
 from app.datasets import DatasetStore
-from tests.helpers import WINDOW, ServiceProcess, tiny_clean, tiny_config
+from tests.helpers import (
+    WINDOW,
+    ServiceProcess,
+    WorkerProcess,
+    require_postgres,
+    scratch_database,
+    tiny_clean,
+    tiny_config,
+    wait_until,
+)
 from training.data import load_prices
 from training.fitting import TrainingRun, train_version
 from training.store import ModelStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tf]
 
+# The service, the whole series (first 700 rows trained on, then one appended per session), the mode.
+Running = tuple[ServiceProcess, list[dict[str, Any]], str]
 SESSIONS = 30
 HORIZON = 2
 COLUMNS = ("open", "high", "low", "close", "volume")
@@ -45,8 +57,11 @@ def records(count: int) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[ServiceProcess, list[dict[str, Any]]]]:
+@pytest.fixture(params=["embedded", pytest.param("scaled_out", marks=pytest.mark.postgres)])
+def service(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[ServiceProcess, list[dict[str, Any]], str]]:
+    """The service on a version trained on the series' first 700 rows; scaled out, with a queue worker too."""
     every = records(700 + SESSIONS + HORIZON - 1)
     first = every[:700]
     datasets = DatasetStore(tmp_path / "var" / "datasets")
@@ -54,16 +69,25 @@ def service(tmp_path: Path) -> Iterator[tuple[ServiceProcess, list[dict[str, Any
     clean = load_prices(csv_of(first))
     source = {"name": "series.csv", "dataset": "series", "sha256": "-"}
     train_version(TrainingRun("series", clean, source, tiny_config(horizon=HORIZON)), ModelStore(tmp_path / "models"))
-    running = ServiceProcess(tmp_path / "models", tmp_path, STOCKCAST_LEDGER_FLUSH_SECONDS="0.2")
-    running.start()
-    yield running, every
-    running.stop()
+    with contextlib.ExitStack() as stack:
+        env = {"STOCKCAST_LEDGER_FLUSH_SECONDS": "0.2"}
+        if request.param == "scaled_out":
+            require_postgres()
+            url = stack.enter_context(scratch_database())
+            env["STOCKCAST_DATABASE_URL"] = url
+            worker = WorkerProcess(tmp_path / "models", tmp_path, "scorer", STOCKCAST_DATABASE_URL=url)
+            worker.start()
+            stack.callback(worker.stop)
+        running = ServiceProcess(tmp_path / "models", tmp_path, **env)
+        running.start()
+        stack.callback(running.stop)
+        yield running, every, request.param
 
 
 def test_thirty_sessions_of_forecasts_are_scored_as_the_test_scores_them(
-    service: tuple[ServiceProcess, list[dict[str, Any]]],
+    service: Running,
 ) -> None:
-    server, every = service
+    server, every, mode = service
     answers = []
     for session in range(SESSIONS + HORIZON - 1):
         known = 700 + session
@@ -76,6 +100,8 @@ def test_thirty_sessions_of_forecasts_are_scored_as_the_test_scores_them(
         appended = server.post("/datasets/series/rows", json={"rows": [every[known]]})
         assert appended.status_code == 200, appended.text
         assert appended.json()["rows_added"] == 1
+        # Embedded, the API scores before it answers; scaled out, a queue worker does, and the append answers at once.
+        assert appended.json()["scoring"] == {"embedded": "done", "scaled_out": "queued"}[mode]
     # What the test computes itself from the answers and the appended rows.
     closes = {row["date"]: row["close"] for row in every}
     expected: dict[int, dict[str, Any]] = {}
@@ -93,9 +119,19 @@ def test_thirty_sessions_of_forecasts_are_scored_as_the_test_scores_them(
             "ratio": (sum(model_errors) / len(model_errors)) / (sum(naive_errors) / len(naive_errors)),
             "coverage": {level: sum(flags) / len(flags) for level, flags in inside.items()},
         }
-    monitoring = server.get("/models/series/monitoring")
-    assert monitoring.status_code == 200, monitoring.text
-    check_monitoring(monitoring.json(), expected)
+
+    # Scaled out, a queue worker scores after each append: wait for the last of them.
+    def scored() -> dict[str, Any] | None:
+        answer = server.get("/models/series/monitoring")
+        assert answer.status_code == 200, answer.text
+        report = answer.json()
+        groups = report["groups"]
+        done = groups and all(
+            figures["scores"] == SESSIONS for figures in groups[0]["windows"]["since_live"]["per_step"]
+        )
+        return report if done else None
+
+    check_monitoring(wait_until(scored, "every forecast to be scored", timeout=60), expected)
 
 
 def check_monitoring(report: dict[str, Any], expected: dict[int, dict[str, Any]]) -> None:

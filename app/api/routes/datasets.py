@@ -138,5 +138,5 @@ async def append_rows(
     DATASET_APPENDS.labels("changed" if result.changed_dates else "unchanged").inc()
     answer = RowsAppended.model_validate(result, from_attributes=True)
     if result.changed_dates:
-        answer.scored_forecasts = await score_appended(request.app, name)
+        answer.scored_forecasts, answer.scoring = await score_appended(request.app, name)
     return answer

@@ -86,6 +86,7 @@ def test_one_row_is_appended(app_client: TestClient, keys: Keys, dataset: str) -
         "zero_volume": [],
         "ignored_columns": [],
         "scored_forecasts": 0,
+        "scoring": "done",
     }
     report = app_client.get(f"/datasets/{dataset}", headers=keys.predict).json()
     assert (report["rows_kept"], report["sha256"], report["appended_by"]) == (11, answer["sha256"], "ops")
