@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-# What happened to the ledger's scoring after an append (the append's answer says it).
-Scoring = Literal["done", "queued", "off"]
-
 from app.core.config import Settings
 from app.datasets import DatasetStore
 from app.ledger.adaptive import Bands, adaptive_bands
@@ -21,6 +18,9 @@ from app.ledger.store import LedgerStore, SqliteLedger
 from app.serving.registry import ModelRegistry, ServedVersion
 from training.data import load_prices
 from training.errors import NotFoundError
+
+# What happened to the ledger's scoring after an append (the append's answer says it).
+Scoring = Literal["done", "queued", "off"]
 
 
 def open_ledger(settings: Settings, datasets: DatasetStore) -> Ledger:
