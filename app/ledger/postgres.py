@@ -11,10 +11,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
+import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from app.ledger.store import Cursor, LedgerStore
+from training.errors import StockcastError
+
+
+class LedgerUnavailableError(StockcastError):
+    """The scaled-out mode's database cannot be reached right now."""
+
+    status_code = 503
 
 
 class PostgresLedger(LedgerStore):
@@ -34,11 +43,21 @@ class PostgresLedger(LedgerStore):
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        with self.pool.connection(timeout=10) as connection, connection.transaction(), connection.cursor() as cursor:
-            yield cursor  # type: ignore[misc]
+        try:
+            with (
+                self.pool.connection(timeout=10) as connection,
+                connection.transaction(),
+                connection.cursor() as cursor,
+            ):
+                yield cursor  # type: ignore[misc]
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as error:
+            # A route reading the ledger answers 503 with the reason; the writer counts the loss and goes on.
+            raise LedgerUnavailableError(
+                f"the forecast ledger's database is unreachable ({error}); retry later"
+            ) from None
 
     def close(self) -> None:
         self.pool.close()
 
 
-__all__ = ["PostgresLedger"]
+__all__ = ["LedgerUnavailableError", "PostgresLedger"]

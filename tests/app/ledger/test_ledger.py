@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from app.ledger.postgres import PostgresLedger
 from app.ledger.scoring import score_dataset, split_suspect
-from app.ledger.store import SqliteLedger
+from app.ledger.store import LedgerStore, SqliteLedger
 from tests.fakes import fake_app
-from tests.helpers import WINDOW, local_client, sample_rows
+from tests.helpers import WINDOW, local_client, require_postgres, sample_rows, scratch_database
 from training.store import ModelStore
 
 
@@ -121,8 +123,20 @@ def test_a_full_queue_drops_and_counts_but_answers(model_store: ModelStore, tmp_
         assert client.app.state.ledger.dropped == 3  # type: ignore[attr-defined]
 
 
-def test_scoring_in_log_returns_with_bands_replays_and_splits_apart(tmp_path: Path) -> None:
-    store = SqliteLedger(tmp_path / "ledger.sqlite3")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerStore]:
+    """The same store tests against both backends: SQLite (embedded) and the real PostgreSQL (scaled out)."""
+    if request.param == "sqlite":
+        yield SqliteLedger(tmp_path / "ledger.sqlite3")
+        return
+    require_postgres()
+    with scratch_database() as url:
+        ledger = PostgresLedger(url)
+        yield ledger
+        ledger.close()
+
+
+def test_scoring_in_log_returns_with_bands_replays_and_splits_apart(store: LedgerStore) -> None:
     steps = [
         {"date": "2020-01-02", "close": 101.0, "bounds": {"90": [99.0, 103.0]}},
         {"date": "2020-01-03", "close": 102.0, "bounds": {"90": [98.0, 106.0]}},
@@ -155,8 +169,7 @@ def test_split_ratios_are_suspected_and_ordinary_moves_are_not() -> None:
     assert not split_suspect(80.0, 100.0) and not split_suspect(130.0, 100.0)
 
 
-def test_retention_forgets_forecasts_and_keeps_their_scores(tmp_path: Path) -> None:
-    store = SqliteLedger(tmp_path / "ledger.sqlite3")
+def test_retention_forgets_forecasts_and_keeps_their_scores(store: LedgerStore) -> None:
     row = {
         "forecast_id": "old", "model": "m", "version": 1, "served_as": "champion", "dataset": "d",
         "key_name": None, "request_id": None, "origin": "2020-01-01", "in_sample": False, "data_through": None,
@@ -167,3 +180,20 @@ def test_retention_forgets_forecasts_and_keeps_their_scores(tmp_path: Path) -> N
     score_dataset(store, "d", {"close": {"2020-01-02": 100.5}})
     assert store.forget_before("2021-01-01") == 1
     assert store.forecast("old") is None and len(store.scores("m")) == 1
+    assert store.models_of("d") == []
+
+
+def test_a_forecast_served_again_is_one_row_with_more_hits(store: LedgerStore) -> None:
+    row = {
+        "forecast_id": "same", "model": "m", "version": 1, "served_as": "champion", "dataset": "d",
+        "key_name": "desk", "request_id": "r1", "origin": "2020-01-01", "in_sample": False, "data_through": None,
+        "label": "close", "label_last": 100.0, "scale": None,
+        "steps": [{"date": "2020-01-02", "close": 101.0, "bounds": {}}], "served_at": "2020-01-01T21:00:00+00:00",
+    }  # fmt: skip
+    store.add_forecasts([row])
+    store.add_forecasts([{**row, "request_id": "r2", "served_at": "2020-01-01T21:05:00+00:00"}])
+    kept = store.forecast("same")
+    assert kept is not None
+    assert (kept["hits"], kept["request_id"], kept["last_served_at"]) == (2, "r1", "2020-01-01T21:05:00+00:00")
+    assert store.counts("m") == {"kept": 1, "hits": 2, "undated": 0}
+    assert store.models_of("d") == ["m"]
