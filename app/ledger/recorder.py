@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from app.ledger.records import Served, rows_of
+from app.ledger.records import Served, iso_time, rows_of
 from app.ledger.store import LedgerStore
 
 logger = logging.getLogger("stockcast.ledger")
@@ -78,15 +78,33 @@ class Ledger:
         return written
 
     def _write(self, batch: list[Served]) -> int:
-        rows = [row for served in batch for row in rows_of(served)]
+        # Desks ask for the same forecast again and again: each distinct one is built once, its repeats
+        # become hits, and only the rows (not the repeats) cost any work.
+        firsts: dict[str, tuple[int, int]] = {}
+        repeats: dict[str, tuple[int, float]] = {}
+        for at, served in enumerate(batch):
+            for index, forecast_id in enumerate(served.ids):
+                if forecast_id not in firsts:
+                    firsts[forecast_id] = (at, index)
+                else:
+                    hits, _ = repeats.get(forecast_id, (0, 0.0))
+                    repeats[forecast_id] = (hits + 1, served.served_at)
+        wanted: dict[int, list[int]] = {}
+        for at, index in firsts.values():
+            wanted.setdefault(at, []).append(index)
+        rows = [row for at, indexes in wanted.items() for row in rows_of(batch[at], indexes)]
         through: dict[str | None, str | None] = {}
         for row in rows:
             dataset = row["dataset"]
             if dataset not in through:
                 through[dataset] = self.data_through(dataset) if dataset else None
             row["data_through"] = through[dataset]
+            again = repeats.get(row["forecast_id"])
+            if again is not None:
+                row["hits"] = 1 + again[0]
+                row["last_served_at"] = iso_time(again[1])
         self.store.add_forecasts(rows)
-        return len(rows)
+        return sum(len(served.ids) for served in batch)
 
     async def _run(self) -> None:
         forgotten = 0.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,11 @@ from training.spec import WindowSpec
 
 def forecast_id(model: str, version: int, served_as: str, origin: dt.date | None, window: np.ndarray) -> str:
     """32 hex digits naming this forecast: the same inputs always give the same id."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{model}\x00{version}\x00{served_as}\x00{origin}\x00".encode())
-    digest.update(np.ascontiguousarray(window, dtype=np.float64).tobytes())
+    digest = hashlib.blake2b(f"{model}\x00{version}\x00{served_as}\x00{origin}\x00".encode(), digest_size=16)
+    if window.dtype != np.float64 or not window.flags.c_contiguous:
+        window = np.ascontiguousarray(window, dtype=np.float64)
+    # The array's own buffer: hashed without a copy.
+    digest.update(window.data)
     return digest.hexdigest()
 
 
@@ -70,8 +73,10 @@ class Served:
     """time.time() when answered; formatted when written."""
 
 
-def rows_of(served: Served) -> list[dict[str, Any]]:
-    """The ledger rows (`ledger_forecasts` columns) of one hand-off."""
+def rows_of(served: Served, indexes: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """The ledger rows (`ledger_forecasts` columns) of one hand-off: of every window, or of those at `indexes`."""
+    if indexes is not None and len(indexes) < len(served.ids):
+        served = subset(served, indexes)
     spec, metadata = served.spec, served.metadata
     trained_through = _date(metadata.get("trained_through"))
     calendar = calendars.calendar_of(metadata)
@@ -79,7 +84,7 @@ def rows_of(served: Served) -> list[dict[str, Any]]:
     scales = conformal.score_scale(served.windows, spec, score)
     last_values = served.windows[:, -1, spec.label_index]
     count = len(served.levels)
-    served_at = dt.datetime.fromtimestamp(served.served_at, dt.UTC).isoformat(timespec="microseconds")
+    served_at = iso_time(served.served_at)
     rows = []
     for index, origin in enumerate(served.origins):
         output = served.outputs[index]
@@ -120,8 +125,33 @@ def rows_of(served: Served) -> list[dict[str, Any]]:
     return rows
 
 
+def iso_time(seconds: float) -> str:
+    """A time.time() value as the ledger writes it: ISO 8601, UTC, microseconds."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="microseconds")
+
+
+def subset(served: Served, indexes: Sequence[int]) -> Served:
+    """The same hand-off with only the windows at `indexes`."""
+    picked = list(indexes)
+    return Served(
+        model=served.model,
+        version=served.version,
+        served_as=served.served_as,
+        metadata=served.metadata,
+        spec=served.spec,
+        windows=served.windows[picked],
+        origins=[served.origins[index] for index in picked],
+        outputs=served.outputs[picked],
+        levels=served.levels,
+        ids=[served.ids[index] for index in picked],
+        key_name=served.key_name,
+        request_id=served.request_id,
+        served_at=served.served_at,
+    )
+
+
 def _date(value: object) -> dt.date | None:
     return dt.date.fromisoformat(str(value)) if value else None
 
 
-__all__ = ["Served", "dataset_of", "forecast_id", "in_sample", "rows_of"]
+__all__ = ["Served", "dataset_of", "forecast_id", "in_sample", "iso_time", "rows_of", "subset"]

@@ -153,7 +153,7 @@ class LedgerStore:
             tuple(
                 json.dumps(row["steps"])
                 if column == "steps"
-                else row["served_at"]
+                else row.get("last_served_at", row["served_at"])
                 if column == "last_served_at"
                 else _int_or_none(row["in_sample"])
                 if column == "in_sample"
