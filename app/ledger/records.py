@@ -23,12 +23,13 @@ from training.spec import WindowSpec
 
 def forecast_id(model: str, version: int, served_as: str, origin: dt.date | None, window: np.ndarray) -> str:
     """32 hex digits naming this forecast: the same inputs always give the same id."""
-    digest = hashlib.blake2b(f"{model}\x00{version}\x00{served_as}\x00{origin}\x00".encode(), digest_size=16)
+    # SHA-256 (hardware-accelerated on current CPUs, so faster here than BLAKE2), truncated to 128 bits.
+    digest = hashlib.sha256(f"{model}\x00{version}\x00{served_as}\x00{origin}\x00".encode())
     if window.dtype != np.float64 or not window.flags.c_contiguous:
         window = np.ascontiguousarray(window, dtype=np.float64)
     # The array's own buffer: hashed without a copy.
     digest.update(window.data)
-    return digest.hexdigest()
+    return digest.hexdigest()[:32]
 
 
 def dataset_of(metadata: dict[str, Any]) -> str | None:
