@@ -67,6 +67,10 @@ def test_an_answer_carries_the_versions_skill_and_the_champion_role(network_clie
         # The production refit: the served network has seen the dataset's last row.
         "trained_through": tiny_clean().frame["date"].iloc[-1].strftime("%Y-%m-%d"),
         "served_as": "champion",
+        # The window ends on trained_through: its targets are after it, out of sample.
+        "in_sample": False,
+        # No live scores yet: the bands are as calibrated at training.
+        "bands": {"basis": "calibrated", "live_scores": 0},
     }
     assert body["skill"]["trained_through"] == "2017-11-10"
 
