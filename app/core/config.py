@@ -82,6 +82,13 @@ class Settings(BaseSettings):
         description="How often a queue worker checks for cancellations when a LISTEN/NOTIFY wake-up was missed.",
     )
 
+    schedule_tick_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often retraining schedules are checked for a due slot (embedded: by the API; scaled out:"
+        " by the queue worker that holds the tickers' advisory lock).",
+    )
+
     max_batch_size: int = Field(64, ge=1, description="Most windows one micro-batched inference call takes.")
     max_batch_wait_us: int = Field(1000, ge=0, description="Longest a request waits for others to batch with.")
     inference_timeout_seconds: float = Field(
