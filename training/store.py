@@ -3,7 +3,8 @@
 A version is written into a hidden temporary folder and renamed into place,
 so a reader sees a whole version or none. Versions are integers that only
 increase. Aliases (`champion` and any others) live beside the versions with
-an append-only log of every change.
+an append-only log of every change, and the gate's decisions in an
+append-only attempt ledger.
 See docs/design.md, "Store format (`metadata.json`, format version 1)".
 """
 
@@ -36,6 +37,8 @@ METADATA_FILE = "metadata.json"
 REPORT_FILE = "report.png"
 ALIASES_FILE = "aliases.json"
 ALIAS_LOG_FILE = "alias_log.jsonl"
+# Every promotion-gate decision of a model, one JSON line each (the attempt ledger, training.gate).
+ATTEMPTS_FILE = "attempts.jsonl"
 COUNTER_FILE = ".last_version"
 CHAMPION = "champion"
 ALIAS_LOCK_FILE = ".aliases.lock"
@@ -361,7 +364,25 @@ class ModelStore:
 
     def alias_log(self, name: str) -> list[dict[str, Any]]:
         """Every alias change of a model, oldest first."""
-        path = self.folder(name) / ALIAS_LOG_FILE
+        return self._json_lines(self.folder(name) / ALIAS_LOG_FILE)
+
+    def attempts(self, name: str) -> list[dict[str, Any]]:
+        """Every gate decision recorded for a model (the attempt ledger), oldest first."""
+        return self._json_lines(self.folder(name) / ATTEMPTS_FILE)
+
+    def record_attempt(self, name: str, entry: dict[str, Any]) -> None:
+        """Append a gate decision to the model's attempt ledger (call under `alias_lock`, as the gate does).
+
+        Fsynced: a later attempt must see it, or it could be judged at a level already spent.
+        """
+        path = self.folder(name) / ATTEMPTS_FILE
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    @staticmethod
+    def _json_lines(path: Path) -> list[dict[str, Any]]:
         if not path.is_file():
             return []
         entries = []

@@ -193,6 +193,12 @@ class Settings(BaseSettings):
         description="Promotion gate: refuse a candidate whose MAE is worse than the champion's, re-scored on the"
         " candidate's own folds (same dataset and horizon only).",
     )
+    gate_spend_over_attempts: bool = Field(
+        gate.DEFAULT_SPEND_OVER_ATTEMPTS,
+        description="Promotion gate: judge the k-th attempt on an evaluation period that overlaps earlier attempts'"
+        " at level/(k(k+1)), so retraining again and again cannot buy a promotion (at most `level` in all);"
+        " off: every attempt at the full level.",
+    )
     unpromoted_default: Literal["network", "naive", "refuse"] = Field(
         "network",
         description="What an unpinned /predict gets for a model with no promoted version (no champion): 'network'"

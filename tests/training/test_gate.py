@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from training.gate import GateSettings, decide, skill_of
+from training.gate import GateSettings, attempt_entry, attempt_level, decide, skill_of
 from training.store import headline_ratio
 
 
@@ -55,20 +55,23 @@ def test_a_first_version_with_evidence_is_promoted_and_the_decision_records_why(
     decision = decide(version(1), None, GateSettings())
     assert decision.promoted
     assert decision.reason == (
-        "beats naive with evidence: DM -3.000, p 0.0010 at step 1 and DM -3.000, p 0.0010 pooled against naive; "
-        "MAE ratio to naive 0.9000"
+        "beats naive with evidence: DM -3.000, p 0.0010 at step 1 and DM -3.000, p 0.0010 pooled against naive "
+        "at level 0.025 (attempt 1); MAE ratio to naive 0.9000"
     )
     record = decision.evidence
     assert record["dataset_sha256"] == "abc" and record["horizon"] == 1
     assert record["period"] == {"start": "2024-01-02", "end": "2024-12-31"}
     assert record["vs_naive_step_1"]["p_value"] == 0.001
+    # A first attempt on its period: half the level, the other half kept for the attempts that may follow.
+    assert (record["attempt"], record["significance_level"], record["nominal_level"]) == (1, 0.025, 0.05)
+    assert record["earlier_versions"] == []
 
 
 def test_no_evidence_at_step_1_is_refused_even_when_pooled_passes() -> None:
     decision = decide(version(1, step_1=0.2), None, GateSettings())
     assert not decision.promoted
     assert decision.reason == (
-        "no evidence of skill at step 1: DM -3.000, p 0.2000 against naive (needs p < 0.05); "
+        "no evidence of skill at step 1: DM -3.000, p 0.2000 against naive (needs p < 0.025, the level of attempt 1); "
         "the model does not beat the naive last-value forecast"
     )
 
@@ -78,11 +81,71 @@ def test_a_tie_with_naive_is_no_skill() -> None:
     tie["backtest"]["evidence"]["vs_naive_pooled"] = {"statistic": None, "p_value": 1.0, "windows": 500}
     decision = decide(tie, None, GateSettings())
     assert not decision.promoted
-    assert decision.reason == "no evidence of skill pooled over steps: DM n/a, p 1.0000 against naive (needs p < 0.05)"
+    assert decision.reason == (
+        "no evidence of skill pooled over steps: DM n/a, p 1.0000 against naive "
+        "(needs p < 0.025, the level of attempt 1)"
+    )
 
 
 def test_a_looser_level_lets_weaker_evidence_through() -> None:
-    assert decide(version(1, step_1=0.08, pooled=0.08), None, GateSettings(significance_level=0.1)).promoted
+    assert decide(version(1, step_1=0.04, pooled=0.04), None, GateSettings(significance_level=0.1)).promoted
+    assert not decide(version(1, step_1=0.04, pooled=0.04), None, GateSettings()).promoted
+
+
+def attempt(number: int, start: str = "2024-01-02", end: str = "2024-12-31") -> dict[str, Any]:
+    """An attempt-ledger line as the gate reads it: the version and its evaluation period."""
+    return {"version": number, "period": {"start": start, "end": end}, "promoted": False}
+
+
+def test_attempts_on_overlapping_periods_spend_the_level() -> None:
+    # Two refused attempts on periods overlapping this one: the third is judged at 0.05 / (3 x 4).
+    earlier = [attempt(1, "2023-06-01", "2024-03-01"), attempt(2, "2024-12-30", "2025-06-30")]
+    decision = decide(version(3, step_1=0.004, pooled=0.01), None, GateSettings(), attempts=earlier)
+    assert not decision.promoted
+    assert decision.reason == (
+        "no evidence of skill pooled over steps: DM -3.000, p 0.0100 against naive "
+        "(needs p < 0.004167, the level of attempt 3)"
+    )
+    record = decision.evidence
+    assert (record["attempt"], record["earlier_versions"]) == (3, [1, 2])
+    assert record["significance_level"] == pytest.approx(0.05 / 12)
+    assert decide(version(3, step_1=0.004, pooled=0.004), None, GateSettings(), attempts=earlier).promoted
+
+
+def test_attempts_on_other_periods_spend_nothing() -> None:
+    earlier = [attempt(1, "2020-01-02", "2023-12-29"), {"version": 2, "period": {"start": None, "end": None}}]
+    decision = decide(version(3, step_1=0.02, pooled=0.02), None, GateSettings(), attempts=earlier)
+    assert decision.promoted and decision.evidence["attempt"] == 1
+
+
+def test_without_spending_every_attempt_is_judged_at_the_full_level() -> None:
+    earlier = [attempt(number) for number in range(1, 20)]
+    decision = decide(
+        version(20, step_1=0.04, pooled=0.04), None, GateSettings(spend_over_attempts=False), attempts=earlier
+    )
+    assert decision.promoted
+    assert (decision.evidence["attempt"], decision.evidence["significance_level"]) == (20, 0.05)
+
+
+def test_the_levels_of_all_attempts_never_sum_past_alpha() -> None:
+    levels = [attempt_level(0.05, k) for k in range(1, 1001)]
+    assert levels[:3] == pytest.approx([0.025, 0.05 / 6, 0.05 / 12])
+    assert sum(levels[:20]) == pytest.approx(0.05 * 20 / 21)
+    assert sum(levels) < 0.05
+
+
+def test_the_attempt_entry_keeps_the_data_period_statistics_and_level() -> None:
+    decision = decide(version(1), None, GateSettings())
+    entry = attempt_entry(decision, 1, "2025-01-02T21:50:00+00:00", "job1")
+    assert {key: entry[key] for key in ("version", "job_id", "promoted", "attempt", "significance_level")} == {
+        "version": 1,
+        "job_id": "job1",
+        "promoted": True,
+        "attempt": 1,
+        "significance_level": 0.025,
+    }
+    assert entry["dataset_sha256"] == "abc" and entry["period"] == {"start": "2024-01-02", "end": "2024-12-31"}
+    assert entry["vs_naive_step_1"]["p_value"] == 0.001 and entry["vs_naive_pooled"]["statistic"] == -3.0
 
 
 def test_worse_than_the_mean_return_drift_is_refused() -> None:
