@@ -1,15 +1,12 @@
 """The promotion gate: a version becomes champion only on statistical evidence of skill.
 
-On its walk-forward backtest, a candidate is promoted when (1) one-sided
-Diebold-Mariano tests reject "no better than naive" both at step 1 and
-pooled over steps (a tie is no skill); (2) its pooled MAE is not worse than
-the mean-return drift baseline's; (3) the step-1 coverage of its 0.9-level
-intervals lies inside the binomial tolerance of nominal; and (4) a champion
-trained on the same dataset and horizon, re-scored on the candidate's folds,
-has no lower MAE. Every decision goes to the model's attempt ledger; the
-k-th attempt whose evaluation period overlaps earlier ones is judged at
-alpha / (k (k + 1)), so retries never spend more than alpha in all. See
-docs/design.md, "Promotion gate and the default version".
+On its walk-forward backtest, a candidate is promoted when (1) one-sided DM tests reject "no better than
+naive" at step 1 and pooled over steps (a tie is no skill); (2) its pooled MAE is not worse than the
+mean-return drift's; (3) its 0.9 band's step-1 coverage is within the binomial tolerance; (4) a paired DM
+test on its folds rejects "no better than the champion" (same dataset and horizon, re-scored there): a
+tie keeps the champion. Every decision goes to the model's attempt ledger; the k-th attempt on an
+evaluation period overlapping earlier ones is judged at alpha / (k (k + 1)), so retries never spend
+more than alpha in all. See docs/design.md, "Promotion gate and the default version".
 """
 
 from __future__ import annotations
@@ -28,8 +25,8 @@ Rescore = Callable[[dict[str, Any]], np.ndarray]
 
 # One-sided level of the DM tests and of the binomial coverage check.
 DEFAULT_SIGNIFICANCE_LEVEL = 0.05
-# Refuse a candidate worse than the champion re-scored on the same folds.
-DEFAULT_REQUIRE_NOT_WORSE = True
+# A candidate must beat the champion re-scored on the same folds (paired DM); a tie keeps the champion.
+DEFAULT_COMPARE_WITH_CHAMPION = True
 # Spend the level over repeated attempts on overlapping evaluation periods (attempt_level).
 DEFAULT_SPEND_OVER_ATTEMPTS = True
 SPENDING_RULE = "alpha / (k (k + 1)) for the k-th attempt on an overlapping evaluation period"
@@ -59,9 +56,9 @@ class GateSettings:
     # One-sided level of every test: DM against naive (step 1 and pooled) and
     # the binomial coverage check.
     significance_level: float = DEFAULT_SIGNIFICANCE_LEVEL
-    # Refuse a candidate whose MAE on its own folds is worse than the
-    # champion's re-scored on the same folds.
-    require_not_worse: bool = DEFAULT_REQUIRE_NOT_WORSE
+    # Promote over a champion only when a paired DM test on the candidate's
+    # folds (the champion re-scored on them) says the candidate is better.
+    compare_with_champion: bool = DEFAULT_COMPARE_WITH_CHAMPION
     # Judge the k-th attempt on an overlapping evaluation period at attempt_level(level, k).
     spend_over_attempts: bool = DEFAULT_SPEND_OVER_ATTEMPTS
 
@@ -154,6 +151,10 @@ def attempt_entry(decision: GateDecision, version: int, at: str, job_id: str | N
     }
 
 
+def _ratio_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _fmt(test: dict[str, Any]) -> str:
     statistic = "n/a" if test["statistic"] is None else f"{test['statistic']:.3f}"
     return f"DM {statistic}, p {test['p_value']:.4f}"
@@ -229,7 +230,7 @@ def decide(
         + (f" (attempt {attempt})" if gate.spend_over_attempts else "")
         + f"; MAE ratio to naive {ratio:.4f}"
     )
-    if champion is None or not gate.require_not_worse:
+    if champion is None or not gate.compare_with_champion:
         return verdict(True, f"beats naive with evidence: {passed}")
     same_data = (champion.get("data") or {}).get("sha256") == record["dataset_sha256"] and record["dataset_sha256"]
     if not same_data or champion.get("horizon") != candidate.get("horizon"):
@@ -247,18 +248,20 @@ def decide(
     champion_loss = np.abs(champion_forecast - actual).mean(axis=1)
     naive_mae = float(np.abs(candidate_forecasts["naive"] - actual).mean())
     champion_ratio = float(champion_loss.mean() / naive_mae) if naive_mae > 0 else None
+    # The same windows, so the test is paired: one-sided, "no better than the champion" is the null.
     paired = significance.diebold_mariano(candidate_loss, champion_loss, int(candidate.get("horizon") or 1))
-    record["vs_champion_pooled"] = {**paired, "champion_version": champion_version}
-    if candidate_loss.mean() > champion_loss.mean():
+    record["vs_champion_pooled"] = {**paired, "champion_version": champion_version, "level": level}
+    figures = f"MAE ratio to naive {ratio:.4f} vs {_ratio_text(champion_ratio)}, {_fmt(paired)}"
+    if not paired["p_value"] < level:
         return verdict(
             False,
-            f"worse than champion v{champion_version} re-scored on the same folds: MAE ratio to naive "
-            f"{ratio:.4f} vs {champion_ratio:.4f} ({_fmt(paired)})",
+            f"no evidence of beating champion v{champion_version} re-scored on the same folds ({figures}; {needs}):"
+            " a tie keeps the champion",
             champion_ratio,
         )
     return verdict(
         True,
-        f"beats naive with evidence: {passed}; not worse than champion v{champion_version} re-scored on the "
-        f"same folds ({champion_ratio:.4f}, {_fmt(paired)})",
+        f"beats naive with evidence: {passed}; beats champion v{champion_version} re-scored on the same folds"
+        f" ({figures})",
         champion_ratio,
     )

@@ -188,10 +188,11 @@ class Settings(BaseSettings):
         description="Promotion gate: one-sided level of the Diebold-Mariano tests against naive (step 1 and pooled)"
         " and of the binomial check of the 0.9 interval's coverage; see training/gate.py.",
     )
-    gate_require_not_worse: bool = Field(
-        gate.DEFAULT_REQUIRE_NOT_WORSE,
-        description="Promotion gate: refuse a candidate whose MAE is worse than the champion's, re-scored on the"
-        " candidate's own folds (same dataset and horizon only).",
+    gate_compare_with_champion: bool = Field(
+        gate.DEFAULT_COMPARE_WITH_CHAMPION,
+        description="Promotion gate: replace a champion trained on the same dataset and horizon only when a paired"
+        " one-sided Diebold-Mariano test on the candidate's folds (the champion re-scored on them) says the"
+        " candidate is better, at the gate's level; a tie keeps the champion. Off: no comparison.",
     )
     gate_spend_over_attempts: bool = Field(
         gate.DEFAULT_SPEND_OVER_ATTEMPTS,

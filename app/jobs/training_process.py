@@ -160,7 +160,7 @@ def _train(
     source["job_id"] = job_id
     gate = GateSettings(
         significance_level=settings.gate_significance_level,
-        require_not_worse=settings.gate_require_not_worse,
+        compare_with_champion=settings.gate_compare_with_champion,
         spend_over_attempts=settings.gate_spend_over_attempts,
     )
     run = TrainingRun(name=request["model"], clean=clean, source=source, config=config)

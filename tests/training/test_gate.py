@@ -177,32 +177,62 @@ def test_a_champion_from_another_dataset_or_horizon_is_not_compared() -> None:
 
 
 def _paired(candidate_error: float, champion_error: float) -> tuple[dict[str, np.ndarray], Any]:
+    """Forecasts on 400 windows: the candidate's errors of scale `candidate_error`, the champion's (as its
+    re-scoring returns them) of scale `champion_error`, naive's of scale 1; the noise of each is its own."""
     rng = np.random.default_rng(0)
     actual = 100 + rng.normal(size=(400, 1))
-    forecasts = {"actual": actual, "model": actual + candidate_error, "naive": actual + 1.0}
-    return forecasts, lambda champion: actual + champion_error
+    model = actual + candidate_error * rng.normal(size=(400, 1))
+    champion = actual + champion_error * rng.normal(size=(400, 1))
+    forecasts = {"actual": actual, "model": model, "naive": actual + rng.normal(size=(400, 1))}
+    return forecasts, lambda _champion: champion
 
 
-def test_the_champion_is_re_scored_on_the_candidates_windows_and_a_worse_candidate_is_refused() -> None:
+def test_a_candidate_that_beats_the_re_scored_champion_replaces_it() -> None:
+    forecasts, rescore = _paired(0.6, 0.8)
+    decision = decide(version(2, mae=(0.6, 1.0)), version(1), GateSettings(), forecasts, rescore)
+    assert decision.promoted, decision.reason
+    paired = decision.evidence["vs_champion_pooled"]
+    assert paired["p_value"] < 0.025 and paired["champion_version"] == 1 and paired["level"] == 0.025
+    assert decision.reason.endswith(
+        f"beats champion v1 re-scored on the same folds (MAE ratio to naive 0.6000 vs "
+        f"{decision.champion_ratio_to_naive:.4f}, DM {paired['statistic']:.3f}, p {paired['p_value']:.4f})"
+    )
+
+
+def test_a_tie_with_the_champion_keeps_the_champion() -> None:
+    # Lower MAE on these folds, but not by more than noise: the point comparison would have promoted it.
+    forecasts, rescore = _paired(0.79, 0.8)
+    decision = decide(version(2, mae=(0.79, 1.0)), version(1), GateSettings(), forecasts, rescore)
+    paired = decision.evidence["vs_champion_pooled"]
+    assert not decision.promoted
+    assert paired["p_value"] >= 0.025
+    assert decision.reason == (
+        f"no evidence of beating champion v1 re-scored on the same folds (MAE ratio to naive 0.7900 vs "
+        f"{decision.champion_ratio_to_naive:.4f}, DM {paired['statistic']:.3f}, p {paired['p_value']:.4f}; "
+        "needs p < 0.025, the level of attempt 1): a tie keeps the champion"
+    )
+
+
+def test_a_worse_candidate_keeps_the_champion() -> None:
     forecasts, rescore = _paired(0.9, 0.8)
     decision = decide(version(2), version(1), GateSettings(), forecasts, rescore)
     assert not decision.promoted
-    assert decision.reason.startswith(
-        "worse than champion v1 re-scored on the same folds: MAE ratio to naive 0.9000 vs 0.8000"
-    )
-    assert decision.champion_ratio_to_naive == pytest.approx(0.8)
-    assert decision.evidence["vs_champion_pooled"]["champion_version"] == 1
+    assert decision.reason.startswith("no evidence of beating champion v1 re-scored on the same folds (")
+    assert decision.evidence["vs_champion_pooled"]["p_value"] > 0.5
+    assert decision.champion_ratio_to_naive is not None and decision.champion_ratio_to_naive < 0.9
 
 
-def test_a_candidate_as_good_as_the_re_scored_champion_is_promoted() -> None:
-    forecasts, rescore = _paired(0.8, 0.8)
-    decision = decide(version(2, mae=(0.8, 1.0)), version(1), GateSettings(), forecasts, rescore)
-    assert decision.promoted, decision.reason
+def test_the_champion_test_spends_the_attempts_level_too() -> None:
+    forecasts, rescore = _paired(0.6, 0.8)
+    earlier = [attempt(number) for number in range(1, 10)]
+    candidate = version(10, step_1=1e-9, pooled=1e-9, mae=(0.6, 1.0))
+    decision = decide(candidate, version(1), GateSettings(), forecasts, rescore, earlier)
+    assert decision.evidence["vs_champion_pooled"]["level"] == pytest.approx(0.05 / (10 * 11))
 
 
-def test_worse_than_champion_passes_when_the_gate_allows_it() -> None:
+def test_without_the_comparison_a_worse_candidate_passes() -> None:
     forecasts, rescore = _paired(0.9, 0.8)
-    assert decide(version(2), version(1), GateSettings(require_not_worse=False), forecasts, rescore).promoted
+    assert decide(version(2), version(1), GateSettings(compare_with_champion=False), forecasts, rescore).promoted
 
 
 def test_skill_of_summarises_the_versions_own_evidence() -> None:
