@@ -32,6 +32,7 @@ from app.datasets import DatasetStore
 from app.inference.client import InferenceProcess
 from app.jobs.backend import JobBackend, open_job_backend
 from app.jobs.store import FINISHED, QUEUED, RUNNING
+from app.ledger.demotion import demotions_of
 from app.ledger.monitor import Monitor
 from app.ledger.recorder import Ledger
 from app.online import open_ledger, refresh_bands, watch_bands
@@ -102,6 +103,7 @@ def service_state(
             state["online"] = monitor.summaries(served)
         except Exception:
             logger.exception("metrics: reading the ledger's scores failed; the online metrics are left out")
+        state["demotions"] = {model: demotions_of(registry.store.alias_log(model)) for model in sorted(served)}
     return state
 
 

@@ -73,20 +73,24 @@ async def _tick_schedules(settings: Settings) -> None:
 
 
 def score_ledger(dataset: str) -> None:
-    """procrastinate task: score the ledger's open forecasts of `dataset`, then tell the API replicas.
+    """procrastinate task: score the ledger's open forecasts of `dataset`, judge each champion, tell the replicas.
 
-    Each replica, told that a model changed, adapts its bands to the new scores.
+    Each replica, told that a model changed, adapts its bands to the new scores and serves what a demotion left.
     """
     from app.datasets import DatasetStore
     from app.jobs.queue_task import records_for
-    from app.online import score_stored
+    from app.online import demote_if_due, score_stored
+    from training.store import ModelStore
 
     settings = get_settings()
     store = _ledger_store(settings.database_url or "", settings.database_pool_size)
     scored = score_stored(store, DatasetStore(settings.datasets_dir), dataset)
     logger.info("ledger: %d forecasts of dataset %s scored", scored, dataset)
     if scored:
+        models = ModelStore(settings.models_dir)
         for model in store.models_of(dataset):
+            # A demoted champion reaches every replica with the same notice as the new scores.
+            demote_if_due(store, models, model, settings)
             records_for(settings).notify_models(model)
 
 

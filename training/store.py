@@ -348,19 +348,37 @@ class ModelStore:
         if by is not None:
             entry["by"] = by
         current[alias] = version
-        # The log line first, the move second: if the move fails, cutting the log back (which needs no
-        # free space) leaves both as they were; the other order could leave a move without its line.
+        self._write_aliases(name, current, entry)
+        return entry
+
+    def remove_alias(
+        self, name: str, alias: str, reason: str, by: str | None = None, details: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Take an alias away, log it (`to` null, with `details` such as the figures that led to it) and return
+        the log entry; None when the model had no such alias."""
+        check_alias(alias)
+        with self.alias_lock(name):
+            current = self.aliases(name)
+            if alias not in current:
+                return None
+            entry: dict[str, Any] = {"alias": alias, "from": current.pop(alias), "to": None, "at": now_iso()}
+            entry.update(reason=reason, **({"by": by} if by is not None else {}), **(details or {}))
+            self._write_aliases(name, current, entry)
+            return entry
+
+    def _write_aliases(self, name: str, aliases: dict[str, int], entry: dict[str, Any]) -> None:
+        """The log line first, the move second: if the move fails, cutting the log back (which needs no
+        free space) leaves both as they were; the other order could leave a move without its line."""
         log = self.folder(name) / ALIAS_LOG_FILE
         logged_size = log.stat().st_size if log.is_file() else 0
         try:
             with open(log, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry) + "\n")
-            write_json_atomic(self.folder(name) / ALIASES_FILE, current)
+            write_json_atomic(self.folder(name) / ALIASES_FILE, aliases)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.truncate(log, logged_size)
             raise
-        return entry
 
     def alias_log(self, name: str) -> list[dict[str, Any]]:
         """Every alias change of a model, oldest first."""

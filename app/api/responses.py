@@ -274,7 +274,12 @@ class AliasChange(BaseModel):
     to: int | None
     at: str
     reason: str
-    by: str | None = Field(None, description="Name of the API key that made the change.")
+    by: str | None = Field(
+        None, description="Name of the API key that made the change; 'monitor' for a demotion by the monitoring."
+    )
+    figures: dict[str, Any] | None = Field(
+        None, description="A demotion's evidence: the statuses of the last sessions, coverage, ratio to naive."
+    )
 
 
 class AliasesPublic(BaseModel):

@@ -244,6 +244,14 @@ class Settings(BaseSettings):
     monitoring_min_scores: int = Field(
         20, ge=1, description="Monitoring: fewer scored sessions than this give status insufficient_data."
     )
+    demote_after_sessions: int = Field(
+        5,
+        ge=0,
+        le=250,
+        description="Monitoring: a champion whose status has been coverage_breach or skill_lost at each of this many"
+        " consecutive scored sessions (since it became champion) loses the alias (alias log by 'monitor');"
+        " unpinned requests then get what unpromoted_default says. 0: never demote.",
+    )
     adaptive_bands: bool = Field(
         True,
         description="Adapt each band's working level to the live scores of the served version (adaptive conformal"
