@@ -1,19 +1,12 @@
 """`python -m app`: make sure a model is there to serve, check who may call it, then start uvicorn.
 
-`python -m app migrate` instead creates or upgrades the PostgreSQL schema of
-scaled-out mode (STOCKCAST_DATABASE_URL) and exits; run it before the APIs
-and queue workers start, as often as you like.
-
-On a fresh clone the store is empty, so the first start trains the sample
-model (showing a progress bar per epoch) before the API comes up. Later
-starts find the model and go straight to serving.
-
-`python -m app keys create NAME --scope predict|admin`, `keys list` and
-`keys revoke NAME` manage the API keys (`app/core/keys.py`);
-`python -m app datasets append NAME FILE.csv [--replace]` appends rows as
-POST /datasets/{name}/rows does; `python -m app schedule set|show|delete|list`
-manages retraining schedules as /models/{name}/schedule does.
-See docs/design.md, "Service".
+`python -m app migrate` instead creates or upgrades the PostgreSQL schema of scaled-out mode
+(STOCKCAST_DATABASE_URL) and exits; run it before the APIs and queue workers start, as often as you like.
+On a fresh clone the store is empty, so the first start trains the sample model (a progress bar per
+epoch) before the API comes up; later starts go straight to serving. `keys create|list|revoke` manage
+the API keys (`app/core/keys.py`); `datasets append NAME FILE.csv` appends rows as POST
+/datasets/{name}/rows does; `schedule set|show|delete|list` manage retraining schedules as
+/models/{name}/schedule does. See docs/design.md, "Service".
 """
 
 from __future__ import annotations

@@ -2,18 +2,12 @@
 
     .venv/bin/python bench/attempts.py [--datasets 4000] [--attempts 20] [--windows 500] [--json OUT]
 
-Each simulated dataset gets `--attempts` candidates, all scored on the same
-evaluation period (retrains on one dataset). A candidate's per-window loss
-difference to naive is sqrt(rho) * s + sqrt(1 - rho) * e: s is shared by
-every attempt on the dataset (the same prices), e is the candidate's own
-(seed, architecture); rho (default 0.45) reproduces issue 26's Monte Carlo
-of today's rule (5.5 / 12 / 18 / 28 / 36.5 % for 1 / 3 / 5 / 10 / 20
-attempts). The DM tests are `training.significance.diebold_mariano` and the
-verdicts `training.gate.decide`, fed the attempt ledger as training feeds it:
-without spending (today) and with it (alpha / (k (k + 1)) for the k-th).
-Under the null (no edge) a promotion is false; `--edge` adds a scenario in
-which every candidate truly beats naive by that many standard deviations of
-the loss difference, to show what spending costs in power.
+Each simulated dataset gets `--attempts` candidates scored on one evaluation period. A candidate's loss
+difference to naive is sqrt(rho) s + sqrt(1 - rho) e: s shared by all attempts on the dataset (the same
+prices), e its own; rho 0.45 reproduces issue 26's figures for today's rule (5.5 / 12 / 18 / 28 / 36.5 %
+for 1 / 3 / 5 / 10 / 20 attempts). Tests and verdicts are `training.significance.diebold_mariano` and
+`training.gate.decide` fed the attempt ledger, without spending (today) and with it. `--edge` adds a
+scenario where every candidate truly beats naive, to show what spending costs in power.
 """
 
 from __future__ import annotations
