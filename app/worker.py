@@ -60,8 +60,9 @@ async def _tick_schedules(settings: Settings) -> None:
     async def models_changed(_name: str) -> None:
         return None
 
-    schedules = PostgresSchedules(settings.database_url)
-    jobs = PostgresJobs(settings, models_changed)
+    # Two connections for the schedules (the lock's and the reads'), one for submitting: a tick is one at a time.
+    schedules = PostgresSchedules(settings.database_url, pool_size=2)
+    jobs = PostgresJobs(settings.model_copy(update={"database_pool_size": 1}), models_changed)
     scheduler = Scheduler(
         schedules, jobs, ModelStore(settings.models_dir), DatasetStore(settings.datasets_dir), settings.max_queued_jobs
     )

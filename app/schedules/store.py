@@ -204,6 +204,8 @@ class PostgresSchedules(ScheduleStore):
     placeholder = "%s"
 
     def __init__(self, database_url: str, pool_size: int = 2) -> None:
+        # At least two: a tick reads and writes on one connection while `leadership` holds another.
+        pool_size = max(pool_size, 2)
         from psycopg.rows import dict_row
         from psycopg_pool import ConnectionPool
 
