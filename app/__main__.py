@@ -1,17 +1,12 @@
 """`python -m app`: make sure a model is there to serve, check who may call it, then start uvicorn.
 
-`python -m app migrate` instead creates or upgrades the PostgreSQL schema of
-scaled-out mode (STOCKCAST_DATABASE_URL) and exits; run it before the APIs
-and queue workers start, as often as you like.
-
-On a fresh clone the store is empty, so the first start trains the sample
-model (showing a progress bar per epoch) before the API comes up. Later
-starts find the model and go straight to serving.
-
-`python -m app keys create NAME --scope predict|admin`, `keys list` and
-`keys revoke NAME` manage the API keys (`app/core/keys.py`);
-`python -m app datasets append NAME FILE.csv [--replace]` appends rows as
-POST /datasets/{name}/rows does. See docs/design.md, "Service".
+`python -m app migrate` instead creates or upgrades the PostgreSQL schema of scaled-out mode
+(STOCKCAST_DATABASE_URL) and exits; run it before the APIs and queue workers start, as often as you like.
+On a fresh clone the store is empty, so the first start trains the sample model (a progress bar per
+epoch) before the API comes up; later starts go straight to serving. `keys create|list|revoke` manage
+the API keys (`app/core/keys.py`); `datasets append NAME FILE.csv` appends rows as POST
+/datasets/{name}/rows does; `schedule set|show|delete|list` manage retraining schedules as
+/models/{name}/schedule does. See docs/design.md, "Service".
 """
 
 from __future__ import annotations
@@ -24,11 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from app.api.auth import is_loopback
 from app.api.connections import connection_limits, guarded_protocol
 from app.core.config import Settings, get_settings
 from app.core.keys import ADMIN, PREDICT, SCOPES, create_key, read_keys, revoke_key, summary
 from app.core.logging import configure_logging
+from training.config import describe_errors
 from training.errors import StockcastError
 from training.store import ModelStore
 
@@ -190,6 +188,72 @@ def datasets_command(settings: Settings, arguments: argparse.Namespace) -> int:
     return 0
 
 
+def schedule_command(settings: Settings, arguments: argparse.Namespace) -> int:
+    """`schedule set|show|delete|list`: what PUT, GET and DELETE /models/{name}/schedule do; prints JSON."""
+    from app.datasets import DatasetStore
+    from app.schedules.service import describe, set_schedule, utc_now
+    from app.schedules.spec import ScheduleSpec, ScheduleWhen
+    from app.schedules.store import open_schedules
+
+    schedules = open_schedules(settings)
+    read_job, close_jobs = _job_reader(settings)
+    try:
+        if arguments.action == "list":
+            answers = [describe(item, schedules.runs(item["model"]), utc_now(), read_job) for item in schedules.all()]
+            print(json.dumps(answers, indent=2))
+            return 0
+        models = ModelStore(settings.models_dir)
+        if not models.versions(arguments.name):
+            print(f"stockcast: unknown model '{arguments.name}'; models: {models.model_names()}", file=sys.stderr)
+            return 2
+        if arguments.action == "set":
+            from training.config import public_fields
+
+            # Only the flags typed: the rest take TrainConfig's defaults when each run starts.
+            training = {
+                name: getattr(arguments, name) for name in public_fields() if getattr(arguments, name) is not None
+            }
+            spec = ScheduleSpec(
+                dataset=arguments.dataset,
+                when=ScheduleWhen(
+                    after_close_minutes=arguments.after_close_minutes, every_sessions=arguments.every_sessions
+                ),
+                min_new_rows=arguments.min_new_rows,
+                training=training,
+                enabled=not arguments.disabled,
+            )
+            datasets = DatasetStore(settings.datasets_dir)
+            schedule = set_schedule(schedules, models, datasets, arguments.name, spec, _who(), utc_now())
+        else:
+            schedule = schedules.require(arguments.name)
+        answer = describe(schedule, schedules.runs(arguments.name), utc_now(), read_job)
+        if arguments.action == "delete":
+            schedules.delete(arguments.name)
+        print(json.dumps(answer, indent=2))
+    except ValidationError as error:
+        print(f"stockcast: {describe_errors(error)}", file=sys.stderr)
+        return 2
+    except StockcastError as error:
+        print(f"stockcast: {error}", file=sys.stderr)
+        return 2
+    finally:
+        schedules.close()
+        close_jobs()
+    return 0
+
+
+def _job_reader(settings: Settings) -> tuple[Any, Any]:
+    """Reading job records by id in the settings' mode, and how to let go of the connection."""
+    if settings.database_url:
+        from app.jobs.postgres import PostgresJobStore
+
+        database = PostgresJobStore(settings.database_url, pool_size=1)
+        return database.get, database.close
+    from app.jobs.store import JobStore
+
+    return JobStore(settings.jobs_db).get, lambda: None
+
+
 def _who() -> str:
     """`cli:<user>`: who appended, in the dataset's report and log, where the API writes the key's name."""
     try:
@@ -224,7 +288,34 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     append.add_argument("--replace", action="store_true", help="write rows that change history (they are logged)")
     append.add_argument("--calendar", help="the dataset's trading calendar for missing_sessions (XNYS, 24/7, ...)")
     append.add_argument("--by", default=_who(), help="who appends, for the dataset's log (default: cli:<user>)")
+    _schedule_parser(commands)
     return parser.parse_args(argv)
+
+
+def _schedule_parser(commands: Any) -> None:
+    """`schedule set|show|delete|list`: the flags of `set` come from ScheduleSpec and TrainConfig's fields."""
+    from app.schedules.spec import ScheduleSpec, ScheduleWhen
+    from training.cli import add_config_flags
+
+    schedule = commands.add_parser("schedule", help="retraining schedules (as /models/{name}/schedule)")
+    actions = schedule.add_subparsers(dest="action", required=True)
+    when, spec = ScheduleWhen.model_fields, ScheduleSpec.model_fields
+    setter = actions.add_parser("set", help="set a model's schedule (a new revision, counted from now)")
+    setter.add_argument("name", help="the model")
+    setter.add_argument("--dataset", required=True, help=spec["dataset"].description)
+    for field in ("after_close_minutes", "every_sessions"):
+        setter.add_argument(
+            f"--{field.replace('_', '-')}", type=int, default=when[field].default, help=when[field].description
+        )
+    setter.add_argument(
+        "--min-new-rows", type=int, default=spec["min_new_rows"].default, help=spec["min_new_rows"].description
+    )
+    setter.add_argument("--disabled", action="store_true", help="keep the schedule but never run it")
+    training = setter.add_argument_group("training settings of each run (TrainConfig; omitted: the defaults)")
+    add_config_flags(training)  # type: ignore[arg-type]
+    for action in ("show", "delete"):
+        actions.add_parser(action, help=f"{action} a model's schedule (printed as JSON)").add_argument("name")
+    actions.add_parser("list", help="every schedule (printed as JSON)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         return keys_command(settings, arguments)
     if arguments.command == "datasets":
         return datasets_command(settings, arguments)
+    if arguments.command == "schedule":
+        return schedule_command(settings, arguments)
     import uvicorn
 
     try:

@@ -5,6 +5,8 @@ See docs/design.md.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +21,7 @@ from app.api.auth import add_security_scheme
 from app.api.gateway import Gateway
 from app.api.json_body import add_documented_bodies
 from app.api.responses import ValidationErrorPublic
-from app.api.routes import datasets, health, jobs, models, monitoring, predict, tfserving, v2
+from app.api.routes import datasets, health, jobs, models, monitoring, predict, schedules, tfserving, v2
 from app.api.routes import metrics as metrics_route
 from app.api.upload_limit import UploadLimit
 from app.core import metrics
@@ -30,10 +32,14 @@ from app.datasets import DatasetStore
 from app.inference.client import InferenceProcess
 from app.jobs.backend import JobBackend, open_job_backend
 from app.jobs.store import FINISHED, QUEUED, RUNNING
+from app.ledger.demotion import demotions_of
 from app.ledger.monitor import Monitor
 from app.ledger.recorder import Ledger
 from app.online import open_ledger, refresh_bands, watch_bands
 from app.reports import VersionReports
+from app.schedules.service import utc_now
+from app.schedules.store import open_schedules
+from app.schedules.ticker import Scheduler, tick_forever
 from app.serving.registry import ModelRegistry
 from training.errors import StockcastError
 from training.store import ModelStore
@@ -97,6 +103,7 @@ def service_state(
             state["online"] = monitor.summaries(served)
         except Exception:
             logger.exception("metrics: reading the ledger's scores failed; the online metrics are left out")
+        state["demotions"] = {model: demotions_of(registry.store.alias_log(model)) for model in sorted(served)}
     return state
 
 
@@ -135,6 +142,8 @@ def create_app(
         app.state.settings, app.state.store, app.state.datasets = settings, store, datasets
         app.state.jobs, app.state.registry = job_backend, registry
         app.state.reports = VersionReports(store, settings.reports_dir)
+        schedule_store = open_schedules(settings)
+        app.state.schedules = schedule_store
         register_sample_dataset(settings, datasets)
         ledger = open_ledger(settings, datasets) if settings.ledger else None
         app.state.ledger = ledger
@@ -157,6 +166,14 @@ def create_app(
         except BaseException:
             await registry.stop()
             raise
+        # Embedded, this process ticks the schedules; scaled out, the queue workers do (app.worker).
+        ticker: asyncio.Task[None] | None = None
+        if settings.database_url is None:
+            scheduler = Scheduler(schedule_store, job_backend, store, datasets, settings.max_queued_jobs)
+            # Through app.state, so a test that moves the clock moves the ticker's too.
+            ticker = asyncio.create_task(
+                tick_forever(scheduler, settings.schedule_tick_seconds, lambda: app.state.clock()), name="schedules"
+            )
         # Freeze what start-up left (FastAPI, pydantic, pandas): full garbage
         # collections then walk only what requests create.
         if ledger is not None:
@@ -173,6 +190,11 @@ def create_app(
             metrics.STATE.source = outer_source
             if metrics_server is not None:
                 metrics_server.shutdown()
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+            await asyncio.to_thread(schedule_store.close)
             await job_backend.stop()
             await registry.stop()
             if ledger is not None:
@@ -180,6 +202,7 @@ def create_app(
 
     app = FastAPI(title="stockcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    app.state.clock = utc_now
     metrics.ENABLED = settings.metrics
     install_error_handlers(app)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
@@ -192,7 +215,7 @@ def create_app(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     # Requests are matched against routes in order: /predict/batch, the hottest routed one, first.
-    for module in (predict, health, models, monitoring, datasets, jobs, v2, tfserving):
+    for module in (predict, health, models, monitoring, schedules, datasets, jobs, v2, tfserving):
         app.include_router(module.router)
     if settings.metrics and settings.metrics_port is None:
         app.include_router(metrics_route.router)

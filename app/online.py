@@ -1,4 +1,4 @@
-"""The ledger in the running service: opened at start-up, scoring after appends, bands adapted to scores.
+"""The ledger in the running service: opened at start-up, scoring after appends, bands and champions judged.
 
 Glue between the ledger (`app.ledger`), the datasets and the registry, so
 that none of them imports the others. See docs/ledger.md.
@@ -7,17 +7,22 @@ that none of them imports the others. See docs/ledger.md.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Literal
 
 from app.core.config import Settings
 from app.datasets import DatasetStore
 from app.ledger.adaptive import Bands, adaptive_bands
+from app.ledger.demotion import MONITOR, champion_since, demotion_due
 from app.ledger.recorder import Ledger
 from app.ledger.scoring import closes_by_column, score_dataset
 from app.ledger.store import LedgerStore, SqliteLedger
 from app.serving.registry import ModelRegistry, ServedVersion
 from training.data import load_prices
 from training.errors import NotFoundError
+from training.store import CHAMPION, ModelStore
+
+logger = logging.getLogger("stockcast.monitor")
 
 # What happened to the ledger's scoring after an append (the append's answer says it).
 Scoring = Literal["done", "queued", "off"]
@@ -103,7 +108,35 @@ async def score_appended(app: Any, dataset: str) -> tuple[int | None, Scoring]:
     if scored:
         for model in await asyncio.to_thread(ledger.store.models_of, dataset):
             await refresh_bands(app, model)
+            if await asyncio.to_thread(demote_if_due, ledger.store, app.state.store, model, app.state.settings):
+                # The next unpinned request gets what unpromoted_default says.
+                await app.state.registry.refresh(model)
     return scored, "done"
+
+
+def demote_if_due(ledger: LedgerStore, models: ModelStore, model: str, settings: Settings) -> dict[str, Any] | None:
+    """After scoring: take `champion` away from a version the monitor finds in breach for
+    `demote_after_sessions` sessions (`app.ledger.demotion`); the alias log's entry, or None."""
+    champion = models.aliases(model).get(CHAMPION)
+    if champion is None or settings.demote_after_sessions < 1:
+        return None
+    demotion = demotion_due(
+        ledger.scores(model),
+        champion=champion,
+        since=champion_since(models.alias_log(model), champion),
+        sessions=settings.demote_after_sessions,
+        coverage_alpha=settings.monitoring_coverage_alpha,
+        skill_alpha=settings.monitoring_skill_alpha,
+        min_scores=settings.monitoring_min_scores,
+    )
+    if demotion is None:
+        return None
+    with models.alias_lock(model):
+        if models.aliases(model).get(CHAMPION) != champion:
+            return None  # moved meanwhile (a promotion, an admin): judged again after the next scores
+        entry = models.remove_alias(model, CHAMPION, demotion.reason, by=MONITOR, details={"figures": demotion.figures})
+    logger.warning("%s v%d is no longer champion: %s", model, champion, demotion.reason)
+    return entry
 
 
 async def refresh_bands(app: Any, model: str) -> None:
@@ -120,6 +153,7 @@ async def refresh_bands(app: Any, model: str) -> None:
 
 __all__ = [
     "bands_of",
+    "demote_if_due",
     "flush_ledger",
     "ledger_store",
     "open_ledger",

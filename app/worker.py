@@ -3,7 +3,8 @@
 Start one on every machine that reaches the database (STOCKCAST_DATABASE_URL)
 and mounts the shared model store and data folder. Each runs at most
 STOCKCAST_WORKER_CONCURRENCY jobs at once, each in a fresh training process
-(`app.jobs.queue_task`), and sweeps up the jobs of queue workers that died.
+(`app.jobs.queue_task`), sweeps up the jobs of queue workers that died, and
+ticks the retraining schedules while it holds their advisory lock.
 SIGTERM or Ctrl-C lets running jobs finish; when the database goes away, the
 queue worker starts again once it is back. See docs/design.md, "Scaled-out jobs".
 """
@@ -45,21 +46,52 @@ async def _sweep_forever(queue: object, settings: Settings) -> None:
         await asyncio.sleep(settings.sweep_seconds)
 
 
-def score_ledger(dataset: str) -> None:
-    """procrastinate task: score the ledger's open forecasts of `dataset`, then tell the API replicas.
+async def _tick_schedules(settings: Settings) -> None:
+    """Fire due schedules while this queue worker holds the tickers' advisory lock (one worker acts per tick)."""
+    from app.datasets import DatasetStore
+    from app.jobs.backend import PostgresJobs
+    from app.schedules.service import utc_now
+    from app.schedules.store import PostgresSchedules
+    from app.schedules.ticker import Scheduler, tick_forever
+    from training.store import ModelStore
 
-    Each replica, told that a model changed, adapts its bands to the new scores.
+    assert settings.database_url is not None  # main() refuses to start without one
+
+    async def models_changed(_name: str) -> None:
+        return None
+
+    # Two connections for the schedules (the lock's and the reads'), one for submitting: a tick is one at a time.
+    schedules = PostgresSchedules(settings.database_url, pool_size=2)
+    jobs = PostgresJobs(settings.model_copy(update={"database_pool_size": 1}), models_changed)
+    scheduler = Scheduler(
+        schedules, jobs, ModelStore(settings.models_dir), DatasetStore(settings.datasets_dir), settings.max_queued_jobs
+    )
+    try:
+        await tick_forever(scheduler, settings.schedule_tick_seconds, utc_now)
+    finally:
+        await asyncio.to_thread(schedules.close)
+        await jobs.stop()
+
+
+def score_ledger(dataset: str) -> None:
+    """procrastinate task: score the ledger's open forecasts of `dataset`, judge each champion, tell the replicas.
+
+    Each replica, told that a model changed, adapts its bands to the new scores and serves what a demotion left.
     """
     from app.datasets import DatasetStore
     from app.jobs.queue_task import records_for
-    from app.online import score_stored
+    from app.online import demote_if_due, score_stored
+    from training.store import ModelStore
 
     settings = get_settings()
     store = _ledger_store(settings.database_url or "", settings.database_pool_size)
     scored = score_stored(store, DatasetStore(settings.datasets_dir), dataset)
     logger.info("ledger: %d forecasts of dataset %s scored", scored, dataset)
     if scored:
+        models = ModelStore(settings.models_dir)
         for model in store.models_of(dataset):
+            # A demoted champion reaches every replica with the same notice as the new scores.
+            demote_if_due(store, models, model, settings)
             records_for(settings).notify_models(model)
 
 
@@ -117,6 +149,7 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop)
         sweeper = asyncio.create_task(_sweep_forever(queue, settings), name="sweeper")
+        schedules = asyncio.create_task(_tick_schedules(settings), name="schedules")
         scoring = asyncio.create_task(scorer.run(), name="scorer")
         try:
             await worker.run()
@@ -125,6 +158,7 @@ async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(scoring, timeout=settings.graceful_shutdown_seconds)
             sweeper.cancel()
+            schedules.cancel()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
 

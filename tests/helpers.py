@@ -207,6 +207,19 @@ def score_row(
     }
 
 
+def metadata_only_version(models_dir: Path, name: str, version: int, **fields: Any) -> Path:
+    """A version folder with only a metadata.json (every required key, `fields` on top): enough for the
+    store's listings and metadata reads, not for loading a network."""
+    from training.store import FORMAT_VERSION, METADATA_FILE, REQUIRED_METADATA
+
+    folder = models_dir / name / str(version)
+    folder.mkdir(parents=True)
+    metadata: dict[str, Any] = {key: {} for key in REQUIRED_METADATA}
+    metadata.update(format_version=FORMAT_VERSION, name=name, version=version, **fields)
+    (folder / METADATA_FILE).write_text(json.dumps(metadata))
+    return folder
+
+
 def free_port() -> int:
     """A TCP port on the loopback interface that nothing listens on right now."""
     with socket.socket() as sock:

@@ -4,8 +4,8 @@ A step is one trading session of the dataset's exchange, so forecast dates
 skip weekends and holidays (on XNYS the session after 2024-12-24 is
 2024-12-26). Calendars come from `exchange_calendars`, whose holiday rules
 are code (works offline); "24/7" (crypto) is every calendar day. Sessions
-are computed once per calendar and decade (off a server's event loop),
-then binary-searched.
+and their closing times (UTC, early closes included) are computed once per
+calendar and decade (off a server's event loop), then binary-searched.
 See docs/design.md, "Names, baselines and exchange calendars".
 """
 
@@ -50,8 +50,9 @@ def check_calendar(name: str) -> str:
 
 
 # Built decades by (calendar, first year); built one at a time, under this lock, so a
-# burst of requests for a new decade builds it once.
+# burst of requests for a new decade builds it once. Each session's close (UTC) beside it.
 _SESSIONS: dict[tuple[str, int], np.ndarray] = {}
+_CLOSES: dict[tuple[str, int], np.ndarray] = {}
 _BUILDING = threading.Lock()
 
 
@@ -78,11 +79,18 @@ def _sessions(name: str, decade: int) -> np.ndarray:
     with _BUILDING:
         sessions = _SESSIONS.get((name, decade))
         if sessions is None:
-            sessions = _SESSIONS[(name, decade)] = _build(name, decade)
+            sessions, _CLOSES[(name, decade)] = _build(name, decade)
+            _SESSIONS[(name, decade)] = sessions
     return sessions
 
 
-def _build(name: str, decade: int) -> np.ndarray:
+def _closes(name: str, decade: int) -> np.ndarray:
+    """The closing time (UTC, datetime64[s]) of each session `_sessions(name, decade)` holds, in the same order."""
+    _sessions(name, decade)
+    return _CLOSES[(name, decade)]
+
+
+def _build(name: str, decade: int) -> tuple[np.ndarray, np.ndarray]:
     import exchange_calendars
 
     start, end = f"{decade}-01-01", f"{decade + 10}-12-31"
@@ -90,7 +98,9 @@ def _build(name: str, decade: int) -> np.ndarray:
         calendar = exchange_calendars.get_calendar(name, start=start, end=end)
     except (ValueError, exchange_calendars.errors.CalendarError) as error:
         raise ConfigError(f"the {name} calendar has no sessions for {decade}-{decade + 10}: {error}") from error
-    return np.asarray(calendar.sessions.values.astype("datetime64[D]"))
+    sessions = np.asarray(calendar.sessions.values.astype("datetime64[D]"))
+    closes = np.asarray(calendar.closes.values.astype("datetime64[s]"))
+    return sessions, closes
 
 
 def sessions_after(last: dt.date, horizon: int, name: str = DEFAULT_CALENDAR) -> list[dt.date]:
@@ -117,3 +127,23 @@ def sessions_between(after: dt.date, through: dt.date, name: str = DEFAULT_CALEN
     sessions = np.unique(np.concatenate([_sessions(name, decade) for decade in decades]))
     chosen = sessions[(sessions > first) & (sessions <= last)]
     return [day.astype(dt.date) for day in chosen]
+
+
+def session_closes(after: dt.date, through: dt.date, name: str = DEFAULT_CALENDAR) -> np.ndarray:
+    """When each session of calendar `name` after `after`, up to and including `through`, closes.
+
+    UTC as datetime64[s], early closes included (XNYS closes at 18:00 UTC on
+    2024-11-29); a market that never closes ends each day at 24:00 UTC.
+    """
+    first, last = np.datetime64(after, "D"), np.datetime64(through, "D")
+    if last <= first:
+        return np.array([], dtype="datetime64[s]")
+    if name == ALWAYS_OPEN:
+        return (np.arange(first + 1, last + 1) + np.timedelta64(1, "D")).astype("datetime64[s]")
+    decades = range(decade_of(after), decade_of(through) + 1, 10)
+    sessions = np.concatenate([_sessions(name, decade) for decade in decades])
+    closes = np.concatenate([_closes(name, decade) for decade in decades])
+    # Built decades overlap by a year: keep each session once.
+    sessions, unique = np.unique(sessions, return_index=True)
+    closes = closes[unique]
+    return closes[(sessions > first) & (sessions <= last)]

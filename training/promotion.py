@@ -3,7 +3,8 @@
 `train_and_promote` trains and stores a version (`training.fitting`), runs
 its walk-forward backtest, draws its report, and moves `champion` to it
 when the promotion gate (`training.gate`) allows, under the model's alias
-lock. Both callers go through it, so both apply the same gate.
+lock, where it also reads and extends the model's attempt ledger. Both
+callers go through it, so both apply the same gate.
 See docs/design.md, "Promotion gate and the default version".
 """
 
@@ -16,8 +17,9 @@ import numpy as np
 
 from training.config import TrainConfig
 from training.data import CleanResult
+from training.files import now_iso
 from training.fitting import Progress, TrainingRun, TrainOutcome, train_version
-from training.gate import GateDecision, GateSettings, decide, skill_of
+from training.gate import GateDecision, GateSettings, attempt_entry, decide, skill_of
 from training.store import CHAMPION, ModelStore
 
 logger = logging.getLogger("stockcast.training")
@@ -66,7 +68,11 @@ def train_and_promote(
         with store.alias_lock(run.name):
             champion_version = store.aliases(run.name).get(CHAMPION)
             champion = store.read_metadata(run.name, champion_version) if champion_version is not None else None
-            decision = decide(outcome.metadata, champion, gate, forecasts or None, rescore)
+            # Earlier decisions on overlapping evaluation periods set this attempt's level; this one joins them.
+            earlier = store.attempts(run.name)
+            decision = decide(outcome.metadata, champion, gate, forecasts or None, rescore, earlier)
+            job_id = (outcome.metadata.get("data") or {}).get("job_id")
+            store.record_attempt(run.name, attempt_entry(decision, outcome.version, now_iso(), job_id))
             if decision.promoted:
                 store.set_alias(run.name, CHAMPION, outcome.version, reason=f"promoted by gate: {decision.reason}")
     except BaseException:

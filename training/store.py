@@ -3,7 +3,8 @@
 A version is written into a hidden temporary folder and renamed into place,
 so a reader sees a whole version or none. Versions are integers that only
 increase. Aliases (`champion` and any others) live beside the versions with
-an append-only log of every change.
+an append-only log of every change, and the gate's decisions in an
+append-only attempt ledger.
 See docs/design.md, "Store format (`metadata.json`, format version 1)".
 """
 
@@ -36,6 +37,8 @@ METADATA_FILE = "metadata.json"
 REPORT_FILE = "report.png"
 ALIASES_FILE = "aliases.json"
 ALIAS_LOG_FILE = "alias_log.jsonl"
+# Every promotion-gate decision of a model, one JSON line each (the attempt ledger, training.gate).
+ATTEMPTS_FILE = "attempts.jsonl"
 COUNTER_FILE = ".last_version"
 CHAMPION = "champion"
 ALIAS_LOCK_FILE = ".aliases.lock"
@@ -345,23 +348,59 @@ class ModelStore:
         if by is not None:
             entry["by"] = by
         current[alias] = version
-        # The log line first, the move second: if the move fails, cutting the log back (which needs no
-        # free space) leaves both as they were; the other order could leave a move without its line.
+        self._write_aliases(name, current, entry)
+        return entry
+
+    def remove_alias(
+        self, name: str, alias: str, reason: str, by: str | None = None, details: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Take an alias away, log it (`to` null, with `details` such as the figures that led to it) and return
+        the log entry; None when the model had no such alias."""
+        check_alias(alias)
+        with self.alias_lock(name):
+            current = self.aliases(name)
+            if alias not in current:
+                return None
+            entry: dict[str, Any] = {"alias": alias, "from": current.pop(alias), "to": None, "at": now_iso()}
+            entry.update(reason=reason, **({"by": by} if by is not None else {}), **(details or {}))
+            self._write_aliases(name, current, entry)
+            return entry
+
+    def _write_aliases(self, name: str, aliases: dict[str, int], entry: dict[str, Any]) -> None:
+        """The log line first, the move second: if the move fails, cutting the log back (which needs no
+        free space) leaves both as they were; the other order could leave a move without its line."""
         log = self.folder(name) / ALIAS_LOG_FILE
         logged_size = log.stat().st_size if log.is_file() else 0
         try:
             with open(log, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(entry) + "\n")
-            write_json_atomic(self.folder(name) / ALIASES_FILE, current)
+            write_json_atomic(self.folder(name) / ALIASES_FILE, aliases)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.truncate(log, logged_size)
             raise
-        return entry
 
     def alias_log(self, name: str) -> list[dict[str, Any]]:
         """Every alias change of a model, oldest first."""
-        path = self.folder(name) / ALIAS_LOG_FILE
+        return self._json_lines(self.folder(name) / ALIAS_LOG_FILE)
+
+    def attempts(self, name: str) -> list[dict[str, Any]]:
+        """Every gate decision recorded for a model (the attempt ledger), oldest first."""
+        return self._json_lines(self.folder(name) / ATTEMPTS_FILE)
+
+    def record_attempt(self, name: str, entry: dict[str, Any]) -> None:
+        """Append a gate decision to the model's attempt ledger (call under `alias_lock`, as the gate does).
+
+        Fsynced: a later attempt must see it, or it could be judged at a level already spent.
+        """
+        path = self.folder(name) / ATTEMPTS_FILE
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    @staticmethod
+    def _json_lines(path: Path) -> list[dict[str, Any]]:
         if not path.is_file():
             return []
         entries = []

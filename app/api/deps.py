@@ -7,6 +7,8 @@ See docs/design.md, "Serving path".
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -17,6 +19,7 @@ from app.datasets import DatasetStore
 from app.jobs.backend import JobBackend
 from app.ledger.monitor import LedgerOffError, Monitor
 from app.reports import VersionReports
+from app.schedules.store import ScheduleStore
 from app.serving.registry import ModelRegistry
 from training.errors import NotFoundError
 from training.files import check_job_id
@@ -75,6 +78,16 @@ async def get_monitor(request: Request) -> Monitor:
     return monitor
 
 
+async def get_schedules(request: Request) -> ScheduleStore:
+    """Retraining schedules (SQLite beside the job records, or PostgreSQL)."""
+    return request.app.state.schedules  # type: ignore[no-any-return]
+
+
+async def get_clock(request: Request) -> Callable[[], dt.datetime]:
+    """The clock schedules read (tests move it)."""
+    return request.app.state.clock  # type: ignore[no-any-return]
+
+
 async def get_caller(request: Request) -> str:
     """The name of the API key that made the request (`anonymous` when the service has no keys)."""
     return getattr(request.state, "key_name", ANONYMOUS)  # type: ignore[no-any-return]
@@ -88,6 +101,8 @@ JobsDep = Annotated[JobBackend, Depends(get_jobs)]
 DatasetsDep = Annotated[DatasetStore, Depends(get_datasets)]
 ReportsDep = Annotated[VersionReports, Depends(get_reports)]
 MonitorDep = Annotated[Monitor, Depends(get_monitor)]
+SchedulesDep = Annotated[ScheduleStore, Depends(get_schedules)]
+ClockDep = Annotated[Callable[[], dt.datetime], Depends(get_clock)]
 
 
 def valid_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:

@@ -101,6 +101,23 @@ ALIAS_EXAMPLES: dict[str, dict[str, Any]] = {
     "rollback": {"summary": "Point the alias at version 1", "value": {"version": 1, "reason": "rollback"}},
 }
 
+SCHEDULE_EXAMPLES: dict[str, dict[str, Any]] = {
+    "after every close": {
+        "summary": "Retrain 45 minutes after each close once a new row arrived",
+        "value": {"dataset": "msft", "when": {"after_close_minutes": 45, "every_sessions": 1}, "min_new_rows": 1},
+    },
+    "weekly, with settings": {
+        "summary": "Every fifth session, a GRU, at least five new rows",
+        "value": {
+            "dataset": "msft",
+            "when": {"after_close_minutes": 60, "every_sessions": 5},
+            "min_new_rows": 5,
+            "training": {"architecture": "gru", "epochs": 20},
+            "enabled": True,
+        },
+    },
+}
+
 # TensorFlow Serving's three request forms, as its REST API documentation writes them.
 TF_SERVING_EXAMPLES: dict[str, dict[str, Any]] = {
     "row format": {"value": {"instances": [SAMPLE_ARRAYS]}},

@@ -2,7 +2,7 @@
 
 Families per resource: `ModelPublic` and `ModelsPublic`, `VersionPublic`,
 `AliasesPublic`, `DatasetPublic` and `DatasetsPublic`, `JobsPublic`,
-`MonitoringPublic`. Records that grow over time (a version's metadata, a
+`MonitoringPublic`, `SchedulePublic`. Records that grow over time (a version's metadata, a
 data report) allow fields they do not name, so a newer writer never breaks
 an older reader; routes answer with `response_model_exclude_unset`, so a
 field absent from the record stays absent from the answer. /predict's
@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.schemas import Skill as SkillPublic
+from app.schedules.spec import ScheduleSpec
 
 
 class Open(BaseModel):
@@ -273,7 +274,12 @@ class AliasChange(BaseModel):
     to: int | None
     at: str
     reason: str
-    by: str | None = Field(None, description="Name of the API key that made the change.")
+    by: str | None = Field(
+        None, description="Name of the API key that made the change; 'monitor' for a demotion by the monitoring."
+    )
+    figures: dict[str, Any] | None = Field(
+        None, description="A demotion's evidence: the statuses of the last sessions, coverage, ratio to naive."
+    )
 
 
 class AliasesPublic(BaseModel):
@@ -288,6 +294,60 @@ class AliasUpdated(BaseModel):
 
     aliases: dict[str, int]
     change: AliasChange
+
+
+# Schedules ---------------------------------------------------------------------
+
+
+class ScheduleRunPublic(BaseModel):
+    """One fired slot of a schedule: the job it submitted, or why it was skipped."""
+
+    slot: str = Field(description="When the slot fell due (UTC): a session's close plus after_close_minutes.")
+    outcome: Literal["submitted", "skipped"]
+    reason: str | None = Field(description="Why it was skipped (too few new rows, the queue refusing, ...).")
+    job_id: str | None
+    rows: int | None = Field(description="The dataset's rows when it fired.")
+    slots: int = Field(description="Slots it stands for: above 1 when runs missed while nothing ticked coalesced.")
+    at: str = Field(description="When the tick fired it.")
+    revision: int = Field(description="The schedule's revision it fired under.")
+
+
+class ScheduleJob(BaseModel):
+    """The last job a schedule submitted, as its record says now."""
+
+    id: str
+    status: str
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    version: int | None = Field(description="The version it trained, once it has.")
+    promoted: bool | None = Field(description="Whether the gate promoted that version.")
+
+
+class SchedulePublic(ScheduleSpec):
+    """A model's retraining schedule, when it runs next, and what its runs did."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    training: dict[str, Any] = Field(  # type: ignore[assignment]
+        description="The training settings set for each run; the others take TrainConfig's defaults."
+    )
+    calendar: str = Field(description="The exchange calendar its slots follow.")
+    revision: int = Field(description="Counts the times it was set; a new revision re-anchors the slots.")
+    anchor: str = Field(description="Slots count from here (when the revision was set).")
+    created_at: str
+    updated_at: str
+    updated_by: str | None = Field(description="Name of the API key that set it.")
+    next_run: str | None = Field(
+        description="The next slot (UTC); null when disabled. A due slot fires at the next tick."
+    )
+    last_slot: str | None = Field(description="The last slot fired (submitted or skipped).")
+    last_rows: int | None = Field(description="The dataset's rows at the last submitted run: new rows count from here.")
+    runs: list[ScheduleRunPublic] = Field(description="The latest fired slots, newest first.")
+    last_job: ScheduleJob | None
+    last_gate: dict[str, Any] | None = Field(description="The promotion gate's decision on the last job's version.")
 
 
 # Datasets ----------------------------------------------------------------------

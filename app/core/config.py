@@ -82,6 +82,13 @@ class Settings(BaseSettings):
         description="How often a queue worker checks for cancellations when a LISTEN/NOTIFY wake-up was missed.",
     )
 
+    schedule_tick_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often retraining schedules are checked for a due slot (embedded: by the API; scaled out:"
+        " by the queue worker that holds the tickers' advisory lock).",
+    )
+
     max_batch_size: int = Field(64, ge=1, description="Most windows one micro-batched inference call takes.")
     max_batch_wait_us: int = Field(1000, ge=0, description="Longest a request waits for others to batch with.")
     inference_timeout_seconds: float = Field(
@@ -181,10 +188,17 @@ class Settings(BaseSettings):
         description="Promotion gate: one-sided level of the Diebold-Mariano tests against naive (step 1 and pooled)"
         " and of the binomial check of the 0.9 interval's coverage; see training/gate.py.",
     )
-    gate_require_not_worse: bool = Field(
-        gate.DEFAULT_REQUIRE_NOT_WORSE,
-        description="Promotion gate: refuse a candidate whose MAE is worse than the champion's, re-scored on the"
-        " candidate's own folds (same dataset and horizon only).",
+    gate_compare_with_champion: bool = Field(
+        gate.DEFAULT_COMPARE_WITH_CHAMPION,
+        description="Promotion gate: replace a champion trained on the same dataset and horizon only when a paired"
+        " one-sided Diebold-Mariano test on the candidate's folds (the champion re-scored on them) says the"
+        " candidate is better, at the gate's level; a tie keeps the champion. Off: no comparison.",
+    )
+    gate_spend_over_attempts: bool = Field(
+        gate.DEFAULT_SPEND_OVER_ATTEMPTS,
+        description="Promotion gate: judge the k-th attempt on an evaluation period that overlaps earlier attempts'"
+        " at level/(k(k+1)), so retraining again and again cannot buy a promotion (at most `level` in all);"
+        " off: every attempt at the full level.",
     )
     unpromoted_default: Literal["network", "naive", "refuse"] = Field(
         "network",
@@ -229,6 +243,14 @@ class Settings(BaseSettings):
     )
     monitoring_min_scores: int = Field(
         20, ge=1, description="Monitoring: fewer scored sessions than this give status insufficient_data."
+    )
+    demote_after_sessions: int = Field(
+        5,
+        ge=0,
+        le=250,
+        description="Monitoring: a champion whose status has been coverage_breach or skill_lost at each of this many"
+        " consecutive scored sessions (since it became champion) loses the alias (alias log by 'monitor');"
+        " unpinned requests then get what unpromoted_default says. 0: never demote.",
     )
     adaptive_bands: bool = Field(
         True,

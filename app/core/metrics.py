@@ -193,7 +193,8 @@ class StateCollector(Collector):
     `source` returns a dict: `versions` {model: [loaded version, ...]},
     `served` {model: default version}, `jobs` {status: count}, `restarts`
     (inference-process restarts); with the ledger on, `ledger` {dropped,
-    written} and `online` {model: `app.ledger.monitor.summary_of`}. One
+    written}, `online` {model: `app.ledger.monitor.summary_of`} and
+    `demotions` {model: champions the monitor took away}. One
     collector per process: the latest app to start sets the source (tests
     build several apps in one process).
     """
@@ -234,6 +235,7 @@ class StateCollector(Collector):
             restarts,
             *ledger_families(state.get("ledger")),
             *online_families(state.get("online")),
+            *demotion_families(state.get("demotions")),
         ]
 
 
@@ -284,6 +286,21 @@ def online_families(online: dict[str, dict[str, Any]] | None) -> list[Metric]:
             ratio.add_metric([model], summary["ratio_to_naive"])
         status.add_metric([model], summary["status_code"])
     return [scored, coverage, ratio, status]
+
+
+def demotion_families(demotions: dict[str, int] | None) -> list[Metric]:
+    """Champions the monitor took away, per model, counted from the alias log (any process may have done it)."""
+    if demotions is None:
+        return []
+    family = CounterMetricFamily(
+        "stockcast_demotions",
+        "Times the monitor demoted a model's champion (coverage_breach or skill_lost for"
+        " STOCKCAST_DEMOTE_AFTER_SESSIONS sessions), from the alias log.",
+        labels=["model"],
+    )
+    for model, count in sorted(demotions.items()):
+        family.add_metric([model], count)
+    return [family]
 
 
 STATE = StateCollector()

@@ -58,6 +58,36 @@ CREATE INDEX stockcast_jobs_queue_job ON stockcast_jobs (queue_job_id);
 """
 
 
+# Retraining schedules and their fired slots (app.schedules.store; SQLite holds the same columns).
+SCHEDULES_TABLES = """
+CREATE TABLE schedules (
+    model text PRIMARY KEY,
+    spec text NOT NULL,
+    calendar text NOT NULL,
+    revision integer NOT NULL,
+    anchor text NOT NULL,
+    created_at text NOT NULL,
+    updated_at text NOT NULL,
+    updated_by text,
+    last_slot text,
+    last_rows integer,
+    last_job_id text
+);
+CREATE TABLE schedule_runs (
+    model text NOT NULL,
+    slot text NOT NULL,
+    revision integer NOT NULL,
+    outcome text NOT NULL,
+    reason text,
+    job_id text,
+    rows integer,
+    slots integer NOT NULL,
+    at text NOT NULL,
+    PRIMARY KEY (model, slot)
+);
+"""
+
+
 def _procrastinate_schema() -> str:
     from procrastinate.schema import SchemaManager
 
@@ -84,6 +114,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # The forecast ledger (docs/ledger.md): the tables SQLite holds in embedded mode, as they were first.
     Migration("0005 ledger", lambda: LEDGER_TABLES),
+    # Retraining on a market schedule: one row per model, one per fired slot (docs/design.md, "Schedules").
+    Migration("0006 schedules", lambda: SCHEDULES_TABLES),
 )
 
 

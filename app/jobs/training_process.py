@@ -159,7 +159,9 @@ def _train(
     source = {"name": f"{request['dataset']}.csv", "dataset": request["dataset"], "sha256": sha256_of(path)}
     source["job_id"] = job_id
     gate = GateSettings(
-        significance_level=settings.gate_significance_level, require_not_worse=settings.gate_require_not_worse
+        significance_level=settings.gate_significance_level,
+        compare_with_champion=settings.gate_compare_with_champion,
+        spend_over_attempts=settings.gate_spend_over_attempts,
     )
     run = TrainingRun(name=request["model"], clean=clean, source=source, config=config)
     hooks = Progress(on_epoch=on_epoch, on_fold=on_fold, should_stop=should_stop)

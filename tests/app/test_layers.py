@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "app.serving": 2,  # the registry, micro-batching and the protocol-neutral forecast core
     "app.jobs": 2,  # training jobs, their queue and stores
     "app.online": 3,  # the ledger in the running service: scoring after appends, adaptive bands
+    "app.schedules": 3,  # retraining schedules: their store, their slots and the tick that submits jobs
     "app.api": 4,  # everything that knows HTTP
     "app.main": 5,  # entry points: the app factory and the commands
     "app.__main__": 5,
@@ -40,6 +41,7 @@ TRAINING_FOR_APP = frozenset(
         "training.artifact",
         "training.baselines",
         "training.calendars",
+        "training.cli",
         "training.config",
         "training.conformal",
         "training.data",

@@ -217,13 +217,23 @@ def test_a_shuffled_label_horizon_5_network_is_refused_with_no_champion(
     assert not decision.promoted
     assert decision.champion_version is None
     assert decision.reason.startswith(("no evidence of skill at step 1: DM ", "no evidence of skill pooled over steps"))
-    assert "p " in decision.reason and "against naive (needs p < 0.05)" in decision.reason
+    assert "p " in decision.reason and "against naive (needs p < 0.025, the level of attempt 1)" in decision.reason
     assert decision.evidence["period"] == {
         "start": bad.metadata["backtest"]["folds"][0]["test_start"],
         "end": bad.metadata["backtest"]["folds"][-1]["test_end"],
     }
     assert CHAMPION not in store.aliases("shuffled")
     assert bad.metadata["skill"]["beats_naive"] is False
+    # The decision is in the model's attempt ledger, where the next attempt on these folds will count it.
+    (entry,) = store.attempts("shuffled")
+    assert (entry["version"], entry["attempt"], entry["promoted"], entry["dataset_sha256"]) == (
+        bad.version,
+        1,
+        False,
+        "m",
+    )
+    assert entry["period"] == decision.evidence["period"] and entry["significance_level"] == 0.025
+    assert entry["vs_naive_pooled"] == decision.evidence["vs_naive_pooled"]
 
 
 def test_a_champion_configuration_is_rebuilt_for_the_candidates_folds() -> None:

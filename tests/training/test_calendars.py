@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from training.calendars import ALWAYS_OPEN, sessions_between
+from training.calendars import ALWAYS_OPEN, session_closes, sessions_between
 
 
 def test_sessions_between_skip_weekends_and_holidays() -> None:
@@ -22,3 +22,12 @@ def test_sessions_between_on_a_market_that_never_closes() -> None:
     days = sessions_between(dt.date(2024, 12, 30), dt.date(2025, 1, 2), ALWAYS_OPEN)
     assert [str(day) for day in days] == ["2024-12-31", "2025-01-01", "2025-01-02"]
     assert sessions_between(dt.date(2025, 1, 2), dt.date(2025, 1, 2)) == []
+
+
+def test_session_closes_hold_early_closes_and_skip_holidays() -> None:
+    closes = session_closes(dt.date(2024, 11, 26), dt.date(2024, 12, 2))
+    # Thanksgiving (2024-11-28) is closed; the day after closes at 13:00 New York time (18:00 UTC).
+    assert [str(close) for close in closes] == ["2024-11-27T21:00:00", "2024-11-29T18:00:00", "2024-12-02T21:00:00"]
+    assert [str(close) for close in session_closes(dt.date(2024, 11, 26), dt.date(2024, 11, 27), ALWAYS_OPEN)] == [
+        "2024-11-28T00:00:00"
+    ]

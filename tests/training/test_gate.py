@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from training.gate import GateSettings, decide, skill_of
+from training.gate import GateSettings, attempt_entry, attempt_level, decide, skill_of
 from training.store import headline_ratio
 
 
@@ -55,20 +55,23 @@ def test_a_first_version_with_evidence_is_promoted_and_the_decision_records_why(
     decision = decide(version(1), None, GateSettings())
     assert decision.promoted
     assert decision.reason == (
-        "beats naive with evidence: DM -3.000, p 0.0010 at step 1 and DM -3.000, p 0.0010 pooled against naive; "
-        "MAE ratio to naive 0.9000"
+        "beats naive with evidence: DM -3.000, p 0.0010 at step 1 and DM -3.000, p 0.0010 pooled against naive "
+        "at level 0.025 (attempt 1); MAE ratio to naive 0.9000"
     )
     record = decision.evidence
     assert record["dataset_sha256"] == "abc" and record["horizon"] == 1
     assert record["period"] == {"start": "2024-01-02", "end": "2024-12-31"}
     assert record["vs_naive_step_1"]["p_value"] == 0.001
+    # A first attempt on its period: half the level, the other half kept for the attempts that may follow.
+    assert (record["attempt"], record["significance_level"], record["nominal_level"]) == (1, 0.025, 0.05)
+    assert record["earlier_versions"] == []
 
 
 def test_no_evidence_at_step_1_is_refused_even_when_pooled_passes() -> None:
     decision = decide(version(1, step_1=0.2), None, GateSettings())
     assert not decision.promoted
     assert decision.reason == (
-        "no evidence of skill at step 1: DM -3.000, p 0.2000 against naive (needs p < 0.05); "
+        "no evidence of skill at step 1: DM -3.000, p 0.2000 against naive (needs p < 0.025, the level of attempt 1); "
         "the model does not beat the naive last-value forecast"
     )
 
@@ -78,11 +81,71 @@ def test_a_tie_with_naive_is_no_skill() -> None:
     tie["backtest"]["evidence"]["vs_naive_pooled"] = {"statistic": None, "p_value": 1.0, "windows": 500}
     decision = decide(tie, None, GateSettings())
     assert not decision.promoted
-    assert decision.reason == "no evidence of skill pooled over steps: DM n/a, p 1.0000 against naive (needs p < 0.05)"
+    assert decision.reason == (
+        "no evidence of skill pooled over steps: DM n/a, p 1.0000 against naive "
+        "(needs p < 0.025, the level of attempt 1)"
+    )
 
 
 def test_a_looser_level_lets_weaker_evidence_through() -> None:
-    assert decide(version(1, step_1=0.08, pooled=0.08), None, GateSettings(significance_level=0.1)).promoted
+    assert decide(version(1, step_1=0.04, pooled=0.04), None, GateSettings(significance_level=0.1)).promoted
+    assert not decide(version(1, step_1=0.04, pooled=0.04), None, GateSettings()).promoted
+
+
+def attempt(number: int, start: str = "2024-01-02", end: str = "2024-12-31") -> dict[str, Any]:
+    """An attempt-ledger line as the gate reads it: the version and its evaluation period."""
+    return {"version": number, "period": {"start": start, "end": end}, "promoted": False}
+
+
+def test_attempts_on_overlapping_periods_spend_the_level() -> None:
+    # Two refused attempts on periods overlapping this one: the third is judged at 0.05 / (3 x 4).
+    earlier = [attempt(1, "2023-06-01", "2024-03-01"), attempt(2, "2024-12-30", "2025-06-30")]
+    decision = decide(version(3, step_1=0.004, pooled=0.01), None, GateSettings(), attempts=earlier)
+    assert not decision.promoted
+    assert decision.reason == (
+        "no evidence of skill pooled over steps: DM -3.000, p 0.0100 against naive "
+        "(needs p < 0.004167, the level of attempt 3)"
+    )
+    record = decision.evidence
+    assert (record["attempt"], record["earlier_versions"]) == (3, [1, 2])
+    assert record["significance_level"] == pytest.approx(0.05 / 12)
+    assert decide(version(3, step_1=0.004, pooled=0.004), None, GateSettings(), attempts=earlier).promoted
+
+
+def test_attempts_on_other_periods_spend_nothing() -> None:
+    earlier = [attempt(1, "2020-01-02", "2023-12-29"), {"version": 2, "period": {"start": None, "end": None}}]
+    decision = decide(version(3, step_1=0.02, pooled=0.02), None, GateSettings(), attempts=earlier)
+    assert decision.promoted and decision.evidence["attempt"] == 1
+
+
+def test_without_spending_every_attempt_is_judged_at_the_full_level() -> None:
+    earlier = [attempt(number) for number in range(1, 20)]
+    decision = decide(
+        version(20, step_1=0.04, pooled=0.04), None, GateSettings(spend_over_attempts=False), attempts=earlier
+    )
+    assert decision.promoted
+    assert (decision.evidence["attempt"], decision.evidence["significance_level"]) == (20, 0.05)
+
+
+def test_the_levels_of_all_attempts_never_sum_past_alpha() -> None:
+    levels = [attempt_level(0.05, k) for k in range(1, 1001)]
+    assert levels[:3] == pytest.approx([0.025, 0.05 / 6, 0.05 / 12])
+    assert sum(levels[:20]) == pytest.approx(0.05 * 20 / 21)
+    assert sum(levels) < 0.05
+
+
+def test_the_attempt_entry_keeps_the_data_period_statistics_and_level() -> None:
+    decision = decide(version(1), None, GateSettings())
+    entry = attempt_entry(decision, 1, "2025-01-02T21:50:00+00:00", "job1")
+    assert {key: entry[key] for key in ("version", "job_id", "promoted", "attempt", "significance_level")} == {
+        "version": 1,
+        "job_id": "job1",
+        "promoted": True,
+        "attempt": 1,
+        "significance_level": 0.025,
+    }
+    assert entry["dataset_sha256"] == "abc" and entry["period"] == {"start": "2024-01-02", "end": "2024-12-31"}
+    assert entry["vs_naive_step_1"]["p_value"] == 0.001 and entry["vs_naive_pooled"]["statistic"] == -3.0
 
 
 def test_worse_than_the_mean_return_drift_is_refused() -> None:
@@ -114,32 +177,62 @@ def test_a_champion_from_another_dataset_or_horizon_is_not_compared() -> None:
 
 
 def _paired(candidate_error: float, champion_error: float) -> tuple[dict[str, np.ndarray], Any]:
+    """Forecasts on 400 windows: the candidate's errors of scale `candidate_error`, the champion's (as its
+    re-scoring returns them) of scale `champion_error`, naive's of scale 1; the noise of each is its own."""
     rng = np.random.default_rng(0)
     actual = 100 + rng.normal(size=(400, 1))
-    forecasts = {"actual": actual, "model": actual + candidate_error, "naive": actual + 1.0}
-    return forecasts, lambda champion: actual + champion_error
+    model = actual + candidate_error * rng.normal(size=(400, 1))
+    champion = actual + champion_error * rng.normal(size=(400, 1))
+    forecasts = {"actual": actual, "model": model, "naive": actual + rng.normal(size=(400, 1))}
+    return forecasts, lambda _champion: champion
 
 
-def test_the_champion_is_re_scored_on_the_candidates_windows_and_a_worse_candidate_is_refused() -> None:
+def test_a_candidate_that_beats_the_re_scored_champion_replaces_it() -> None:
+    forecasts, rescore = _paired(0.6, 0.8)
+    decision = decide(version(2, mae=(0.6, 1.0)), version(1), GateSettings(), forecasts, rescore)
+    assert decision.promoted, decision.reason
+    paired = decision.evidence["vs_champion_pooled"]
+    assert paired["p_value"] < 0.025 and paired["champion_version"] == 1 and paired["level"] == 0.025
+    assert decision.reason.endswith(
+        f"beats champion v1 re-scored on the same folds (MAE ratio to naive 0.6000 vs "
+        f"{decision.champion_ratio_to_naive:.4f}, DM {paired['statistic']:.3f}, p {paired['p_value']:.4f})"
+    )
+
+
+def test_a_tie_with_the_champion_keeps_the_champion() -> None:
+    # Lower MAE on these folds, but not by more than noise: the point comparison would have promoted it.
+    forecasts, rescore = _paired(0.79, 0.8)
+    decision = decide(version(2, mae=(0.79, 1.0)), version(1), GateSettings(), forecasts, rescore)
+    paired = decision.evidence["vs_champion_pooled"]
+    assert not decision.promoted
+    assert paired["p_value"] >= 0.025
+    assert decision.reason == (
+        f"no evidence of beating champion v1 re-scored on the same folds (MAE ratio to naive 0.7900 vs "
+        f"{decision.champion_ratio_to_naive:.4f}, DM {paired['statistic']:.3f}, p {paired['p_value']:.4f}; "
+        "needs p < 0.025, the level of attempt 1): a tie keeps the champion"
+    )
+
+
+def test_a_worse_candidate_keeps_the_champion() -> None:
     forecasts, rescore = _paired(0.9, 0.8)
     decision = decide(version(2), version(1), GateSettings(), forecasts, rescore)
     assert not decision.promoted
-    assert decision.reason.startswith(
-        "worse than champion v1 re-scored on the same folds: MAE ratio to naive 0.9000 vs 0.8000"
-    )
-    assert decision.champion_ratio_to_naive == pytest.approx(0.8)
-    assert decision.evidence["vs_champion_pooled"]["champion_version"] == 1
+    assert decision.reason.startswith("no evidence of beating champion v1 re-scored on the same folds (")
+    assert decision.evidence["vs_champion_pooled"]["p_value"] > 0.5
+    assert decision.champion_ratio_to_naive is not None and decision.champion_ratio_to_naive < 0.9
 
 
-def test_a_candidate_as_good_as_the_re_scored_champion_is_promoted() -> None:
-    forecasts, rescore = _paired(0.8, 0.8)
-    decision = decide(version(2, mae=(0.8, 1.0)), version(1), GateSettings(), forecasts, rescore)
-    assert decision.promoted, decision.reason
+def test_the_champion_test_spends_the_attempts_level_too() -> None:
+    forecasts, rescore = _paired(0.6, 0.8)
+    earlier = [attempt(number) for number in range(1, 10)]
+    candidate = version(10, step_1=1e-9, pooled=1e-9, mae=(0.6, 1.0))
+    decision = decide(candidate, version(1), GateSettings(), forecasts, rescore, earlier)
+    assert decision.evidence["vs_champion_pooled"]["level"] == pytest.approx(0.05 / (10 * 11))
 
 
-def test_worse_than_champion_passes_when_the_gate_allows_it() -> None:
+def test_without_the_comparison_a_worse_candidate_passes() -> None:
     forecasts, rescore = _paired(0.9, 0.8)
-    assert decide(version(2), version(1), GateSettings(require_not_worse=False), forecasts, rescore).promoted
+    assert decide(version(2), version(1), GateSettings(compare_with_champion=False), forecasts, rescore).promoted
 
 
 def test_skill_of_summarises_the_versions_own_evidence() -> None:

@@ -60,9 +60,10 @@ def test_gate_refuses_a_shuffled_label_horizon_5_model_with_no_champion_and_the_
     gate = job["result"]["gate"]
     assert gate["champion_version"] is None
     assert gate["reason"].startswith(("no evidence of skill at step 1: DM ", "no evidence of skill pooled over steps"))
-    assert "against naive (needs p < 0.05)" in gate["reason"]
+    assert "against naive (needs p < 0.025, the level of attempt 1)" in gate["reason"]
     evidence = gate["evidence"]
     assert evidence["horizon"] == 5 and len(evidence["dataset_sha256"]) == 64
+    assert (evidence["attempt"], evidence["significance_level"], evidence["nominal_level"]) == (1, 0.025, 0.05)
     assert evidence["period"]["start"] < evidence["period"]["end"]
     for test in ("vs_naive_step_1", "vs_naive_pooled"):
         assert 0 <= evidence[test]["p_value"] <= 1 and evidence[test]["windows"] > 80

@@ -62,7 +62,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[list[ServiceProcess], list[WorkerP
             "STOCKCAST_WORKER_CONCURRENCY": "2",
             # Every version is promoted, so the newest is the one each API must serve.
             "STOCKCAST_GATE_MAX_MASE": "1000",
-            "STOCKCAST_GATE_REQUIRE_NOT_WORSE": "false",
+            "STOCKCAST_GATE_COMPARE_WITH_CHAMPION": "false",
             "STOCKCAST_LOG_LEVEL": "warning",
             "TF_CPP_MIN_LOG_LEVEL": "2",
         }
