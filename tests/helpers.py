@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
+import http.server
 import json
 import math
 import os
@@ -574,3 +576,147 @@ def queueing_client(models_dir: Path, data_dir: Path, **settings: object) -> Ite
         assert client.portal is not None
         client.portal.call(client.app.state.jobs.runner.stop)  # type: ignore[attr-defined]
         yield client
+
+
+# A proxy that misbehaves on purpose ---------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    """What `FaultProxy` does with one matching request instead of forwarding it plainly.
+
+    `status`: answer it with this status (and `Retry-After` if given), without forwarding;
+    `lost`: forward it, then close the connection without answering (the service acted, the caller never hears);
+    `stall`: never answer, until the proxy stops.
+    """
+
+    kind: str
+    status: int = 0
+    retry_after: str | None = None
+
+    @classmethod
+    def answer(cls, status: int, retry_after: str | None = None) -> Fault:
+        """Answer with `status` and a JSON detail, as the service's own refusals look."""
+        return cls("status", status, retry_after)
+
+
+LOST = Fault("lost")
+STALL = Fault("stall")
+
+
+@dataclasses.dataclass(frozen=True)
+class Arrival:
+    """One request the proxy received: when (monotonic seconds), what, and what it did."""
+
+    at: float
+    method: str
+    path: str
+    outcome: str
+    headers: dict[str, str]
+
+
+class FaultProxy:
+    """A real HTTP proxy on a loopback port in front of a service: it forwards every request, except that the
+    first requests matching a method and path prefix get the faults queued for them (`inject`), in order.
+
+    Every arrival is recorded (`arrivals`), so a test can count the attempts a client made and measure the
+    waits between them.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.arrivals: list[Arrival] = []
+        self._faults: list[tuple[str, str, list[Fault]]] = []
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._upstream = httpx.Client(base_url=target, timeout=120)
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler_class())
+        self._server.daemon_threads = True
+
+    def inject(self, method: str, path_prefix: str, *faults: Fault) -> None:
+        """Apply `faults`, one each, to the next requests whose method and path (query left out) match."""
+        with self._lock:
+            self._faults.append((method, path_prefix, list(faults)))
+
+    def arrivals_of(self, method: str, path_prefix: str) -> list[Arrival]:
+        """The recorded arrivals of a method and path prefix, in order."""
+        with self._lock:
+            return [item for item in self.arrivals if item.method == method and item.path.startswith(path_prefix)]
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop serving; stalled requests are released and their connections closed."""
+        self._stopped.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._upstream.close()
+
+    def _fault_for(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for wanted_method, prefix, faults in self._faults:
+                if wanted_method == method and path.startswith(prefix) and faults:
+                    return faults.pop(0)
+        return None
+
+    def _record(self, method: str, path: str, outcome: str, headers: dict[str, str]) -> None:
+        with self._lock:
+            self.arrivals.append(Arrival(time.monotonic(), method, path, outcome, headers))
+
+    def _handler_class(self) -> type[http.server.BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the arrivals are the log."""
+
+            def _serve(self) -> None:
+                path = self.path.partition("?")[0]
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                fault = proxy._fault_for(self.command, path)
+                proxy._record(self.command, path, fault.kind if fault else "forwarded", headers)
+                if fault is not None and fault.kind == "status":
+                    self._answer(fault.status, {"detail": f"injected {fault.status}"}, fault.retry_after)
+                    return
+                if fault is not None and fault.kind == "stall":
+                    proxy._stopped.wait(120)
+                    self._drop()
+                    return
+                sent = {k: v for k, v in headers.items() if k not in ("host", "connection", "content-length")}
+                answer = proxy._upstream.request(self.command, self.path, headers=sent, content=body)
+                if fault is not None and fault.kind == "lost":
+                    self._drop()
+                    return
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def _answer(self, status: int, body: dict[str, Any], retry_after: str | None) -> None:
+                content = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                if retry_after is not None:
+                    self.send_header("Retry-After", retry_after)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def _drop(self) -> None:
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _serve  # noqa: N815 (http.server's names)
+
+        return Handler
