@@ -41,6 +41,8 @@ ALIAS_LOG_FILE = "alias_log.jsonl"
 ATTEMPTS_FILE = "attempts.jsonl"
 COUNTER_FILE = ".last_version"
 CHAMPION = "champion"
+# The shadow challenger: a candidate with backtest skill but not enough evidence yet (docs/ledger.md).
+CHALLENGER = "challenger"
 ALIAS_LOCK_FILE = ".aliases.lock"
 REQUIRED_METADATA = (
     "format_version",
