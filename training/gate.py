@@ -153,6 +153,12 @@ def attempt_entry(decision: GateDecision, version: int, at: str, job_id: str | N
     }
 
 
+def backtest_holds(metadata: dict[str, Any], level: float) -> bool:
+    """Whether a version's own backtest evidence meets the gate's criteria at `level` (no champion involved)."""
+    evidence = (metadata.get("backtest") or {}).get("evidence") or {}
+    return bool(evidence) and bool(skill_of(metadata, level)["beats_naive"]) and _criteria_hold(evidence)
+
+
 def _criteria_hold(evidence: dict[str, Any]) -> bool:
     """The gate's criteria besides the DM tests against naive: not worse than drift, the 90 % band covers."""
     coverage = evidence.get("coverage_90")
