@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
+import pytest
 
+from app.datasets import DatasetStore
+from app.ledger.postgres import PostgresLedger
 from app.ledger.shadow import champion_origins, live_comparison, live_promotion, paired_errors, windows_at
+from app.ledger.store import LedgerStore, SqliteLedger
+from app.shadow import shadow_dataset
+from tests.helpers import metadata_only_version, price_csv, require_postgres, scratch_database, session_rows
 from training.significance import diebold_mariano
 from training.spec import WindowSpec
+from training.store import CHALLENGER, CHAMPION, ModelStore
 
 SPEC = WindowSpec(features=("volume", "close"), label="close", window=3)
 
@@ -89,3 +100,58 @@ def test_live_promotion_needs_the_sessions_the_backtest_and_both_live_tests() ->
 def test_each_look_at_the_live_test_spends_the_level() -> None:
     verdict = live_promotion(better_by_far(12), 1, 2, holding(), level=0.05, min_sessions=10)
     assert (verdict["look"], verdict["level"]) == (3, 0.05 / 12)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerStore]:
+    """Both backends: SQLite (embedded) and the real PostgreSQL (the queue worker's score task)."""
+    if request.param == "sqlite":
+        yield SqliteLedger(tmp_path / "ledger.sqlite3")
+        return
+    require_postgres()
+    with scratch_database() as url:
+        store = PostgresLedger(url)
+        yield store
+        store.close()
+
+
+def test_shadow_dataset_writes_and_scores_the_challengers_rows_once(ledger: LedgerStore, tmp_path: Path) -> None:
+    fields = {
+        "features": ["close"], "label": "close", "window": 3, "horizon": 1, "transform": "relative",
+        "data": {"dataset": "series"}, "intervals": {},
+    }  # fmt: skip
+    models = ModelStore(tmp_path / "models")
+    for version in (1, 2):
+        metadata_only_version(models.root, "m", version, **fields)
+    models.set_alias("m", CHAMPION, 1)
+    models.set_alias("m", CHALLENGER, 2)
+    rows = session_rows("2024-10-01", 10)
+    datasets = DatasetStore(tmp_path / "datasets")
+    datasets.save("series", price_csv(rows), "series.csv")
+    logged = {
+        "forecast_id": "f1", "model": "m", "version": 1, "served_as": CHAMPION, "dataset": "series",
+        "origin": rows[-2]["Date"], "in_sample": False, "data_through": rows[-2]["Date"], "label": "close",
+        "label_last": rows[-2]["Close"], "scale": None, "served_at": "2024-10-11T20:00:00.000000+00:00",
+        "steps": [{"date": rows[-1]["Date"], "close": rows[-2]["Close"], "bounds": {}}],
+    }  # fmt: skip
+    ledger.add_forecasts([logged])
+    calls: list[np.ndarray] = []
+
+    def factory(_models_dir: Path, _name: str, _version: int) -> Any:
+        def forecast(windows: np.ndarray) -> np.ndarray:
+            calls.append(windows)
+            return windows[:, -1:, :1] + 1.0
+
+        return forecast
+
+    assert shadow_dataset(ledger, models, datasets, "series", factory) == 1
+    assert shadow_dataset(ledger, models, datasets, "series", factory) == 0  # replayed once only
+    np.testing.assert_array_equal(calls[0][0, :, 0], [row["Close"] for row in rows[-4:-1]])
+    (row,) = [row for row in ledger.logged_forecasts("m", 2)]
+    assert (row["served_as"], row["origin"], row["served_at"]) == (CHALLENGER, logged["origin"], logged["served_at"])
+    (scored,) = [score for score in ledger.scores("m") if score["served_as"] == CHALLENGER]
+    assert (scored["target"], scored["forecast"], scored["actual"]) == (
+        rows[-1]["Date"],
+        rows[-2]["Close"] + 1.0,
+        rows[-1]["Close"],
+    )
