@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from app.ledger.records import Served, forecast_id, rows_of
+from app.ledger.records import Served, forecast_id, in_sample, rows_of
 from training import significance
 from training.gate import attempt_level, backtest_holds, skill_of
 from training.spec import WindowSpec
@@ -108,8 +108,17 @@ def shadow_rows(
     replayed: set[str],
     forecast: Forecaster,
 ) -> list[dict[str, Any]]:
-    """The challenger's ledger rows for every logged champion origin not replayed yet (`forecast` runs the network)."""
-    champion = champion_origins(champion_forecasts, replayed)
+    """The challenger's ledger rows for every logged champion origin not replayed yet (`forecast` runs the network).
+
+    Origins whose targets the challenger was trained on are left out: a
+    forecast of its own training data is no evidence.
+    """
+    trained_through = metadata.get("trained_through")
+    champion = {
+        origin: row
+        for origin, row in champion_origins(champion_forecasts, replayed).items()
+        if not in_sample(dt.date.fromisoformat(origin), _date(trained_through))
+    }
     origins, windows = windows_at(frame, spec, sorted(champion))
     if not origins:
         return []
@@ -223,6 +232,10 @@ def live_promotion(
         f" {live['vs_champion']['p_value']:.4g}) and naive (p {live['vs_naive']['p_value']:.4g}) over"
         f" {live['sessions']} live sessions at {spent:.4g} (look {look}); its backtest still holds at {level}",
     }
+
+
+def _date(value: object) -> dt.date | None:
+    return dt.date.fromisoformat(str(value)) if value else None
 
 
 __all__ = [

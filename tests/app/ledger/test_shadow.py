@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,11 @@ def test_shadow_dataset_writes_and_scores_the_challengers_rows_once(ledger: Ledg
 
         return forecast
 
+    # Trained through the origin's target: that forecast would be in-sample, so it is no evidence.
+    challenger_metadata = models.version_dir("m", 2) / "metadata.json"
+    challenger_metadata.write_text(json.dumps({**models.read_metadata("m", 2), "trained_through": rows[-1]["Date"]}))
+    assert shadow_dataset(ledger, models, datasets, "series", factory) == 0
+    challenger_metadata.write_text(json.dumps({**models.read_metadata("m", 2), "trained_through": rows[-2]["Date"]}))
     assert shadow_dataset(ledger, models, datasets, "series", factory) == 1
     assert shadow_dataset(ledger, models, datasets, "series", factory) == 0  # replayed once only
     np.testing.assert_array_equal(calls[0][0, :, 0], [row["Close"] for row in rows[-4:-1]])
