@@ -7,6 +7,7 @@ that none of them imports the others. See docs/ledger.md.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from typing import Any, Literal
 
@@ -16,11 +17,14 @@ from app.ledger.adaptive import Bands, adaptive_bands
 from app.ledger.demotion import MONITOR, champion_since, demotion_due
 from app.ledger.recorder import Ledger
 from app.ledger.scoring import closes_by_column, score_dataset
+from app.ledger.shadow import live_promotion
 from app.ledger.store import LedgerStore, SqliteLedger
 from app.serving.registry import ModelRegistry, ServedVersion
+from app.shadow import ForecasterFactory, child_forecaster, shadow_dataset
+from training import calendars
 from training.data import load_prices
 from training.errors import NotFoundError
-from training.store import CHAMPION, ModelStore
+from training.store import CHALLENGER, CHAMPION, ModelStore
 
 logger = logging.getLogger("stockcast.monitor")
 
@@ -105,11 +109,17 @@ async def score_appended(app: Any, dataset: str) -> tuple[int | None, Scoring]:
         return None, "queued"
     datasets: DatasetStore = app.state.datasets
     scored = await asyncio.to_thread(score_stored, ledger.store, datasets, dataset)
-    if scored:
+    # The challenger's forecasts for the champion's logged windows: a thread that waits on a child process.
+    factory: ForecasterFactory = getattr(app.state, "shadow_forecaster", child_forecaster)
+    shadowed = await asyncio.to_thread(shadow_dataset, ledger.store, app.state.store, datasets, dataset, factory)
+    if scored or shadowed:
         for model in await asyncio.to_thread(ledger.store.models_of, dataset):
             await refresh_bands(app, model)
             if await asyncio.to_thread(demote_if_due, ledger.store, app.state.store, model, app.state.settings):
                 # The next unpinned request gets what unpromoted_default says.
+                await app.state.registry.refresh(model)
+            now = app.state.clock()
+            if await asyncio.to_thread(promote_if_due, ledger.store, app.state.store, model, app.state.settings, now):
                 await app.state.registry.refresh(model)
     return scored, "done"
 
@@ -139,6 +149,49 @@ def demote_if_due(ledger: LedgerStore, models: ModelStore, model: str, settings:
     return entry
 
 
+def promote_if_due(
+    ledger: LedgerStore, models: ModelStore, model: str, settings: Settings, now: dt.datetime
+) -> dict[str, Any] | None:
+    """After scoring, with `promote_on_live_evidence` on: make the challenger champion when its backtest and the
+    paired live test say so (`app.ledger.shadow.live_promotion`) and the model's exchange is closed at `now`.
+
+    The alias log's entry (both tests in it), or None.
+    """
+    if not settings.promote_on_live_evidence:
+        return None
+    aliases = models.aliases(model)
+    champion, challenger = aliases.get(CHAMPION), aliases.get(CHALLENGER)
+    if champion is None or challenger is None or champion == challenger:
+        return None
+    metadata = models.read_metadata(model, challenger)
+    calendar = calendars.calendar_of(metadata)
+    if calendars.is_open(now, calendar):
+        return None  # never while the market is open: judged again after the next scores
+    verdict = live_promotion(
+        ledger.scores(model),
+        champion,
+        challenger,
+        metadata,
+        level=settings.gate_significance_level,
+        min_sessions=settings.live_min_sessions,
+    )
+    if not verdict["due"]:
+        return None
+    details = {
+        "backtest": verdict["backtest"],
+        "live": verdict["live"],
+        "look": verdict["look"],
+        "level": verdict["level"],
+    }
+    with models.alias_lock(model):
+        if models.aliases(model).get(CHAMPION) != champion or models.aliases(model).get(CHALLENGER) != challenger:
+            return None  # moved meanwhile: judged again after the next scores
+        entry = models.set_alias(model, CHAMPION, challenger, verdict["reason"], by=MONITOR, details=details)
+        models.remove_alias(model, CHALLENGER, f"became champion: {verdict['reason']}", by=MONITOR)
+    logger.warning("%s v%d is champion on live evidence (was v%d)", model, challenger, champion)
+    return entry
+
+
 async def refresh_bands(app: Any, model: str) -> None:
     """Adapt the bands of every loaded version of `model` to its live scores (after scoring)."""
     ledger: Ledger | None = getattr(app.state, "ledger", None)
@@ -157,6 +210,7 @@ __all__ = [
     "flush_ledger",
     "ledger_store",
     "open_ledger",
+    "promote_if_due",
     "refresh_bands",
     "score_appended",
     "score_stored",

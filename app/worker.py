@@ -80,18 +80,24 @@ def score_ledger(dataset: str) -> None:
     """
     from app.datasets import DatasetStore
     from app.jobs.queue_task import records_for
-    from app.online import demote_if_due, score_stored
+    from app.online import demote_if_due, promote_if_due, score_stored
+    from app.schedules.service import utc_now
+    from app.shadow import shadow_dataset
     from training.store import ModelStore
 
     settings = get_settings()
     store = _ledger_store(settings.database_url or "", settings.database_pool_size)
-    scored = score_stored(store, DatasetStore(settings.datasets_dir), dataset)
-    logger.info("ledger: %d forecasts of dataset %s scored", scored, dataset)
-    if scored:
-        models = ModelStore(settings.models_dir)
+    datasets = DatasetStore(settings.datasets_dir)
+    models = ModelStore(settings.models_dir)
+    scored = score_stored(store, datasets, dataset)
+    # The challenger forecasts the champion's logged windows in a child process, then they are scored.
+    shadowed = shadow_dataset(store, models, datasets, dataset)
+    logger.info("ledger: %d forecasts of dataset %s scored, %d challenger forecasts", scored, dataset, shadowed)
+    if scored or shadowed:
         for model in store.models_of(dataset):
             # A demoted champion reaches every replica with the same notice as the new scores.
             demote_if_due(store, models, model, settings)
+            promote_if_due(store, models, model, settings, utc_now())
             records_for(settings).notify_models(model)
 
 

@@ -53,6 +53,7 @@ def check_calendar(name: str) -> str:
 # burst of requests for a new decade builds it once. Each session's close (UTC) beside it.
 _SESSIONS: dict[tuple[str, int], np.ndarray] = {}
 _CLOSES: dict[tuple[str, int], np.ndarray] = {}
+_OPENS: dict[tuple[str, int], np.ndarray] = {}
 _BUILDING = threading.Lock()
 
 
@@ -79,7 +80,7 @@ def _sessions(name: str, decade: int) -> np.ndarray:
     with _BUILDING:
         sessions = _SESSIONS.get((name, decade))
         if sessions is None:
-            sessions, _CLOSES[(name, decade)] = _build(name, decade)
+            sessions, _OPENS[(name, decade)], _CLOSES[(name, decade)] = _build(name, decade)
             _SESSIONS[(name, decade)] = sessions
     return sessions
 
@@ -90,7 +91,13 @@ def _closes(name: str, decade: int) -> np.ndarray:
     return _CLOSES[(name, decade)]
 
 
-def _build(name: str, decade: int) -> tuple[np.ndarray, np.ndarray]:
+def _opens(name: str, decade: int) -> np.ndarray:
+    """The opening time (UTC, datetime64[s]) of each session `_sessions(name, decade)` holds, in the same order."""
+    _sessions(name, decade)
+    return _OPENS[(name, decade)]
+
+
+def _build(name: str, decade: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import exchange_calendars
 
     start, end = f"{decade}-01-01", f"{decade + 10}-12-31"
@@ -99,8 +106,9 @@ def _build(name: str, decade: int) -> tuple[np.ndarray, np.ndarray]:
     except (ValueError, exchange_calendars.errors.CalendarError) as error:
         raise ConfigError(f"the {name} calendar has no sessions for {decade}-{decade + 10}: {error}") from error
     sessions = np.asarray(calendar.sessions.values.astype("datetime64[D]"))
+    opens = np.asarray(calendar.opens.values.astype("datetime64[s]"))
     closes = np.asarray(calendar.closes.values.astype("datetime64[s]"))
-    return sessions, closes
+    return sessions, opens, closes
 
 
 def sessions_after(last: dt.date, horizon: int, name: str = DEFAULT_CALENDAR) -> list[dt.date]:
@@ -147,3 +155,23 @@ def session_closes(after: dt.date, through: dt.date, name: str = DEFAULT_CALENDA
     sessions, unique = np.unique(sessions, return_index=True)
     closes = closes[unique]
     return closes[(sessions > first) & (sessions <= last)]
+
+
+def is_open(at: dt.datetime, name: str = DEFAULT_CALENDAR) -> bool:
+    """Whether calendar `name` is in a session at the aware time `at` (from its open to its close).
+
+    A market that never closes has no time between sessions: False, so
+    whatever waits for one (a promotion) is not held back for ever.
+    A lunch break counts as open.
+    """
+    if at.tzinfo is None:
+        raise ValueError(f"is_open needs an aware time, got {at}")
+    if name == ALWAYS_OPEN:
+        return False
+    utc = at.astimezone(dt.UTC)
+    moment = np.datetime64(utc.replace(tzinfo=None), "s")
+    decade = decade_of(utc.date())
+    closes = _closes(name, decade)
+    # The first session closing after the moment: open now when it has opened already.
+    index = int(np.searchsorted(closes, moment, side="right"))
+    return index < len(closes) and bool(_opens(name, decade)[index] <= moment)

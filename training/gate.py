@@ -6,7 +6,9 @@ mean-return drift's; (3) its 0.9 band's step-1 coverage is within the binomial t
 test on its folds rejects "no better than the champion" (same dataset and horizon, re-scored there): a
 tie keeps the champion. Every decision goes to the model's attempt ledger; the k-th attempt on an
 evaluation period overlapping earlier ones is judged at alpha / (k (k + 1)), so retries never spend
-more than alpha in all. See docs/design.md, "Promotion gate and the default version".
+more than alpha in all. A candidate that meets (1) at the nominal level but not at the level spent, or
+ties the champion in (4), with (2) and (3) met, is marked `challenger`: it shadows the champion on live
+forecasts (docs/ledger.md, "Shadow challenger"). See docs/design.md, "Promotion gate and the default version".
 """
 
 from __future__ import annotations
@@ -151,6 +153,18 @@ def attempt_entry(decision: GateDecision, version: int, at: str, job_id: str | N
     }
 
 
+def backtest_holds(metadata: dict[str, Any], level: float) -> bool:
+    """Whether a version's own backtest evidence meets the gate's criteria at `level` (no champion involved)."""
+    evidence = (metadata.get("backtest") or {}).get("evidence") or {}
+    return bool(evidence) and bool(skill_of(metadata, level)["beats_naive"]) and _criteria_hold(evidence)
+
+
+def _criteria_hold(evidence: dict[str, Any]) -> bool:
+    """The gate's criteria besides the DM tests against naive: not worse than drift, the 90 % band covers."""
+    coverage = evidence.get("coverage_90")
+    return bool(evidence["mae"]["model"] <= evidence["mae"]["drift"] and coverage is not None and coverage["within"])
+
+
 def _ratio_text(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -202,6 +216,11 @@ def decide(
     if not evidence:
         return verdict(False, "no walk-forward backtest: there is no out-of-sample evidence of skill to promote on")
     step_1, pooled, drift = evidence["vs_naive_step_1"], evidence["vs_naive_pooled"], evidence["vs_drift_pooled"]
+    # Skill at the nominal level with the other criteria met, but not enough evidence at the level spent (or a
+    # tie with the champion): a shadow challenger, whose live forecasts are the evidence retries cannot buy.
+    record["challenger"] = bool(
+        step_1["p_value"] < nominal and pooled["p_value"] < nominal and _criteria_hold(evidence)
+    ) and not (step_1["p_value"] < level and pooled["p_value"] < level)
     if not step_1["p_value"] < level:
         return verdict(
             False,
@@ -253,6 +272,8 @@ def decide(
     record["vs_champion_pooled"] = {**paired, "champion_version": champion_version, "level": level}
     figures = f"MAE ratio to naive {ratio:.4f} vs {_ratio_text(champion_ratio)}, {_fmt(paired)}"
     if not paired["p_value"] < level:
+        # A tie, not a loss: the candidate's mean loss on these folds is the lower one.
+        record["challenger"] = bool(paired["p_value"] < 0.5)
         return verdict(
             False,
             f"no evidence of beating champion v{champion_version} re-scored on the same folds ({figures}; {needs}):"

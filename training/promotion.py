@@ -20,7 +20,7 @@ from training.data import CleanResult
 from training.files import now_iso
 from training.fitting import Progress, TrainingRun, TrainOutcome, train_version
 from training.gate import GateDecision, GateSettings, attempt_entry, decide, skill_of
-from training.store import CHAMPION, ModelStore
+from training.store import CHALLENGER, CHAMPION, ModelStore
 
 logger = logging.getLogger("stockcast.training")
 
@@ -75,6 +75,9 @@ def train_and_promote(
             store.record_attempt(run.name, attempt_entry(decision, outcome.version, now_iso(), job_id))
             if decision.promoted:
                 store.set_alias(run.name, CHAMPION, outcome.version, reason=f"promoted by gate: {decision.reason}")
+            elif decision.evidence.get("challenger"):
+                # The newest such candidate shadows the champion until live evidence decides (docs/ledger.md).
+                store.set_alias(run.name, CHALLENGER, outcome.version, reason=f"challenger: {decision.reason}")
     except BaseException:
         # The job fails, so its version must not stay (it could become the default while unpromoted).
         store.discard_version(run.name, outcome.version)

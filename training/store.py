@@ -41,6 +41,8 @@ ALIAS_LOG_FILE = "alias_log.jsonl"
 ATTEMPTS_FILE = "attempts.jsonl"
 COUNTER_FILE = ".last_version"
 CHAMPION = "champion"
+# The shadow challenger: a candidate with backtest skill but not enough evidence yet (docs/ledger.md).
+CHALLENGER = "challenger"
 ALIAS_LOCK_FILE = ".aliases.lock"
 REQUIRED_METADATA = (
     "format_version",
@@ -331,22 +333,46 @@ class ModelStore:
         """
         return _exclusive(self.folder(name) / ALIAS_LOCK_FILE)
 
-    def set_alias(self, name: str, alias: str, version: int, reason: str = "", by: str | None = None) -> dict[str, Any]:
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        reason: str = "",
+        by: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Point an alias at a version, log the change, and return the log entry.
 
-        `by` names who moved it (the API key's name); the log keeps it.
+        `by` names who moved it (the API key's name); the log keeps it, and
+        `details` (the evidence behind an automatic move).
         """
         check_alias(alias)
         with self.alias_lock(name):
-            return self._set_alias(name, alias, version, reason, by)
+            return self._set_alias(name, alias, version, reason, by, details)
 
-    def _set_alias(self, name: str, alias: str, version: int, reason: str, by: str | None = None) -> dict[str, Any]:
+    def _set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        reason: str,
+        by: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         if version not in self.versions(name):
             raise NotFoundError(f"model '{name}' has no version {version}; versions: {self.versions(name)}")
         current = self.aliases(name)
-        entry = {"alias": alias, "from": current.get(alias), "to": version, "at": now_iso(), "reason": reason}
+        entry: dict[str, Any] = {
+            "alias": alias,
+            "from": current.get(alias),
+            "to": version,
+            "at": now_iso(),
+            "reason": reason,
+        }
         if by is not None:
             entry["by"] = by
+        entry.update(details or {})
         current[alias] = version
         self._write_aliases(name, current, entry)
         return entry

@@ -602,3 +602,10 @@ class MonitoringPublic(BaseModel):
     unscorable: int | None = Field(description="Kept forecasts without an origin date: they can never be scored.")
     split_suspect: int
     groups: list[MonitoringGroup]
+    challenger: dict[str, Any] | None = Field(
+        None,
+        description="The shadow challenger (alias `challenger`) beside the champion, on the same logged windows:"
+        " one-sided paired Diebold-Mariano tests on step-1 live |log errors| against the champion (`vs_champion`)"
+        " and naive (`vs_naive`) over the targets both have (`sessions`), and each one's coverage tests"
+        " (Kupiec, Christoffersen) over `coverage_window`. Null without both aliases.",
+    )

@@ -252,6 +252,19 @@ class Settings(BaseSettings):
         " consecutive scored sessions (since it became champion) loses the alias (alias log by 'monitor');"
         " unpinned requests then get what unpromoted_default says. 0: never demote.",
     )
+    promote_on_live_evidence: bool = Field(
+        False,
+        description="Promote the shadow challenger (alias 'challenger') to champion when its backtest evidence"
+        " holds and the paired live test over at least live_min_sessions scored sessions says it beats the"
+        " champion and naive, at the gate's level spent over looks; only while the model's exchange is closed."
+        " Off: the challenger is only shown in /monitoring.",
+    )
+    live_min_sessions: int = Field(
+        20,
+        ge=2,
+        le=1000,
+        description="Live promotion: scored sessions (step-1 targets both have) the paired live test needs first.",
+    )
     adaptive_bands: bool = Field(
         True,
         description="Adapt each band's working level to the live scores of the served version (adaptive conformal"

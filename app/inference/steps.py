@@ -68,7 +68,10 @@ class ForecastSteps:
         their upper bounds, all in price units.
         """
         windows = np.asarray(windows, dtype=np.float64)
-        prices = features.outputs_to_prices(windows, outputs, self.spec, self.scaler)
+        return self.with_bands(windows, features.outputs_to_prices(windows, outputs, self.spec, self.scaler))
+
+    def with_bands(self, windows: np.ndarray, prices: np.ndarray) -> np.ndarray:
+        """Forecasts (n, horizon) in price units for raw float64 `windows`, stacked with their bounds as `finish`."""
         if self._intervals is None:
             return prices[:, None, :]
         _, lower, upper = conformal.stacked_bounds_for(windows, prices, self._intervals, self.spec)

@@ -86,11 +86,13 @@ class Monitor:
             min_scores=settings.monitoring_min_scores,
         )
 
-    def report(self, model: str, served_version: int | None) -> dict[str, Any]:
-        """The /monitoring answer, read now."""
+    def report(
+        self, model: str, served_version: int | None, aliases: Mapping[str, int] | None = None
+    ) -> dict[str, Any]:
+        """The /monitoring answer, read now; with the model's `aliases`, its challenger beside its champion."""
         scores = self.store.scores(model)
         counts = self.store.counts(model)
-        return {"model": model, **self._report(scores, counts, served_version)}
+        return {"model": model, **self._report(scores, counts, served_version, aliases)}
 
     def chart(self, model: str, served_version: int | None) -> bytes:
         """The /monitoring.png chart of the group whose status is the model's, read and drawn now."""
@@ -137,7 +139,11 @@ class Monitor:
         return {model: self.summary(model, version) for model, version in sorted(served_versions.items())}
 
     def _report(
-        self, scores: list[dict[str, Any]], counts: dict[str, int] | None, served_version: int | None
+        self,
+        scores: list[dict[str, Any]],
+        counts: dict[str, int] | None,
+        served_version: int | None,
+        aliases: Mapping[str, int] | None = None,
     ) -> dict[str, Any]:
         return monitoring_report(
             scores,
@@ -146,6 +152,7 @@ class Monitor:
             skill_alpha=self.skill_alpha,
             min_scores=self.min_scores,
             served_version=served_version,
+            aliases=aliases,
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from app.ledger.shadow import CHALLENGER, live_comparison
 from app.ledger.statistics import (
     always_up_rate,
     christoffersen_independence,
@@ -55,12 +56,16 @@ def monitoring_report(
     skill_alpha: float,
     min_scores: int,
     served_version: int | None = None,
+    aliases: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The monitoring answer for one model's score rows; `counts` is `LedgerStore.counts` (None: not read).
 
     `served_version` is the version the model serves by default now: the
     model's status is that version's unpinned group's; without one, the
-    worst status of any group.
+    worst status of any group but the challenger's, which serves no one.
+    With a `champion` and a `challenger` in `aliases`, `challenger` holds
+    the paired live test of the two (`app.ledger.shadow.live_comparison`)
+    and each one's coverage tests.
     """
     kept = [row for row in scores if not row["split_suspect"]]
     groups = [
@@ -75,12 +80,14 @@ def monitoring_report(
         for key, group_rows in _grouped(kept, {_key(row) for row in scores})
     ]
     chosen = status_group(groups, served_version)
+    # The challenger serves no one: its group never sets the model's status.
+    serving = [group for group in groups if group["served_as"] != CHALLENGER]
     if chosen is not None:
         status, status_of = chosen["status"], {"version": chosen["version"], "served_as": chosen["served_as"]}
-    elif served_version is not None or not groups:
+    elif served_version is not None or not serving:
         status, status_of = "insufficient_data", None
     else:
-        worst = max(groups, key=lambda group: STATUS_CODES[group["status"]])
+        worst = max(serving, key=lambda group: STATUS_CODES[group["status"]])
         status, status_of = worst["status"], {"version": worst["version"], "served_as": worst["served_as"]}
     return {
         "served_version": served_version,
@@ -98,6 +105,27 @@ def monitoring_report(
         "unscorable": int(counts.get("undated", 0)) if counts is not None else None,
         "split_suspect": sum(1 for row in scores if row["split_suspect"]),
         "groups": groups,
+        "challenger": challenger_block(kept, groups, aliases or {}),
+    }
+
+
+def challenger_block(
+    scores: Sequence[Row], groups: Sequence[Mapping[str, Any]], aliases: Mapping[str, int]
+) -> dict[str, Any] | None:
+    """The challenger beside the champion: the paired live test and both coverage tests; None without both."""
+    champion, challenger = aliases.get("champion"), aliases.get(CHALLENGER)
+    if champion is None or challenger is None or champion == challenger:
+        return None
+
+    def coverage_of(version: int, served_as: str) -> dict[str, Any] | None:
+        group = next((g for g in groups if (g["version"], g["served_as"]) == (version, served_as)), None)
+        return None if group is None else group["windows"][COVERAGE_WINDOW]["coverage"]
+
+    return {
+        **live_comparison(scores, champion, challenger),
+        "coverage_window": COVERAGE_WINDOW,
+        "champion_coverage": coverage_of(champion, "champion"),
+        "challenger_coverage": coverage_of(challenger, CHALLENGER),
     }
 
 
@@ -106,7 +134,11 @@ def status_group(groups: Sequence[Mapping[str, Any]], served_version: int | None
 
     None without a served version, or when it has no scores yet.
     """
-    candidates = [group for group in groups if group["version"] == served_version and group["served_as"] != PINNED]
+    candidates = [
+        group
+        for group in groups
+        if group["version"] == served_version and group["served_as"] not in (PINNED, CHALLENGER)
+    ]
     if served_version is None or not candidates:
         return None
     return max(candidates, key=lambda group: (group["live_sessions"], group["served_as"] == "champion"))
@@ -349,6 +381,7 @@ __all__ = [
     "STATUS_CODES",
     "WINDOWS",
     "Row",
+    "challenger_block",
     "group_report",
     "levels_of",
     "monitoring_report",

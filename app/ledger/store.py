@@ -233,6 +233,14 @@ class LedgerStore:
         rows[0]["steps"] = json.loads(rows[0]["steps"])
         return rows[0]
 
+    def logged_forecasts(self, model: str, version: int) -> list[dict[str, Any]]:
+        """A version's kept dated forecasts, without their steps: id, served_as, origin, served_at, data_through."""
+        return self._rows(
+            "SELECT forecast_id, served_as, origin, served_at, data_through FROM ledger_forecasts"
+            " WHERE model = ? AND version = ? AND origin IS NOT NULL ORDER BY served_at, forecast_id",
+            (model, version),
+        )
+
     def scores(self, model: str) -> list[dict[str, Any]]:
         """Every step score of a model, oldest target first."""
         rows = self._rows(

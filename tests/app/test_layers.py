@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "app.ledger": 1,  # the forecast ledger: served forecasts kept, scored, reported (pure and storage)
     "app.serving": 2,  # the registry, micro-batching and the protocol-neutral forecast core
     "app.jobs": 2,  # training jobs, their queue and stores
+    "app.shadow": 2,  # the shadow challenger's forecasts, its network in a child process
     "app.online": 3,  # the ledger in the running service: scoring after appends, adaptive bands
     "app.schedules": 3,  # retraining schedules: their store, their slots and the tick that submits jobs
     "app.api": 4,  # everything that knows HTTP
@@ -52,6 +53,7 @@ TRAINING_FOR_APP = frozenset(
         "training.fitting",
         "training.gate",
         "training.promotion",
+        "training.significance",
         "training.spec",
         "training.store",
         "training.threads",

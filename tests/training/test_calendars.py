@@ -31,3 +31,17 @@ def test_session_closes_hold_early_closes_and_skip_holidays() -> None:
     assert [str(close) for close in session_closes(dt.date(2024, 11, 26), dt.date(2024, 11, 27), ALWAYS_OPEN)] == [
         "2024-11-28T00:00:00"
     ]
+
+
+def test_is_open_between_a_sessions_open_and_close_only() -> None:
+    import datetime as dt
+
+    from training.calendars import is_open
+
+    new_york = dt.timezone(dt.timedelta(hours=-5))
+    assert is_open(dt.datetime(2024, 12, 2, 10, 0, tzinfo=new_york))
+    assert not is_open(dt.datetime(2024, 12, 2, 9, 0, tzinfo=new_york))
+    assert not is_open(dt.datetime(2024, 12, 2, 16, 30, tzinfo=new_york))
+    assert not is_open(dt.datetime(2024, 12, 25, 11, 0, tzinfo=new_york))  # a holiday
+    assert not is_open(dt.datetime(2024, 11, 29, 14, 0, tzinfo=new_york))  # after the early close
+    assert not is_open(dt.datetime(2024, 12, 2, 12, 0, tzinfo=dt.UTC), "24/7")

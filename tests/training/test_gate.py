@@ -255,3 +255,26 @@ def test_headline_ratio_reads_the_backtest_then_the_test_split_and_old_metadata(
     assert headline_ratio({"metrics": {"model": {"mae_ratio_to_naive": 0.93}}}) == (pytest.approx(0.93), "test split")
     # Written before the rename: "mase" was the MAE ratio to naive.
     assert headline_ratio({"metrics": {"model": {"mase": 0.95}}}) == (pytest.approx(0.95), "test split")
+
+
+def test_skill_at_the_nominal_level_but_not_the_spent_one_marks_a_challenger() -> None:
+    # Attempt 1 is judged at 0.05 / 2: p = 0.03 has skill at 0.05, not enough evidence at 0.025.
+    decision = decide(version(1, step_1=0.03, pooled=0.03), None, GateSettings())
+    assert not decision.promoted and decision.evidence["challenger"] is True
+
+
+def test_no_skill_at_the_nominal_level_or_a_failed_criterion_is_no_challenger() -> None:
+    assert decide(version(1, step_1=0.2), None, GateSettings()).evidence["challenger"] is False
+    assert (
+        decide(version(1, step_1=0.03, pooled=0.03, covered=False), None, GateSettings()).evidence["challenger"]
+        is False
+    )
+    assert decide(version(1), None, GateSettings()).evidence["challenger"] is False
+
+
+def test_a_tie_with_the_champion_marks_a_challenger_a_loss_does_not() -> None:
+    # Lower loss on these folds (p about 0.26), not low enough to replace the champion: a challenger.
+    forecasts, rescore = _paired(0.7, 0.8)
+    assert decide(version(2, mae=(0.7, 1.0)), version(1), GateSettings(), forecasts, rescore).evidence["challenger"]
+    forecasts, rescore = _paired(0.9, 0.8)
+    assert not decide(version(2), version(1), GateSettings(), forecasts, rescore).evidence["challenger"]

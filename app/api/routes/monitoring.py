@@ -13,7 +13,7 @@ import asyncio
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from app.api.deps import ModelNameDep, MonitorDep, RegistryDep
+from app.api.deps import ModelNameDep, MonitorDep, RegistryDep, StoreDep
 from app.api.examples import MONITORING_EXAMPLE
 from app.api.responses import MonitoringPublic, error_responses
 
@@ -28,13 +28,17 @@ router = APIRouter(prefix="/models", tags=["monitoring"])
         **error_responses(404, 409, 422, 503),
     },
 )
-async def read_monitoring(name: ModelNameDep, monitor: MonitorDep, registry: RegistryDep) -> MonitoringPublic:
+async def read_monitoring(
+    name: ModelNameDep, monitor: MonitorDep, registry: RegistryDep, store: StoreDep
+) -> MonitoringPublic:
     """Coverage, skill against naive, direction and status of the served forecasts, per version and served_as.
 
     Over the last 20, 60 and 250 scored sessions and since the version went
-    live; replayed forecasts apart. 409 when the forecast ledger is off.
+    live; replayed forecasts apart; the shadow challenger beside the champion,
+    with the paired live test. 409 when the forecast ledger is off.
     """
-    report = await asyncio.to_thread(monitor.report, name, registry.served_versions().get(name))
+    aliases = await asyncio.to_thread(store.aliases, name)
+    report = await asyncio.to_thread(monitor.report, name, registry.served_versions().get(name), aliases)
     return MonitoringPublic.model_validate(report)
 
 
