@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, polling_client, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,12 +113,13 @@ def test_container_command_bootstraps_and_serves(tmp_path: Path) -> None:
             [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
+    http = polling_client()
 
     def ready() -> bool:
         if process.poll() is not None:
             pytest.fail(f"`python -m app` exited with {process.returncode}: {log.read_text()[-3000:]}")
         try:
-            return httpx.get(url + "/ready", timeout=2).status_code == 200
+            return http.get(url + "/ready", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -131,11 +132,11 @@ def test_container_command_bootstraps_and_serves(tmp_path: Path) -> None:
         with open(ROOT / "data" / "sample" / "msft.csv") as handle:
             rows = list(csv.DictReader(handle))[-40:]
         window = [[float(row[c]) for c in ("Open", "High", "Low", "Close", "Volume")] for row in rows]
-        response = httpx.post(url + "/predict", json={"model": "msft", "window": window}, timeout=30)
+        response = http.post(url + "/predict", json={"model": "msft", "window": window}, timeout=30)
         assert response.status_code == 200, response.text
         assert response.json()["version"] == 1
         # TensorFlow lives in the inference process only; the API process never maps it.
-        inference_pid = httpx.get(url + "/ready", timeout=5).json()["inference_process"]["pid"]
+        inference_pid = http.get(url + "/ready", timeout=5).json()["inference_process"]["pid"]
         assert "libtensorflow" in Path(f"/proc/{inference_pid}/maps").read_text()
         assert "libtensorflow" not in Path(f"/proc/{process.pid}/maps").read_text()
     finally:
