@@ -3,6 +3,8 @@
 Outputs through the process must equal the Keras model's own; a broken
 version is refused with its reason; a killed worker fails the calls waiting
 on it with 503, comes back by itself and serves the same handles again.
+XLA is off but where a test stops a compiling worker (the engine's tests
+cover XLA itself).
 """
 
 from __future__ import annotations
@@ -41,30 +43,36 @@ async def until(condition: object, seconds: float = 120.0) -> None:
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-h5"])
-def test_outputs_equal_the_keras_model_s_own(model_store: ModelStore, name: str) -> None:
-    keras_version = load_version(model_store, name, 1)
-    steps = steps_for(model_store, name)
-    windows = real_windows(steps.spec, 12)
-    # The worker runs the whole path: scaling in, the network, prices and bounds out.
-    expected = steps.finish(windows, keras_version.model.predict(steps.prepare(windows), verbose=0))
+def test_outputs_equal_the_keras_model_s_own(model_store: ModelStore) -> None:
+    # Horizons 1 and 5, both versions served by one process.
+    cases = {}
+    for name in ("tiny", "tiny-h5"):
+        keras_version = load_version(model_store, name, 1)
+        steps = steps_for(model_store, name)
+        windows = real_windows(steps.spec, 12)
+        # The worker runs the whole path: scaling in, the network, prices and bounds out.
+        cases[name] = (windows, steps.finish(windows, keras_version.model.predict(steps.prepare(windows), verbose=0)))
 
-    async def scenario() -> tuple[np.ndarray, list[np.ndarray], str, int | None]:
-        process = InferenceProcess(model_store.root)
+    async def scenario() -> tuple[dict[str, tuple[np.ndarray, list[np.ndarray]]], str, int | None]:
+        process = InferenceProcess(model_store.root, xla=False)
         await process.start()
         try:
-            handle = await process.load(name, 1, max_batch_size=8)
-            whole = await process.predict(handle, windows)  # 12 rows: two chunks of 8 and 4
-            singles = [await process.predict(handle, one[None]) for one in windows]
+            answers = {}
+            for name, (windows, _) in cases.items():
+                handle = await process.load(name, 1, max_batch_size=8)
+                whole = await process.predict(handle, windows)  # 12 rows: two chunks of 8 and 4
+                answers[name] = (whole, [await process.predict(handle, one[None]) for one in windows])
             pid = process.pid
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
         finally:
             await process.stop()
-        return whole, singles, comm, pid
+        return answers, comm, pid
 
-    whole, singles, comm, pid = run(scenario())
-    np.testing.assert_allclose(whole, expected, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.concatenate(singles), expected, rtol=1e-4, atol=1e-5)
+    answers, comm, pid = run(scenario())
+    for name, (whole, singles) in answers.items():
+        expected = cases[name][1]
+        np.testing.assert_allclose(whole, expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.concatenate(singles), expected, rtol=1e-4, atol=1e-5)
     assert comm == INFERENCE_PROCESS_NAME
     assert pid is not None and not Path(f"/proc/{pid}").exists()
 
@@ -76,7 +84,7 @@ def test_a_batcher_over_the_process_answers_like_the_whole_path_in_one_process(m
     expected = steps.finish(windows, keras_version.model.predict(steps.prepare(windows), verbose=0))
 
     async def scenario() -> tuple[list[np.ndarray], int]:
-        process = InferenceProcess(model_store.root)
+        process = InferenceProcess(model_store.root, xla=False)
         await process.start()
         try:
             handle = await process.load("tiny-h5", 1, max_batch_size=8)
@@ -97,7 +105,7 @@ def test_a_worker_stopped_while_it_compiles_exits_cleanly(model_store: ModelStor
     """Stopping the service while XLA compiles a version must not abort or crash the worker."""
 
     async def stop_after(delay: float) -> tuple[bool, str | None]:
-        process = InferenceProcess(model_store.root)
+        process = InferenceProcess(model_store.root, xla=True)
         await process.start()
         try:
             handle = await process.load("tiny", 1, max_batch_size=64)
@@ -120,7 +128,7 @@ def test_a_broken_version_is_refused_with_its_reason(model_store: ModelStore, tm
     steps = steps_for(ModelStore(tmp_path), "tiny", 2)
 
     async def scenario() -> tuple[str, np.ndarray]:
-        process = InferenceProcess(tmp_path)
+        process = InferenceProcess(tmp_path, xla=False)
         await process.start()
         try:
             with pytest.raises(BrokenVersionError) as refused:
@@ -142,7 +150,7 @@ def test_a_killed_worker_fails_waiting_calls_then_comes_back_with_the_same_handl
     windows = real_windows(steps.spec, 3)
 
     async def scenario() -> tuple[np.ndarray, list[BaseException | np.ndarray], np.ndarray, int, int, int]:
-        process = InferenceProcess(model_store.root, timeouts=InferenceTimeouts(restart_delay_seconds=0.1))
+        process = InferenceProcess(model_store.root, xla=False, timeouts=InferenceTimeouts(restart_delay_seconds=0.1))
         await process.start()
         try:
             handle = await process.load("tiny", 1, max_batch_size=4)
@@ -175,7 +183,7 @@ def test_a_dropped_handle_is_refused_and_a_stopped_process_takes_no_calls(model_
     windows = real_windows(steps.spec, 1)
 
     async def scenario() -> None:
-        process = InferenceProcess(model_store.root)
+        process = InferenceProcess(model_store.root, xla=False)
         await process.start()
         kept = await process.load("tiny", 1, max_batch_size=4)
         dropped = await process.load("tiny", 1, max_batch_size=4)
@@ -231,7 +239,7 @@ def test_a_worker_that_stops_answering_is_killed_and_replaced(model_store: Model
 
     async def scenario() -> tuple[BaseException | None, np.ndarray, dict[str, object], int]:
         process = InferenceProcess(
-            model_store.root, timeouts=InferenceTimeouts(call_seconds=1.0, restart_delay_seconds=0.1)
+            model_store.root, xla=False, timeouts=InferenceTimeouts(call_seconds=1.0, restart_delay_seconds=0.1)
         )
         await process.start()
         try:
@@ -262,7 +270,7 @@ def test_a_worker_that_cannot_be_started_is_tried_again(
     model_store: ModelStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def scenario() -> tuple[int, int]:
-        process = InferenceProcess(model_store.root, timeouts=InferenceTimeouts(restart_delay_seconds=0.05))
+        process = InferenceProcess(model_store.root, xla=False, timeouts=InferenceTimeouts(restart_delay_seconds=0.05))
         await process.start()
         try:
             handle = await process.load("tiny", 1, max_batch_size=4)
