@@ -29,6 +29,7 @@ from fastapi.testclient import TestClient
 
 from app.api.upload_limit import UPLOAD_ALLOWANCE_BYTES
 from app.serving.registry import ModelRegistry, ServedVersion
+from tests.fakes import fake_app_on
 from tests.helpers import (
     SAMPLE,
     WINDOW_ROWS,
@@ -269,8 +270,8 @@ class RegistryCounts:
 def test_a_corrupt_newest_version_is_not_retried_and_the_served_one_not_reloaded(
     model_store: ModelStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.main import create_app
-
+    # The registry's retries are the point: the fake backend refuses the tampered file as the real one does
+    # (tests/app/inference/test_client.py sends a broken version through the real process).
     # tiny v3: a copy of v2 whose network file no longer matches its hash, made champion.
     root = store_with_a_third_version(model_store.root, tmp_path / "models")
     with open(root / "tiny" / "3" / MODEL_FILE, "ab") as handle:
@@ -278,7 +279,7 @@ def test_a_corrupt_newest_version_is_not_retried_and_the_served_one_not_reloaded
     (root / "tiny" / ALIASES_FILE).write_text(json.dumps({"champion": 3}))
     settings = make_settings(root, tmp_path / "var", refresh_seconds=0.1)
     counts = RegistryCounts(monkeypatch)
-    with local_client(create_app(settings)) as client:
+    with local_client(fake_app_on(settings)) as client:
         start = counts.refreshes
         wait_until(lambda: counts.refreshes >= start + 10, "ten refreshes")
         attempts = dict(counts.loads)
