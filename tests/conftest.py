@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import SAMPLE, tiny_clean, tiny_config
+from tests.helpers import ROOT, SAMPLE, tiny_clean, tiny_config
 from training.data import CleanResult
 from training.fitting import TrainingRun, TrainOutcome, train_version
 from training.store import CHAMPION, ModelStore
@@ -33,13 +33,48 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SMALL_ROWS = 600
 # Fixtures whose users run real TensorFlow networks (marked `tf` for them).
 TF_FIXTURES = {"real_client", "trained_store"}
+# The files that take longest, heaviest first (wall seconds of each in a two-process run of the suite).
+# They are collected first, so pytest-xdist (`--dist loadfile --no-loadscope-reorder`, scripts/test) hands
+# them out first and the short files even out the end; xdist's own order (most tests first) left the
+# heaviest files, which have few tests, for last. The scale-out test needs no tiny models, so the other
+# process runs it while the first trains them.
+HEAVIEST_FILES = (
+    "tests/app/inference/test_client.py",
+    "tests/app/jobs/test_scaleout.py",
+    "tests/app/test_abuse.py",
+    "tests/app/jobs/test_outage.py",
+    "tests/app/test_http_e2e.py",
+    "tests/training/test_backtest.py",
+    "tests/test_deploy.py",
+    "tests/app/api/test_jobs.py",
+    "tests/training/test_cli.py",
+    "tests/app/serving/test_registry.py",
+    "tests/app/test_process_rule.py",
+    "tests/app/inference/test_engine.py",
+    "tests/app/api/test_gate.py",
+    "tests/app/test_interop_clients.py",
+    "tests/app/jobs/test_postgres.py",
+    "tests/app/api/test_predict.py",
+    "tests/app/api/test_v2.py",
+    "tests/training/test_version_report.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to run with a HEAVIEST_FILES entry that names no file (a renamed file would lose its place)."""
+    missing = [path for path in HEAVIEST_FILES if not (ROOT / path).is_file()]
+    if missing:
+        raise pytest.UsageError(f"tests/conftest.py: HEAVIEST_FILES names files that do not exist: {missing}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark `tf` every test that uses a fixture serving or loading the real networks."""
+    """Mark `tf` every test that uses a fixture serving or loading the real networks; heaviest files first."""
     for item in items:
         if TF_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.tf)
+    rank = {path: place for place, path in enumerate(HEAVIEST_FILES)}
+    # A stable sort: each file's tests, and the files not listed, keep their order.
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 @pytest.fixture(scope="session")
