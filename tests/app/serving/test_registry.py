@@ -1,5 +1,5 @@
 """A version that fails to load is never served: the one before keeps serving.
-Also: the version report chart and the OpenAPI examples, which must really work."""
+Also: the OpenAPI examples, which must really work (the version report chart: tests/app/api/test_reports.py)."""
 
 from __future__ import annotations
 
@@ -75,14 +75,6 @@ def test_versions_trained_elsewhere_are_picked_up_without_restart(model_store: M
         while client.post("/predict", json={"model": "fresh", "window": WINDOW_ROWS}).status_code != 200:
             assert time.monotonic() < deadline, "the new model was never served"
             time.sleep(0.2)
-
-
-def test_version_report_png(client: TestClient) -> None:
-    response = client.get("/models/tiny/versions/1/report.png")
-    assert response.status_code == 200, response.text[:500]
-    assert response.headers["content-type"] == "image/png"
-    assert response.content.startswith(b"\x89PNG\r\n\x1a\n") and len(response.content) > 20_000
-    assert client.get("/models/tiny/versions/9/report.png").status_code == 404
 
 
 @pytest.fixture(scope="module")
