@@ -7,6 +7,7 @@ The service answers batches of at most three windows (STOCKCAST_MAX_BATCH_WINDOW
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 
 from app.core.keys import create_key
 from tests.helpers import SAMPLE, ServiceProcess
-from training.store import ModelStore
+from training.store import ALIASES_FILE, ModelStore
 
 BATCH_LIMIT = 3
 
@@ -41,6 +42,8 @@ def start_keyed_service(model_store: ModelStore, tmp_path_factory: pytest.TempPa
     predict key."""
     home = tmp_path_factory.mktemp("client-service")
     shutil.copytree(model_store.root, home / "models")
+    # Only the champion, as trained: other modules may have pointed aliases of the shared store elsewhere already.
+    (home / "models" / "tiny" / ALIASES_FILE).write_text(json.dumps({"champion": 1}))
     keys = home / "api_keys.json"
     admin, predict = create_key(keys, "ops", "admin"), create_key(keys, "desk", "predict")
     # As deployed (`python -m app`): its access log carries each request's id.

@@ -19,10 +19,12 @@ def test_a_new_decade_is_built_once_and_off_the_event_loop(monkeypatch: pytest.M
     # Finding 14: a new decade's sessions (seconds of holiday rules) were built on the event loop.
     builds: list[tuple[str, int, int]] = []
 
-    def build(name: str, decade: int) -> np.ndarray:
+    def build(name: str, decade: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         builds.append((name, decade, threading.get_ident()))
         start = np.datetime64(f"{decade}-01-01")
-        return np.arange(start, start + np.timedelta64(4000, "D"))
+        days = np.arange(start, start + np.timedelta64(4000, "D"))
+        # Sessions, then their opens and closes (as instants), as calendars._build gives them.
+        return days, days.astype("datetime64[s]"), days.astype("datetime64[s]")
 
     monkeypatch.setattr(calendars, "_build", build)
     monkeypatch.setattr(calendars, "_SESSIONS", {})
