@@ -213,3 +213,18 @@ def test_scaler_json_refuses_bad_numbers(change: dict) -> None:
     ).to_json()
     with pytest.raises(ValueError):
         Scaler.from_json({**good, **change})
+
+
+def test_a_zero_volume_row_encodes_as_the_window_mean_not_a_spike() -> None:
+    window = counting_frame(10)[list(SPEC.features)].to_numpy(dtype=np.float64)[None]
+    halted = window.copy()
+    halted[0, 4, 4] = 0.0  # a halt: no volume that session
+    encoded = features.encode_inputs(halted, SPEC)[0, :, 4]
+    traded = np.log1p(np.delete(window[0, :, 4], 4))
+    assert encoded[4] == 0.0
+    np.testing.assert_allclose(np.delete(encoded, 4), traded - traded.mean())
+    assert np.abs(encoded).max() < 0.01
+    # A window with no traded row at all carries no volume signal.
+    silent = window.copy()
+    silent[:, :, 4] = 0.0
+    assert not features.encode_inputs(silent, SPEC)[0, :, 4].any()
