@@ -23,7 +23,7 @@ import pandas as pd
 
 from training import baselines, conformal, evaluation, features
 from training.config import DEFAULT_BAND, DEFAULT_INTERVAL_SCORE, TrainConfig
-from training.data import CleanResult
+from training.data import CleanResult, fit_calendar
 from training.errors import ConfigError
 from training.features import Scaler, SplitBounds
 from training.files import check_name, now_iso
@@ -367,6 +367,7 @@ def build_metadata(
             "outliers": len(clean.outliers),
             "outliers_masked": bool(OUTLIER_COLUMN in frame.columns),
             "outlier_rule": clean.outlier_rule,
+            "calendar_fit": clean.calendar_fit,
             "last_close": float(frame["close"].iloc[-1]) if "close" in frame.columns else None,
         },
         "split": {
@@ -394,7 +395,8 @@ def train_version(
     """
     from training.store import MODEL_FILE
 
-    name, clean, config = check_name(run.name), run.clean, run.config
+    name, config = check_name(run.name), run.config
+    clean = fit_calendar(run.clean, config.calendar)
     started = time.perf_counter()
     prepared = prepare(
         clean.frame,
