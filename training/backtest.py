@@ -276,6 +276,7 @@ def walk_forward(
     alternative: dict[str, list[np.ndarray]] = {"disjoint_blocks": [], "walk_forward_residuals": []}
     pooled_inputs: list[np.ndarray] = []
     scale: float | None = None
+    log_scale: float | None = None
     fitted: _Fitted | None = None
     stopped = False
     for fold in plan:
@@ -289,7 +290,7 @@ def walk_forward(
         label_windows = test_inputs[:, :, spec.label_index]
         last = label_windows[:, -1]
         history = label[: fold.validation_start]
-        scale = evaluation.naive_scale(history)
+        scale, log_scale = evaluation.naive_scale(history), evaluation.naive_log_scale(history)
         forecasts = {
             "model": predict_prices(fitted.model, test_inputs, spec, fitted.scaler),
             # Full-history mean return: every row before the cut is the past.
@@ -334,7 +335,7 @@ def walk_forward(
             "ridge_alphas": fitted.ridge.alphas,
             "refused_levels": fitted.intervals.get("refused", {}),
             **{
-                name: evaluation.forecast_metrics(test_futures, forecast, last, scale)
+                name: evaluation.forecast_metrics(test_futures, forecast, last, scale, log_scale)
                 for name, forecast in forecasts.items()
             },
             "coverage": conformal.coverage_of_bounds(test_futures, bounds),
@@ -361,7 +362,7 @@ def walk_forward(
         arrays = {name: _pooled(parts) for name, parts in pooled.items()}
         actual, last = arrays["actual"], arrays["last"]
         # The pooled MASE is scaled by the last fold's training part (the longest history).
-        summary = {name: evaluation.forecast_metrics(actual, arrays[name], last, scale) for name in names}
+        summary = {name: evaluation.forecast_metrics(actual, arrays[name], last, scale, log_scale) for name in names}
         stacked = {key: (_pooled(lower), _pooled(upper)) for key, (lower, upper) in pooled_bounds.items()}
         coverage = conformal.coverage_of_bounds(actual, stacked)
         evidence = _evidence(arrays, stacked.get(GATE_LEVEL_KEY), spec.horizon, significance_level)
@@ -415,7 +416,8 @@ def walk_forward(
             "band": config.interval_band,
             "levels": [conformal.level_key(level) for level in config.interval_levels],
             "baselines": baseline_descriptions(spec),
-            "mase_scale": "one-step naive MAE of the fold's training rows (pooled: the last fold's)",
+            "mase_scale": "one-step naive MAE of the fold's training rows (pooled: the last fold's); mase_log: "
+            "the same on log prices",
             "stopped": stopped,
             "seconds": round(time.perf_counter() - started, 3),
         },

@@ -65,6 +65,8 @@ class PreparedData:
     scaler: Scaler
     parts: dict[str, tuple[np.ndarray, np.ndarray]]
     dates: dict[str, dict[str, str]]
+    label: np.ndarray = field(default_factory=lambda: np.empty(0))
+    """The label of every row, masked ones included: histories come from the rows, not from windows."""
 
 
 def _date(frame: pd.DataFrame, row: int) -> str:
@@ -119,7 +121,14 @@ def prepare(
         part: {"start": _date(frame, rows.start), "end": _date(frame, rows.stop - 1), "rows": rows.stop - rows.start}
         for part, rows in slices.items()
     }
-    return PreparedData(spec=spec, bounds=bounds, scaler=scaler, parts=parts, dates=dates)  # type: ignore[arg-type]
+    return PreparedData(
+        spec=spec,
+        bounds=bounds,
+        scaler=scaler,
+        parts=parts,
+        dates=dates,  # type: ignore[arg-type]
+        label=values[:, spec.label_index],
+    )
 
 
 def outlier_mask(frame: pd.DataFrame) -> np.ndarray | None:
@@ -266,14 +275,14 @@ def evaluate_fitted(
     spec, scaler = prepared.spec, prepared.scaler
     calibration_inputs, calibration_futures = prepared.parts["calibration"]
     test_inputs, test_futures = prepared.parts["test"]
-    train_inputs, _ = prepared.parts["train"]
-    # The training rows' label, rebuilt from the windows: the first window
-    # and then each later window's last row.
-    label = train_inputs[:, :, spec.label_index]
-    history = np.concatenate([label[0], label[1:, -1]]) if len(label) else np.empty(0)
+    # The MASE scales from the training rows, the drift from every row before the test part.
+    training_rows, past_rows = (
+        prepared.label[: prepared.bounds.train_end],
+        prepared.label[: prepared.bounds.validation_end],
+    )
     test_forecast = predict_prices(model, test_inputs, spec, scaler)
     label_windows = test_inputs[:, :, spec.label_index]
-    metrics = evaluation.compare_with_baselines(test_futures, test_forecast, label_windows, history)
+    metrics = evaluation.compare_with_baselines(test_futures, test_forecast, label_windows, training_rows, past_rows)
     calibration_forecast = predict_prices(model, calibration_inputs, spec, scaler)
     intervals = conformal.calibrate_intervals(
         calibration_inputs, calibration_futures, calibration_forecast, spec, levels, score=score, band=band

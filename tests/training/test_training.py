@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from tests.helpers import TINY_ROWS, krx_clean, tiny_config, walk_clean
-from training import features
+from training import evaluation, features
 from training.artifact import load_version
+from training.baselines import drift_forecast, mean_log_return
 from training.calendars import calendar_of, sessions_after, sessions_between
 from training.config import ARCHITECTURES
 from training.data import CleanResult
@@ -28,6 +29,7 @@ from training.fitting import (
     train_version,
 )
 from training.models import build_model
+from training.spec import OUTLIER_COLUMN
 from training.store import MODEL_FILE, ModelStore
 
 pytestmark = pytest.mark.tf
@@ -188,3 +190,27 @@ def test_a_24_7_series_is_refused_on_the_default_calendar_and_dated_saturday_on_
         dt.date(2024, 11, 30),
         dt.date(2024, 12, 1),
     ]
+
+
+def test_the_test_splits_histories_come_from_the_rows_not_from_the_windows_left(small_clean: CleanResult) -> None:
+    frame = small_clean.frame.copy()
+    # Masked rows in the training part: their windows leave training, their rows stay history.
+    frame[OUTLIER_COLUMN] = False
+    frame.loc[[50, 120, 200], OUTLIER_COLUMN] = True
+    config = tiny_config(architecture="simple_rnn")
+    prepared = prepare(frame, config.window_spec(), config.validation_fraction, config.test_fraction)
+    unmasked = prepare(
+        frame.drop(columns=OUTLIER_COLUMN), prepared.spec, config.validation_fraction, config.test_fraction
+    )
+    assert len(prepared.parts["train"][0]) < len(unmasked.parts["train"][0])
+    model, _, _ = fit_network(config, prepared)
+    metrics, _ = evaluate_fitted(model, prepared, config.interval_levels)
+
+    close = frame["close"].to_numpy(dtype=np.float64)
+    test_inputs, test_futures = prepared.parts["test"]
+    before_test = close[: prepared.bounds.validation_end]
+    drift = drift_forecast(test_inputs[:, -1, 3], 1, mean_log_return(before_test))
+    assert metrics["drift"]["mae"] == pytest.approx(float(np.mean(np.abs(drift - test_futures))))
+    training_rows = close[: prepared.bounds.train_end]
+    assert metrics["naive"]["mase"] == pytest.approx(metrics["naive"]["mae"] / evaluation.naive_scale(training_rows))
+    assert metrics["model"]["mase_log"] > 0
