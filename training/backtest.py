@@ -121,12 +121,17 @@ def plan_folds(
 
 
 def prepare_fold(values: np.ndarray, spec: WindowSpec, fold: Fold, masked: np.ndarray | None = None) -> FoldData:
-    """Window one fold's parts and fit its scaler on its training windows only; masked rows' windows are left out."""
+    """Window one fold's parts and fit its scaler on its training windows only.
+
+    `masked` (the fold's own outlier rows, `outlier_mask` fitted on its
+    training rows) leaves windows out of training and early stopping only:
+    calibration and test windows keep them, the tails a band must cover.
+    """
     head = None if masked is None else masked[: fold.validation_start]
     train = features.make_windows(values[: fold.validation_start], spec, head)
     validation = features.windows_with_targets_in(values, spec, fold.validation_start, fold.early_stopping_stop, masked)
-    calibration = features.windows_with_targets_in(values, spec, fold.calibration_start, fold.cut, masked)
-    test = features.windows_with_targets_in(values, spec, fold.cut, fold.test_end, masked)
+    calibration = features.windows_with_targets_in(values, spec, fold.calibration_start, fold.cut)
+    test = features.windows_with_targets_in(values, spec, fold.cut, fold.test_end)
     return FoldData(
         fold=fold,
         train=train,
@@ -258,7 +263,6 @@ def walk_forward(
     if missing:
         raise ConfigError(f"feature column(s) {missing} are not in the data; it has {list(frame.columns)}")
     values = frame[list(spec.features)].to_numpy(dtype=np.float64)
-    masked = outlier_mask(frame)
     label = values[:, spec.label_index]
     dates = frame[DATE_COLUMN] if DATE_COLUMN in frame.columns else None
     folds = max(config.backtest_folds, 1)
@@ -283,7 +287,7 @@ def walk_forward(
         if should_stop is not None and should_stop():
             stopped = True
             break
-        data = prepare_fold(values, spec, fold, masked)
+        data = prepare_fold(values, spec, fold, outlier_mask(frame, spec, fold.validation_start))
         if fitted is None or config.backtest_refit == "every":
             fitted = _fit_fold(config, data, should_stop)
         test_inputs, test_futures = data.test

@@ -35,6 +35,8 @@ MAX_LISTED_ROWS = 5
 # Why `check_rows` marks a row as one the cleaner drops ("" for a kept row).
 MISSING_VALUES = "missing_values"
 NON_POSITIVE_VALUES = "non_positive_values"
+# A one-day log return further than this many robust standard deviations from the median is an outlier.
+OUTLIER_THRESHOLD = 12.0
 # Why `fit_calendar` drops a row: a zero-volume row on a day the calendar is closed.
 NON_SESSIONS = "non_sessions"
 # A 24/7 model's data must show a weekend row once it spans this many calendar days.
@@ -64,12 +66,14 @@ class CleaningSettings:
     """How strict the cleaner is; every field is reported with the data."""
 
     # Flagged rows stay in the series (deleting a day would join the days
-    # around it into one false return); with this on, every window that
-    # touches one is left out of training and scoring (an `outlier` column).
+    # around it into one false return); with this on, the frame carries an
+    # `outlier` column and training leaves out of its training and
+    # early-stopping windows every one that touches an outlier of the label,
+    # by the rule refitted on each fit's own training rows (`outlier_flags`).
     mask_outliers: bool = False
     # A one-day log return is an outlier when it lies further than this many
     # robust standard deviations (1.4826 * MAD) from the median return.
-    outlier_threshold: float = 12.0
+    outlier_threshold: float = OUTLIER_THRESHOLD
     # Share of the rows (oldest first) on which the outlier rule's median and
     # MAD are fitted: the training part's share of the split (1 - validation
     # - test), so later data never moves the threshold (no look-ahead).
@@ -183,6 +187,16 @@ def _robust_outliers(log_returns: np.ndarray, fit_rows: int, threshold: float) -
     flags = np.abs(log_returns - median) > threshold * scale
     flags[0] = False
     return flags, {"median": median, "scale": scale, "threshold": threshold, "fit_rows": fit_rows}
+
+
+def outlier_flags(label: np.ndarray, fit_rows: int, threshold: float = OUTLIER_THRESHOLD) -> np.ndarray:
+    """Rows whose one-day log return of `label` is an outlier, by the rule fitted on its first `fit_rows` rows."""
+    prices = np.asarray(label, dtype=np.float64)
+    if prices.size < 3:
+        return np.zeros(prices.size, dtype=bool)
+    log_returns = np.concatenate([[0.0], np.diff(np.log(prices))])
+    flags, _ = _robust_outliers(log_returns, max(2, fit_rows), threshold)
+    return flags
 
 
 @dataclass

@@ -23,12 +23,18 @@ import pandas as pd
 
 from training import baselines, conformal, evaluation, features
 from training.config import DEFAULT_BAND, DEFAULT_INTERVAL_SCORE, TrainConfig
-from training.data import CleanResult, fit_calendar
+from training.data import CleanResult, fit_calendar, outlier_flags
 from training.errors import ConfigError
 from training.features import Scaler, SplitBounds
 from training.files import check_name, now_iso
 from training.spec import DATE_COLUMN, OUTLIER_COLUMN, WindowSpec
 
+# How masking works, as the metadata says it.
+OUTLIER_MASKING = (
+    "one-day log returns of the label beyond the robust rule fitted on each fit's own training rows "
+    "(the split's, each fold's, the refit's): their windows are left out of training and early stopping, "
+    "kept in calibration and scoring"
+)
 # on_epoch(epoch, epochs, logs) after each epoch.
 EpochCallback = Callable[[int, int, dict[str, float]], None]
 # on_fold(done, total, fold_report) after each walk-forward fold.
@@ -92,8 +98,10 @@ def prepare(
     if missing:
         raise ConfigError(f"feature column(s) {missing} are not in the data; it has {list(frame.columns)}")
     values = frame[list(spec.features)].to_numpy(dtype=np.float64)
-    masked = outlier_mask(frame)
     bounds = features.chronological_split(len(values), spec, validation_fraction, test_fraction)
+    # Masking leaves outliers out of fitting (training, early stopping), never out of scoring: the
+    # calibration and test windows keep them, they are the tails a band must cover.
+    masked = outlier_mask(frame, spec, bounds.train_end)
     slices = {
         "train": slice(0, bounds.train_end),
         "validation": slice(bounds.train_end, bounds.validation_end),
@@ -101,16 +109,14 @@ def prepare(
     }
     # Windowing each part on its own means no window straddles a boundary.
     parts = {
-        part: features.make_windows(values[rows], spec, None if masked is None else masked[rows])
+        part: features.make_windows(values[rows], spec, None if masked is None or part == "test" else masked[rows])
         for part, rows in slices.items()
     }
     if calibration == "disjoint":
         blocks = features.tail_blocks(bounds.train_end, bounds.validation_end, spec, calibration_share)
         early = slice(blocks.start, blocks.early_stopping_stop)
         parts["validation"] = features.make_windows(values[early], spec, None if masked is None else masked[early])
-        parts["calibration"] = features.windows_with_targets_in(
-            values, spec, blocks.calibration_start, blocks.stop, masked
-        )
+        parts["calibration"] = features.windows_with_targets_in(values, spec, blocks.calibration_start, blocks.stop)
         slices["calibration"] = slice(blocks.calibration_start, blocks.stop)
         slices["validation"] = slice(blocks.start, blocks.early_stopping_stop)
     else:
@@ -131,11 +137,16 @@ def prepare(
     )
 
 
-def outlier_mask(frame: pd.DataFrame) -> np.ndarray | None:
-    """The rows flagged as outliers when the data was cleaned with masking on; None otherwise."""
+def outlier_mask(frame: pd.DataFrame, spec: WindowSpec, fit_rows: int) -> np.ndarray | None:
+    """The label's outlier rows by the rule fitted on the first `fit_rows` rows; None when masking is off.
+
+    The cleaner's `outlier` column says masking is on (and lists the close's
+    outliers for the report); each fit refits the rule on its own training
+    rows and the label it learns, so no later row moves its threshold.
+    """
     if OUTLIER_COLUMN not in frame.columns:
         return None
-    return frame[OUTLIER_COLUMN].to_numpy(dtype=bool)
+    return outlier_flags(frame[spec.label].to_numpy(dtype=np.float64), fit_rows)
 
 
 class _EpochReporter:
@@ -239,7 +250,7 @@ def refit_on_all_rows(
     """
     spec = config.window_spec()
     values = frame[list(spec.features)].to_numpy(dtype=np.float64)
-    inputs, futures = features.make_windows(values, spec, outlier_mask(frame))
+    inputs, futures = features.make_windows(values, spec, outlier_mask(frame, spec, len(frame)))
     scaler = features.fit_scaler(inputs, futures, spec)
     model = _build(config, spec)
     model.fit(
@@ -375,6 +386,7 @@ def build_metadata(
             "rows_dropped": clean.dropped,
             "outliers": len(clean.outliers),
             "outliers_masked": bool(OUTLIER_COLUMN in frame.columns),
+            "outlier_masking": OUTLIER_MASKING if OUTLIER_COLUMN in frame.columns else None,
             "outlier_rule": clean.outlier_rule,
             "calendar_fit": clean.calendar_fit,
             "last_close": float(frame["close"].iloc[-1]) if "close" in frame.columns else None,

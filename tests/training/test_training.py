@@ -194,9 +194,9 @@ def test_a_24_7_series_is_refused_on_the_default_calendar_and_dated_saturday_on_
 
 def test_the_test_splits_histories_come_from_the_rows_not_from_the_windows_left(small_clean: CleanResult) -> None:
     frame = small_clean.frame.copy()
-    # Masked rows in the training part: their windows leave training, their rows stay history.
+    # A spike in the training part, masking on: its windows leave training, its rows stay history.
+    frame.loc[120, "close"] *= 3
     frame[OUTLIER_COLUMN] = False
-    frame.loc[[50, 120, 200], OUTLIER_COLUMN] = True
     config = tiny_config(architecture="simple_rnn")
     prepared = prepare(frame, config.window_spec(), config.validation_fraction, config.test_fraction)
     unmasked = prepare(
