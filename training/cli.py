@@ -196,7 +196,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
 def command_train(args: argparse.Namespace, out: TextIO) -> int:
     """Load and check the CSV, train a version, print its metrics and the gate's decision."""
-    from training.data import CleaningSettings, load_prices
+    from training.data import CleaningSettings, fit_calendar, load_prices
     from training.fitting import Progress, TrainingRun
     from training.promotion import train_and_promote
     from training.store import ModelStore
@@ -209,7 +209,8 @@ def command_train(args: argparse.Namespace, out: TextIO) -> int:
         mask_outliers=args.mask_outliers,
         outlier_fit_fraction=1 - config.validation_fraction - config.test_fraction,
     )
-    clean = load_prices(args.data, required=required, settings=cleaning)
+    # Fitted to the calendar here too, so the counts below include its dropped rows and a misfit stops first.
+    clean = fit_calendar(load_prices(args.data, required=required, settings=cleaning), config.calendar)
     source = {"name": args.data.name, "path": str(args.data.resolve()), "sha256": sha256_of(args.data)}
     dropped = sum(clean.dropped.values())
     print(

@@ -341,8 +341,8 @@ def test_python_dash_m_training_runs_the_same_command_line(small_csv: Path) -> N
 def test_a_krx_export_on_the_default_calendar_is_refused_naming_the_days(tmp_path: Path) -> None:
     data = tmp_path / "005930.KS.csv"
     data.write_text(samsung_like_yahoo_export())
-    status, _, err = run_cli("train", "--data", data, *TINY, "--models-dir", tmp_path / "models")
-    assert status == 2
+    status, out, err = run_cli("train", "--data", data, *TINY, "--models-dir", tmp_path / "models")
+    assert status == 2 and out == ""
     assert "the data trades on days the XNYS calendar is closed (2021-01-18, 2021-02-15, " in err
     assert not (tmp_path / "models" / "005930.KS").exists()
 
