@@ -152,6 +152,54 @@ def session_rows(first: str, count: int, close: float = 100.0) -> list[dict[str,
     return [price_row(day.isoformat(), close + index) for index, day in enumerate(days)]
 
 
+def walk_clean(dates: list[Any], volume: np.ndarray | None = None, seed: int = 0) -> CleanResult:
+    """A calm geometric random walk on `dates`, as the cleaner leaves it; a zero volume repeats the last close."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    # Volumes vary around a million a day, as a traded stock's do; a zero stays a zero.
+    traded = np.full(len(dates), 1e6) if volume is None else np.asarray(volume, dtype=float)
+    volume = traded * rng.lognormal(0, 0.3, len(dates))
+    steps = np.where(volume > 0, rng.normal(0, 0.01, len(dates)), 0.0)
+    close = 100 * np.exp(np.cumsum(steps))
+    frame = pd.DataFrame(
+        {
+            "date": pd.to_datetime(dates),
+            "open": close,
+            "high": close * np.where(volume > 0, 1.01, 1.0),
+            "low": close * np.where(volume > 0, 0.99, 1.0),
+            "close": close,
+            "volume": volume,
+        }
+    )
+    return CleanResult(frame=frame, rows_read=len(frame))
+
+
+def every_day(clean: CleanResult) -> CleanResult:
+    """The same rows dated on consecutive calendar days, ending on the same day: a 24/7 market's dates."""
+    import pandas as pd
+
+    frame = clean.frame.copy()
+    frame["date"] = pd.date_range(end=frame["date"].iloc[-1], periods=len(frame))
+    return CleanResult(frame=frame, rows_read=clean.rows_read)
+
+
+def krx_clean(last: str = "2023-09-27", rows: int = 650, halts: tuple[int, ...] = ()) -> CleanResult:
+    """A Samsung-like export: every weekday, with zero-volume rows on XKRX holidays and on the sessions `halts`.
+
+    It ends the day before Chuseok 2023, so the next XKRX sessions skip four closed weekdays.
+    """
+    import pandas as pd
+
+    from training.calendars import is_session
+
+    days = pd.bdate_range(end=last, periods=rows)
+    volume = np.where(is_session(days.to_numpy().astype("datetime64[D]"), "XKRX"), 1e6, 0.0)
+    sessions = np.flatnonzero(volume > 0)
+    volume[sessions[list(halts)]] = 0.0
+    return walk_clean(list(days), volume)
+
+
 def real_windows(spec: features.WindowSpec, count: int) -> np.ndarray:
     """`count` consecutive windows of the sample, in the raw units a client sends."""
     values = tiny_clean().frame[list(spec.features)].to_numpy(dtype=np.float64)

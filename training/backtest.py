@@ -121,12 +121,17 @@ def plan_folds(
 
 
 def prepare_fold(values: np.ndarray, spec: WindowSpec, fold: Fold, masked: np.ndarray | None = None) -> FoldData:
-    """Window one fold's parts and fit its scaler on its training windows only; masked rows' windows are left out."""
+    """Window one fold's parts and fit its scaler on its training windows only.
+
+    `masked` (the fold's own outlier rows, `outlier_mask` fitted on its
+    training rows) leaves windows out of training and early stopping only:
+    calibration and test windows keep them, the tails a band must cover.
+    """
     head = None if masked is None else masked[: fold.validation_start]
     train = features.make_windows(values[: fold.validation_start], spec, head)
     validation = features.windows_with_targets_in(values, spec, fold.validation_start, fold.early_stopping_stop, masked)
-    calibration = features.windows_with_targets_in(values, spec, fold.calibration_start, fold.cut, masked)
-    test = features.windows_with_targets_in(values, spec, fold.cut, fold.test_end, masked)
+    calibration = features.windows_with_targets_in(values, spec, fold.calibration_start, fold.cut)
+    test = features.windows_with_targets_in(values, spec, fold.cut, fold.test_end)
     return FoldData(
         fold=fold,
         train=train,
@@ -258,7 +263,6 @@ def walk_forward(
     if missing:
         raise ConfigError(f"feature column(s) {missing} are not in the data; it has {list(frame.columns)}")
     values = frame[list(spec.features)].to_numpy(dtype=np.float64)
-    masked = outlier_mask(frame)
     label = values[:, spec.label_index]
     dates = frame[DATE_COLUMN] if DATE_COLUMN in frame.columns else None
     folds = max(config.backtest_folds, 1)
@@ -276,20 +280,21 @@ def walk_forward(
     alternative: dict[str, list[np.ndarray]] = {"disjoint_blocks": [], "walk_forward_residuals": []}
     pooled_inputs: list[np.ndarray] = []
     scale: float | None = None
+    log_scale: float | None = None
     fitted: _Fitted | None = None
     stopped = False
     for fold in plan:
         if should_stop is not None and should_stop():
             stopped = True
             break
-        data = prepare_fold(values, spec, fold, masked)
+        data = prepare_fold(values, spec, fold, outlier_mask(frame, spec, fold.validation_start))
         if fitted is None or config.backtest_refit == "every":
             fitted = _fit_fold(config, data, should_stop)
         test_inputs, test_futures = data.test
         label_windows = test_inputs[:, :, spec.label_index]
         last = label_windows[:, -1]
         history = label[: fold.validation_start]
-        scale = evaluation.naive_scale(history)
+        scale, log_scale = evaluation.naive_scale(history), evaluation.naive_log_scale(history)
         forecasts = {
             "model": predict_prices(fitted.model, test_inputs, spec, fitted.scaler),
             # Full-history mean return: every row before the cut is the past.
@@ -334,7 +339,7 @@ def walk_forward(
             "ridge_alphas": fitted.ridge.alphas,
             "refused_levels": fitted.intervals.get("refused", {}),
             **{
-                name: evaluation.forecast_metrics(test_futures, forecast, last, scale)
+                name: evaluation.forecast_metrics(test_futures, forecast, last, scale, log_scale)
                 for name, forecast in forecasts.items()
             },
             "coverage": conformal.coverage_of_bounds(test_futures, bounds),
@@ -361,7 +366,7 @@ def walk_forward(
         arrays = {name: _pooled(parts) for name, parts in pooled.items()}
         actual, last = arrays["actual"], arrays["last"]
         # The pooled MASE is scaled by the last fold's training part (the longest history).
-        summary = {name: evaluation.forecast_metrics(actual, arrays[name], last, scale) for name in names}
+        summary = {name: evaluation.forecast_metrics(actual, arrays[name], last, scale, log_scale) for name in names}
         stacked = {key: (_pooled(lower), _pooled(upper)) for key, (lower, upper) in pooled_bounds.items()}
         coverage = conformal.coverage_of_bounds(actual, stacked)
         evidence = _evidence(arrays, stacked.get(GATE_LEVEL_KEY), spec.horizon, significance_level)
@@ -415,7 +420,8 @@ def walk_forward(
             "band": config.interval_band,
             "levels": [conformal.level_key(level) for level in config.interval_levels],
             "baselines": baseline_descriptions(spec),
-            "mase_scale": "one-step naive MAE of the fold's training rows (pooled: the last fold's)",
+            "mase_scale": "one-step naive MAE of the fold's training rows (pooled: the last fold's); mase_log: "
+            "the same on log prices",
             "stopped": stopped,
             "seconds": round(time.perf_counter() - started, 3),
         },

@@ -137,6 +137,17 @@ def sessions_between(after: dt.date, through: dt.date, name: str = DEFAULT_CALEN
     return [day.astype(dt.date) for day in chosen]
 
 
+def is_session(days: np.ndarray, name: str = DEFAULT_CALENDAR) -> np.ndarray:
+    """Whether each day (datetime64[D]) is a session of calendar `name`; every day is one on 24/7."""
+    days = np.asarray(days, dtype="datetime64[D]")
+    if name == ALWAYS_OPEN or days.size == 0:
+        return np.ones(days.shape, dtype=bool)
+    first, last = days.min().astype(dt.date), days.max().astype(dt.date)
+    decades = range(decade_of(first), decade_of(last) + 1, 10)
+    sessions = np.unique(np.concatenate([_sessions(name, decade) for decade in decades]))
+    return np.isin(days, sessions)
+
+
 def session_closes(after: dt.date, through: dt.date, name: str = DEFAULT_CALENDAR) -> np.ndarray:
     """When each session of calendar `name` after `after`, up to and including `through`, closes.
 

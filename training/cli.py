@@ -32,6 +32,8 @@ EXIT_OK = 0
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 PROGRESS_WIDTH = 24
+# The text fields that name CSV columns, normalised as the header is.
+COLUMN_FIELDS = ("features", "label")
 
 
 def _column_name(text: str) -> str:
@@ -58,7 +60,8 @@ def _flag_kind(name: str, annotation: Any) -> dict[str, Any]:
     if annotation in (int, float):
         return {"type": annotation}
     if annotation is str:
-        return {"type": _column_name}
+        # A calendar code (XKRX, 24/7) is typed as exchange_calendars spells it.
+        return {"type": _column_name} if name in COLUMN_FIELDS else {"type": str}
     if get_origin(annotation) is tuple and _base_type(get_args(annotation)[0]) is str:
         return {"type": _comma_list, "metavar": name.upper().replace("_", "-").rstrip("S") + ",..."}
     raise TypeError(f"TrainConfig.{name}: no command-line flag for type {annotation!r}; add one in _flag_kind")
@@ -122,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="mask_outliers",
         action="store_true",
         help="report as training with --mask-outliers would see the data",
+    )
+    describe.add_argument(
+        "--calendar",
+        help="report how the rows fit this trading calendar, as training on it would (XNYS, XKRX, 24/7, ...)",
     )
 
     listing = commands.add_parser("list", help="list stored models, versions and aliases")
@@ -189,7 +196,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 
 def command_train(args: argparse.Namespace, out: TextIO) -> int:
     """Load and check the CSV, train a version, print its metrics and the gate's decision."""
-    from training.data import CleaningSettings, load_prices
+    from training.data import CleaningSettings, fit_calendar, load_prices
     from training.fitting import Progress, TrainingRun
     from training.promotion import train_and_promote
     from training.store import ModelStore
@@ -202,7 +209,8 @@ def command_train(args: argparse.Namespace, out: TextIO) -> int:
         mask_outliers=args.mask_outliers,
         outlier_fit_fraction=1 - config.validation_fraction - config.test_fraction,
     )
-    clean = load_prices(args.data, required=required, settings=cleaning)
+    # Fitted to the calendar here too, so the counts below include its dropped rows and a misfit stops first.
+    clean = fit_calendar(load_prices(args.data, required=required, settings=cleaning), config.calendar)
     source = {"name": args.data.name, "path": str(args.data.resolve()), "sha256": sha256_of(args.data)}
     dropped = sum(clean.dropped.values())
     print(
@@ -268,10 +276,13 @@ def command_train(args: argparse.Namespace, out: TextIO) -> int:
 
 def command_describe(args: argparse.Namespace, out: TextIO) -> int:
     """Print the data report, as text or JSON, and optionally write the charts."""
-    from training.data import CleaningSettings, load_prices
+    from training.calendars import check_calendar
+    from training.data import CleaningSettings, fit_calendar, load_prices
     from training.data_report import data_report, render_charts, render_report_text
 
     clean = load_prices(args.data, settings=CleaningSettings(mask_outliers=args.mask_outliers))
+    if args.calendar is not None:
+        clean = fit_calendar(clean, check_calendar(args.calendar))
     report = data_report(clean)
     charts: list[Path] = []
     if args.charts is not None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from training.config import BANDS, DEFAULT_BAND, DEFAULT_INTERVAL_SCORE, INTERVAL_SCORES
-from training.spec import WindowSpec
+from training.spec import VOLUME_COLUMN, WindowSpec
 
 # A window whose label never moves (a halted or very coarse-ticked price) has
 # zero realised volatility; dividing by it would give an infinite score. One
@@ -40,9 +40,16 @@ def level_key(level: float) -> str:
 
 def window_volatility(inputs: np.ndarray, spec: WindowSpec) -> np.ndarray:
     """Realised volatility (root mean square daily log return) of the label in each raw window."""
-    label = np.asarray(inputs, dtype=np.float64)[:, :, spec.label_index]
-    returns = np.diff(np.log(label), axis=1)
-    return np.maximum(np.sqrt(np.mean(returns**2, axis=1)), VOLATILITY_FLOOR)
+    raw = np.asarray(inputs, dtype=np.float64)
+    returns = np.diff(np.log(raw[:, :, spec.label_index]), axis=1)
+    if VOLUME_COLUMN not in spec.features:
+        return np.maximum(np.sqrt(np.mean(returns**2, axis=1)), VOLATILITY_FLOOR)
+    # A halted session (volume 0) repeats the close: its zero return is no
+    # evidence of calm, so only returns into traded rows count.
+    traded = raw[:, 1:, spec.features.index(VOLUME_COLUMN)] > 0
+    counts = traded.sum(axis=1)
+    squares = np.where(traded, returns**2, 0.0).sum(axis=1)
+    return np.maximum(np.sqrt(squares / np.maximum(counts, 1)), VOLATILITY_FLOOR)
 
 
 def _check_score(score: str) -> None:

@@ -15,11 +15,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
 
+from training import calendars
 from training.errors import DataError
 from training.spec import DATE_COLUMN, OUTLIER_COLUMN, PRICE_COLUMNS, VOLUME_COLUMN
 
@@ -34,6 +35,18 @@ MAX_LISTED_ROWS = 5
 # Why `check_rows` marks a row as one the cleaner drops ("" for a kept row).
 MISSING_VALUES = "missing_values"
 NON_POSITIVE_VALUES = "non_positive_values"
+# A one-day log return further than this many robust standard deviations from the median is an outlier.
+OUTLIER_THRESHOLD = 12.0
+# Why `fit_calendar` drops a row: a zero-volume row on a day the calendar is closed.
+NON_SESSIONS = "non_sessions"
+# A 24/7 model's data must show a weekend row once it spans this many calendar days.
+ALWAYS_OPEN_MIN_SPAN_DAYS = 14
+# How the training path treats a zero-volume row on a session (a halt), as reports say it.
+HALT_HANDLING = (
+    "kept as a step (the exchange was open); its volume counts as missing in the volume feature "
+    "(encoded as the window's mean, no log1p(0) spike) and its return is left out of the window's "
+    "volatility for the bands (a window with no traded row falls to the volatility floor)"
+)
 
 
 @dataclass(frozen=True)
@@ -53,12 +66,14 @@ class CleaningSettings:
     """How strict the cleaner is; every field is reported with the data."""
 
     # Flagged rows stay in the series (deleting a day would join the days
-    # around it into one false return); with this on, every window that
-    # touches one is left out of training and scoring (an `outlier` column).
+    # around it into one false return); with this on, the frame carries an
+    # `outlier` column and training leaves out of its training and
+    # early-stopping windows every one that touches an outlier of the label,
+    # by the rule refitted on each fit's own training rows (`outlier_flags`).
     mask_outliers: bool = False
     # A one-day log return is an outlier when it lies further than this many
     # robust standard deviations (1.4826 * MAD) from the median return.
-    outlier_threshold: float = 12.0
+    outlier_threshold: float = OUTLIER_THRESHOLD
     # Share of the rows (oldest first) on which the outlier rule's median and
     # MAD are fitted: the training part's share of the split (1 - validation
     # - test), so later data never moves the threshold (no look-ahead).
@@ -75,6 +90,8 @@ class CleanResult:
     flagged: dict[str, list[str]] = field(default_factory=dict)
     outliers: list[dict[str, object]] = field(default_factory=list)
     outlier_rule: dict[str, float] = field(default_factory=dict)
+    calendar_fit: dict[str, Any] = field(default_factory=dict)
+    """How the rows fit the model's trading calendar (`fit_calendar`); empty before a calendar is chosen."""
 
 
 def normalise_column_name(name: str) -> str:
@@ -170,6 +187,16 @@ def _robust_outliers(log_returns: np.ndarray, fit_rows: int, threshold: float) -
     flags = np.abs(log_returns - median) > threshold * scale
     flags[0] = False
     return flags, {"median": median, "scale": scale, "threshold": threshold, "fit_rows": fit_rows}
+
+
+def outlier_flags(label: np.ndarray, fit_rows: int, threshold: float = OUTLIER_THRESHOLD) -> np.ndarray:
+    """Rows whose one-day log return of `label` is an outlier, by the rule fitted on its first `fit_rows` rows."""
+    prices = np.asarray(label, dtype=np.float64)
+    if prices.size < 3:
+        return np.zeros(prices.size, dtype=bool)
+    log_returns = np.concatenate([[0.0], np.diff(np.log(prices))])
+    flags, _ = _robust_outliers(log_returns, max(2, fit_rows), threshold)
+    return flags
 
 
 @dataclass
@@ -289,6 +316,90 @@ def clean_prices(
         outliers=outliers,
         outlier_rule=rule,
     )
+
+
+def _days(dates: pd.Series) -> list[str]:
+    return [day.strftime("%Y-%m-%d") for day in dates]
+
+
+def _named(days: list[str]) -> str:
+    more = len(days) - MAX_LISTED_ROWS
+    return ", ".join(days[:MAX_LISTED_ROWS]) + (f" and {more} more" if more > 0 else "")
+
+
+def fit_calendar(clean: CleanResult, calendar: str) -> CleanResult:
+    """The rows a model on `calendar` trains on, or DataError naming the dates that contradict the calendar.
+
+    The data's own calendar is read from its dates: traded rows (volume
+    above 0, or any row without a volume column) on weekends mean 24/7, and
+    traded rows on other closed days mean another exchange. Zero-volume rows
+    on closed days (a KRX export's holiday rows) are dropped: each would
+    count as a step the calendar's forecast dates skip. Zero-volume rows on
+    sessions (halts) stay; `HALT_HANDLING` says how they are treated.
+    Pure; a result already fitted to `calendar` is returned as it is.
+    """
+    if clean.calendar_fit.get("name") == calendar:
+        return clean
+    frame = clean.frame
+    dates = frame[DATE_COLUMN]
+    if VOLUME_COLUMN in frame.columns:
+        traded = (frame[VOLUME_COLUMN].fillna(0) > 0).to_numpy()
+    else:
+        traded = np.ones(len(frame), dtype=bool)
+    weekend = (dates.dt.dayofweek >= 5).to_numpy()
+    if calendar == calendars.ALWAYS_OPEN:
+        span = int((dates.iloc[-1] - dates.iloc[0]).days) if len(frame) else 0
+        if span >= ALWAYS_OPEN_MIN_SPAN_DAYS and not weekend.any():
+            raise DataError(
+                f"calendar '{calendar}' forecasts every day, but the data has no row on a Saturday or Sunday in "
+                f"{span} days ({_day_of(dates.iloc[0])} to {_day_of(dates.iloc[-1])}): it follows an exchange's "
+                f"calendar; train with that one ({calendars.DEFAULT_CALENDAR} by default, XKRX, XLON, ...)"
+            )
+        closed = np.zeros(len(frame), dtype=bool)
+    else:
+        if (weekend & traded).any():
+            raise DataError(
+                f"the data trades on weekends ({_named(_days(dates[weekend & traded]))}), so it follows "
+                f"a '{calendars.ALWAYS_OPEN}' calendar, not {calendar}: train with calendar '{calendars.ALWAYS_OPEN}'"
+            )
+        closed = ~calendars.is_session(dates.to_numpy().astype("datetime64[D]"), calendar)
+        if (closed & traded).any():
+            raise DataError(
+                f"the data trades on days the {calendar} calendar is closed ({_named(_days(dates[closed & traded]))}): "
+                "train with the calendar of the exchange the prices come from"
+            )
+    halted = ~closed & ~traded if VOLUME_COLUMN in frame.columns else np.zeros(len(frame), dtype=bool)
+    kept = frame[~closed].reset_index(drop=True)
+    closed_days = _days(dates[closed])
+    if len(kept) == 0:
+        raise DataError(f"no row of the data falls on a session of the {calendar} calendar")
+    record = {
+        "name": calendar,
+        "inferred": calendars.ALWAYS_OPEN if weekend.any() else "an exchange calendar (no weekend rows)",
+        NON_SESSIONS: {
+            "count": int(closed.sum()),
+            "dates": closed_days,
+            "handling": "zero-volume rows on days the calendar is closed: dropped before windowing",
+        },
+        "zero_volume_sessions": {
+            "count": int(halted.sum()),
+            "dates": _days(dates[halted]),
+            "handling": HALT_HANDLING,
+        },
+    }
+    return CleanResult(
+        frame=kept,
+        rows_read=clean.rows_read,
+        dropped={**clean.dropped, NON_SESSIONS: int(closed.sum())},
+        flagged=dict(clean.flagged),
+        outliers=[outlier for outlier in clean.outliers if outlier["date"] not in set(closed_days)],
+        outlier_rule=dict(clean.outlier_rule),
+        calendar_fit=record,
+    )
+
+
+def _day_of(stamp: pd.Timestamp) -> str:
+    return str(stamp.strftime("%Y-%m-%d"))
 
 
 def load_prices(

@@ -100,6 +100,8 @@ def data_report(clean: CleanResult) -> dict[str, Any]:
         "outliers": [dict(outlier) for outlier in clean.outliers],
         "outlier_rule": dict(clean.outlier_rule),
         "statistics": statistics,
+        # How the rows fit a model's trading calendar: empty until a calendar is chosen (at training).
+        "calendar_fit": dict(clean.calendar_fit),
     }
 
 
@@ -142,7 +144,14 @@ def render_report_text(report: dict[str, Any]) -> str:
             f"outlier rule   |log return - {rule['median']:.3g}| > {rule['threshold']:g} x {rule['scale']:.4g} "
             f"(median and 1.4826*MAD of the first {int(rule['fit_rows']):,d} rows)"
         )
-    lines.append(f"outliers       {len(report['outliers'])}")
+    calendar = report.get("calendar_fit") or {}
+    if calendar:
+        closed, halted = calendar["non_sessions"], calendar["zero_volume_sessions"]
+        lines.append(
+            f"calendar       {calendar['name']}: {closed['count']} zero-volume row(s) on closed days dropped"
+            + (f" ({', '.join(closed['dates'][:5])}{' ...' if closed['count'] > 5 else ''})" if closed["count"] else "")
+        )
+        lines.append(f"halts          {halted['count']} zero-volume session(s) {halted['handling']}")
     for outlier in report["outliers"][:10]:
         lines.append(
             f"  {outlier['date']}  close {_format_number(outlier['close'])} "

@@ -106,9 +106,23 @@ def encode_inputs(inputs: np.ndarray, spec: WindowSpec) -> np.ndarray:
     prices = np.array(spec.price_columns)
     encoded[:, :, prices] = np.log(inputs[:, :, prices] / reference[:, :, None])
     if not prices.all():
-        others = np.log1p(inputs[:, :, ~prices])
-        encoded[:, :, ~prices] = others - others.mean(axis=1, keepdims=True)
+        encoded[:, :, ~prices] = _demeaned_log_volume(inputs[:, :, ~prices])
     return encoded
+
+
+def _demeaned_log_volume(values: np.ndarray) -> np.ndarray:
+    """log1p of each non-price column minus its mean over the window, a zero counted as missing.
+
+    A zero volume (a halted session) would be log1p(0) = 0, about 16 below
+    a traded day's log volume: a spike that says nothing about the price
+    and inflates the feature's training deviation. A zero is left out of
+    the window's mean and encodes as 0, the window's typical volume.
+    """
+    present = values > 0
+    logs = np.log1p(np.where(present, values, 0.0))
+    counts = present.sum(axis=1, keepdims=True)
+    means = logs.sum(axis=1, keepdims=True) / np.maximum(counts, 1)
+    return np.where(present, logs - means, 0.0)
 
 
 def encode_targets(inputs: np.ndarray, futures: np.ndarray, spec: WindowSpec) -> np.ndarray:

@@ -23,12 +23,18 @@ import pandas as pd
 
 from training import baselines, conformal, evaluation, features
 from training.config import DEFAULT_BAND, DEFAULT_INTERVAL_SCORE, TrainConfig
-from training.data import CleanResult
+from training.data import CleanResult, fit_calendar, outlier_flags
 from training.errors import ConfigError
 from training.features import Scaler, SplitBounds
 from training.files import check_name, now_iso
 from training.spec import DATE_COLUMN, OUTLIER_COLUMN, WindowSpec
 
+# How masking works, as the metadata says it.
+OUTLIER_MASKING = (
+    "one-day log returns of the label beyond the robust rule fitted on each fit's own training rows "
+    "(the split's, each fold's, the refit's): their windows are left out of training and early stopping, "
+    "kept in calibration and scoring"
+)
 # on_epoch(epoch, epochs, logs) after each epoch.
 EpochCallback = Callable[[int, int, dict[str, float]], None]
 # on_fold(done, total, fold_report) after each walk-forward fold.
@@ -65,6 +71,8 @@ class PreparedData:
     scaler: Scaler
     parts: dict[str, tuple[np.ndarray, np.ndarray]]
     dates: dict[str, dict[str, str]]
+    label: np.ndarray = field(default_factory=lambda: np.empty(0))
+    """The label of every row, masked ones included: histories come from the rows, not from windows."""
 
 
 def _date(frame: pd.DataFrame, row: int) -> str:
@@ -90,8 +98,10 @@ def prepare(
     if missing:
         raise ConfigError(f"feature column(s) {missing} are not in the data; it has {list(frame.columns)}")
     values = frame[list(spec.features)].to_numpy(dtype=np.float64)
-    masked = outlier_mask(frame)
     bounds = features.chronological_split(len(values), spec, validation_fraction, test_fraction)
+    # Masking leaves outliers out of fitting (training, early stopping), never out of scoring: the
+    # calibration and test windows keep them, they are the tails a band must cover.
+    masked = outlier_mask(frame, spec, bounds.train_end)
     slices = {
         "train": slice(0, bounds.train_end),
         "validation": slice(bounds.train_end, bounds.validation_end),
@@ -99,16 +109,14 @@ def prepare(
     }
     # Windowing each part on its own means no window straddles a boundary.
     parts = {
-        part: features.make_windows(values[rows], spec, None if masked is None else masked[rows])
+        part: features.make_windows(values[rows], spec, None if masked is None or part == "test" else masked[rows])
         for part, rows in slices.items()
     }
     if calibration == "disjoint":
         blocks = features.tail_blocks(bounds.train_end, bounds.validation_end, spec, calibration_share)
         early = slice(blocks.start, blocks.early_stopping_stop)
         parts["validation"] = features.make_windows(values[early], spec, None if masked is None else masked[early])
-        parts["calibration"] = features.windows_with_targets_in(
-            values, spec, blocks.calibration_start, blocks.stop, masked
-        )
+        parts["calibration"] = features.windows_with_targets_in(values, spec, blocks.calibration_start, blocks.stop)
         slices["calibration"] = slice(blocks.calibration_start, blocks.stop)
         slices["validation"] = slice(blocks.start, blocks.early_stopping_stop)
     else:
@@ -119,14 +127,26 @@ def prepare(
         part: {"start": _date(frame, rows.start), "end": _date(frame, rows.stop - 1), "rows": rows.stop - rows.start}
         for part, rows in slices.items()
     }
-    return PreparedData(spec=spec, bounds=bounds, scaler=scaler, parts=parts, dates=dates)  # type: ignore[arg-type]
+    return PreparedData(
+        spec=spec,
+        bounds=bounds,
+        scaler=scaler,
+        parts=parts,
+        dates=dates,  # type: ignore[arg-type]
+        label=values[:, spec.label_index],
+    )
 
 
-def outlier_mask(frame: pd.DataFrame) -> np.ndarray | None:
-    """The rows flagged as outliers when the data was cleaned with masking on; None otherwise."""
+def outlier_mask(frame: pd.DataFrame, spec: WindowSpec, fit_rows: int) -> np.ndarray | None:
+    """The label's outlier rows by the rule fitted on the first `fit_rows` rows; None when masking is off.
+
+    The cleaner's `outlier` column says masking is on (and lists the close's
+    outliers for the report); each fit refits the rule on its own training
+    rows and the label it learns, so no later row moves its threshold.
+    """
     if OUTLIER_COLUMN not in frame.columns:
         return None
-    return frame[OUTLIER_COLUMN].to_numpy(dtype=bool)
+    return outlier_flags(frame[spec.label].to_numpy(dtype=np.float64), fit_rows)
 
 
 class _EpochReporter:
@@ -230,7 +250,7 @@ def refit_on_all_rows(
     """
     spec = config.window_spec()
     values = frame[list(spec.features)].to_numpy(dtype=np.float64)
-    inputs, futures = features.make_windows(values, spec, outlier_mask(frame))
+    inputs, futures = features.make_windows(values, spec, outlier_mask(frame, spec, len(frame)))
     scaler = features.fit_scaler(inputs, futures, spec)
     model = _build(config, spec)
     model.fit(
@@ -266,14 +286,14 @@ def evaluate_fitted(
     spec, scaler = prepared.spec, prepared.scaler
     calibration_inputs, calibration_futures = prepared.parts["calibration"]
     test_inputs, test_futures = prepared.parts["test"]
-    train_inputs, _ = prepared.parts["train"]
-    # The training rows' label, rebuilt from the windows: the first window
-    # and then each later window's last row.
-    label = train_inputs[:, :, spec.label_index]
-    history = np.concatenate([label[0], label[1:, -1]]) if len(label) else np.empty(0)
+    # The MASE scales from the training rows, the drift from every row before the test part.
+    training_rows, past_rows = (
+        prepared.label[: prepared.bounds.train_end],
+        prepared.label[: prepared.bounds.validation_end],
+    )
     test_forecast = predict_prices(model, test_inputs, spec, scaler)
     label_windows = test_inputs[:, :, spec.label_index]
-    metrics = evaluation.compare_with_baselines(test_futures, test_forecast, label_windows, history)
+    metrics = evaluation.compare_with_baselines(test_futures, test_forecast, label_windows, training_rows, past_rows)
     calibration_forecast = predict_prices(model, calibration_inputs, spec, scaler)
     intervals = conformal.calibrate_intervals(
         calibration_inputs, calibration_futures, calibration_forecast, spec, levels, score=score, band=band
@@ -366,7 +386,9 @@ def build_metadata(
             "rows_dropped": clean.dropped,
             "outliers": len(clean.outliers),
             "outliers_masked": bool(OUTLIER_COLUMN in frame.columns),
+            "outlier_masking": OUTLIER_MASKING if OUTLIER_COLUMN in frame.columns else None,
             "outlier_rule": clean.outlier_rule,
+            "calendar_fit": clean.calendar_fit,
             "last_close": float(frame["close"].iloc[-1]) if "close" in frame.columns else None,
         },
         "split": {
@@ -394,7 +416,8 @@ def train_version(
     """
     from training.store import MODEL_FILE
 
-    name, clean, config = check_name(run.name), run.clean, run.config
+    name, config = check_name(run.name), run.config
+    clean = fit_calendar(run.clean, config.calendar)
     started = time.perf_counter()
     prepared = prepare(
         clean.frame,

@@ -11,12 +11,13 @@ See docs/design.md, "Promotion gate and the default version".
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from training.config import TrainConfig
-from training.data import CleanResult
+from training.data import CleanResult, fit_calendar
 from training.files import now_iso
 from training.fitting import Progress, TrainingRun, TrainOutcome, train_version
 from training.gate import GateDecision, GateSettings, attempt_entry, decide, skill_of
@@ -32,6 +33,8 @@ def train_and_promote(
     gate: GateSettings = GateSettings(),
 ) -> tuple[TrainOutcome, GateDecision]:
     """Train and store a version (with its backtest and its skill), then promote it if the gate allows."""
+    # Every step below (the backtest, the report) sees the rows the calendar keeps.
+    run = replace(run, clean=fit_calendar(run.clean, run.config.calendar))
     forecasts: dict[str, np.ndarray] = {}
 
     def add_backtest(metadata: dict[str, Any]) -> dict[str, Any]:

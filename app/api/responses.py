@@ -123,6 +123,11 @@ class Figures(Open):
     mase: float | None = Field(
         None, description="Hyndman-Koehler MASE: MAE over the training part's one-step naive MAE (as Darts, sktime)."
     )
+    mase_log: float | None = Field(
+        None,
+        description="MASE on log prices: mean |log(actual / forecast)| over the training part's mean absolute "
+        "daily log return; comparable across assets and price levels.",
+    )
     directional_accuracy: float | None = None
     always_up_rate: float | None = Field(None, description="Share of windows whose label rose: the base rate.")
     direction_windows: int | None = Field(None, description="Windows scored for direction (both moved).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from tests.helpers import ar_returns_prices
 from training.backtest import plan_folds, prepare_fold, walk_forward
 from training.baselines import RidgeBaseline
+from training.calendars import sessions_after
 from training.config import TrainConfig
 from training.data import CleanResult, load_prices
 from training.errors import ConfigError
@@ -29,11 +31,11 @@ TINY: dict[str, Any] = {"units": 4, "epochs": 1, "window": 10, "batch_size": 64,
 
 
 def price_frame(close: np.ndarray) -> pd.DataFrame:
-    """A clean OHLCV frame around a close series, on business days."""
+    """A clean OHLCV frame around a close series, on XNYS sessions."""
     close = np.asarray(close, dtype=float)
     return pd.DataFrame(
         {
-            "date": pd.bdate_range("2001-01-01", periods=len(close)),
+            "date": pd.to_datetime(sessions_after(dt.date(2000, 12, 29), len(close))),
             "open": close,
             "high": close * 1.01,
             "low": close * 0.99,

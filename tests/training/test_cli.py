@@ -17,6 +17,7 @@ import pytest
 
 from training import cli
 from training.artifact import load_version
+from training.calendars import is_session
 from training.config import ARCHITECTURES, TrainConfig, bounds_text, public_fields
 from training.data import load_prices
 from training.models import RECURRENT_LAYERS
@@ -38,7 +39,7 @@ def run_cli(*argv: str | Path) -> tuple[int, str, str]:
 
 
 def samsung_like_yahoo_export(rows: int = 700, seed: int = 5) -> str:
-    """A Yahoo Finance style KRW export: prices 50,000-80,000 in 100-won ticks, null holiday rows."""
+    """A Yahoo Finance style KRW export: prices 50,000-80,000 in 100-won ticks, null rows on XKRX holidays."""
     rng = np.random.default_rng(seed)
     days = pd.bdate_range("2021-01-04", periods=rows)
     centre = np.log(65_000)
@@ -52,7 +53,7 @@ def samsung_like_yahoo_export(rows: int = 700, seed: int = 5) -> str:
     high = np.maximum(opening, close) + 100 * rng.integers(0, 8, rows)
     low = np.minimum(opening, close) - 100 * rng.integers(0, 8, rows)
     volume = rng.integers(8_000_000, 25_000_000, rows)
-    holidays = set(rng.choice(np.arange(5, rows - 5), size=12, replace=False).tolist())
+    holidays = set(np.flatnonzero(~is_session(days.to_numpy().astype("datetime64[D]"), "XKRX")).tolist())
     lines = ["Date,Open,High,Low,Close,Adj Close,Volume"]
     for index, day in enumerate(days):
         if index in holidays:
@@ -190,6 +191,16 @@ def test_describe_prints_the_report(small_csv: Path) -> None:
     assert "close_log_return" in out
 
 
+def test_describe_with_a_calendar_reports_what_training_on_it_would_drop(tmp_path: Path) -> None:
+    data = tmp_path / "005930.KS.csv"
+    data.write_text(samsung_like_yahoo_export().replace(",null,null,null,null,null,null", ",1,1,1,1,1,0"))
+    status, out, _ = run_cli("describe", "--data", data, "--calendar", "XKRX")
+    assert status == 0
+    assert "calendar       XKRX: 34 zero-volume row(s) on closed days dropped (2021-02-11, 2021-02-12, " in out
+    status, _, err = run_cli("describe", "--data", data, "--calendar", "24/7")
+    assert status == 2 and "calendar '24/7' forecasts every day, but the data has no row on a Saturday" in err
+
+
 def test_describe_json_and_charts(small_csv: Path, tmp_path: Path) -> None:
     status, out, _ = run_cli("describe", "--data", small_csv, "--json", "--charts", tmp_path / "charts")
     report = json.loads(out)
@@ -294,9 +305,11 @@ def test_krw_yahoo_export_trains_and_forecasts_near_the_last_close(tmp_path: Pat
     data = tmp_path / "005930.KS.csv"
     data.write_text(samsung_like_yahoo_export())
     models = tmp_path / "models"
-    status, out, err = run_cli("train", "--data", data, *TINY, *NO_BACKTEST, "--models-dir", models)
+    status, out, err = run_cli(
+        "train", "--data", data, *TINY, *NO_BACKTEST, "--calendar", "XKRX", "--models-dir", models
+    )
     assert (status, err) == (0, "")
-    assert out.startswith("data: 005930.KS.csv, 688 rows kept of 700 (12 dropped, ")
+    assert out.startswith("data: 005930.KS.csv, 666 rows kept of 700 (34 dropped, ")
     clean = load_prices(data)
     assert clean.frame["close"].min() > 45_000 and clean.frame["close"].max() < 90_000
     loaded = load_version(ModelStore(models), "005930.KS", 1)
@@ -304,7 +317,8 @@ def test_krw_yahoo_export_trains_and_forecasts_near_the_last_close(tmp_path: Pat
     forecast = float(loaded.predict_prices(window)[0, 0])
     last_close = float(clean.frame["close"].iloc[-1])
     assert 0.9 * last_close < forecast < 1.1 * last_close
-    assert loaded.metadata["data"]["rows_dropped"]["missing_values"] == 12
+    assert loaded.metadata["data"]["rows_dropped"]["missing_values"] == 34
+    assert loaded.metadata["calendar"] == "XKRX"
 
 
 def test_python_dash_m_training_runs_the_same_command_line(small_csv: Path) -> None:
@@ -325,3 +339,17 @@ def test_python_dash_m_training_runs_the_same_command_line(small_csv: Path) -> N
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: file not found") and "Traceback" not in bad.stderr
+
+
+def test_a_krx_export_on_the_default_calendar_is_refused_naming_the_days(tmp_path: Path) -> None:
+    data = tmp_path / "005930.KS.csv"
+    data.write_text(samsung_like_yahoo_export())
+    status, out, err = run_cli("train", "--data", data, *TINY, "--models-dir", tmp_path / "models")
+    assert status == 2 and out == ""
+    assert "the data trades on days the XNYS calendar is closed (2021-01-18, 2021-02-15, " in err
+    assert not (tmp_path / "models" / "005930.KS").exists()
+
+
+def test_the_calendar_flag_keeps_the_code_as_typed() -> None:
+    args = cli.build_parser().parse_args(["train", "--data", "x.csv", "--calendar", "XKRX"])
+    assert cli._config_from_args(args).calendar == "XKRX"

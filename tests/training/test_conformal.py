@@ -153,3 +153,14 @@ def test_bounds_for_refuses_forecasts_that_do_not_match_the_windows() -> None:
 def test_window_volatility_is_floored_for_a_price_that_never_moves() -> None:
     flat = np.full((1, SPEC.window, 1), 12.5)
     assert conformal.window_volatility(flat, SPEC) == pytest.approx([conformal.VOLATILITY_FLOOR])
+
+
+def test_window_volatility_leaves_out_the_returns_of_halted_sessions() -> None:
+    spec = WindowSpec(features=("close", "volume"), label="close", window=5)
+    close = np.array([100.0, 101.0, 101.0, 101.0, 99.99])
+    volume = np.array([1e6, 1e6, 0.0, 0.0, 1e6])
+    windows = np.stack([close, volume], axis=1)[None]
+    expected = np.sqrt(np.mean(np.log([101.0 / 100.0, 99.99 / 101.0]) ** 2))
+    np.testing.assert_allclose(conformal.window_volatility(windows, spec), [expected])
+    halted = np.stack([np.full(5, 100.0), np.zeros(5)], axis=1)[None]
+    assert conformal.window_volatility(halted, spec)[0] == conformal.VOLATILITY_FLOOR

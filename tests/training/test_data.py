@@ -6,11 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import krx_clean, tiny_clean, walk_clean
+from training.calendars import is_session
 from training.data import (
+    HALT_HANDLING,
     CleaningSettings,
     RowNames,
     check_rows,
     clean_prices,
+    fit_calendar,
     load_prices,
     normalise_column_name,
     read_price_csv,
@@ -246,3 +250,59 @@ def test_outlier_rule_is_fitted_on_the_oldest_rows_only() -> None:
     # The rule does react to the fitted rows, so the assertion above can fail.
     changed.loc[changed.index[1 : fit_rows - 1 : 2], "Close"] = "150"
     assert clean_prices(changed).outlier_rule != before
+
+
+def test_zero_volume_rows_on_closed_days_are_dropped_and_halts_kept() -> None:
+    clean = krx_clean(halts=(300, 301))
+    fitted = fit_calendar(clean, "XKRX")
+
+    dropped = fitted.calendar_fit["non_sessions"]
+    assert dropped["count"] == fitted.dropped["non_sessions"] == len(clean.frame) - len(fitted.frame) > 0
+    # Seollal 2022 and Korea's local election day: zero-volume rows the XKRX calendar skips.
+    assert {"2022-01-31", "2022-02-01", "2022-02-02", "2022-06-01"} <= set(dropped["dates"])
+    days = fitted.frame["date"].to_numpy().astype("datetime64[D]")
+    assert is_session(days, "XKRX").all()
+    assert fitted.calendar_fit["zero_volume_sessions"]["dates"] == ["2022-06-20", "2022-06-21"]
+    assert fitted.calendar_fit["zero_volume_sessions"]["handling"] == HALT_HANDLING
+    assert fit_calendar(fitted, "XKRX") is fitted
+
+
+def test_weekend_rows_on_an_exchange_calendar_are_refused_naming_them() -> None:
+    clean = walk_clean(list(pd.date_range("2024-01-01", periods=60)))
+    with pytest.raises(DataError) as refused:
+        fit_calendar(clean, "XNYS")
+    assert str(refused.value) == (
+        "the data trades on weekends (2024-01-06, 2024-01-07, 2024-01-13, 2024-01-14, 2024-01-20 and 11 more), "
+        "so it follows a '24/7' calendar, not XNYS: train with calendar '24/7'"
+    )
+
+
+def test_traded_rows_on_closed_weekdays_are_refused_naming_them() -> None:
+    # A US stock on Korea's calendar: it trades through Seollal.
+    clean = walk_clean(list(pd.bdate_range("2022-01-24", periods=10)))
+    with pytest.raises(DataError) as refused:
+        fit_calendar(clean, "XKRX")
+    assert str(refused.value) == (
+        "the data trades on days the XKRX calendar is closed (2022-01-31, 2022-02-01, 2022-02-02): "
+        "train with the calendar of the exchange the prices come from"
+    )
+
+
+def test_a_24_7_calendar_refuses_data_without_weekend_rows() -> None:
+    clean = walk_clean(list(pd.bdate_range("2024-01-01", periods=30)))
+    with pytest.raises(DataError) as refused:
+        fit_calendar(clean, "24/7")
+    assert str(refused.value) == (
+        "calendar '24/7' forecasts every day, but the data has no row on a Saturday or Sunday in 39 days "
+        "(2024-01-01 to 2024-02-09): it follows an exchange's calendar; train with that one "
+        "(XNYS by default, XKRX, XLON, ...)"
+    )
+    every_day = fit_calendar(walk_clean(list(pd.date_range("2024-01-01", periods=30))), "24/7")
+    assert len(every_day.frame) == 30 and every_day.calendar_fit["inferred"] == "24/7"
+
+
+def test_the_sample_fits_the_default_calendar_whole() -> None:
+    clean = tiny_clean()
+    fitted = fit_calendar(clean, "XNYS")
+    assert len(fitted.frame) == len(clean.frame)
+    assert fitted.calendar_fit["non_sessions"]["count"] == 0

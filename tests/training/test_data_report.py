@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import CleanResult, load_prices
+from tests.helpers import krx_clean
+from training.data import HALT_HANDLING, CleanResult, fit_calendar, load_prices
 from training.data_report import data_report, render_charts, render_report_text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -102,3 +103,14 @@ def test_charts_of_a_close_only_file(tmp_path: Path) -> None:
         "histograms.png",
         "log_returns.png",
     ]
+
+
+def test_the_report_says_which_rows_the_calendar_dropped_and_how_halts_are_handled() -> None:
+    report = data_report(fit_calendar(krx_clean(halts=(300, 301)), "XKRX"))
+    assert report["rows_dropped"]["non_sessions"] == report["calendar_fit"]["non_sessions"]["count"] == 31
+    assert report["calendar_fit"]["zero_volume_sessions"]["handling"] == HALT_HANDLING
+    text = render_report_text(report)
+    assert "calendar       XKRX: 31 zero-volume row(s) on closed days dropped (2021-05-05, 2021-05-19, " in text
+    assert f"halts          2 zero-volume session(s) {HALT_HANDLING}" in text
+    # Before a calendar is chosen there is nothing to say.
+    assert data_report(krx_clean())["calendar_fit"] == {}

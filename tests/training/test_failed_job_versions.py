@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import tiny_clean
 from training import promotion as workflow
 from training import store as store_module
+from training.config import TrainConfig
 from training.errors import BrokenVersionError
+from training.fitting import TrainingRun
 from training.store import ALIAS_LOG_FILE, ALIASES_FILE, CHAMPION, COUNTER_FILE, MODEL_FILE, ModelStore
 
 
@@ -89,9 +92,9 @@ def test_a_job_that_fails_after_storing_its_version_takes_it_away(
     monkeypatch.setattr(workflow, "train_version", train_version)
     monkeypatch.setattr(workflow, "_write_report", lambda *_: None)
     monkeypatch.setattr(workflow, "decide", gate_fails)
-    run = type("Run", (), {"name": "demo", "config": type("Config", (), {"backtest_folds": 0})(), "clean": None})()
+    run = TrainingRun("demo", tiny_clean(30), {}, TrainConfig(backtest_folds=0))
     with pytest.raises(ValueError, match="windows differ"):
-        workflow.train_and_promote(run, store)  # type: ignore[arg-type]
+        workflow.train_and_promote(run, store)
     assert stored == [1]
     assert store.versions("demo") == [] and visible_entries(store, "demo") == []
 

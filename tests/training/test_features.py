@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from training import features
+from training.backtest import plan_folds, prepare_fold
 from training.data import CleanResult
 from training.errors import ConfigError
 from training.features import Scaler
-from training.fitting import prepare
+from training.fitting import outlier_mask, prepare
 from training.spec import WindowSpec
 
 PRICES = ("open", "high", "low", "close")
@@ -213,3 +214,57 @@ def test_scaler_json_refuses_bad_numbers(change: dict) -> None:
     ).to_json()
     with pytest.raises(ValueError):
         Scaler.from_json({**good, **change})
+
+
+def test_a_zero_volume_row_encodes_as_the_window_mean_not_a_spike() -> None:
+    window = counting_frame(10)[list(SPEC.features)].to_numpy(dtype=np.float64)[None]
+    halted = window.copy()
+    halted[0, 4, 4] = 0.0  # a halt: no volume that session
+    encoded = features.encode_inputs(halted, SPEC)[0, :, 4]
+    traded = np.log1p(np.delete(window[0, :, 4], 4))
+    assert encoded[4] == 0.0
+    np.testing.assert_allclose(np.delete(encoded, 4), traded - traded.mean())
+    assert np.abs(encoded).max() < 0.01
+    # A window with no traded row at all carries no volume signal.
+    silent = window.copy()
+    silent[:, :, 4] = 0.0
+    assert not features.encode_inputs(silent, SPEC)[0, :, 4].any()
+
+
+def spiked_frame(rows: int, spikes: tuple[int, ...]) -> pd.DataFrame:
+    """A calm walk with masking on and a one-day spike (x3, then back) of the close at each row in `spikes`."""
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, rows)))
+    close[list(spikes)] *= 3
+    frame = pd.DataFrame({"date": pd.bdate_range("2020-01-01", periods=rows), "close": close})
+    frame["outlier"] = False  # masking on; the rows are the fit's to find
+    return frame
+
+
+CLOSE_SPEC = WindowSpec(features=("close",), label="close", window=10, horizon=2)
+
+
+def test_masking_leaves_outliers_out_of_training_but_scores_them() -> None:
+    unmasked = prepare(spiked_frame(400, (100, 350)).drop(columns="outlier"), CLOSE_SPEC, 0.15, 0.15)
+    masked = prepare(spiked_frame(400, (100, 350)), CLOSE_SPEC, 0.15, 0.15)
+    # Row 100 is a training row: the 13 windows whose rows touch 100 or 101 leave training.
+    assert len(masked.parts["train"][0]) == len(unmasked.parts["train"][0]) - 13
+    # Row 350 is a test row: every test window stays, the spike's among them.
+    assert len(masked.parts["test"][0]) == len(unmasked.parts["test"][0])
+    assert masked.parts["test"][1].max() == unmasked.parts["test"][1].max() > 250
+    assert len(masked.parts["calibration"][0]) == len(unmasked.parts["calibration"][0])
+
+
+def test_each_fold_masks_by_the_rule_fitted_on_its_own_training_rows() -> None:
+    frame = spiked_frame(600, (330,))
+    spec = CLOSE_SPEC
+    values = frame[["close"]].to_numpy(dtype=np.float64)
+    first, second = plan_folds(len(frame), spec, folds=2, stride=100, validation_share=0.2)
+    assert first.validation_start <= 330 < second.validation_start
+    # The spike is past the first fold's training rows: nothing to mask there, and its test keeps every window.
+    assert not outlier_mask(frame, spec, first.validation_start)[: first.validation_start].any()
+    mask = outlier_mask(frame, spec, second.validation_start)
+    assert mask is not None and mask[330] and mask[331]
+    fold = prepare_fold(values, spec, second, mask)
+    assert len(fold.train[0]) == len(prepare_fold(values, spec, second).train[0]) - 13
+    assert len(fold.test[0]) == len(prepare_fold(values, spec, second).test[0])

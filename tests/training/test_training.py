@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from tests.helpers import TINY_ROWS, tiny_config
-from training import features
+from tests.helpers import TINY_ROWS, krx_clean, tiny_config, walk_clean
+from training import evaluation, features
 from training.artifact import load_version
+from training.baselines import drift_forecast, mean_log_return
+from training.calendars import calendar_of, sessions_after, sessions_between
 from training.config import ARCHITECTURES
 from training.data import CleanResult
-from training.errors import ConfigError
+from training.errors import ConfigError, DataError
 from training.files import now_iso
 from training.fitting import (
+    TrainingRun,
     TrainOutcome,
     build_metadata,
     evaluate_fitted,
     fit_network,
     predict_prices,
     prepare,
+    train_version,
 )
 from training.models import build_model
+from training.spec import OUTLIER_COLUMN
 from training.store import MODEL_FILE, ModelStore
 
 pytestmark = pytest.mark.tf
@@ -142,3 +149,68 @@ def test_forecasts_follow_prices_far_above_the_training_range(
     # Not clipped at anything seen in training.
     assert forecast.min() > 1.5 * training_max
     np.testing.assert_allclose(forecast, loaded.predict_prices(test_inputs)[:, 0] * 3, rtol=1e-4)
+
+
+def test_a_krx_export_with_zero_volume_holiday_rows_trains_on_xkrx_sessions(tmp_path: Path) -> None:
+    clean = krx_clean(halts=(300, 301))
+    run = TrainingRun("samsung", clean, {"name": "005930.csv", "sha256": "k"}, tiny_config(horizon=3, calendar="XKRX"))
+    metadata = train_version(run, ModelStore(tmp_path)).metadata
+
+    fit = metadata["data"]["calendar_fit"]
+    holidays = fit["non_sessions"]["dates"]
+    assert {"2022-01-31", "2022-02-01", "2022-02-02", "2022-06-01"} <= set(holidays)
+    assert metadata["data"]["rows"] == len(clean.frame) - len(holidays)
+    assert metadata["data"]["rows_dropped"]["non_sessions"] == len(holidays)
+    # Every step the network learnt is one XKRX session: the rows are the calendar's sessions, none skipped.
+    first, last = dt.date.fromisoformat(metadata["data"]["start"]), dt.date.fromisoformat(metadata["data"]["end"])
+    assert metadata["data"]["rows"] == len(sessions_between(first - dt.timedelta(days=1), last, "XKRX"))
+    # Its forecast dates skip Chuseok 2023 (28, 29 September, 2 and 3 October), as its steps do.
+    assert last == dt.date(2023, 9, 27)
+    assert sessions_after(last, 3, calendar_of(metadata)) == [
+        dt.date(2023, 10, 4),
+        dt.date(2023, 10, 5),
+        dt.date(2023, 10, 6),
+    ]
+    # The halts stay as steps; their zero volume does not spike the volume feature's scale.
+    assert fit["zero_volume_sessions"]["dates"] == ["2022-06-20", "2022-06-21"]
+    assert metadata["scaler"]["feature_scale"][4] < 0.5
+
+
+def test_a_24_7_series_is_refused_on_the_default_calendar_and_dated_saturday_on_24_7(tmp_path: Path) -> None:
+    clean = walk_clean(list(pd.date_range(end="2024-11-29", periods=400)))
+    store = ModelStore(tmp_path)
+    source = {"name": "btc.csv", "sha256": "b"}
+    with pytest.raises(DataError, match=r"^the data trades on weekends \(2023-10-28, 2023-10-29, .* and \d+ more\), "):
+        train_version(TrainingRun("btc", clean, source, tiny_config()), store)
+    assert store.model_names() == []
+
+    metadata = train_version(TrainingRun("btc", clean, source, tiny_config(horizon=2, calendar="24/7")), store).metadata
+    assert metadata["calendar"] == "24/7" and metadata["data"]["rows"] == 400
+    assert sessions_after(dt.date(2024, 11, 29), 2, calendar_of(metadata)) == [
+        dt.date(2024, 11, 30),
+        dt.date(2024, 12, 1),
+    ]
+
+
+def test_the_test_splits_histories_come_from_the_rows_not_from_the_windows_left(small_clean: CleanResult) -> None:
+    frame = small_clean.frame.copy()
+    # A spike in the training part, masking on: its windows leave training, its rows stay history.
+    frame.loc[120, "close"] *= 3
+    frame[OUTLIER_COLUMN] = False
+    config = tiny_config(architecture="simple_rnn")
+    prepared = prepare(frame, config.window_spec(), config.validation_fraction, config.test_fraction)
+    unmasked = prepare(
+        frame.drop(columns=OUTLIER_COLUMN), prepared.spec, config.validation_fraction, config.test_fraction
+    )
+    assert len(prepared.parts["train"][0]) < len(unmasked.parts["train"][0])
+    model, _, _ = fit_network(config, prepared)
+    metrics, _ = evaluate_fitted(model, prepared, config.interval_levels)
+
+    close = frame["close"].to_numpy(dtype=np.float64)
+    test_inputs, test_futures = prepared.parts["test"]
+    before_test = close[: prepared.bounds.validation_end]
+    drift = drift_forecast(test_inputs[:, -1, 3], 1, mean_log_return(before_test))
+    assert metrics["drift"]["mae"] == pytest.approx(float(np.mean(np.abs(drift - test_futures))))
+    training_rows = close[: prepared.bounds.train_end]
+    assert metrics["naive"]["mase"] == pytest.approx(metrics["naive"]["mae"] / evaluation.naive_scale(training_rows))
+    assert metrics["model"]["mase_log"] > 0

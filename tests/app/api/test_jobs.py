@@ -43,10 +43,30 @@ def test_failed_job_says_why(empty_client: TestClient) -> None:
         data={"name": "tiny28"},
     )
     assert uploaded.status_code == 201, uploaded.text
-    short = empty_client.post("/train", json={"model": "short", "dataset": "tiny28", "window": 10, "epochs": 1})
+    # 28 consecutive days: a market that never closes.
+    request = {"model": "short", "dataset": "tiny28", "window": 10, "epochs": 1, "calendar": "24/7"}
+    short = empty_client.post("/train", json=request)
     job = wait_job(empty_client, short.json()["job_id"], ("succeeded", "failed"))
     assert job["status"] == "failed"
     assert "not enough rows" in job["error"] and "got 28" in job["error"]
+
+
+@pytest.mark.tf
+def test_a_job_whose_calendar_does_not_fit_the_data_fails_naming_the_dates(empty_client: TestClient) -> None:
+    rows = "".join(f"2020-02-{day:02d},1,2,0.5,1.5,10\n" for day in range(1, 29))
+    uploaded = empty_client.post(
+        "/datasets",
+        files={"file": ("s.csv", "Date,Open,High,Low,Close,Volume\n" + rows, "text/csv")},
+        data={"name": "daily28"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    weekly = empty_client.post("/train", json={"model": "daily", "dataset": "daily28", "window": 10, "epochs": 1})
+    job = wait_job(empty_client, weekly.json()["job_id"], ("succeeded", "failed"))
+    assert job["status"] == "failed"
+    assert job["error"].startswith(
+        "the data trades on weekends (2020-02-01, 2020-02-02, 2020-02-08, 2020-02-09, 2020-02-15 and 3 more), "
+        "so it follows a '24/7' calendar, not XNYS: train with calendar '24/7'"
+    )
 
 
 def test_cancel_queued_and_running_jobs(empty_client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:

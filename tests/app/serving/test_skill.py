@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.api.schemas import BatchPredictResponse, PredictResponse
 from tests.fakes import fake_app
-from tests.helpers import SAMPLE, WINDOW_ROWS, local_client, sample_rows, tiny_clean, tiny_config
+from tests.helpers import SAMPLE, WINDOW_ROWS, every_day, local_client, sample_rows, tiny_clean, tiny_config
 from training.fitting import TrainingRun, train_version
 from training.store import ModelStore
 
@@ -39,7 +39,9 @@ def skill_store(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactor
     shutil.copytree(model_store.root, root)
     store = ModelStore(root)
     source = {"name": SAMPLE.name, "path": str(SAMPLE)}
-    train_version(TrainingRun("crypto", tiny_clean(), source, tiny_config(horizon=2, calendar="24/7")), store)
+    train_version(
+        TrainingRun("crypto", every_day(tiny_clean()), source, tiny_config(horizon=2, calendar="24/7")), store
+    )
     return store
 
 
