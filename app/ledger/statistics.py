@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
 
 Flags = Sequence[bool] | np.ndarray
 Values = Sequence[float] | np.ndarray
@@ -49,7 +48,20 @@ def _miscoverage(level: float) -> float:
 
 def _bernoulli_log_likelihood(hits: float, misses: float, rate: float) -> float:
     """log(rate^hits (1 - rate)^misses), with 0 * log 0 = 0 so a rate of 0 or 1 is allowed."""
-    return float(special.xlogy(hits, rate) + special.xlogy(misses, 1 - rate))
+    return _xlogy(hits, rate) + _xlogy(misses, 1 - rate)
+
+
+def _xlogy(count: float, probability: float) -> float:
+    return 0.0 if count == 0 else count * math.log(probability)
+
+
+def chi2_survival(statistic: float, degrees: int) -> float:
+    """P(chi-squared with 1 or 2 degrees of freedom > statistic), in closed form (no scipy at import)."""
+    if degrees == 1:
+        return math.erfc(math.sqrt(max(statistic, 0.0) / 2))
+    if degrees == 2:
+        return math.exp(-max(statistic, 0.0) / 2)
+    raise ValueError(f"closed form for 1 or 2 degrees of freedom only, got {degrees}")
 
 
 def kupiec_pof(breaches: Flags, level: float) -> dict[str, Any]:
@@ -82,7 +94,7 @@ def kupiec_pof(breaches: Flags, level: float) -> dict[str, Any]:
         "expected_rate": expected,
         "observed_rate": observed,
         "lr": lr,
-        "p_value": float(stats.chi2.sf(lr, 1)),
+        "p_value": chi2_survival(lr, 1),
     }
 
 
@@ -111,7 +123,7 @@ def christoffersen_independence(breaches: Flags) -> dict[str, Any]:
     separate = _bernoulli_log_likelihood(n01, n00, pi01 or 0.0) + _bernoulli_log_likelihood(n11, n10, pi11 or 0.0)
     pooled = _bernoulli_log_likelihood(n01 + n11, n00 + n10, pi)
     lr = max(0.0, -2.0 * (pooled - separate))
-    return {**counts, "pi01": pi01, "pi11": pi11, "pi": pi, "lr": lr, "p_value": float(stats.chi2.sf(lr, 1))}
+    return {**counts, "pi01": pi01, "pi11": pi11, "pi": pi, "lr": lr, "p_value": chi2_survival(lr, 1)}
 
 
 def christoffersen_conditional(breaches: Flags, level: float) -> dict[str, Any]:
@@ -126,7 +138,7 @@ def christoffersen_conditional(breaches: Flags, level: float) -> dict[str, Any]:
     if pof["lr"] is None or independence["lr"] is None:
         return {"lr_pof": pof["lr"], "lr_ind": independence["lr"], "lr": None, "p_value": None}
     lr = pof["lr"] + independence["lr"]
-    return {"lr_pof": pof["lr"], "lr_ind": independence["lr"], "lr": lr, "p_value": float(stats.chi2.sf(lr, 2))}
+    return {"lr_pof": pof["lr"], "lr_ind": independence["lr"], "lr": lr, "p_value": chi2_survival(lr, 2)}
 
 
 def _uniform_bet_mixture(successes: np.ndarray, failures: np.ndarray) -> np.ndarray:
@@ -136,6 +148,9 @@ def _uniform_bet_mixture(successes: np.ndarray, failures: np.ndarray) -> np.ndar
     and that tail is I_{1/2}(f+1, s+1); summed in logs so long runs neither
     overflow nor lose precision.
     """
+    # Imported here: scipy.special costs the API process memory and start-up time it needs only for reports.
+    from scipy import special
+
     with np.errstate(divide="ignore", over="ignore"):
         log_value = (
             (successes + failures + 1) * math.log(2.0)
