@@ -9,13 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
-import psycopg
-import psycopg_pool
-from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
-
+from app.core.databases import postgres_connection, postgres_pool
 from app.ledger.store import Cursor, LedgerStore
 from training.errors import StockcastError
 
@@ -32,29 +27,17 @@ class PostgresLedger(LedgerStore):
     placeholder = "%s"
 
     def __init__(self, database_url: str, pool_size: int = 2) -> None:
-        self.pool: ConnectionPool[Any] = ConnectionPool(
-            database_url,
-            min_size=1,
-            max_size=pool_size,
-            kwargs={"row_factory": dict_row},
-            check=ConnectionPool.check_connection,
-            open=True,
-        )
+        self.pool = postgres_pool(database_url, pool_size, "stockcast-ledger")
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        try:
-            with (
-                self.pool.connection(timeout=10) as connection,
-                connection.transaction(),
-                connection.cursor() as cursor,
-            ):
-                yield cursor  # type: ignore[misc]
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as error:
-            # A route reading the ledger answers 503 with the reason; the writer counts the loss and goes on.
-            raise LedgerUnavailableError(
-                f"the forecast ledger's database is unreachable ({error}); retry later"
-            ) from None
+        # A route reading the ledger answers 503 with the reason; the writer counts the loss and goes on.
+        with (
+            postgres_connection(self.pool, LedgerUnavailableError, "the forecast ledger's database") as connection,
+            connection.transaction(),
+            connection.cursor() as cursor,
+        ):
+            yield cursor
 
     def close(self) -> None:
         self.pool.close()

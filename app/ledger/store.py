@@ -10,11 +10,12 @@ how a connection is taken differ.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
+
+from app.core.databases import create_sqlite, sqlite_transaction
 
 FORECAST_COLUMNS = (
     "forecast_id",
@@ -282,27 +283,12 @@ class SqliteLedger(LedgerStore):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        connection.row_factory = sqlite3.Row
-        return connection
+        create_sqlite(path, SCHEMA)
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        with closing(self._connect()) as connection:
-            cursor = connection.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                yield cursor
-            except BaseException:
-                connection.rollback()
-                raise
-            connection.commit()
+        with sqlite_transaction(self.path) as cursor:
+            yield cursor
 
 
 def _int_or_none(value: bool | None) -> int | None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from app.core.config import Settings
+from app.core.databases import create_sqlite, postgres_connection, postgres_pool, sqlite_transaction
 from training.errors import StockcastError
 
 # SQLite's DDL; PostgreSQL's is migration "0006 schedules" in app.jobs.schema (same columns).
@@ -175,27 +175,12 @@ class SqliteSchedules(ScheduleStore):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.executescript(SQLITE_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        connection.row_factory = sqlite3.Row
-        return connection
+        create_sqlite(path, SQLITE_SCHEMA)
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        with closing(self._connect()) as connection:
-            cursor = connection.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                yield cursor
-            except BaseException:
-                connection.rollback()
-                raise
-            connection.commit()
+        with sqlite_transaction(self.path) as cursor:
+            yield cursor
 
 
 class PostgresSchedules(ScheduleStore):
@@ -206,29 +191,12 @@ class PostgresSchedules(ScheduleStore):
     def __init__(self, database_url: str, pool_size: int = 2) -> None:
         # At least two: a tick reads and writes on one connection while `leadership` holds another.
         pool_size = max(pool_size, 2)
-        from psycopg.rows import dict_row
-        from psycopg_pool import ConnectionPool
-
-        self.pool: Any = ConnectionPool(
-            database_url,
-            min_size=1,
-            max_size=pool_size,
-            kwargs={"row_factory": dict_row},
-            check=ConnectionPool.check_connection,
-            open=True,
-            name="stockcast-schedules",
-        )
+        self.pool: Any = postgres_pool(database_url, pool_size, "stockcast-schedules")
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
-        import psycopg
-        import psycopg_pool
-
-        try:
-            with self.pool.connection(timeout=10) as connection:
-                yield connection
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as error:
-            raise SchedulesUnavailableError(f"the schedules' database is unreachable ({error}); retry later") from None
+        with postgres_connection(self.pool, SchedulesUnavailableError, "the schedules' database") as connection:
+            yield connection
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:

@@ -84,7 +84,16 @@ def test_json_log_lines_hold_the_request_id_and_the_access_fields() -> None:
     }
 
 
-def test_metrics_after_real_requests(client: TestClient) -> None:
+def test_metrics_after_real_requests(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # /metrics reads the state of the latest app started in this process (`metrics.StateCollector`); other
+    # session apps on the shared store may have started since and seen another champion for a while.
+    from app.core import metrics
+    from app.main import service_state
+
+    state = client.app.state  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        metrics.STATE, "source", lambda: service_state(state.registry, state.jobs, state.ledger, state.monitor)
+    )
     assert client.post("/predict", json=ARRAYS_BODY).status_code == 200
     assert client.post("/predict", json={"model": "nope", "window": ARRAYS_BODY["window"]}).status_code == 404
     assert client.get("/models/tiny").status_code == 200
