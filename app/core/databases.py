@@ -74,4 +74,29 @@ def postgres_connection(pool: Any, unavailable: type[StockcastError], what: str)
         raise unavailable(f"{what} is unreachable ({error}); retry later") from None
 
 
-__all__ = ["connect_sqlite", "create_sqlite", "postgres_connection", "postgres_pool", "sqlite_transaction"]
+class SqliteFile:
+    """A store in one SQLite file: its tables created on open, one connection and transaction per call.
+
+    Mixed in before the store's own base class, whose SQL then runs on `transaction`.
+    """
+
+    schema: str = ""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        create_sqlite(path, self.schema)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with sqlite_transaction(self.path) as cursor:
+            yield cursor
+
+
+__all__ = [
+    "SqliteFile",
+    "connect_sqlite",
+    "create_sqlite",
+    "postgres_connection",
+    "postgres_pool",
+    "sqlite_transaction",
+]

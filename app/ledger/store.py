@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Protocol
 
-from app.core.databases import create_sqlite, sqlite_transaction
+from app.core.databases import SqliteFile
 
 FORECAST_COLUMNS = (
     "forecast_id",
@@ -278,17 +277,10 @@ class LedgerStore:
         return {key: int(value) for key, value in rows[0].items()}
 
 
-class SqliteLedger(LedgerStore):
+class SqliteLedger(SqliteFile, LedgerStore):
     """The ledger in `<data_dir>/ledger.sqlite3` (embedded mode); one connection per call, WAL."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        create_sqlite(path, SCHEMA)
-
-    @contextmanager
-    def transaction(self) -> Iterator[Cursor]:
-        with sqlite_transaction(self.path) as cursor:
-            yield cursor
+    schema = SCHEMA
 
 
 def _int_or_none(value: bool | None) -> int | None:

@@ -15,11 +15,10 @@ import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from app.core.config import Settings
-from app.core.databases import create_sqlite, postgres_connection, postgres_pool, sqlite_transaction
+from app.core.databases import SqliteFile, postgres_connection, postgres_pool
 from training.errors import StockcastError
 
 # SQLite's DDL; PostgreSQL's is migration "0006 schedules" in app.jobs.schema (same columns).
@@ -170,17 +169,10 @@ class ScheduleStore:
         return self._rows("SELECT * FROM schedule_runs WHERE model = ? ORDER BY slot DESC LIMIT ?", (model, limit))
 
 
-class SqliteSchedules(ScheduleStore):
+class SqliteSchedules(SqliteFile, ScheduleStore):
     """Schedules in the embedded mode's job database (`<data_dir>/jobs.sqlite3`); one connection per call."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        create_sqlite(path, SQLITE_SCHEMA)
-
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        with sqlite_transaction(self.path) as cursor:
-            yield cursor
+    schema = SQLITE_SCHEMA
 
 
 class PostgresSchedules(ScheduleStore):
