@@ -8,7 +8,7 @@ a connection and runs one transaction, written once.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,28 @@ def postgres_connection(pool: Any, unavailable: type[StockcastError], what: str)
         raise unavailable(f"{what} is unreachable ({error}); retry later") from None
 
 
+class SqlStore:
+    """Rows read and written with one set of SQL: `?` marks a value, rewritten for PostgreSQL's `%s`."""
+
+    placeholder = "?"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:  # pragma: no cover - each backend has its own
+        raise NotImplementedError
+        yield
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self.transaction() as cursor:
+            cursor.execute(self._sql(sql), parameters)
+            return [dict(row) for row in cursor.fetchall()]
+
+
 class SqliteFile:
     """A store in one SQLite file: its tables created on open, one connection and transaction per call.
 
@@ -93,6 +115,7 @@ class SqliteFile:
 
 
 __all__ = [
+    "SqlStore",
     "SqliteFile",
     "connect_sqlite",
     "create_sqlite",

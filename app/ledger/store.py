@@ -10,11 +10,10 @@ how a connection is taken differ.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from app.core.databases import SqliteFile
+from app.core.databases import SqliteFile, SqlStore
 
 FORECAST_COLUMNS = (
     "forecast_id",
@@ -124,26 +123,8 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
 
-class LedgerStore:
+class LedgerStore(SqlStore):
     """The ledger's reads and writes; `transaction` gives a cursor, `placeholder` is how SQL marks a value."""
-
-    placeholder = "?"
-
-    @contextmanager
-    def transaction(self) -> Iterator[Cursor]:  # pragma: no cover - each backend has its own
-        raise NotImplementedError
-        yield
-
-    def close(self) -> None:
-        """Release connections."""
-
-    def _sql(self, sql: str) -> str:
-        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
-
-    def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self.transaction() as cursor:
-            cursor.execute(self._sql(sql), parameters)
-            return [dict(row) for row in cursor.fetchall()]
 
     # Writes ---------------------------------------------------------------------
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from app.core.config import Settings
-from app.core.databases import SqliteFile, postgres_connection, postgres_pool
+from app.core.databases import SqliteFile, SqlStore, postgres_connection, postgres_pool
 from training.errors import StockcastError
 
 # SQLite's DDL; PostgreSQL's is migration "0006 schedules" in app.jobs.schema (same columns).
@@ -72,31 +72,13 @@ class SchedulesUnavailableError(StockcastError):
     status_code = 503
 
 
-class ScheduleStore:
+class ScheduleStore(SqlStore):
     """Reads and writes of schedules; `transaction` gives a cursor, `placeholder` is how SQL marks a value."""
-
-    placeholder = "?"
-
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:  # pragma: no cover - each backend has its own
-        raise NotImplementedError
-        yield
 
     @contextmanager
     def leadership(self) -> Iterator[bool]:
         """Whether this process may tick now, held until the block ends (embedded: always)."""
         yield True
-
-    def close(self) -> None:
-        """Release connections."""
-
-    def _sql(self, sql: str) -> str:
-        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
-
-    def _rows(self, sql: str, parameters: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self.transaction() as cursor:
-            cursor.execute(self._sql(sql), parameters)
-            return [dict(row) for row in cursor.fetchall()]
 
     @staticmethod
     def _decode(row: dict[str, Any]) -> dict[str, Any]:
