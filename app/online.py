@@ -36,9 +36,20 @@ def open_ledger(settings: Settings, datasets: DatasetStore) -> Ledger:
     """The ledger the settings ask for: in SQLite under the data folder, or PostgreSQL when scaled out."""
     store = ledger_store(settings)
 
+    # The flush asks every second while forecasts are served; the report is read again only when the files changed.
+    known: dict[str, tuple[tuple[int, ...], str | None]] = {}
+
     def data_through(dataset: str) -> str | None:
         try:
-            return str(datasets.report(dataset)["date_range"]["end"])
+            csv = datasets.csv_path(dataset)
+            stamp = tuple(
+                value
+                for path in (csv, csv.with_suffix(".json"))
+                for value in (path.stat().st_mtime_ns, path.stat().st_size)
+            )
+            if dataset not in known or known[dataset][0] != stamp:
+                known[dataset] = (stamp, str(datasets.report(dataset)["date_range"]["end"]))
+            return known[dataset][1]
         except (NotFoundError, KeyError, OSError, ValueError):
             return None
 
@@ -53,7 +64,7 @@ def open_ledger(settings: Settings, datasets: DatasetStore) -> Ledger:
 
 def bands_of(store: LedgerStore, served: ServedVersion, settings: Settings) -> Bands:
     """The bands a version serves, from its live scores in the ledger."""
-    rows = [row for row in store.scores(served.name) if row["version"] == served.version]
+    rows = store.scores(served.name, served.version)
     return adaptive_bands(
         served.metadata.get("intervals") or {},
         rows,

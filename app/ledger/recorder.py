@@ -45,7 +45,6 @@ class Ledger:
         self.retention_days = retention_days
         self.dropped = 0
         self.written = 0
-        self.write_errors = 0
         self._pending: deque[Served] = deque()
         self._waiting = 0
         self._task: asyncio.Task[None] | None = None
@@ -70,7 +69,6 @@ class Ledger:
             written = await asyncio.to_thread(self._write, batch)
         except Exception:
             # The database is down or full: these forecasts are lost (answered, never scored), counted.
-            self.write_errors += 1
             self.dropped += sum(len(served.ids) for served in batch)
             logger.exception("ledger: writing %d answers failed; their forecasts are dropped", len(batch))
             return 0

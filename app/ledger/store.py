@@ -222,10 +222,14 @@ class LedgerStore(SqlStore):
             (model, version),
         )
 
-    def scores(self, model: str) -> list[dict[str, Any]]:
-        """Every step score of a model, oldest target first."""
+    def scores(self, model: str, version: int | None = None) -> list[dict[str, Any]]:
+        """Every step score of a model (or of one of its versions), oldest target first."""
+        where, parameters = (
+            ("model = ?", (model,)) if version is None else ("model = ? AND version = ?", (model, version))
+        )
         rows = self._rows(
-            "SELECT * FROM ledger_scores WHERE model = ? ORDER BY target, origin, step, forecast_id", (model,)
+            f"SELECT * FROM ledger_scores WHERE {where} ORDER BY target, origin, step, forecast_id",
+            parameters,
         )
         for row in rows:
             row["inside"] = json.loads(row["inside"])
