@@ -25,6 +25,7 @@ from training.baselines import BASELINES, RidgeBaseline, unfitted_forecasts
 from training.baselines import descriptions as baseline_descriptions
 from training.config import TrainConfig
 from training.errors import ConfigError
+from training.evidence import gate_evidence
 from training.features import Scaler, SplitBounds
 from training.fitting import FoldCallback, PreparedData, StopCheck, fit_network, outlier_mask, predict_prices
 from training.spec import DATE_COLUMN, WindowSpec
@@ -213,37 +214,6 @@ class BacktestRun:
     forecasts: dict[str, np.ndarray]
 
 
-def _evidence(
-    forecasts: dict[str, np.ndarray],
-    bounds: tuple[np.ndarray, np.ndarray] | None,
-    horizon: int,
-    significance_level: float,
-) -> dict[str, Any]:
-    """Diebold-Mariano tests against naive (step 1, pooled) and drift, and the 0.9 coverage's binomial check."""
-    actual = forecasts["actual"]
-    loss = {name: np.abs(forecasts[name] - actual) for name in ("model", "naive", "drift")}
-    pooled = {name: values.mean(axis=1) for name, values in loss.items()}
-    evidence: dict[str, Any] = {
-        "loss": "absolute error in price units",
-        "significance_level": significance_level,
-        "vs_naive_step_1": significance.diebold_mariano(loss["model"][:, 0], loss["naive"][:, 0], 1),
-        "vs_naive_pooled": significance.diebold_mariano(pooled["model"], pooled["naive"], horizon),
-        "vs_drift_pooled": significance.diebold_mariano(pooled["model"], pooled["drift"], horizon),
-        "mae": {name: float(values.mean()) for name, values in loss.items()},
-    }
-    if bounds is not None:
-        lower, upper = bounds
-        # Windows one row apart share outcomes, so the count of independent
-        # draws is nearer the window count than windows * horizon; the
-        # binomial check uses the step-1 outcomes.
-        inside = (actual[:, 0] >= lower[:, 0]) & (actual[:, 0] <= upper[:, 0])
-        evidence["coverage_90"] = significance.coverage_within_tolerance(
-            int(inside.sum()), len(inside), GATE_LEVEL, significance_level
-        )
-        evidence["coverage_90"]["pooled_over_steps"] = float(np.mean((actual >= lower) & (actual <= upper)))
-    return evidence
-
-
 def walk_forward(
     frame: pd.DataFrame,
     config: TrainConfig,
@@ -369,7 +339,9 @@ def walk_forward(
         summary = {name: evaluation.forecast_metrics(actual, arrays[name], last, scale, log_scale) for name in names}
         stacked = {key: (_pooled(lower), _pooled(upper)) for key, (lower, upper) in pooled_bounds.items()}
         coverage = conformal.coverage_of_bounds(actual, stacked)
-        evidence = _evidence(arrays, stacked.get(GATE_LEVEL_KEY), spec.horizon, significance_level)
+        evidence = gate_evidence(
+            arrays, stacked.get(GATE_LEVEL_KEY), spec.horizon, config.interval_band, GATE_LEVEL, significance_level
+        )
         for key, (lower, upper) in stacked.items():
             level = int(key) / 100
             base_lower, base_upper = (_pooled(part) for part in baseline_bounds[key])

@@ -156,7 +156,10 @@ def test_backtest_reports_every_fold_and_pools_them(sample_frame: pd.DataFrame) 
     evidence = report["evidence"]
     assert evidence["vs_naive_step_1"]["windows"] == 78 and evidence["vs_naive_pooled"]["lag"] == 1
     assert 0 <= evidence["vs_naive_pooled"]["p_value"] <= 1
-    assert evidence["coverage_90"]["windows"] == 78
+    # Per-step bands are judged step by step; step 2 on every second window (its outcomes overlap).
+    steps = evidence["coverage_90"]["steps"]
+    assert [(step["windows"], step["every_nth_window"]) for step in steps] == [(78, 1), (39, 2)]
+    assert evidence["loss"].startswith("|log(actual / forecast)|") and "vs_naive_pooled" in evidence["price_units"]
     assert set(report["sharpness"]) == {"80", "90", "95"}
     assert report["sharpness"]["90"]["winkler_empirical_baseline"] > 0
     assert report["coverage_alternatives"]["walk_forward_residuals"]["folds"] == 1
@@ -195,7 +198,7 @@ def test_a_synthetic_series_that_beats_naive_is_promoted_on_evidence(tmp_path: P
     )
 
     assert decision.promoted, decision.reason
-    assert decision.reason.startswith("beats naive with evidence: DM -")
+    assert decision.reason.startswith("beats naive and drift with evidence: DM -")
     assert decision.ratio_to_naive is not None and decision.ratio_to_naive < 0.95
     assert decision.evidence["vs_naive_step_1"]["p_value"] < 0.05
     assert decision.evidence["vs_naive_pooled"]["p_value"] < 0.05
