@@ -192,6 +192,10 @@ def test_a_synthetic_series_that_beats_naive_is_promoted_on_evidence(tmp_path: P
     # Strongly autocorrelated returns give a small network something real to learn.
     clean = CleanResult(frame=price_frame(ar_returns_prices(900, 0.6, seed=5)), rows_read=900)
     store = ModelStore(tmp_path / "models")
+    # A champion put in place by hand with another window: it cannot be re-scored like for like.
+    other = TrainConfig(units=4, window=12, batch_size=64, epochs=1, patience=0, backtest_folds=0)
+    champion, _ = train_and_promote(TrainingRun("ar", clean, {"name": "synthetic.csv", "sha256": "s"}, other), store)
+    store.set_alias("ar", CHAMPION, champion.version, reason="by hand")
     config = TrainConfig(units=8, window=10, batch_size=32, backtest_folds=2, backtest_stride=60, epochs=12, patience=3)
     good, decision = train_and_promote(
         TrainingRun("ar", clean, {"name": "synthetic.csv", "sha256": "s"}, config), store
@@ -203,7 +207,11 @@ def test_a_synthetic_series_that_beats_naive_is_promoted_on_evidence(tmp_path: P
     assert decision.evidence["vs_naive_step_1"]["p_value"] < 0.05
     assert decision.evidence["vs_naive_pooled"]["p_value"] < 0.05
     assert decision.evidence["dataset_sha256"] == "s" and decision.evidence["horizon"] == 1
+    # Not comparable, said so, and nothing raised inside the alias lock: the version stays, promoted.
+    assert decision.evidence["champion"] == "not comparable: another window (window 12 vs 10)"
+    assert store.versions("ar") == [1, 2]
     assert store.aliases("ar")[CHAMPION] == good.version
+    assert [entry["version"] for entry in store.attempts("ar")] == [1, 2]
     assert good.metadata["skill"]["beats_naive"] is True
     # The served network is the production refit: trained through the last row.
     assert good.metadata["trained_through"] == clean.frame["date"].iloc[-1].strftime("%Y-%m-%d")
