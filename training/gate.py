@@ -173,13 +173,12 @@ def skill_of(metadata: dict[str, Any], level: float) -> dict[str, Any]:
     evidence = backtest.get("evidence") or {}
     summary = (backtest.get("summary") or {}).get("model") or {}
     trained_through = metadata.get("trained_through")
-    ratio, _basis = headline_ratio(metadata)
     if not evidence:
         return {
             "beats_naive": False,
             "beats_drift": False,
             "coverage_ok": None,
-            "ratio_to_naive": ratio,
+            "ratio_to_naive": summary.get("mae_ratio_to_naive"),
             "p_value": None,
             "minimum_detectable_effect": None,
             "basis": "no walk-forward backtest: no evidence of skill",
@@ -189,6 +188,7 @@ def skill_of(metadata: dict[str, Any], level: float) -> dict[str, Any]:
     coverage = evidence.get("coverage_90")
     detectable = minimum_detectable(evidence, level)
     windows = (evidence.get("vs_naive_pooled") or {}).get("windows")
+    ratio, _basis = headline_ratio(metadata)
     return {
         "beats_naive": bool(step_1 < level and pooled < level),
         "beats_drift": bool(_p_value(evidence, "vs_drift_pooled") < level),

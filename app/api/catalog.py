@@ -33,19 +33,17 @@ from training.store import CHAMPION, ModelStore
 
 
 def gate_evidence(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Why a version may be trusted, as flat fields: its MAE ratio to naive, what it was measured on, its skill.
+    """What a version's ranking rests on, as flat fields: its ratio to naive, what it was measured on, its data.
 
-    The standard protocols carry these beside the forecast (the V2 response
-    `parameters`, TF Serving's metadata); one function so that a new piece
-    of evidence appears in all of them at once.
+    The standard protocols carry these in a version's metadata and answers;
+    whether it beats naive is the answer's evidence block
+    (`app.serving.evidence`), which knows the gate's verdict.
     """
     ratio, basis = headline_ratio(metadata)
     skill = metadata.get("skill") or skill_of(metadata, gate.DEFAULT_SIGNIFICANCE_LEVEL)
     return {
         "gate_ratio_to_naive": ratio,
         "gate_basis": basis,
-        "beats_naive": bool(skill["beats_naive"]),
-        "p_value": skill["p_value"],
         "trained_through": skill["trained_through"],
     }
 
