@@ -161,6 +161,14 @@ def _p_value(evidence: dict[str, Any], test: str) -> float:
     return float((evidence.get(test) or {}).get("p_value", 1.0))
 
 
+def _procedure(backtest: dict[str, Any]) -> str:
+    """What the backtest scored, for `basis`: the served procedure, or (older versions) the early-stopped networks."""
+    procedure = str((backtest.get("protocol") or {}).get("procedure") or "")
+    if procedure.startswith("the production procedure"):
+        return " of the served procedure (each fold's network refitted on every row before its cut)"
+    return " of the early-stopped networks" if procedure else ""
+
+
 def skill_of(metadata: dict[str, Any], level: float) -> dict[str, Any]:
     """A version's own evidence of skill against naive and drift, and its band's coverage (no champion involved).
 
@@ -198,7 +206,7 @@ def skill_of(metadata: dict[str, Any], level: float) -> dict[str, Any]:
         "p_value": max(step_1, pooled),
         "p_value_drift": _p_value(evidence, "vs_drift_pooled"),
         "minimum_detectable_effect": None if detectable is None else detectable["mean_abs_log_error"],
-        "basis": f"walk-forward backtest, {windows} windows, one-sided Diebold-Mariano on "
+        "basis": f"walk-forward backtest{_procedure(backtest)}, {windows} windows, one-sided Diebold-Mariano on "
         f"{evidence.get('loss', 'absolute error in price units')} vs naive at step 1 and pooled (larger p-value "
         f"shown) and vs drift pooled, level {level}",
         "trained_through": trained_through,
