@@ -30,11 +30,20 @@ def _step_check(inside: np.ndarray, every: int, level: float, alpha: float) -> d
     covered, count = int(thinned.sum()), len(thinned)
     tolerance = significance.coverage_within_tolerance(covered, count, level, alpha)
     return {
+        "coverage": None,
         **tolerance,
         "p_value": significance.binomial_p_value(covered, count, level),
         "every_nth_window": every,
         "coverage_all_windows": float(inside.mean()) if len(inside) else None,
     }
+
+
+def _described(check: dict[str, Any]) -> str:
+    """A check's coverage in words, for the gate's reason."""
+    if check["coverage"] is None:
+        return "not measured: no windows"
+    text = f"{check['coverage']:.3f} of {check['windows']} windows"
+    return text if check.get("rejected") is not None else f"{text} (tolerance {check['low']:.3f}-{check['high']:.3f})"
 
 
 def served_band_coverage(
@@ -65,10 +74,7 @@ def served_band_coverage(
             "judged_on": "path coverage (every step inside), every h-th window",
             "pooled_over_steps": pooled,
             "step_1": float(inside[:, 0].mean()) if len(inside) else None,
-            "failed": ""
-            if check["within"]
-            else f"path coverage {check['coverage']:.3f} of {check['windows']} windows "
-            f"(tolerance {check['low']:.3f}-{check['high']:.3f})",
+            "failed": "" if check["within"] else f"path coverage {_described(check)}",
         }
     steps = [_step_check(inside[:, step], step + 1, level, alpha) for step in range(horizon)]
     rejected = significance.holm_rejections([step["p_value"] for step in steps], alpha)
@@ -87,8 +93,7 @@ def served_band_coverage(
         "pooled_over_steps": pooled,
         "steps": steps,
         "failed": "; ".join(
-            f"step {step['step']} coverage {step['coverage']:.3f} of {step['windows']} windows "
-            f"(binomial p {step['p_value']:.4g}, rejected by Holm)"
+            f"step {step['step']} coverage {_described(step)} (binomial p {step['p_value']:.4g}, rejected by Holm)"
             for step in failed
         ),
     }

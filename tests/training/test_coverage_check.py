@@ -108,3 +108,10 @@ def test_the_loss_is_scale_free_a_price_level_change_leaves_the_verdict_alone() 
         grown_evidence["price_units"]["vs_naive_pooled"]["p_value"]
         != plain["price_units"]["vs_naive_pooled"]["p_value"]
     )
+
+
+def test_no_windows_is_no_coverage_and_says_so() -> None:
+    empty = np.empty((0, HORIZON))
+    for band in ("path", "per_step"):
+        coverage = served_band_coverage(empty, empty, empty, band, 0.9, 0.05)
+        assert not coverage["within"] and "not measured: no windows" in coverage["failed"]
