@@ -142,6 +142,9 @@ def test_predict_v2_and_tf_serving_answers_for_one_window_carry_one_evidence_blo
         "p_value": 0.001,
         "ratio_to_naive": 0.9,
     }
+    # /models says the same of the version: the gate's verdict, and no beats_naive without it.
+    listed = network_client.get("/models/tiny-h5").json()["versions"][0]["skill"]
+    assert (listed["beats_naive"], listed["gate_verdict"], listed["beats_drift"]) == (False, "refused", True)
 
 
 def test_pinned_unpromoted_and_batch_answers_say_how_the_version_was_chosen(network_client: TestClient) -> None:
