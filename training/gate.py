@@ -213,6 +213,12 @@ def skill_of(metadata: dict[str, Any], level: float) -> dict[str, Any]:
     }
 
 
+def stored_skill(metadata: dict[str, Any], level: float) -> dict[str, Any]:
+    """The skill stored at training, or `skill_of` again for a version stored before its current fields existed."""
+    skill = metadata.get("skill")
+    return dict(skill) if skill and "beats_drift" in skill else skill_of(metadata, level)
+
+
 def attempt_entry(decision: GateDecision, version: int, at: str, job_id: str | None = None) -> dict[str, Any]:
     """The attempt ledger's line for a decision: the version, the verdict, and its record (the dataset's sha256,
     the evaluation period, the attempt count, the level, every statistic and p-value)."""

@@ -118,10 +118,10 @@ def minimum_detectable_effect(
     (Student's t, n - 1 degrees of freedom, as the test itself). None when the
     test had no variance to work with.
     """
-    from scipy import stats
-
     if standard_error is None or windows < 3 or not 0 < level < 1:
         return None
+    from scipy import stats
+
     quantiles = stats.t.ppf(1 - level, df=windows - 1) + stats.t.ppf(power, df=windows - 1)
     return float(quantiles * standard_error)
 

@@ -29,7 +29,7 @@ from app.serving.evidence import NOT_JUDGED, gate_verdict, network_skill
 from app.serving.registry import ModelRegistry
 from training import gate
 from training.errors import BrokenVersionError
-from training.gate import headline_ratio, skill_of
+from training.gate import headline_ratio, stored_skill
 from training.store import CHAMPION, ModelStore
 
 
@@ -41,7 +41,7 @@ def gate_evidence(metadata: dict[str, Any]) -> dict[str, Any]:
     (`app.serving.evidence`), which knows the gate's verdict.
     """
     ratio, basis = headline_ratio(metadata)
-    skill = metadata.get("skill") or skill_of(metadata, gate.DEFAULT_SIGNIFICANCE_LEVEL)
+    skill = stored_skill(metadata, gate.DEFAULT_SIGNIFICANCE_LEVEL)
     return {
         "gate_ratio_to_naive": ratio,
         "gate_basis": basis,
@@ -66,7 +66,7 @@ def _skill(metadata_json: dict[str, Any], verdict: str, champion_by: str | None)
     """A version's stored skill with the gate's verdict: beats_naive only where the gate accepted it, as on answers."""
     if not metadata_json.get("skill"):
         return None
-    skill = network_skill(metadata_json["skill"], "", verdict, champion_by)
+    skill = network_skill(stored_skill(metadata_json, gate.DEFAULT_SIGNIFICANCE_LEVEL), "", verdict, champion_by)
     skill.pop("served_as")
     return SkillPublic(**skill)
 

@@ -34,7 +34,7 @@ from training import calendars
 from training.artifact import load_preprocessing
 from training.errors import BrokenVersionError, NotFoundError, StockcastError
 from training.files import check_name
-from training.gate import skill_of
+from training.gate import stored_skill
 from training.store import CHAMPION, ModelStore
 
 logger = logging.getLogger("stockcast.registry")
@@ -59,7 +59,7 @@ class ServedVersion:
     metadata: dict[str, Any]
     model: RemoteModel
     batcher: MicroBatcher
-    # The version's own evidence (`training.gate.skill_of`), computed once at load.
+    # The version's own evidence (`training.gate.stored_skill`), read once at load.
     skill: dict[str, Any] = field(default_factory=dict)
     # The gate's last verdict on it (`app.serving.evidence.gate_verdict`), read from the attempt ledger at load.
     verdict: str = NOT_JUDGED
@@ -142,7 +142,7 @@ class ModelRegistry:
             max_batch_size=self.settings.max_batch_size,
             max_wait_us=self.settings.max_batch_wait_us,
         )
-        skill = metadata.get("skill") or skill_of(metadata, self.settings.gate_significance_level)
+        skill = stored_skill(metadata, self.settings.gate_significance_level)
         verdict = gate_verdict(await asyncio.to_thread(self.store.attempts, name), version)
         through = metadata.get("trained_through")
         served = ServedVersion(
