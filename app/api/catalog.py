@@ -156,8 +156,8 @@ def describe_model(store: ModelStore, registry: ModelRegistry, name: str) -> Mod
         note=None
         if CHAMPION in aliases
         else "no version has passed the promotion gate yet: unpinned requests get what the unpromoted_default "
-        f"setting says ({registry.settings.unpromoted_default}); the network served is the one with the lowest MAE "
-        "ratio to naive, and every answer's skill says it has no evidence of beating naive",
+        f"setting says ({registry.settings.unpromoted_default}); the network served is the one with the lowest "
+        "ratio to naive (mean |log error|), and every answer's skill says it has no evidence of beating naive",
         serving_error=state.error if state else None,
         serving=serving_figures(registry, name),
     )

@@ -287,7 +287,7 @@ def test_the_backtest_scores_the_served_refit_and_its_coverage_holds_on_fresh_da
     clean = CleanResult(frame=frame.iloc[:trained_rows].reset_index(drop=True), rows_read=trained_rows)
     store = ModelStore(tmp_path / "models")
     config = TrainConfig(
-        units=4, window=10, batch_size=64, epochs=8, patience=2, backtest_folds=3, backtest_stride=100, seed=3
+        units=4, window=10, batch_size=64, epochs=8, patience=2, backtest_folds=2, backtest_stride=150, seed=3
     )
     outcome, _ = train_and_promote(TrainingRun("regime", clean, {"name": "regime.csv", "sha256": "r"}, config), store)
     backtest = outcome.metadata["backtest"]
