@@ -70,6 +70,8 @@ def network_skill(skill: dict[str, Any], served_as: str, verdict: str, champion_
     """The answer's `skill` for a network: its own evidence, with `beats_naive` only where the gate accepted it."""
     accepted = verdict == "promoted" or champion_by == "gate"
     return {
+        "ratio_to_naive_price": None,
+        "p_value_drift": None,
         **skill,
         "served_as": served_as,
         "promoted_by": champion_by,
@@ -100,6 +102,7 @@ def naive_skill(metadata: dict[str, Any], version: int, level: float) -> dict[st
         "p_value": None,
         "p_value_drift": against_drift,
         "ratio_to_naive": 1.0,
+        "ratio_to_naive_price": 1.0,
         "basis": "the naive last-value forecast (setting unpromoted_default=naive): the reference itself; "
         + (
             f"against drift, one-sided DM on v{version}'s walk-forward backtest, level {level}"
