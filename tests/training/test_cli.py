@@ -101,7 +101,9 @@ def test_train_prints_progress_version_metrics_and_gate(trained_cli: tuple[Path,
     assert table_rows == ["model", "naive", "drift", "model", "naive", "drift", "ridge"]
     assert any(line.startswith("backtest fold 3/3: model MAE ratio to naive ") for line in lines)
     assert any(line.startswith("interval coverage in the backtest: 80% -> ") for line in lines)
-    assert lines[-1].startswith(("gate: promoted to champion: beats naive with evidence", "gate: not promoted: "))
+    assert lines[-1].startswith(
+        ("gate: promoted to champion: beats naive and drift with evidence", "gate: not promoted: ")
+    )
 
 
 def test_training_again_makes_version_two(trained_cli: tuple[Path, int, str], small_csv: Path) -> None:
