@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT, SAMPLE, tiny_clean, tiny_config
+from tests.s3 import s3_server, s3_url  # noqa: F401 (fixtures: a real S3 server on loopback)
 from training.data import CleanResult
 from training.fitting import TrainingRun, TrainOutcome, train_version
 from training.store import CHAMPION, ModelStore
