@@ -26,9 +26,9 @@ from app.api.connections import connection_limits, guarded_protocol
 from app.core.config import Settings, get_settings
 from app.core.keys import ADMIN, PREDICT, SCOPES, create_key, read_keys, revoke_key, summary
 from app.core.logging import configure_logging
+from app.core.stores import model_store
 from training.config import describe_errors
 from training.errors import StockcastError
-from training.store import ModelStore
 
 
 class AccessRefusedError(StockcastError):
@@ -57,7 +57,7 @@ def bootstrap_command(settings: Settings) -> list[str]:
 
 def ensure_sample_model(settings: Settings) -> None:
     """Train the sample model when the store has no version of it yet."""
-    if not settings.bootstrap or ModelStore(settings.models_dir).versions(settings.bootstrap_model):
+    if not settings.bootstrap or model_store(settings).versions(settings.bootstrap_model):
         return
     if not settings.sample_data.is_file():
         print(f"stockcast: no sample data at {settings.sample_data}; starting with an empty store", file=sys.stderr)
@@ -202,7 +202,7 @@ def schedule_command(settings: Settings, arguments: argparse.Namespace) -> int:
             answers = [describe(item, schedules.runs(item["model"]), utc_now(), read_job) for item in schedules.all()]
             print(json.dumps(answers, indent=2))
             return 0
-        models = ModelStore(settings.models_dir)
+        models = model_store(settings)
         if not models.versions(arguments.name):
             print(f"stockcast: unknown model '{arguments.name}'; models: {models.model_names()}", file=sys.stderr)
             return 2

@@ -28,6 +28,7 @@ from app.core import metrics
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.runtime import settle_heap, tune_for_serving
+from app.core.stores import model_store
 from app.datasets import DatasetStore
 from app.inference.client import InferenceProcess
 from app.jobs.backend import JobBackend, open_job_backend
@@ -42,7 +43,6 @@ from app.schedules.store import open_schedules
 from app.schedules.ticker import Scheduler, tick_forever
 from app.serving.registry import ModelRegistry
 from training.errors import StockcastError
-from training.store import ModelStore
 
 logger = logging.getLogger("stockcast")
 
@@ -118,7 +118,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = ModelStore(settings.models_dir)
+        store = model_store(settings)
         registry = ModelRegistry(store, settings, inference(settings) if inference is not None else None)
 
         async def on_job_finished(job: dict[str, Any]) -> dict[str, Any]:

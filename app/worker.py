@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from app.core.config import Settings, get_settings
+from app.core.stores import model_store
 
 logger = logging.getLogger("stockcast.worker")
 # Longest wait before the queue worker tries the database again after losing it.
@@ -53,7 +54,6 @@ async def _tick_schedules(settings: Settings) -> None:
     from app.schedules.service import utc_now
     from app.schedules.store import PostgresSchedules
     from app.schedules.ticker import Scheduler, tick_forever
-    from training.store import ModelStore
 
     assert settings.database_url is not None  # main() refuses to start without one
 
@@ -64,7 +64,7 @@ async def _tick_schedules(settings: Settings) -> None:
     schedules = PostgresSchedules(settings.database_url, pool_size=2)
     jobs = PostgresJobs(settings.model_copy(update={"database_pool_size": 1}), models_changed)
     scheduler = Scheduler(
-        schedules, jobs, ModelStore(settings.models_dir), DatasetStore(settings.datasets_dir), settings.max_queued_jobs
+        schedules, jobs, model_store(settings), DatasetStore(settings.datasets_dir), settings.max_queued_jobs
     )
     try:
         await tick_forever(scheduler, settings.schedule_tick_seconds, utc_now)
@@ -83,12 +83,11 @@ def score_ledger(dataset: str) -> None:
     from app.online import demote_if_due, promote_if_due, score_stored
     from app.schedules.service import utc_now
     from app.shadow import shadow_dataset
-    from training.store import ModelStore
 
     settings = get_settings()
     store = _ledger_store(settings.database_url or "", settings.database_pool_size)
     datasets = DatasetStore(settings.datasets_dir)
-    models = ModelStore(settings.models_dir)
+    models = model_store(settings)
     scored = score_stored(store, datasets, dataset)
     # The challenger forecasts the champion's logged windows in a child process, then they are scored.
     shadowed = shadow_dataset(store, models, datasets, dataset)

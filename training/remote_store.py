@@ -72,6 +72,8 @@ def _ordered_key() -> str:
 class RemoteModelStore(ModelStore):
     """Model versions and aliases in an object store; `root` is this machine's cache of whole versions."""
 
+    remote = True
+
     def __init__(self, root: str | Path, objects: ObjectStore, cache_versions: int = DEFAULT_CACHE_VERSIONS) -> None:
         super().__init__(root)
         self.objects = objects
@@ -180,6 +182,14 @@ class RemoteModelStore(ModelStore):
             with contextlib.suppress(OSError):
                 os.rename(path, gone)
                 shutil.rmtree(gone, ignore_errors=True)
+
+    def problem(self) -> str | None:
+        """Why the object store does not answer now (what `/ready` reports), None when it does."""
+        try:
+            self.objects.check()
+        except StoreUnreachableError as error:
+            return str(error)
+        return None
 
     # Writing -----------------------------------------------------------------
 

@@ -117,6 +117,9 @@ class JobVersionExistsError(StockcastError):
 class ModelStore:
     """Filesystem store of model versions and their aliases."""
 
+    # False: the folder is the store. True (training.remote_store): the folder caches an object store.
+    remote = False
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         # The registry asks for the default every few seconds; metadata is read once per version.
@@ -189,6 +192,10 @@ class ModelStore:
         if expected != sha256_of(path):
             raise BrokenVersionError(f"{name} v{version}: {MODEL_FILE} does not match its sha256 in metadata")
         return path
+
+    def problem(self) -> str | None:
+        """Why the store cannot be reached now, None when it can (a local folder always can be asked)."""
+        return None
 
     # Writing -----------------------------------------------------------------
 

@@ -110,6 +110,7 @@ def _train(
 
     import time
 
+    from app.core.stores import model_store
     from app.datasets import DatasetStore
     from training.config import TrainConfig
     from training.data import CleaningSettings, load_prices
@@ -117,9 +118,9 @@ def _train(
     from training.fitting import Progress, TrainingRun
     from training.gate import GateSettings
     from training.promotion import train_and_promote
-    from training.store import JobVersionExistsError, ModelStore
+    from training.store import JobVersionExistsError
 
-    store = ModelStore(settings.models_dir)
+    store = model_store(settings)
     earlier = store.version_of_job(request["model"], job_id)
     if earlier is not None:
         # An earlier attempt of this job saved its version before its record could say so.

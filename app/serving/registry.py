@@ -130,6 +130,8 @@ class ModelRegistry:
         calendar = calendars.calendar_of(metadata)
         for day in {dt.date.today(), dt.date.fromisoformat(str(metadata.get("trained_through") or dt.date.today()))}:
             await asyncio.to_thread(calendars.sessions_after, day, 1, calendar)
+        # The inference process reads the version's folder: with object storage, fetched (and checked) here first.
+        await asyncio.to_thread(self.store.version_dir, name, version)
         handle = await self.inference.load(name, version, self.settings.max_batch_size)
         model = RemoteModel(metadata, spec, scaler, self.inference, handle)
         batcher = MicroBatcher(
@@ -248,6 +250,9 @@ class ModelRegistry:
             await asyncio.sleep(self.settings.refresh_seconds)
             try:
                 await self.refresh()
+            except StockcastError as error:
+                # An object store that does not answer: what is loaded keeps serving; no traceback per poll.
+                logger.warning("store refresh failed: %s", error)
             except Exception:
                 logger.exception("store refresh failed")
 
