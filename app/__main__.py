@@ -152,8 +152,8 @@ def keys_command(settings: Settings, arguments: argparse.Namespace) -> int:
 
 def datasets_command(settings: Settings, arguments: argparse.Namespace) -> int:
     """`datasets append NAME FILE`: the store's append under the service's locks; prints the answer as JSON."""
-    from app.datasets import DatasetStore
     from app.datasets.locks import SharedLock, no_shared_lock
+    from app.datasets.remote import open_datasets
 
     database = None
     try:
@@ -165,7 +165,7 @@ def datasets_command(settings: Settings, arguments: argparse.Namespace) -> int:
 
             database = PostgresJobStore(settings.database_url, pool_size=1)
             shared_lock = database.advisory_lock
-        result = DatasetStore(settings.datasets_dir, shared_lock=shared_lock).append(
+        result = open_datasets(settings, shared_lock=shared_lock).append(
             arguments.name, content, replace=arguments.replace, appended_by=arguments.by, calendar=arguments.calendar
         )
     except (StockcastError, OSError) as error:
@@ -181,7 +181,7 @@ def datasets_command(settings: Settings, arguments: argparse.Namespace) -> int:
 
         store = ledger_store(settings)
         try:
-            answer["scored_forecasts"] = score_stored(store, DatasetStore(settings.datasets_dir), arguments.name)
+            answer["scored_forecasts"] = score_stored(store, open_datasets(settings), arguments.name)
         finally:
             store.close()
     print(json.dumps(answer, indent=2))
@@ -190,7 +190,7 @@ def datasets_command(settings: Settings, arguments: argparse.Namespace) -> int:
 
 def schedule_command(settings: Settings, arguments: argparse.Namespace) -> int:
     """`schedule set|show|delete|list`: what PUT, GET and DELETE /models/{name}/schedule do; prints JSON."""
-    from app.datasets import DatasetStore
+    from app.datasets.remote import open_datasets
     from app.schedules.service import describe, set_schedule, utc_now
     from app.schedules.spec import ScheduleSpec, ScheduleWhen
     from app.schedules.store import open_schedules
@@ -222,7 +222,7 @@ def schedule_command(settings: Settings, arguments: argparse.Namespace) -> int:
                 training=training,
                 enabled=not arguments.disabled,
             )
-            datasets = DatasetStore(settings.datasets_dir)
+            datasets = open_datasets(settings)
             schedule = set_schedule(schedules, models, datasets, arguments.name, spec, _who(), utc_now())
         else:
             schedule = schedules.require(arguments.name)

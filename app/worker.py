@@ -49,7 +49,7 @@ async def _sweep_forever(queue: object, settings: Settings) -> None:
 
 async def _tick_schedules(settings: Settings) -> None:
     """Fire due schedules while this queue worker holds the tickers' advisory lock (one worker acts per tick)."""
-    from app.datasets import DatasetStore
+    from app.datasets.remote import open_datasets
     from app.jobs.backend import PostgresJobs
     from app.schedules.service import utc_now
     from app.schedules.store import PostgresSchedules
@@ -63,9 +63,7 @@ async def _tick_schedules(settings: Settings) -> None:
     # Two connections for the schedules (the lock's and the reads'), one for submitting: a tick is one at a time.
     schedules = PostgresSchedules(settings.database_url, pool_size=2)
     jobs = PostgresJobs(settings.model_copy(update={"database_pool_size": 1}), models_changed)
-    scheduler = Scheduler(
-        schedules, jobs, model_store(settings), DatasetStore(settings.datasets_dir), settings.max_queued_jobs
-    )
+    scheduler = Scheduler(schedules, jobs, model_store(settings), open_datasets(settings), settings.max_queued_jobs)
     try:
         await tick_forever(scheduler, settings.schedule_tick_seconds, utc_now)
     finally:
@@ -78,7 +76,7 @@ def score_ledger(dataset: str) -> None:
 
     Each replica, told that a model changed, adapts its bands to the new scores and serves what a demotion left.
     """
-    from app.datasets import DatasetStore
+    from app.datasets.remote import open_datasets
     from app.jobs.queue_task import records_for
     from app.online import demote_if_due, promote_if_due, score_stored
     from app.schedules.service import utc_now
@@ -86,7 +84,7 @@ def score_ledger(dataset: str) -> None:
 
     settings = get_settings()
     store = _ledger_store(settings.database_url or "", settings.database_pool_size)
-    datasets = DatasetStore(settings.datasets_dir)
+    datasets = open_datasets(settings)
     models = model_store(settings)
     scored = score_stored(store, datasets, dataset)
     # The challenger forecasts the champion's logged windows in a child process, then they are scored.
