@@ -106,6 +106,17 @@ def _ledger_store(database_url: str, pool_size: int) -> Any:
     return PostgresLedger(database_url, pool_size)
 
 
+def sweep_store(settings: Settings) -> None:
+    """With object storage: delete the uploads of writers that died before their manifest (older than an hour,
+    so no running writer's). A folder store is left alone: its temporaries may be another worker's, mid-write."""
+    from training.errors import StockcastError
+
+    store = model_store(settings)
+    if store.remote:
+        with contextlib.suppress(StockcastError):
+            store.remove_stale_temporaries()
+
+
 async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
     """One run of the queue worker and its sweeper, until asked to stop or the database connection is lost."""
     from procrastinate.worker import Worker
@@ -182,6 +193,7 @@ def main() -> int:
     except SchemaMissingError as error:
         print(f"stockcast-worker: {error}", file=sys.stderr)
         return 2
+    sweep_store(settings)
 
     async def supervise() -> None:
         stopping = asyncio.Event()

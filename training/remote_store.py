@@ -53,9 +53,10 @@ MANIFEST_CACHE = ".manifests"
 DEFAULT_CACHE_VERSIONS = 20
 # An upload with no manifest that is older than this is a writer that died; younger ones may still be writing.
 UPLOAD_GRACE_SECONDS = 3600.0
-# How long the alias lock's lease lasts without being released (a holder that died), and how long to wait for it.
-LEASE_SECONDS = 60.0
-LOCK_WAIT_SECONDS = 30.0
+# How long the alias lock's lease lasts unless its holder renews it (a third of the way through): a holder that
+# died blocks the others this long at most. Waiting for the lock outlasts one lease, so a dead holder is outwaited.
+LEASE_SECONDS = 30.0
+LOCK_WAIT_SECONDS = 2 * LEASE_SECONDS
 # Compare-and-swap rounds before giving up: each lost round means another writer moved an alias meanwhile.
 CAS_ROUNDS = 50
 
@@ -195,7 +196,7 @@ class RemoteModelStore(ModelStore):
 
     def check_writable(self, name: str) -> None:
         """Raise StoreNotWritableError unless an object could be written under the model's prefix now."""
-        probe = f"{self._prefix(name)}uploads/.write-check-{uuid.uuid4().hex}"
+        probe = f"{self._prefix(name)}.write-check-{uuid.uuid4().hex}"
         try:
             self.objects.put(probe, b"")
             self.objects.delete([probe])
@@ -336,32 +337,53 @@ class RemoteModelStore(ModelStore):
         key = self._prefix(name) + "lock.json"
         token = uuid.uuid4().hex
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
-        while True:
-            body = json.dumps({"holder": token, "expires": time.time() + LEASE_SECONDS}).encode()
-            try:
-                self.objects.put(key, body, create_only=True)
-                break
-            except PreconditionFailedError:
-                pass
-            current = self.objects.get(key)
-            if current is not None:
-                with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
-                    if float(json.loads(current.body)["expires"]) < time.time():
-                        try:
-                            self.objects.put(key, body, if_match=current.etag)
-                            break
-                        except PreconditionFailedError:
-                            pass
+        etag = self._take_lease(key, token)
+        while etag is None:
             if time.monotonic() > deadline:
                 raise StoreBusyError(f"model '{name}' is being changed by another writer; retry later")
             time.sleep(0.05)
+            etag = self._take_lease(key, token)
+        released = threading.Event()
+        renewer = threading.Thread(target=self._renew_lease, args=(key, token, etag, released), daemon=True)
+        renewer.start()
         try:
             yield
         finally:
+            released.set()
+            renewer.join()
             with contextlib.suppress(StoreUnreachableError):
                 current = self.objects.get(key)
                 if current is not None and json.loads(current.body).get("holder") == token:
                     self.objects.delete([key])
+
+    def _take_lease(self, key: str, token: str) -> str | None:
+        """The lease's ETag if this writer now holds it: created, or taken over once expired; else None."""
+        body = self._lease_body(token)
+        try:
+            return self.objects.put(key, body, create_only=True)
+        except PreconditionFailedError:
+            pass
+        current = self.objects.get(key)
+        if current is None:
+            return None
+        with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError, ValueError):
+            if float(json.loads(current.body)["expires"]) < time.time():
+                with contextlib.suppress(PreconditionFailedError):
+                    return self.objects.put(key, body, if_match=current.etag)
+        return None
+
+    @staticmethod
+    def _lease_body(token: str) -> bytes:
+        return json.dumps({"holder": token, "expires": time.time() + LEASE_SECONDS}).encode()
+
+    def _renew_lease(self, key: str, token: str, etag: str, released: threading.Event) -> None:
+        """Push the lease's expiry forward while its holder works (compare-and-swap: never over another's)."""
+        while not released.wait(LEASE_SECONDS / 3):
+            try:
+                etag = self.objects.put(key, self._lease_body(token), if_match=etag)
+            except (PreconditionFailedError, StoreUnreachableError) as error:
+                logger.error("the alias lock of %s could not be renewed (%s); another writer may take it", key, error)
+                return
 
     def _change_aliases(
         self, name: str, change: Callable[[dict[str, int]], dict[str, Any] | None]
