@@ -14,6 +14,7 @@ See docs/store.md.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,9 @@ class ObjectStore:
         self.url = url
         self.bucket, self.prefix = parse_store_url(url)
         self._client = client if client is not None else _client()
+        # (monotonic time, None or why it failed) of the last request that reached a verdict: what
+        # `problem` answers without asking again while it is fresh.
+        self.last_outcome: tuple[float, str | None] | None = None
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -146,9 +150,21 @@ class ObjectStore:
                     self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
 
     def check(self) -> None:
-        """Raise StoreUnreachableError unless the bucket answers now (`/ready` asks this)."""
+        """Raise StoreUnreachableError unless the bucket answers now."""
         with self._translated("reach the bucket"):
             self._client.head_bucket(Bucket=self.bucket)
+
+    def problem(self, fresh_seconds: float = 5.0) -> str | None:
+        """Why the store does not answer, None when it does: the last request's verdict if it is younger than
+        `fresh_seconds`, else a new check. A readiness probe must answer within its own timeout, and a
+        black-holed server would take the connect timeout on every probe."""
+        if self.last_outcome is not None and time.monotonic() - self.last_outcome[0] < fresh_seconds:
+            return self.last_outcome[1]
+        try:
+            self.check()
+        except StoreUnreachableError as error:
+            return str(error)
+        return None
 
     def _translated(self, action: str) -> _Translated:
         return _Translated(self, action)
@@ -167,6 +183,8 @@ class _Translated:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _traceback: Any) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        if error is None or not isinstance(error, BotoCoreError | ClientError | OSError):
+            self.store.last_outcome = (time.monotonic(), None)
         if error is None:
             return
         if isinstance(error, ClientError):
@@ -175,14 +193,15 @@ class _Translated:
             # AWS answers 409 ConditionalRequestConflict when two conditional writes of one key overlap:
             # the caller re-reads and tries again, as after a 412.
             if status == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                self.store.last_outcome = (time.monotonic(), None)
                 raise PreconditionFailedError(f"{self.action}: {code or status}") from error
-            raise StoreUnreachableError(
-                f"the object store {self.store.url} refused to {self.action} ({code or status}); retry later"
-            ) from error
+            message = f"the object store {self.store.url} refused to {self.action} ({code or status}); retry later"
+            self.store.last_outcome = (time.monotonic(), message)
+            raise StoreUnreachableError(message) from error
         if isinstance(error, BotoCoreError | OSError):
-            raise StoreUnreachableError(
-                f"the object store {self.store.url} is unreachable ({type(error).__name__}); retry later"
-            ) from error
+            message = f"the object store {self.store.url} is unreachable ({type(error).__name__}); retry later"
+            self.store.last_outcome = (time.monotonic(), message)
+            raise StoreUnreachableError(message) from error
 
 
 def _client() -> Any:

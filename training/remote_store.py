@@ -186,11 +186,7 @@ class RemoteModelStore(ModelStore):
 
     def problem(self) -> str | None:
         """Why the object store does not answer now (what `/ready` reports), None when it does."""
-        try:
-            self.objects.check()
-        except StoreUnreachableError as error:
-            return str(error)
-        return None
+        return self.objects.problem()
 
     # Writing -----------------------------------------------------------------
 
@@ -231,8 +227,10 @@ class RemoteModelStore(ModelStore):
                 continue
             # The writer's own files become the cached copy: no download of what it just uploaded.
             (temporary / METADATA_FILE).write_text(json.dumps(full, indent=2), encoding="utf-8")
-            with contextlib.suppress(OSError):
+            try:
                 os.rename(temporary, self.folder(name) / str(version))
+            except OSError:
+                shutil.rmtree(temporary, ignore_errors=True)  # a reader fetched it meanwhile: that copy serves
             return version
         raise BrokenVersionError(f"could not allocate a version number for '{name}'")
 

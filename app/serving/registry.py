@@ -210,8 +210,10 @@ class ModelRegistry:
 
     def _files_fingerprint(self, name: str, version: int) -> tuple[tuple[str, int, int], ...]:
         """What changes when a version's files change: each file's name, size and modification time."""
-        folder = self.store.version_dir(name, version)
         try:
+            # With object storage this fetches the version: one that cannot be fetched (or fails its
+            # checks) has no fingerprint, and a stored version's files never change.
+            folder = self.store.version_dir(name, version)
             return tuple(
                 sorted(
                     (path.name, (stat := path.stat()).st_size, stat.st_mtime_ns)
@@ -219,7 +221,7 @@ class ModelRegistry:
                     if path.is_file()
                 )
             )
-        except OSError:
+        except (OSError, StockcastError):
             return ()
 
     def _remember_failure(self, name: str, version: int, message: str) -> None:

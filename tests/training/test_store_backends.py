@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.s3 import S3Server
 from training.errors import BrokenVersionError, NotFoundError
 from training.object_store import ObjectStore, StoreUnreachableError
 from training.remote_store import RemoteModelStore, open_model_store
@@ -244,3 +245,18 @@ def test_an_unreachable_store_answers_503_errors(tmp_path: Path, monkeypatch: py
     with pytest.raises(StoreNotWritableError, match="cannot be written") as refused:
         store.check_writable("demo")
     assert refused.value.status_code == 503
+    # What /ready says: the latest request's verdict, without waiting for another connect timeout.
+    assert "is unreachable" in str(store.problem())
+
+
+def test_the_store_answers_again_without_a_new_client(s3_server: S3Server, s3_url: str, tmp_path: Path) -> None:
+    store = open_model_store(tmp_path, s3_url)
+    store.save_version("demo", fake_model(), described())
+    s3_server.stop()
+    try:
+        with pytest.raises(StoreUnreachableError):
+            store.aliases("demo")
+        assert "is unreachable" in str(store.problem())
+    finally:
+        s3_server.start()
+    assert store.versions("demo") == [1] and store.problem() is None
