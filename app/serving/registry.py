@@ -135,6 +135,8 @@ class ModelRegistry:
         calendar = calendars.calendar_of(metadata)
         for day in {dt.date.today(), dt.date.fromisoformat(str(metadata.get("trained_through") or dt.date.today()))}:
             await asyncio.to_thread(calendars.sessions_after, day, 1, calendar)
+        # The inference process reads the version's folder: with object storage, fetched (and checked) here first.
+        await asyncio.to_thread(self.store.version_dir, name, version)
         handle = await self.inference.load(name, version, self.settings.max_batch_size)
         model = RemoteModel(metadata, spec, scaler, self.inference, handle)
         batcher = MicroBatcher(
@@ -222,8 +224,10 @@ class ModelRegistry:
 
     def _files_fingerprint(self, name: str, version: int) -> tuple[tuple[str, int, int], ...]:
         """What changes when a version's files change: each file's name, size and modification time."""
-        folder = self.store.version_dir(name, version)
         try:
+            # With object storage this fetches the version: one that cannot be fetched (or fails its
+            # checks) has no fingerprint, and a stored version's files never change.
+            folder = self.store.version_dir(name, version)
             return tuple(
                 sorted(
                     (path.name, (stat := path.stat()).st_size, stat.st_mtime_ns)
@@ -231,7 +235,7 @@ class ModelRegistry:
                     if path.is_file()
                 )
             )
-        except OSError:
+        except (OSError, StockcastError):
             return ()
 
     def _remember_failure(self, name: str, version: int, message: str) -> None:
@@ -262,6 +266,9 @@ class ModelRegistry:
             await asyncio.sleep(self.settings.refresh_seconds)
             try:
                 await self.refresh()
+            except StockcastError as error:
+                # An object store that does not answer: what is loaded keeps serving; no traceback per poll.
+                logger.warning("store refresh failed: %s", error)
             except Exception:
                 logger.exception("store refresh failed")
 
