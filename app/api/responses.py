@@ -106,6 +106,10 @@ class ReadyPublic(Open):
     models: dict[str, int | None] = Field(description="Model name to the version served by default.")
     not_loaded: list[str]
     problems: dict[str, str] = Field(description="Model name to why its default version is not served.")
+    engines: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="Model name to what runs its default version: onnx, xla or tensorflow (null while reloading).",
+    )
 
 
 # Versions ----------------------------------------------------------------------
@@ -239,7 +243,10 @@ class ServingPublic(BaseModel):
     """How the default version is being served: its engine and micro-batching so far."""
 
     version: int
-    engine: Literal["xla", "graph"]
+    engine: Literal["onnx", "xla", "tensorflow"] | None = Field(
+        description="What runs the network: ONNX Runtime, TensorFlow's XLA-compiled graph, or its plain graph"
+        " (until XLA takes over); null while the inference process reloads it."
+    )
     max_batch_size: int
     max_batch_wait_us: int
     batches: int

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         60.0, gt=0, description="A call the inference process leaves unanswered this long gets it restarted."
     )
     inference_xla: bool = Field(True, description="XLA-compile each served network in the background.")
+    inference_engine: Literal["auto", "onnx", "tensorflow"] = Field(
+        "auto",
+        description="What runs the networks: auto: ONNX Runtime for a version with a checked model.onnx, TensorFlow"
+        " for the others; onnx: ONNX Runtime only (a version without a checked export is not served); tensorflow:"
+        " TensorFlow only.",
+    )
     inference_load_timeout_seconds: float = Field(
         600.0,
         gt=0,

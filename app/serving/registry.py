@@ -115,6 +115,7 @@ class ModelRegistry:
             timeouts=InferenceTimeouts.from_settings(settings),
             temp_dir=settings.temp_dir / "inference",
             xla=settings.inference_xla,
+            engine=settings.inference_engine,
         )
         self.started = False
         # The bands a version serves when it loads (the ledger's adaptive bands); None: as calibrated.
@@ -278,6 +279,11 @@ class ModelRegistry:
         defaults = [state.served for state in list(self.models.values()) if state.served is not None]
         return [*defaults, *list(self.pinned.values())]
 
+    def served_engines(self) -> dict[str, str | None]:
+        """What runs each model's default version: "onnx", "xla" or "tensorflow" (None while reloading)."""
+        models = list(self.models.items())
+        return {name: state.served.model.engine for name, state in models if state.served is not None}
+
     def served_versions(self) -> dict[str, int]:
         """The version each model serves by default (for /metrics)."""
         models = list(self.models.items())
@@ -434,6 +440,7 @@ class ModelRegistry:
             },
             "not_loaded": sorted(set(self.models) - servable),
             "problems": {name: state.error for name, state in sorted(self.models.items()) if state.error},
+            "engines": dict(sorted(self.served_engines().items())),
         }
 
     def _servable(self, state: ModelState) -> bool:

@@ -52,6 +52,8 @@ TRAINING_FOR_APP = frozenset(
         "training.files",
         "training.fitting",
         "training.gate",
+        "training.onnx_backfill",
+        "training.onnx_export",
         "training.promotion",
         "training.significance",
         "training.spec",
