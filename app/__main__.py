@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.util
 import json
 import subprocess
 import sys
@@ -62,6 +63,10 @@ def ensure_sample_model(settings: Settings) -> None:
         return
     if not settings.sample_data.is_file():
         print(f"stockcast: no sample data at {settings.sample_data}; starting with an empty store", file=sys.stderr)
+        return
+    if importlib.util.find_spec("tensorflow") is None:
+        # A serve-only install (no `train` extra) serves what others trained; it cannot train.
+        print("stockcast: TensorFlow is not installed (serve-only); starting with an empty store", file=sys.stderr)
         return
     print(f"stockcast: the store is empty; training '{settings.bootstrap_model}' on {settings.sample_data} first")
     # A separate process, so the API process starts without training state.

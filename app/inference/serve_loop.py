@@ -14,6 +14,7 @@ See docs/design.md, "Serving path".
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import pickle
@@ -103,6 +104,11 @@ class _ServeLoop:
             except BrokenVersionError as error:
                 if self.engine == "onnx":
                     raise BrokenVersionError(f"{error}; inference_engine=onnx serves nothing else") from None
+                if importlib.util.find_spec("keras") is None:
+                    raise BrokenVersionError(
+                        f"{error}; TensorFlow is not installed here (a serve-only install): "
+                        "`python -m app export-onnx` where it is gives the version one"
+                    ) from None
                 logger.info("%s; served by TensorFlow", error)
         from app.inference.engine import CompiledModel
         from training.artifact import load_version
