@@ -21,6 +21,7 @@ import pickle
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,10 @@ from training.errors import BrokenVersionError
 logger = logging.getLogger("stockcast.inference")
 # What `ps` shows for the inference process.
 INFERENCE_PROCESS_NAME = "stockcast-infer"
+# Versions on ONNX Runtime leave few long-lived objects, so a burst of their loads (hundreds at
+# start-up) settles the heap at most this often: a full collection after each load made every
+# load slower than the one before it.
+ONNX_SETTLE_INTERVAL_SECONDS = 1.0
 
 
 class _ServeLoop:
@@ -55,6 +60,7 @@ class _ServeLoop:
         self.engine = engine
         # Loader threads answer too; a frame must go out whole before the next one starts.
         self._send_lock = threading.Lock()
+        self._settled_at = float("-inf")
 
     def reply(self, call_id: int, message: messages.Reply) -> None:
         """Send one reply; one that cannot be encoded is replaced by a failure of that call."""
@@ -79,7 +85,10 @@ class _ServeLoop:
         self.engines[request.handle] = compiled
         # Long-lived objects (TensorFlow's graphs, the sessions) out of the
         # collector's reach, so a full collection does not stall inference.
-        settle_heap()
+        now = time.monotonic()
+        if compiled.engine != "onnx" or now - self._settled_at >= ONNX_SETTLE_INTERVAL_SECONDS:
+            settle_heap()
+            self._settled_at = now
         self.reply(call_id, messages.Done(compiled.engine))
         compiled.wait_for_compilation()
         if request.handle in self.engines and compiled.engine != "onnx":
