@@ -14,6 +14,11 @@ checks each answers, and the resident memory of the API process and of the
 inference process is read from /proc. Goals of issue 27: the inference
 process at most 120 MiB with one model; 500 models ready within 15 s and
 within 600 MiB for both processes together.
+
+With `--lazy` the service runs with STOCKCAST_PRELOAD=false instead: it is
+ready before any model is loaded, and each model's first /predict loads its
+version. The first and the second /predict of every model are timed; the
+difference of their medians is what lazy loading adds to a first request.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +58,7 @@ def main() -> None:
     parser.add_argument("--engine", default="onnx", help="STOCKCAST_INFERENCE_ENGINE for the service")
     parser.add_argument("--models-dir", type=Path, help=f"store with model '{MODEL_NAME}' (default: train one)")
     parser.add_argument("--timeout", type=float, default=600.0, help="most seconds to wait for /ready")
+    parser.add_argument("--lazy", action="store_true", help="STOCKCAST_PRELOAD=false: load on first request")
     add_json_option(parser)
     arguments = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="stockcast-model-count-"))
@@ -66,7 +74,10 @@ def main() -> None:
         if arguments.engine == "onnx" and not (metadata.get("onnx") or {}).get("ok"):
             sys.exit(f"{source} has no checked model.onnx: {metadata.get('onnx')}")
         window = sample_windows(int(metadata["window"]), tuple(metadata["features"]), 1)[0]
-        print(f"{'models':>6} {'ready s':>8} {'API MiB':>8} {'inference MiB':>14} {'total MiB':>10} {'/predict':>9}")
+        print(
+            f"{'models':>6} {'ready s':>8} {'API MiB':>8} {'inference MiB':>14} {'total MiB':>10} {'/predict':>9}"
+            f" {'1st ms':>7} {'2nd ms':>7}"
+        )
         for count in [int(part) for part in arguments.counts.split(",")]:
             store = folder / f"models-{count}"
             names = copy_models(source, store, count)
@@ -94,13 +105,18 @@ def main() -> None:
                     "STOCKCAST_ACCESS_LOG": "false",
                     "STOCKCAST_API_KEYS_FILE": str(folder / "no-keys.json"),
                     "STOCKCAST_INFERENCE_ENGINE": arguments.engine,
+                    "STOCKCAST_PRELOAD": "false" if arguments.lazy else "true",
                 },
             )
             server.start(timeout=arguments.timeout)
             try:
-                answered = sum(
-                    http("POST", server.url + "/predict", {"model": name, "window": window})[0] == 200 for name in names
-                )
+                first, second, answered = [], [], 0
+                for name in names:
+                    for timings in (first, second):
+                        started = time.perf_counter()
+                        status = http("POST", server.url + "/predict", {"model": name, "window": window})[0]
+                        timings.append(time.perf_counter() - started)
+                    answered += status == 200
                 sizes = [memory_mib(pid)[0] for pid in serving_processes(server.pid)]
             finally:
                 server.stop()
@@ -112,11 +128,13 @@ def main() -> None:
                 "inference_rss_mib": inference,
                 "total_rss_mib": api + inference,
                 "predict_ok": answered,
+                "first_predict_ms": statistics.median(first) * 1e3,
+                "second_predict_ms": statistics.median(second) * 1e3,
             }
             rows.append(row)
             print(
                 f"{count:>6} {server.ready_seconds:>8.1f} {api:>8.0f} {inference:>14.0f} {api + inference:>10.0f}"
-                f" {answered:>5}/{count}"
+                f" {answered:>5}/{count} {row['first_predict_ms']:>7.1f} {row['second_predict_ms']:>7.1f}"
             )
             shutil.rmtree(store, ignore_errors=True)
         by_count = {row["models"]: row for row in rows}
@@ -133,7 +151,7 @@ def main() -> None:
                 f"{'yes' if ready <= GOAL_500_READY_SECONDS else 'NO'}), {total:.0f} MiB in all "
                 f"(goal <= {GOAL_500_TOTAL_MIB:.0f}: {'yes' if total <= GOAL_500_TOTAL_MIB else 'NO'})"
             )
-        write_json(arguments.json, sys.argv, {"engine": arguments.engine, "rows": rows})
+        write_json(arguments.json, sys.argv, {"engine": arguments.engine, "lazy": arguments.lazy, "rows": rows})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
