@@ -28,9 +28,9 @@ from app.api.connections import connection_limits, guarded_protocol
 from app.core.config import Settings, get_settings
 from app.core.keys import ADMIN, PREDICT, SCOPES, create_key, read_keys, revoke_key, summary
 from app.core.logging import configure_logging
+from app.core.stores import model_store
 from training.config import describe_errors
 from training.errors import StockcastError
-from training.store import ModelStore
 
 
 class AccessRefusedError(StockcastError):
@@ -59,7 +59,7 @@ def bootstrap_command(settings: Settings) -> list[str]:
 
 def ensure_sample_model(settings: Settings) -> None:
     """Train the sample model when the store has no version of it yet."""
-    if not settings.bootstrap or ModelStore(settings.models_dir).versions(settings.bootstrap_model):
+    if not settings.bootstrap or model_store(settings).versions(settings.bootstrap_model):
         return
     if not settings.sample_data.is_file():
         print(f"stockcast: no sample data at {settings.sample_data}; starting with an empty store", file=sys.stderr)
@@ -158,8 +158,8 @@ def keys_command(settings: Settings, arguments: argparse.Namespace) -> int:
 
 def datasets_command(settings: Settings, arguments: argparse.Namespace) -> int:
     """`datasets append NAME FILE`: the store's append under the service's locks; prints the answer as JSON."""
-    from app.datasets import DatasetStore
     from app.datasets.locks import SharedLock, no_shared_lock
+    from app.datasets.remote import open_datasets
 
     database = None
     try:
@@ -171,7 +171,7 @@ def datasets_command(settings: Settings, arguments: argparse.Namespace) -> int:
 
             database = PostgresJobStore(settings.database_url, pool_size=1)
             shared_lock = database.advisory_lock
-        result = DatasetStore(settings.datasets_dir, shared_lock=shared_lock).append(
+        result = open_datasets(settings, shared_lock=shared_lock).append(
             arguments.name, content, replace=arguments.replace, appended_by=arguments.by, calendar=arguments.calendar
         )
     except (StockcastError, OSError) as error:
@@ -187,7 +187,7 @@ def datasets_command(settings: Settings, arguments: argparse.Namespace) -> int:
 
         store = ledger_store(settings)
         try:
-            answer["scored_forecasts"] = score_stored(store, DatasetStore(settings.datasets_dir), arguments.name)
+            answer["scored_forecasts"] = score_stored(store, open_datasets(settings), arguments.name)
         finally:
             store.close()
     print(json.dumps(answer, indent=2))
@@ -196,7 +196,7 @@ def datasets_command(settings: Settings, arguments: argparse.Namespace) -> int:
 
 def schedule_command(settings: Settings, arguments: argparse.Namespace) -> int:
     """`schedule set|show|delete|list`: what PUT, GET and DELETE /models/{name}/schedule do; prints JSON."""
-    from app.datasets import DatasetStore
+    from app.datasets.remote import open_datasets
     from app.schedules.service import describe, set_schedule, utc_now
     from app.schedules.spec import ScheduleSpec, ScheduleWhen
     from app.schedules.store import open_schedules
@@ -208,7 +208,7 @@ def schedule_command(settings: Settings, arguments: argparse.Namespace) -> int:
             answers = [describe(item, schedules.runs(item["model"]), utc_now(), read_job) for item in schedules.all()]
             print(json.dumps(answers, indent=2))
             return 0
-        models = ModelStore(settings.models_dir)
+        models = model_store(settings)
         if not models.versions(arguments.name):
             print(f"stockcast: unknown model '{arguments.name}'; models: {models.model_names()}", file=sys.stderr)
             return 2
@@ -228,7 +228,7 @@ def schedule_command(settings: Settings, arguments: argparse.Namespace) -> int:
                 training=training,
                 enabled=not arguments.disabled,
             )
-            datasets = DatasetStore(settings.datasets_dir)
+            datasets = open_datasets(settings)
             schedule = set_schedule(schedules, models, datasets, arguments.name, spec, _who(), utc_now())
         else:
             schedule = schedules.require(arguments.name)
@@ -252,8 +252,16 @@ def export_onnx_command(settings: Settings, arguments: argparse.Namespace) -> in
     """Export and check model.onnx for stored versions; one JSON line per version; 2 for an unknown model."""
     from training.onnx_backfill import export_stored
 
+    if settings.store_url:
+        # A version on object storage is its manifest, written once: there is no file to add to it.
+        print(
+            "stockcast: export-onnx works on a folder store; versions on object storage (STOCKCAST_STORE_URL)"
+            " get model.onnx when they are trained",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        results = export_stored(ModelStore(settings.models_dir), arguments.name, arguments.version, arguments.force)
+        results = export_stored(model_store(settings), arguments.name, arguments.version, arguments.force)
     except StockcastError as error:
         print(f"stockcast: {error}", file=sys.stderr)
         return 2

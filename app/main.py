@@ -28,7 +28,9 @@ from app.core import metrics
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.runtime import settle_heap, tune_for_serving
+from app.core.stores import model_store
 from app.datasets import DatasetStore
+from app.datasets.remote import open_datasets
 from app.inference.client import InferenceProcess
 from app.jobs.backend import JobBackend, open_job_backend
 from app.jobs.store import FINISHED, QUEUED, RUNNING
@@ -42,7 +44,6 @@ from app.schedules.store import open_schedules
 from app.schedules.ticker import Scheduler, tick_forever
 from app.serving.registry import ModelRegistry
 from training.errors import StockcastError
-from training.store import ModelStore
 
 logger = logging.getLogger("stockcast")
 
@@ -58,9 +59,11 @@ with the naive last-value forecast.
 def register_sample_dataset(settings: Settings, datasets: DatasetStore) -> None:
     """Make the bundled sample available as a dataset so /train works out of the box."""
     name = settings.bootstrap_model
-    if name in datasets.names() or not settings.sample_data.is_file():
+    if not settings.sample_data.is_file():
         return
     try:
+        if name in datasets.names():
+            return
         datasets.save(name, settings.sample_data.read_bytes(), settings.sample_data.name)
     except StockcastError as error:
         logger.error("sample dataset %s not registered: %s", settings.sample_data, error)
@@ -119,7 +122,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = ModelStore(settings.models_dir)
+        store = model_store(settings)
         registry = ModelRegistry(store, settings, inference(settings) if inference is not None else None)
 
         async def on_job_finished(job: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +142,7 @@ def create_app(
         # Embedded (SQLite, jobs run here) or scaled out (PostgreSQL, jobs run by app.worker processes).
         job_backend = open_job_backend(settings, on_job_finished, on_models_changed)
         # Changes to one dataset take turns across replicas through the job backend's shared lock.
-        datasets = DatasetStore(settings.datasets_dir, shared_lock=job_backend.shared_lock)
+        datasets = open_datasets(settings, shared_lock=job_backend.shared_lock)
         app.state.settings, app.state.store, app.state.datasets = settings, store, datasets
         app.state.jobs, app.state.registry = job_backend, registry
         app.state.reports = VersionReports(store, settings.reports_dir)

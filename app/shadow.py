@@ -68,6 +68,7 @@ def shadow_model(ledger: LedgerStore, models: ModelStore, frame: object, model: 
         str(row["origin"]) for row in ledger.logged_forecasts(model, challenger) if row["served_as"] == CHALLENGER
     }
     logged = [row for row in ledger.logged_forecasts(model, champion) if row["served_as"] == CHAMPION]
+    models.version_dir(model, challenger)  # the child reads the folder: with object storage, fetched here first
     rows = shadow_rows(
         metadata,
         spec_from_metadata(metadata),

@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from app.core.config import Settings, get_settings
+from app.core.stores import model_store
 
 logger = logging.getLogger("stockcast.worker")
 # Longest wait before the queue worker tries the database again after losing it.
@@ -48,12 +49,11 @@ async def _sweep_forever(queue: object, settings: Settings) -> None:
 
 async def _tick_schedules(settings: Settings) -> None:
     """Fire due schedules while this queue worker holds the tickers' advisory lock (one worker acts per tick)."""
-    from app.datasets import DatasetStore
+    from app.datasets.remote import open_datasets
     from app.jobs.backend import PostgresJobs
     from app.schedules.service import utc_now
     from app.schedules.store import PostgresSchedules
     from app.schedules.ticker import Scheduler, tick_forever
-    from training.store import ModelStore
 
     assert settings.database_url is not None  # main() refuses to start without one
 
@@ -63,9 +63,7 @@ async def _tick_schedules(settings: Settings) -> None:
     # Two connections for the schedules (the lock's and the reads'), one for submitting: a tick is one at a time.
     schedules = PostgresSchedules(settings.database_url, pool_size=2)
     jobs = PostgresJobs(settings.model_copy(update={"database_pool_size": 1}), models_changed)
-    scheduler = Scheduler(
-        schedules, jobs, ModelStore(settings.models_dir), DatasetStore(settings.datasets_dir), settings.max_queued_jobs
-    )
+    scheduler = Scheduler(schedules, jobs, model_store(settings), open_datasets(settings), settings.max_queued_jobs)
     try:
         await tick_forever(scheduler, settings.schedule_tick_seconds, utc_now)
     finally:
@@ -78,17 +76,16 @@ def score_ledger(dataset: str) -> None:
 
     Each replica, told that a model changed, adapts its bands to the new scores and serves what a demotion left.
     """
-    from app.datasets import DatasetStore
+    from app.datasets.remote import open_datasets
     from app.jobs.queue_task import records_for
     from app.online import demote_if_due, promote_if_due, score_stored
     from app.schedules.service import utc_now
     from app.shadow import shadow_dataset
-    from training.store import ModelStore
 
     settings = get_settings()
     store = _ledger_store(settings.database_url or "", settings.database_pool_size)
-    datasets = DatasetStore(settings.datasets_dir)
-    models = ModelStore(settings.models_dir)
+    datasets = open_datasets(settings)
+    models = model_store(settings)
     scored = score_stored(store, datasets, dataset)
     # The challenger forecasts the champion's logged windows in a child process, then they are scored.
     shadowed = shadow_dataset(store, models, datasets, dataset)
@@ -107,6 +104,17 @@ def _ledger_store(database_url: str, pool_size: int) -> Any:
     from app.ledger.postgres import PostgresLedger
 
     return PostgresLedger(database_url, pool_size)
+
+
+def sweep_store(settings: Settings) -> None:
+    """With object storage: delete the uploads of writers that died before their manifest (older than an hour,
+    so no running writer's). A folder store is left alone: its temporaries may be another worker's, mid-write."""
+    from training.errors import StockcastError
+
+    store = model_store(settings)
+    if store.remote:
+        with contextlib.suppress(StockcastError):
+            store.remove_stale_temporaries()
 
 
 async def run_worker(settings: Settings, stopping: asyncio.Event) -> None:
@@ -185,6 +193,7 @@ def main() -> int:
     except SchemaMissingError as error:
         print(f"stockcast-worker: {error}", file=sys.stderr)
         return 2
+    sweep_store(settings)
 
     async def supervise() -> None:
         stopping = asyncio.Event()

@@ -2,6 +2,7 @@
 
     python bench/forecast_quality.py [CSV ...] [--folds N] [--epochs N]
     python bench/forecast_quality.py [CSV ...] --calibration-only [--architecture lstm]
+    python bench/forecast_quality.py [CSV ...] --gate-only [--architecture lstm] [--horizon N]
 
 For the bundled MSFT sample and every CSV given, prints one table in price
 units (MAE, RMSE, MAPE, MAE ratio to naive, Hyndman-Koehler MASE,
@@ -27,6 +28,13 @@ the Winkler score of the 90 % band against the training part's empirical
 return-quantile band, the Diebold-Mariano p-values against naive, and the
 coverage of the alternative calibration on earlier folds' out-of-sample
 residuals. `--calibration-only` prints just that table.
+
+`--gate-only` prints the promotion gate's view of one network per CSV (the
+backtest of the served procedure): each one-sided DM p-value on |log error|
+(what the gate reads) beside the same test in price units, the ratio to
+naive both ways, the minimum detectable effect (the edge in mean |log error|
+over naive found with 80 % power at the first attempt's level, and as a
+share of naive's loss), whether the band covers as served, and the verdict.
 """
 
 from __future__ import annotations
@@ -62,6 +70,22 @@ DEFAULT_BATCH_SIZE = 128
 TUTORIAL_WINDOW = 60
 TUTORIAL_TEST_FRACTION = 0.2
 COLUMNS = ("MAE", "RMSE", "MAPE %", "ratio", "MASE", "dir. acc.", "up rate", "90% cov.", "windows")
+GATE_COLUMNS = (
+    "s1 log",
+    "s1 $",
+    "all log",
+    "all $",
+    "drift log",
+    "drift $",
+    "ridge log",
+    "ratio log",
+    "ratio $",
+    "MDE",
+    "MDE rel",
+    "cov. ok",
+    "promoted",
+    "windows",
+)
 CALIBRATION_COLUMNS = (
     "90% cov.",
     "cov. f2+",
@@ -89,7 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     add_json_option(parser)
     parser.add_argument("--calibration-only", action="store_true", help="only the leaky vs honest calibration table")
-    parser.add_argument("--architecture", default="lstm", help="network of the calibration table")
+    parser.add_argument("--gate-only", action="store_true", help="only the gate's p-values in log and price units")
+    parser.add_argument("--architecture", default="lstm", help="network of the calibration and gate tables")
     return parser.parse_args(argv)
 
 
@@ -217,6 +242,36 @@ def calibration_rows(frame: Any, args: argparse.Namespace) -> tuple[dict[str, di
     return rows, reports
 
 
+def gate_row(frame: Any, args: argparse.Namespace, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The gate's p-values in log and price units, the MDE and the verdict for one backtested network."""
+    from training.gate import GateSettings, decide
+
+    config = train_config(args, architecture=args.architecture)
+    run = walk_forward(frame, config)
+    report = run.report
+    candidate = {"version": 1, "horizon": args.horizon, "data": {"sha256": name}, "backtest": report}
+    decision = decide(candidate, None, GateSettings())
+    evidence, price = report["evidence"], report["evidence"]["price_units"]
+    detectable = decision.evidence["minimum_detectable_effect"] or {}
+    row = {
+        "s1 log": evidence["vs_naive_step_1"]["p_value"],
+        "s1 $": price["vs_naive_step_1"]["p_value"],
+        "all log": evidence["vs_naive_pooled"]["p_value"],
+        "all $": price["vs_naive_pooled"]["p_value"],
+        "drift log": evidence["vs_drift_pooled"]["p_value"],
+        "drift $": price["vs_drift_pooled"]["p_value"],
+        "ridge log": evidence["vs_ridge_pooled"]["p_value"],
+        "ratio log": evidence["ratio_to_naive"],
+        "ratio $": report["summary"]["model"]["mae_ratio_to_naive"],
+        "MDE": detectable.get("mean_abs_log_error"),
+        "MDE rel": detectable.get("relative"),
+        "cov. ok": evidence["coverage_90"]["within"],
+        "promoted": decision.promoted,
+        "windows": evidence["vs_naive_pooled"]["windows"],
+    }
+    return row, {"report": report, "decision": decision.to_json()}
+
+
 def format_cell(column: str, value: Any) -> str:
     """Fixed-width text for one cell ("-" where a figure does not apply)."""
     if value is None:
@@ -225,7 +280,11 @@ def format_cell(column: str, value: Any) -> str:
         return f"{value:d}"
     if column in ("dir. acc.", "90% cov.", "up rate", "cov. f2+", "resid. f2+"):
         return f"{value:.1%}"
-    if column in ("MASE", "ratio", "W. ratio", "DM p s1", "DM p all"):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if column in ("MDE", "MDE rel"):
+        return f"{value:.2e}" if column == "MDE" else f"{value:.1%}"
+    if column in ("MASE", "ratio", "W. ratio", "DM p s1", "DM p all") or column in GATE_COLUMNS:
         return f"{value:.4f}"
     if column == "MAPE %":
         return f"{value:.3f}"
@@ -250,6 +309,17 @@ def main(argv: list[str] | None = None) -> int:
         frame = clean.frame
         print(f"{path.name}: {len(frame)} rows", file=sys.stderr, flush=True)
         started = time.perf_counter()
+        if args.gate_only:
+            row, gate = gate_row(frame, args, path.name)
+            title = (
+                f"{path.name}: gate, {args.architecture}, {gate['report']['protocol']['folds']} folds x "
+                f"{gate['report']['protocol']['stride']} rows from {gate['report']['protocol']['test_start']}, window "
+                f"{args.window}, horizon {args.horizon}; one-sided DM p-values vs naive (step 1, pooled), drift and "
+                f"ridge (pooled), |log error| beside price units ({time.perf_counter() - started:.0f}s)"
+            )
+            print(format_table(title, {args.architecture: row}, GATE_COLUMNS) + "\n", flush=True)
+            results[path.name] = {"gate": row, "gate_decision": gate["decision"]}
+            continue
         calibration, calibration_reports = calibration_rows(frame, args)
         protocol = next(iter(calibration_reports.values()))["protocol"]
         title = (

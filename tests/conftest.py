@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT, SAMPLE, tiny_clean, tiny_config
+from tests.s3 import s3_server, s3_url, seaweed  # noqa: F401 (fixtures: a real S3 server on loopback)
 from training.data import CleanResult
 from training.fitting import TrainingRun, TrainOutcome, train_version
 from training.store import CHAMPION, ModelStore
@@ -40,6 +41,7 @@ TF_FIXTURES = {"real_client", "trained_store"}
 # process runs it while the first trains them.
 HEAVIEST_FILES = (
     "tests/app/jobs/test_scaleout.py",
+    "tests/app/jobs/test_scaleout_s3.py",
     "tests/app/inference/test_client.py",
     "tests/app/test_http_e2e.py",
     "tests/app/jobs/test_outage.py",
@@ -48,6 +50,7 @@ HEAVIEST_FILES = (
     "tests/client/test_sync_client.py",
     "tests/app/test_ledger_e2e.py",
     "tests/training/test_backtest.py",
+    "tests/app/test_store_outage.py",
     "tests/test_deploy.py",
     "tests/app/test_abuse.py",
     "tests/app/api/test_jobs.py",

@@ -36,15 +36,33 @@ def test_scaled_topology_validates_with_the_example_env_file(tmp_path: Path) -> 
     assert checked.returncode == 0, checked.stderr
     resolved: dict[str, Any] = yaml.safe_load(compose("--env-file", str(env_file), "config").stdout)
     services = resolved["services"]
-    assert sorted(services) == ["api-1", "api-2", "migrate", "nginx", "postgres", "worker-1", "worker-2"]
+    assert sorted(services) == [
+        "api-1",
+        "api-2",
+        "create-bucket",
+        "migrate",
+        "nginx",
+        "postgres",
+        "seaweedfs",
+        "worker-1",
+        "worker-2",
+    ]
     url = "postgresql://stockcast:s3cret-from-env-file@postgres:5432/stockcast"
     for name in ("api-1", "api-2", "worker-1", "worker-2", "migrate"):
         service = services[name]
         assert service["environment"]["STOCKCAST_DATABASE_URL"] == url, name
-        # One store and one data folder for every process: any replica serves any version.
-        assert {volume.split(":")[0] for volume in service["volumes"]} == {"models", "data"}, name
+        # One S3 store for every process, and no shared folder for models or datasets: only the keys file.
+        assert service["environment"]["STOCKCAST_STORE_URL"] == "s3://stockcast/stockcast", name
+        assert service["environment"]["AWS_ENDPOINT_URL"] == "http://seaweedfs:8333", name
+        assert service["environment"]["AWS_SECRET_ACCESS_KEY"] == "s3cret-from-env-file", name
+        assert [volume.split(":")[0] for volume in service["volumes"]] == ["keys"], name
+    assert services["seaweedfs"]["environment"]["AWS_SECRET_ACCESS_KEY"] == "s3cret-from-env-file"
+    assert services["create-bucket"]["depends_on"] == {"seaweedfs": {"condition": "service_started"}}
     assert services["migrate"]["command"] == ["python", "-m", "app", "migrate"]
-    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert services["migrate"]["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "create-bucket": {"condition": "service_completed_successfully"},
+    }
     for name in ("worker-1", "worker-2"):
         assert services[name]["build"]["target"] == "train", name
         assert services[name]["command"] == ["python", "-m", "app.worker"]
@@ -75,3 +93,4 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
     text = COMPOSE.read_text()
     assert "change-me" not in text
     assert re.findall(r"POSTGRES_PASSWORD: (\S+)", text) == ["${POSTGRES_PASSWORD:?set"]
+    assert set(re.findall(r"AWS_SECRET_ACCESS_KEY: (\S+)", text)) == {"${S3_SECRET_KEY:?set"}

@@ -2,13 +2,17 @@
 
 `walk_forward` cuts the last `folds * stride` rows into consecutive test
 segments, as Darts' `historical_forecasts` and skforecast's `TimeSeriesFold`
-do. Fold k fits scaler, network, ridge, drift and intervals on the rows
-before its cut only; a window's inputs may reach back past the cut (the
-past at its origin), its targets never leave the segment. The network and
-its baselines are scored on the same windows and pooled over folds;
-`evidence` holds what the promotion gate reads. Intervals calibrated on
-earlier folds' test residuals are measured beside them (`coverage_alternatives`).
-See docs/design.md, "Walk-forward backtest (how)".
+do. Fold k runs the production procedure on the rows before its cut only:
+scaler and network with early stopping, intervals on its calibration block,
+then (production_refit) the network refitted on every row before the cut
+for the chosen epochs, which is what is scored, with the carried-over
+half-widths; ridge and drift are fitted on the same rows. A window's inputs
+may reach back past the cut (the past at its origin), its targets never
+leave the segment. The network and its baselines are scored on the same
+windows and pooled over folds; `evidence` holds what the promotion gate
+reads, with the early-stopped network beside the refit (`refit_effect`).
+Intervals calibrated on earlier folds' test residuals are measured beside
+them (`coverage_alternatives`). See docs/design.md, "Walk-forward backtest (how)".
 """
 
 from __future__ import annotations
@@ -25,13 +29,31 @@ from training.baselines import BASELINES, RidgeBaseline, unfitted_forecasts
 from training.baselines import descriptions as baseline_descriptions
 from training.config import TrainConfig
 from training.errors import ConfigError
+from training.evidence import gate_evidence, log_errors
 from training.features import Scaler, SplitBounds
-from training.fitting import FoldCallback, PreparedData, StopCheck, fit_network, outlier_mask, predict_prices
+from training.fitting import (
+    FoldCallback,
+    PreparedData,
+    StopCheck,
+    fit_network,
+    outlier_mask,
+    predict_prices,
+    refit_on_all_rows,
+)
 from training.spec import DATE_COLUMN, WindowSpec
 
 # The interval level whose coverage the gate checks.
 GATE_LEVEL = 0.9
 GATE_LEVEL_KEY = conformal.level_key(GATE_LEVEL)
+
+# What each fold runs and scores, as the report says it.
+PRODUCTION_PROCEDURE = (
+    "the production procedure in every fold: early stopping on the fold's validation block chooses the epochs, "
+    "the fold's calibration block gives the half-widths, then the network is refitted on every row before the "
+    "cut for those epochs (as many passes over each window as the early-stopped run made; more windows, so "
+    "more gradient steps) and scored with the carried-over half-widths: what is served is what is scored"
+)
+EARLY_STOPPED_PROCEDURE = "the early-stopped network of each fold, scored as calibrated (production_refit off)"
 
 # Fewer windows than this in a fold's training or validation part make its
 # fit or its interval calibration meaningless (same floor as the main split).
@@ -154,7 +176,12 @@ def _date(dates: pd.Series | None, row: int) -> str | int:
 
 @dataclass
 class _Fitted:
-    """What one refit produces and later folds may reuse (refit='once')."""
+    """What one fold's fit produces and later folds may reuse (refit='once').
+
+    `model` and `scaler` are the network the fold scores: with the production
+    refit, the one refitted on every row before the cut; `early_stopped` is
+    the network early stopping chose, whose calibration block gave `intervals`.
+    """
 
     scaler: Scaler
     model: Any
@@ -162,9 +189,16 @@ class _Fitted:
     intervals: dict[str, Any]
     epochs_run: int
     fitted_in_fold: int
+    early_stopped: tuple[Any, Scaler] | None = None
+    refit: dict[str, Any] | None = None
 
 
-def _fit_fold(config: TrainConfig, data: FoldData, should_stop: StopCheck | None) -> _Fitted:
+def _fit_fold(config: TrainConfig, frame: pd.DataFrame, data: FoldData, should_stop: StopCheck | None) -> _Fitted:
+    """What production runs, inside the fold: early stopping, calibration, then the refit on every row before the cut.
+
+    The refit trains for the epochs early stopping chose (`training.fitting.train_version` does the same),
+    and the fold's half-widths are carried over from the early-stopped network to it, as they are served.
+    """
     spec = config.window_spec()
     fold = data.fold
     prepared = PreparedData(
@@ -174,7 +208,7 @@ def _fit_fold(config: TrainConfig, data: FoldData, should_stop: StopCheck | None
         parts={"train": data.train, "validation": data.validation, "test": data.test},
         dates={},
     )
-    model, epochs_run, _ = fit_network(config, prepared, should_stop=should_stop)
+    model, epochs_run, best_epoch = fit_network(config, prepared, should_stop=should_stop)
     calibration_inputs, calibration_futures = data.calibration
     calibration_forecast = predict_prices(model, calibration_inputs, spec, data.scaler)
     intervals = conformal.calibrate_intervals(
@@ -193,7 +227,28 @@ def _fit_fold(config: TrainConfig, data: FoldData, should_stop: StopCheck | None
     ridge = RidgeBaseline.fit(
         np.concatenate([inputs for inputs, _ in parts]), np.concatenate([futures for _, futures in parts]), spec
     )
-    return _Fitted(data.scaler, model, ridge, intervals, epochs_run, fold.index)
+    if not config.production_refit:
+        return _Fitted(data.scaler, model, ridge, intervals, epochs_run, fold.index)
+    refitted, scaler, windows = refit_on_all_rows(config, frame.iloc[: fold.cut], best_epoch, should_stop=should_stop)
+    refit = {"epochs": max(best_epoch, 1), "windows": windows}
+    return _Fitted(scaler, refitted, ridge, intervals, epochs_run, fold.index, (model, data.scaler), refit)
+
+
+def _refit_effect(
+    arrays: dict[str, np.ndarray], bounds: tuple[np.ndarray, np.ndarray] | None, early_inside: list[np.ndarray]
+) -> dict[str, Any]:
+    """The served refit beside the early-stopped network it replaced: mean |log error| and 90 % coverage (all steps)."""
+    actual = arrays["actual"]
+    served_coverage = None
+    if bounds is not None:
+        served_coverage = float(np.mean((actual >= bounds[0]) & (actual <= bounds[1])))
+    return {
+        "log_loss_served": float(log_errors(actual, arrays["model"]).mean()),
+        "log_loss_early_stopped": float(log_errors(actual, arrays["early_stopped"]).mean()),
+        "coverage_90_served": served_coverage,
+        "coverage_90_early_stopped": float(np.mean(np.concatenate(early_inside))) if early_inside else None,
+        "note": "both with the half-widths calibrated on the early-stopped network; the gate judges the served one",
+    }
 
 
 def _pooled(parts: list[np.ndarray]) -> np.ndarray:
@@ -211,37 +266,6 @@ class BacktestRun:
 
     report: dict[str, Any]
     forecasts: dict[str, np.ndarray]
-
-
-def _evidence(
-    forecasts: dict[str, np.ndarray],
-    bounds: tuple[np.ndarray, np.ndarray] | None,
-    horizon: int,
-    significance_level: float,
-) -> dict[str, Any]:
-    """Diebold-Mariano tests against naive (step 1, pooled) and drift, and the 0.9 coverage's binomial check."""
-    actual = forecasts["actual"]
-    loss = {name: np.abs(forecasts[name] - actual) for name in ("model", "naive", "drift")}
-    pooled = {name: values.mean(axis=1) for name, values in loss.items()}
-    evidence: dict[str, Any] = {
-        "loss": "absolute error in price units",
-        "significance_level": significance_level,
-        "vs_naive_step_1": significance.diebold_mariano(loss["model"][:, 0], loss["naive"][:, 0], 1),
-        "vs_naive_pooled": significance.diebold_mariano(pooled["model"], pooled["naive"], horizon),
-        "vs_drift_pooled": significance.diebold_mariano(pooled["model"], pooled["drift"], horizon),
-        "mae": {name: float(values.mean()) for name, values in loss.items()},
-    }
-    if bounds is not None:
-        lower, upper = bounds
-        # Windows one row apart share outcomes, so the count of independent
-        # draws is nearer the window count than windows * horizon; the
-        # binomial check uses the step-1 outcomes.
-        inside = (actual[:, 0] >= lower[:, 0]) & (actual[:, 0] <= upper[:, 0])
-        evidence["coverage_90"] = significance.coverage_within_tolerance(
-            int(inside.sum()), len(inside), GATE_LEVEL, significance_level
-        )
-        evidence["coverage_90"]["pooled_over_steps"] = float(np.mean((actual >= lower) & (actual <= upper)))
-    return evidence
 
 
 def walk_forward(
@@ -279,6 +303,7 @@ def walk_forward(
     baseline_bounds: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     alternative: dict[str, list[np.ndarray]] = {"disjoint_blocks": [], "walk_forward_residuals": []}
     pooled_inputs: list[np.ndarray] = []
+    early_inside: list[np.ndarray] = []
     scale: float | None = None
     log_scale: float | None = None
     fitted: _Fitted | None = None
@@ -289,7 +314,7 @@ def walk_forward(
             break
         data = prepare_fold(values, spec, fold, outlier_mask(frame, spec, fold.validation_start))
         if fitted is None or config.backtest_refit == "every":
-            fitted = _fit_fold(config, data, should_stop)
+            fitted = _fit_fold(config, frame, data, should_stop)
         test_inputs, test_futures = data.test
         label_windows = test_inputs[:, :, spec.label_index]
         last = label_windows[:, -1]
@@ -301,6 +326,14 @@ def walk_forward(
             **unfitted_forecasts(label_windows, spec.horizon, label[: fold.cut]),
             "ridge": fitted.ridge.predict(test_inputs),
         }
+        if fitted.early_stopped is not None:
+            # Measured beside the served refit: what the refit changes in the error and the coverage.
+            early_model, early_scaler = fitted.early_stopped
+            forecasts["early_stopped"] = predict_prices(early_model, test_inputs, spec, early_scaler)
+            early_bounds = conformal.bounds_for(test_inputs, forecasts["early_stopped"], fitted.intervals, spec)
+            if GATE_LEVEL_KEY in early_bounds:
+                low, high = early_bounds[GATE_LEVEL_KEY]
+                early_inside.append((test_futures >= low) & (test_futures <= high))
         bounds = conformal.bounds_for(test_inputs, forecasts["model"], fitted.intervals, spec)
         empirical = conformal.empirical_bounds(
             test_inputs, conformal.empirical_band(*data.train, spec, config.interval_levels), spec
@@ -336,6 +369,7 @@ def walk_forward(
             "calibration_windows": len(data.calibration[0]),
             "fitted_in_fold": fitted.fitted_in_fold + 1,
             "epochs_run": fitted.epochs_run,
+            **({"refit": fitted.refit} if fitted.refit is not None else {}),
             "ridge_alphas": fitted.ridge.alphas,
             "refused_levels": fitted.intervals.get("refused", {}),
             **{
@@ -349,7 +383,7 @@ def walk_forward(
         pooled["last"].append(last)
         pooled_inputs.append(test_inputs)
         for name, forecast in forecasts.items():
-            pooled[name].append(forecast)
+            pooled.setdefault(name, []).append(forecast)
         for target, source in ((pooled_bounds, bounds), (baseline_bounds, empirical)):
             for key, (lower, upper) in source.items():
                 target.setdefault(key, ([], []))
@@ -369,7 +403,11 @@ def walk_forward(
         summary = {name: evaluation.forecast_metrics(actual, arrays[name], last, scale, log_scale) for name in names}
         stacked = {key: (_pooled(lower), _pooled(upper)) for key, (lower, upper) in pooled_bounds.items()}
         coverage = conformal.coverage_of_bounds(actual, stacked)
-        evidence = _evidence(arrays, stacked.get(GATE_LEVEL_KEY), spec.horizon, significance_level)
+        evidence = gate_evidence(
+            arrays, stacked.get(GATE_LEVEL_KEY), spec.horizon, config.interval_band, GATE_LEVEL, significance_level
+        )
+        if "early_stopped" in arrays:
+            evidence["refit_effect"] = _refit_effect(arrays, stacked.get(GATE_LEVEL_KEY), early_inside)
         for key, (lower, upper) in stacked.items():
             level = int(key) / 100
             base_lower, base_upper = (_pooled(part) for part in baseline_bounds[key])
@@ -402,6 +440,7 @@ def walk_forward(
             "folds_run": len(reports),
             "stride": stride,
             "refit": config.backtest_refit,
+            "procedure": PRODUCTION_PROCEDURE if config.production_refit else EARLY_STOPPED_PROCEDURE,
             "window": spec.window,
             "horizon": spec.horizon,
             "validation_share": round(validation_share, 6),

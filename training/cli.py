@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave every window touching an outlier row out of training and scoring (rows are never deleted)",
     )
     train.add_argument("--models-dir", type=Path, default=DEFAULT_ROOT, help="model store folder")
+    add_store_url_flag(train)
 
     describe = commands.add_parser("describe", help="print the data report of a price CSV")
     describe.add_argument("--data", required=True, type=Path, help="OHLCV CSV")
@@ -133,18 +134,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list stored models, versions and aliases")
     listing.add_argument("--models-dir", type=Path, default=DEFAULT_ROOT)
+    add_store_url_flag(listing)
 
     show = commands.add_parser("show", help="print a version's metadata.json")
     show.add_argument("name")
     show.add_argument("version", nargs="?", help="version number or alias (default: champion, else newest)")
     show.add_argument("--models-dir", type=Path, default=DEFAULT_ROOT)
+    add_store_url_flag(show)
 
     report = commands.add_parser("report", help="write a version's report chart as PNG")
     report.add_argument("name")
     report.add_argument("version", type=int)
     report.add_argument("--out", required=True, type=Path, help="PNG file to write")
     report.add_argument("--models-dir", type=Path, default=DEFAULT_ROOT)
+    add_store_url_flag(report)
     return parser
+
+
+def add_store_url_flag(parser: argparse.ArgumentParser) -> None:
+    """`--store-url`: the store in object storage, as the service's STOCKCAST_STORE_URL (its default) says."""
+    parser.add_argument(
+        "--store-url",
+        default=os.environ.get("STOCKCAST_STORE_URL") or None,
+        help="s3://bucket/prefix: the store in S3-compatible object storage (AWS_* variables for the endpoint and"
+        " credentials), with --models-dir as the local cache (default: STOCKCAST_STORE_URL, else the folder)",
+    )
 
 
 # Train ---------------------------------------------------------------------
@@ -199,7 +213,7 @@ def command_train(args: argparse.Namespace, out: TextIO) -> int:
     from training.data import CleaningSettings, fit_calendar, load_prices
     from training.fitting import Progress, TrainingRun
     from training.promotion import train_and_promote
-    from training.store import ModelStore
+    from training.remote_store import open_model_store
 
     config = _config_from_args(args)
     name = check_name(args.name if args.name is not None else args.data.stem)
@@ -239,7 +253,7 @@ def command_train(args: argparse.Namespace, out: TextIO) -> int:
 
     if config.backtest_folds:
         print(f"then a walk-forward backtest over {config.backtest_folds} folds (the gate judges it)", file=out)
-    store = ModelStore(args.models_dir)
+    store = open_model_store(args.models_dir, args.store_url)
     run = TrainingRun(name=name, clean=clean, source=source, config=config)
     outcome, decision = train_and_promote(run, store, Progress(on_epoch=on_epoch, on_fold=on_fold))
     metadata = outcome.metadata
@@ -310,9 +324,9 @@ def _mase(metadata: dict[str, Any]) -> str:
 
 def command_list(args: argparse.Namespace, out: TextIO) -> int:
     """Every model with its versions, their headline figures and aliases."""
-    from training.store import ModelStore
+    from training.remote_store import open_model_store
 
-    store = ModelStore(args.models_dir)
+    store = open_model_store(args.models_dir, args.store_url)
     names = store.model_names()
     if not names:
         print(f"no models in {store.root}", file=out)
@@ -341,9 +355,9 @@ def command_list(args: argparse.Namespace, out: TextIO) -> int:
 
 def command_show(args: argparse.Namespace, out: TextIO) -> int:
     """Print one version's metadata as JSON (a number, an alias, or the default version)."""
-    from training.store import ModelStore
+    from training.remote_store import open_model_store
 
-    store = ModelStore(args.models_dir)
+    store = open_model_store(args.models_dir, args.store_url)
     if args.version is None:
         version = store.resolve(args.name)
     elif args.version.isdigit():
@@ -356,10 +370,10 @@ def command_show(args: argparse.Namespace, out: TextIO) -> int:
 
 def command_report(args: argparse.Namespace, out: TextIO) -> int:
     """Write the version report chart drawn by training.version_report."""
-    from training.store import ModelStore
+    from training.remote_store import open_model_store
     from training.version_report import render_version_report
 
-    store = ModelStore(args.models_dir)
+    store = open_model_store(args.models_dir, args.store_url)
     store.resolve(args.name, version=args.version)
     png = render_version_report(store, args.name, args.version)
     args.out.write_bytes(png)

@@ -3,7 +3,8 @@
 Functions of arrays shaped (windows, horizon) that return plain floats, so
 the test split and the walk-forward backtest score every forecaster the
 same way. `mae_ratio_to_naive` (the model's MAE over the naive last-value
-forecast's, on the same windows) is what the promotion gate reads; `mase`
+forecast's, on the same windows) is reported beside `log_mae_ratio_to_naive`,
+the same on |log error|, which the promotion gate ranks by; `mase`
 is Hyndman and Koehler's, scaled by the training part's in-sample one-step
 naive MAE, comparable with Darts' and sktime's; `mase_log` is the same on
 log prices, comparable across assets and price levels. Directional accuracy is
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from training.baselines import UNFITTED_BASELINES, naive_forecast, unfitted_forecasts
+from training.evidence import log_errors
 
 
 def naive_scale(label_history: np.ndarray) -> float | None:
@@ -105,6 +107,11 @@ def forecast_metrics(
     overall_naive_mae = float(np.mean(np.abs(naive - actual)))
     overall = _step_metrics(
         actual.ravel(), predicted.ravel(), np.repeat(last, horizon), overall_naive_mae, scale, log_scale
+    )
+    # The scale-free ratio the gate ranks by (`training.evidence`), so the test split's headline matches it.
+    naive_log = float(log_errors(actual, naive).mean())
+    overall["log_mae_ratio_to_naive"] = (
+        float(log_errors(actual, predicted).mean() / naive_log) if naive_log > 0 else None
     )
     return {**overall, "windows": int(actual.shape[0]), "per_step": per_step}
 

@@ -444,7 +444,10 @@ def train_version(
             "trained_through": _date(clean.frame, len(clean.frame) - 1),
             "evaluated_trained_through": prepared.dates["train"]["end"],
             "evaluated_scaler": prepared.scaler.to_json(),
-            "intervals": "half-widths from the evaluated run's calibration block (scale-free, held out)",
+            "intervals": "half-widths from the evaluated run's calibration block, carried over: those windows were "
+            "held out from the evaluated network, not from this refit; the backtest scores this procedure",
+            "figures": "metrics and intervals: the evaluated (early-stopped) network's, on the test split; "
+            "backtest: this refit procedure, run in every fold and scored",
             "scaler": scaler.to_json(),
         }
         served_scaler = scaler

@@ -1,14 +1,23 @@
 """The promotion gate: a version becomes champion only on statistical evidence of skill.
 
-On its walk-forward backtest, a candidate is promoted when (1) one-sided DM tests reject "no better than
-naive" at step 1 and pooled over steps (a tie is no skill); (2) its pooled MAE is not worse than the
-mean-return drift's; (3) its 0.9 band's step-1 coverage is within the binomial tolerance; (4) a paired DM
-test on its folds rejects "no better than the champion" (same dataset and horizon, re-scored there): a
-tie keeps the champion. Every decision goes to the model's attempt ledger; the k-th attempt on an
-evaluation period overlapping earlier ones is judged at alpha / (k (k + 1)), so retries never spend
-more than alpha in all. A candidate that meets (1) at the nominal level but not at the level spent, or
-ties the champion in (4), with (2) and (3) met, is marked `challenger`: it shadows the champion on live
-forecasts (docs/ledger.md, "Shadow challenger"). See docs/design.md, "Promotion gate and the default version".
+On its walk-forward backtest, a candidate is promoted when (1) one-sided DM tests on |log error| reject
+"no better than naive" at step 1 and pooled over steps, and "no better than the mean-return drift" pooled
+(a tie is no skill); (2) its 0.9 band covers as it is served (`training.coverage_check`: path bands on
+path coverage, per-step bands on every step with Holm); (3) a paired DM test on its folds rejects "no
+better than the champion" (same dataset, horizon, label and window, re-scored there): a tie keeps the
+champion; a champion that is not like for like is reported "not comparable" and (1)-(2) decide. Ridge is
+tested and reported beside, never gating.
+
+The tests of (1) form an intersection-union test: the claim "beats naive and drift" holds only when
+every one of them rejects at the level, and the chance that all reject when any one null is true is at
+most that null's own size, so no multiplicity correction is needed. Every decision goes to the model's
+attempt ledger; the k-th attempt on an evaluation period overlapping earlier ones is judged at
+alpha / (k (k + 1)) (every test of that attempt at that level), so retries never spend more than alpha
+in all. A candidate that meets (1) at the nominal level but not at the level spent, or ties the
+champion in (3), with (2) met, is marked `challenger`: it shadows the champion on live forecasts
+(docs/ledger.md, "Shadow challenger"). The decision reports the minimum detectable effect: the edge in
+mean |log error| over naive it would have found with 80 % power. See docs/design.md, "Promotion gate
+and the default version".
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from training import significance
+from training.evidence import GATING, log_errors
 
 # Re-scores a champion's configuration on the candidate's folds; returns its
 # pooled out-of-sample forecasts (windows, horizon) on the same windows.
@@ -36,6 +46,10 @@ BACKTEST_BASIS = "walk-forward backtest"
 TEST_SPLIT_BASIS = "test split"
 
 
+# The power the minimum detectable effect is computed for.
+DETECTION_POWER = 0.8
+
+
 def _ratio(figures: dict[str, Any]) -> float | None:
     # Metadata written before the rename called the MAE ratio to naive "mase".
     value = figures.get("mae_ratio_to_naive", figures.get("mase") if "mae_ratio_to_naive" not in figures else None)
@@ -43,12 +57,44 @@ def _ratio(figures: dict[str, Any]) -> float | None:
 
 
 def headline_ratio(metadata: dict[str, Any]) -> tuple[float | None, str]:
-    """The MAE ratio to naive a version is ranked by: the walk-forward backtest's when there is one."""
+    """The ratio to naive a version is ranked by: the backtest's mean |log error| ratio when there is one.
+
+    Versions backtested before the scale-free loss fall back to the MAE ratio
+    (price units), and versions without a backtest to the test split's.
+    """
     backtest = metadata.get("backtest") or {}
+    evidence = (backtest.get("evidence") or {}) if isinstance(backtest, dict) else {}
+    if evidence.get("ratio_to_naive") is not None:
+        return float(evidence["ratio_to_naive"]), BACKTEST_BASIS
     summary = backtest.get("summary", {}).get("model") if isinstance(backtest, dict) else None
     if summary and _ratio(summary) is not None:
         return _ratio(summary), BACKTEST_BASIS
-    return _ratio(metadata.get("metrics", {}).get("model", {})), TEST_SPLIT_BASIS
+    model = metadata.get("metrics", {}).get("model", {})
+    if model.get("log_mae_ratio_to_naive") is not None:
+        return float(model["log_mae_ratio_to_naive"]), TEST_SPLIT_BASIS
+    return _ratio(model), TEST_SPLIT_BASIS
+
+
+def minimum_detectable(evidence: dict[str, Any], level: float) -> dict[str, Any] | None:
+    """The smallest edge in mean |log error| over naive the pooled DM test finds with 80 % power at `level`.
+
+    Also as a share of naive's own mean |log error| (`relative`): a model whose
+    loss is below naive's by less than that share would most likely not be found.
+    """
+    pooled = evidence.get("vs_naive_pooled") or {}
+    effect = significance.minimum_detectable_effect(
+        pooled.get("standard_error"), int(pooled.get("windows") or 0), level, DETECTION_POWER
+    )
+    if effect is None:
+        return None
+    naive = (evidence.get("log_loss") or {}).get("naive")
+    return {
+        "mean_abs_log_error": effect,
+        "relative": effect / naive if naive else None,
+        "power": DETECTION_POWER,
+        "level": level,
+        "windows": pooled.get("windows"),
+    }
 
 
 @dataclass(frozen=True)
@@ -111,10 +157,25 @@ class GateDecision:
         return asdict(self)
 
 
-def skill_of(metadata: dict[str, Any], level: float) -> dict[str, Any]:
-    """A version's own evidence of skill against naive and drift (no champion involved).
+def _p_value(evidence: dict[str, Any], test: str) -> float:
+    return float((evidence.get(test) or {}).get("p_value", 1.0))
 
-    What every /predict answer carries as `skill`, and the first half of the gate.
+
+def _procedure(backtest: dict[str, Any]) -> str:
+    """What the backtest scored, for `basis`: the served procedure, or (older versions) the early-stopped networks."""
+    procedure = str((backtest.get("protocol") or {}).get("procedure") or "")
+    if procedure.startswith("the production procedure"):
+        return " of the served procedure (each fold's network refitted on every row before its cut)"
+    return " of the early-stopped networks" if procedure else ""
+
+
+def skill_of(metadata: dict[str, Any], level: float) -> dict[str, Any]:
+    """A version's own evidence of skill against naive and drift, and its band's coverage (no champion involved).
+
+    What every answer's evidence starts from (the serving layer adds the
+    gate's verdict and how the version came to be served), and the first half
+    of the gate. `beats_naive` here is the DM tests' finding at `level`; an
+    answer shows it only for a version the gate promoted.
     """
     backtest = metadata.get("backtest") or {}
     evidence = backtest.get("evidence") or {}
@@ -123,21 +184,41 @@ def skill_of(metadata: dict[str, Any], level: float) -> dict[str, Any]:
     if not evidence:
         return {
             "beats_naive": False,
+            "beats_drift": False,
+            "coverage_ok": None,
             "ratio_to_naive": summary.get("mae_ratio_to_naive"),
+            "ratio_to_naive_price": summary.get("mae_ratio_to_naive"),
             "p_value": None,
+            "p_value_drift": None,
+            "minimum_detectable_effect": None,
             "basis": "no walk-forward backtest: no evidence of skill",
             "trained_through": trained_through,
         }
-    step_1, pooled = evidence["vs_naive_step_1"], evidence["vs_naive_pooled"]
-    beats = step_1["p_value"] < level and pooled["p_value"] < level
+    step_1, pooled = _p_value(evidence, "vs_naive_step_1"), _p_value(evidence, "vs_naive_pooled")
+    coverage = evidence.get("coverage_90")
+    detectable = minimum_detectable(evidence, level)
+    windows = (evidence.get("vs_naive_pooled") or {}).get("windows")
+    ratio, _basis = headline_ratio(metadata)
     return {
-        "beats_naive": bool(beats),
-        "ratio_to_naive": summary.get("mae_ratio_to_naive"),
-        "p_value": max(step_1["p_value"], pooled["p_value"]),
-        "basis": f"walk-forward backtest, {pooled['windows']} windows, Diebold-Mariano vs naive at step 1 and "
-        f"pooled (larger p-value shown), level {level}",
+        "beats_naive": bool(step_1 < level and pooled < level),
+        "beats_drift": bool(_p_value(evidence, "vs_drift_pooled") < level),
+        "coverage_ok": None if coverage is None else bool(coverage["within"]),
+        "ratio_to_naive": ratio,
+        "ratio_to_naive_price": summary.get("mae_ratio_to_naive"),
+        "p_value": max(step_1, pooled),
+        "p_value_drift": _p_value(evidence, "vs_drift_pooled"),
+        "minimum_detectable_effect": None if detectable is None else detectable["mean_abs_log_error"],
+        "basis": f"walk-forward backtest{_procedure(backtest)}, {windows} windows, one-sided Diebold-Mariano on "
+        f"{evidence.get('loss', 'absolute error in price units')} vs naive at step 1 and pooled (larger p-value "
+        f"shown) and vs drift pooled, level {level}",
         "trained_through": trained_through,
     }
+
+
+def stored_skill(metadata: dict[str, Any], level: float) -> dict[str, Any]:
+    """The skill stored at training, or `skill_of` again for a version stored before its current fields existed."""
+    skill = metadata.get("skill")
+    return dict(skill) if skill and "beats_drift" in skill else skill_of(metadata, level)
 
 
 def attempt_entry(decision: GateDecision, version: int, at: str, job_id: str | None = None) -> dict[str, Any]:
@@ -156,13 +237,19 @@ def attempt_entry(decision: GateDecision, version: int, at: str, job_id: str | N
 def backtest_holds(metadata: dict[str, Any], level: float) -> bool:
     """Whether a version's own backtest evidence meets the gate's criteria at `level` (no champion involved)."""
     evidence = (metadata.get("backtest") or {}).get("evidence") or {}
-    return bool(evidence) and bool(skill_of(metadata, level)["beats_naive"]) and _criteria_hold(evidence)
+    skill = skill_of(metadata, level)
+    return bool(evidence) and bool(skill["beats_naive"] and skill["beats_drift"]) and _coverage_holds(evidence)
 
 
-def _criteria_hold(evidence: dict[str, Any]) -> bool:
-    """The gate's criteria besides the DM tests against naive: not worse than drift, the 90 % band covers."""
+def _coverage_holds(evidence: dict[str, Any]) -> bool:
+    """The gate's criterion besides the DM tests: the served 90 % band covers as it is served."""
     coverage = evidence.get("coverage_90")
-    return bool(evidence["mae"]["model"] <= evidence["mae"]["drift"] and coverage is not None and coverage["within"])
+    return bool(coverage is not None and coverage["within"])
+
+
+def _beats_references(evidence: dict[str, Any], level: float) -> bool:
+    """The intersection-union test: every one-sided DM test against naive and drift rejects at `level`."""
+    return all(_p_value(evidence, test) < level for test in GATING)
 
 
 def _ratio_text(value: float | None) -> str:
@@ -172,6 +259,22 @@ def _ratio_text(value: float | None) -> str:
 def _fmt(test: dict[str, Any]) -> str:
     statistic = "n/a" if test["statistic"] is None else f"{test['statistic']:.3f}"
     return f"DM {statistic}, p {test['p_value']:.4f}"
+
+
+def _not_comparable(candidate: dict[str, Any], champion: dict[str, Any]) -> str | None:
+    """Why the champion cannot be re-scored like for like on the candidate's folds (None: it can).
+
+    Another dataset gives other actuals; another horizon, label (adj_close
+    against close) or window length scores other targets or other windows.
+    """
+    sha256 = (candidate.get("data") or {}).get("sha256")
+    if not sha256 or (champion.get("data") or {}).get("sha256") != sha256:
+        return "trained on another dataset"
+    differing = [key for key in ("horizon", "label", "window") if champion.get(key) != candidate.get(key)]
+    if differing:
+        described = ", ".join(f"{key} {champion.get(key)!r} vs {candidate.get(key)!r}" for key in differing)
+        return f"another {' and '.join(differing)} ({described})"
+    return None
 
 
 def decide(
@@ -186,12 +289,14 @@ def decide(
 
     `attempts` is the model's attempt ledger so far: the earlier ones on an
     overlapping evaluation period set this attempt's number and its level.
+    Never raises for a champion that cannot be re-scored: that is reported
+    as "not comparable" (the caller holds the alias lock, with the version stored).
     """
     nominal = gate.significance_level
     backtest = candidate.get("backtest") or {}
     evidence = dict(backtest.get("evidence") or {})
     protocol = backtest.get("protocol") or {}
-    ratio = ((backtest.get("summary") or {}).get("model") or {}).get("mae_ratio_to_naive")
+    ratio, _basis = headline_ratio(candidate)
     period = {"start": protocol.get("test_start"), "end": protocol.get("test_end")}
     earlier = overlapping_attempts(attempts, period)
     attempt = len(earlier) + 1
@@ -205,22 +310,34 @@ def decide(
         "attempt": attempt,
         "earlier_versions": [entry.get("version") for entry in earlier],
         "spending": SPENDING_RULE if gate.spend_over_attempts else "none: every attempt at the nominal level",
-        **{key: evidence.get(key) for key in ("vs_naive_step_1", "vs_naive_pooled", "vs_drift_pooled", "coverage_90")},
+        "combination": "intersection-union: every DM test against naive and drift must reject at the level",
+        "loss": evidence.get("loss"),
+        **{
+            key: evidence.get(key)
+            for key in ("vs_naive_step_1", "vs_naive_pooled", "vs_drift_pooled", "vs_ridge_pooled", "coverage_90")
+        },
+        "price_units": evidence.get("price_units"),
+        "minimum_detectable_effect": minimum_detectable(evidence, level),
     }
     needs = f"needs p < {level:.4g}" + (f", the level of attempt {attempt}" if gate.spend_over_attempts else "")
     champion_version = int(champion["version"]) if champion is not None else None
 
     def verdict(promoted: bool, reason: str, champion_ratio: float | None = None) -> GateDecision:
+        record["beats_naive"] = bool(evidence) and all(
+            _p_value(evidence, test) < level for test in ("vs_naive_step_1", "vs_naive_pooled")
+        )
+        record["beats_drift"] = bool(evidence) and _p_value(evidence, "vs_drift_pooled") < level
+        record["coverage_ok"] = _coverage_holds(evidence)
         return GateDecision(promoted, reason, ratio, champion_version, champion_ratio, "walk-forward backtest", record)
 
     if not evidence:
         return verdict(False, "no walk-forward backtest: there is no out-of-sample evidence of skill to promote on")
     step_1, pooled, drift = evidence["vs_naive_step_1"], evidence["vs_naive_pooled"], evidence["vs_drift_pooled"]
-    # Skill at the nominal level with the other criteria met, but not enough evidence at the level spent (or a
+    # Skill at the nominal level with the band covering, but not enough evidence at the level spent (or a
     # tie with the champion): a shadow challenger, whose live forecasts are the evidence retries cannot buy.
     record["challenger"] = bool(
-        step_1["p_value"] < nominal and pooled["p_value"] < nominal and _criteria_hold(evidence)
-    ) and not (step_1["p_value"] < level and pooled["p_value"] < level)
+        _beats_references(evidence, nominal) and _coverage_holds(evidence) and not _beats_references(evidence, level)
+    )
     if not step_1["p_value"] < level:
         return verdict(
             False,
@@ -232,45 +349,69 @@ def decide(
             False,
             f"no evidence of skill pooled over steps: {_fmt(pooled)} against naive ({needs})",
         )
-    mae = evidence["mae"]
-    if mae["model"] > mae["drift"]:
+    if not drift["p_value"] < level:
         return verdict(
             False,
-            f"worse than the mean-return drift baseline: MAE {mae['model']:.4f} > {mae['drift']:.4f} "
-            f"({_fmt(drift)} against drift)",
+            f"no evidence of beating the mean-return drift baseline pooled over steps: {_fmt(drift)} ({needs})",
         )
     coverage = evidence.get("coverage_90")
     if coverage is None or not coverage["within"]:
-        measured = "none" if coverage is None else f"{coverage['coverage']:.3f} of {coverage['windows']} windows"
-        tolerance = "" if coverage is None else f" (tolerance {coverage['low']:.3f}-{coverage['high']:.3f})"
-        return verdict(False, f"90 % interval coverage {measured} is not within the binomial tolerance{tolerance}")
+        if coverage is None:
+            measured = "none"
+        else:
+            measured = coverage.get("failed") or (
+                f"{coverage['coverage']:.3f} of {coverage['windows']} windows "
+                f"(tolerance {coverage['low']:.3f}-{coverage['high']:.3f})"
+            )
+        band = (coverage or {}).get("band", "step-1")
+        return verdict(False, f"90 % {band} band coverage is not within the binomial tolerance: {measured}")
     passed = (
-        f"{_fmt(step_1)} at step 1 and {_fmt(pooled)} pooled against naive at level {level:.4g}"
+        f"{_fmt(step_1)} at step 1 and {_fmt(pooled)} pooled against naive, {_fmt(drift)} against drift, "
+        f"at level {level:.4g}"
         + (f" (attempt {attempt})" if gate.spend_over_attempts else "")
-        + f"; MAE ratio to naive {ratio:.4f}"
+        + f"; ratio to naive {_ratio_text(ratio)}"
     )
     if champion is None or not gate.compare_with_champion:
-        return verdict(True, f"beats naive with evidence: {passed}")
-    same_data = (champion.get("data") or {}).get("sha256") == record["dataset_sha256"] and record["dataset_sha256"]
-    if not same_data or champion.get("horizon") != candidate.get("horizon"):
-        record["champion"] = "not compared: trained on another dataset or horizon"
+        return verdict(True, f"beats naive and drift with evidence: {passed}")
+    why_not = _not_comparable(candidate, champion)
+    champion_forecast: np.ndarray | None = None
+    if why_not is None and (candidate_forecasts is None or rescore is None):
+        why_not = "it could not be re-scored on the candidate's folds (no forecasts to pair with)"
+    if why_not is None and candidate_forecasts is not None and rescore is not None:
+        try:
+            champion_forecast = np.asarray(rescore(champion), dtype=np.float64)
+        except Exception as error:  # the caller holds the alias lock with the version stored: report, never raise
+            why_not = f"its re-score failed ({type(error).__name__}: {error})"
+        else:
+            if champion_forecast.shape != candidate_forecasts["actual"].shape:
+                why_not = (
+                    f"its re-score gave forecasts shaped {champion_forecast.shape}, "
+                    f"not {candidate_forecasts['actual'].shape}"
+                )
+    if why_not is not None or champion_forecast is None or candidate_forecasts is None:
+        record["champion"] = f"not comparable: {why_not}"
         return verdict(
             True,
-            f"beats naive with evidence: {passed}; champion v{champion_version} not compared "
-            "(another dataset or horizon)",
+            f"beats naive and drift with evidence: {passed}; champion v{champion_version} not comparable ({why_not})",
         )
-    if candidate_forecasts is None or rescore is None:
-        return verdict(False, "the champion could not be re-scored on the candidate's folds")
-    champion_forecast = rescore(champion)
     actual = candidate_forecasts["actual"]
-    candidate_loss = np.abs(candidate_forecasts["model"] - actual).mean(axis=1)
-    champion_loss = np.abs(champion_forecast - actual).mean(axis=1)
-    naive_mae = float(np.abs(candidate_forecasts["naive"] - actual).mean())
-    champion_ratio = float(champion_loss.mean() / naive_mae) if naive_mae > 0 else None
+    candidate_loss = log_errors(actual, candidate_forecasts["model"]).mean(axis=1)
+    champion_loss = log_errors(actual, champion_forecast).mean(axis=1)
+    naive_loss = float(log_errors(actual, candidate_forecasts["naive"]).mean())
+    champion_ratio = float(champion_loss.mean() / naive_loss) if naive_loss > 0 else None
+    candidate_ratio = float(candidate_loss.mean() / naive_loss) if naive_loss > 0 else None
     # The same windows, so the test is paired: one-sided, "no better than the champion" is the null.
     paired = significance.diebold_mariano(candidate_loss, champion_loss, int(candidate.get("horizon") or 1))
-    record["vs_champion_pooled"] = {**paired, "champion_version": champion_version, "level": level}
-    figures = f"MAE ratio to naive {ratio:.4f} vs {_ratio_text(champion_ratio)}, {_fmt(paired)}"
+    record["vs_champion_pooled"] = {
+        **paired,
+        "champion_version": champion_version,
+        "level": level,
+        "candidate_ratio": candidate_ratio,
+        "champion_ratio": champion_ratio,
+    }
+    figures = (
+        f"|log error| ratio to naive {_ratio_text(candidate_ratio)} vs {_ratio_text(champion_ratio)}, {_fmt(paired)}"
+    )
     if not paired["p_value"] < level:
         # A tie, not a loss: the candidate's mean loss on these folds is the lower one.
         record["challenger"] = bool(paired["p_value"] < 0.5)
@@ -282,7 +423,7 @@ def decide(
         )
     return verdict(
         True,
-        f"beats naive with evidence: {passed}; beats champion v{champion_version} re-scored on the same folds"
-        f" ({figures})",
+        f"beats naive and drift with evidence: {passed}; beats champion v{champion_version} re-scored on the same"
+        f" folds ({figures})",
         champion_ratio,
     )

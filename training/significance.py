@@ -57,6 +57,7 @@ def diebold_mariano(model_loss: np.ndarray, reference_loss: np.ndarray, horizon:
         "p_value": 1.0,
         "mean_loss_difference": float(differences.mean()) if count else None,
         "windows": count,
+        "standard_error": None,
         "lag": horizon - 1,
         "test": "Diebold-Mariano, one-sided, HAC variance lag h-1, Harvey-Leybourne-Newbold correction",
     }
@@ -69,6 +70,8 @@ def diebold_mariano(model_loss: np.ndarray, reference_loss: np.ndarray, horizon:
     correction = math.sqrt(max(count + 1 - 2 * horizon + horizon * (horizon - 1) / count, 0.0) / count)
     statistic *= correction
     result["statistic"] = statistic
+    # The mean difference's standard error as the corrected statistic uses it: what a power calculation needs.
+    result["standard_error"] = float(math.sqrt(variance / count) / correction) if correction > 0 else None
     result["p_value"] = float(stats.t.cdf(statistic, df=count - 1))
     return result
 
@@ -103,3 +106,45 @@ def winkler_score(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray, leve
     below = np.maximum(lower - actual, 0.0)
     above = np.maximum(actual - upper, 0.0)
     return float(np.mean((upper - lower) + (2 / alpha) * (below + above)))
+
+
+def minimum_detectable_effect(
+    standard_error: float | None, windows: int, level: float, power: float = 0.8
+) -> float | None:
+    """The smallest true mean loss advantage a one-sided DM test at `level` finds with probability `power`.
+
+    Under a true advantage delta the statistic is about t + delta / se, so it
+    rejects with probability `power` when delta = (t_{1-level} + t_{power}) * se
+    (Student's t, n - 1 degrees of freedom, as the test itself). None when the
+    test had no variance to work with.
+    """
+    if standard_error is None or windows < 3 or not 0 < level < 1:
+        return None
+    from scipy import stats
+
+    quantiles = stats.t.ppf(1 - level, df=windows - 1) + stats.t.ppf(power, df=windows - 1)
+    return float(quantiles * standard_error)
+
+
+def binomial_p_value(covered: int, count: int, level: float) -> float:
+    """Exact two-sided binomial p-value of `covered` of `count` under Binomial(count, level); 0 for no outcomes."""
+    from scipy import stats
+
+    if count <= 0:
+        return 0.0
+    return float(stats.binomtest(int(covered), int(count), level).pvalue)
+
+
+def holm_rejections(p_values: list[float], level: float) -> list[bool]:
+    """Holm's step-down procedure: which of the hypotheses are rejected at family-wise level `level`.
+
+    The smallest p-value is compared with level / m, the next with level / (m - 1),
+    and so on, stopping at the first that is not below its bound.
+    """
+    order = sorted(range(len(p_values)), key=lambda index: p_values[index])
+    rejected = [False] * len(p_values)
+    for rank, index in enumerate(order):
+        if not p_values[index] < level / (len(p_values) - rank):
+            break
+        rejected[index] = True
+    return rejected

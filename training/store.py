@@ -117,6 +117,9 @@ class JobVersionExistsError(StockcastError):
 class ModelStore:
     """Filesystem store of model versions and their aliases."""
 
+    # False: the folder is the store. True (training.remote_store): the folder caches an object store.
+    remote = False
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         # The registry asks for the default every few seconds; metadata is read once per version.
@@ -155,13 +158,7 @@ class ModelStore:
 
     def read_metadata(self, name: str, version: int) -> dict[str, Any]:
         """Metadata of a version, checked for the keys and files it must have."""
-        folder = self.version_dir(name, version)
-        if not folder.is_dir():
-            raise NotFoundError(f"model '{name}' has no version {version}; versions: {self.versions(name)}")
-        try:
-            metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise BrokenVersionError(f"{name} v{version}: metadata.json is unreadable: {error}") from error
+        metadata = self._raw_metadata(name, version)
         if not isinstance(metadata, dict):
             raise BrokenVersionError(f"{name} v{version}: metadata.json is not an object")
         missing = [key for key in REQUIRED_METADATA if key not in metadata]
@@ -176,6 +173,16 @@ class ModelStore:
             raise BrokenVersionError(f"{name} v{version}: metadata names {metadata['name']} v{metadata['version']}")
         return metadata
 
+    def _raw_metadata(self, name: str, version: int) -> Any:
+        """A version's metadata as stored, not yet checked (NotFoundError when there is no such version)."""
+        folder = self.version_dir(name, version)
+        if not folder.is_dir():
+            raise NotFoundError(f"model '{name}' has no version {version}; versions: {self.versions(name)}")
+        try:
+            return json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise BrokenVersionError(f"{name} v{version}: metadata.json is unreadable: {error}") from error
+
     def verified_model_path(self, name: str, version: int, metadata: dict[str, Any]) -> Path:
         """Path of the Keras file after checking it exists and matches its recorded hash."""
         path = self.version_dir(name, version) / MODEL_FILE
@@ -185,6 +192,10 @@ class ModelStore:
         if expected != sha256_of(path):
             raise BrokenVersionError(f"{name} v{version}: {MODEL_FILE} does not match its sha256 in metadata")
         return path
+
+    def problem(self) -> str | None:
+        """Why the store cannot be reached now, None when it can (a local folder always can be asked)."""
+        return None
 
     # Writing -----------------------------------------------------------------
 
@@ -362,19 +373,23 @@ class ModelStore:
     ) -> dict[str, Any]:
         if version not in self.versions(name):
             raise NotFoundError(f"model '{name}' has no version {version}; versions: {self.versions(name)}")
-        current = self.aliases(name)
-        entry: dict[str, Any] = {
-            "alias": alias,
-            "from": current.get(alias),
-            "to": version,
-            "at": now_iso(),
-            "reason": reason,
-        }
-        if by is not None:
-            entry["by"] = by
-        entry.update(details or {})
-        current[alias] = version
-        self._write_aliases(name, current, entry)
+
+        def move(current: dict[str, int]) -> dict[str, Any]:
+            entry: dict[str, Any] = {
+                "alias": alias,
+                "from": current.get(alias),
+                "to": version,
+                "at": now_iso(),
+                "reason": reason,
+            }
+            if by is not None:
+                entry["by"] = by
+            entry.update(details or {})
+            current[alias] = version
+            return entry
+
+        entry = self._change_aliases(name, move)
+        assert entry is not None  # a move always makes an entry
         return entry
 
     def remove_alias(
@@ -383,14 +398,28 @@ class ModelStore:
         """Take an alias away, log it (`to` null, with `details` such as the figures that led to it) and return
         the log entry; None when the model had no such alias."""
         check_alias(alias)
-        with self.alias_lock(name):
-            current = self.aliases(name)
+
+        def take_away(current: dict[str, int]) -> dict[str, Any] | None:
             if alias not in current:
                 return None
             entry: dict[str, Any] = {"alias": alias, "from": current.pop(alias), "to": None, "at": now_iso()}
             entry.update(reason=reason, **({"by": by} if by is not None else {}), **(details or {}))
-            self._write_aliases(name, current, entry)
             return entry
+
+        with self.alias_lock(name):
+            return self._change_aliases(name, take_away)
+
+    def _change_aliases(
+        self, name: str, change: Callable[[dict[str, int]], dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        """Apply `change` (it edits the aliases in place and returns the log entry, or None for no change) to
+        the aliases as stored now, and write the result with its log entry. Called under `alias_lock`; a
+        backend without a lock that spans machines (the object store) re-runs `change` when it loses a race."""
+        current = self.aliases(name)
+        entry = change(current)
+        if entry is not None:
+            self._write_aliases(name, current, entry)
+        return entry
 
     def _write_aliases(self, name: str, aliases: dict[str, int], entry: dict[str, Any]) -> None:
         """The log line first, the move second: if the move fails, cutting the log back (which needs no

@@ -25,27 +25,26 @@ from app.api.responses import (
     VersionPublic,
     VersionSummary,
 )
+from app.serving.evidence import NOT_JUDGED, gate_verdict, network_skill
 from app.serving.registry import ModelRegistry
 from training import gate
 from training.errors import BrokenVersionError
-from training.gate import headline_ratio, skill_of
+from training.gate import headline_ratio, stored_skill
 from training.store import CHAMPION, ModelStore
 
 
 def gate_evidence(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Why a version may be trusted, as flat fields: its MAE ratio to naive, what it was measured on, its skill.
+    """What a version's ranking rests on, as flat fields: its ratio to naive, what it was measured on, its data.
 
-    The standard protocols carry these beside the forecast (the V2 response
-    `parameters`, TF Serving's metadata); one function so that a new piece
-    of evidence appears in all of them at once.
+    The standard protocols carry these in a version's metadata and answers;
+    whether it beats naive is the answer's evidence block
+    (`app.serving.evidence`), which knows the gate's verdict.
     """
     ratio, basis = headline_ratio(metadata)
-    skill = metadata.get("skill") or skill_of(metadata, gate.DEFAULT_SIGNIFICANCE_LEVEL)
+    skill = stored_skill(metadata, gate.DEFAULT_SIGNIFICANCE_LEVEL)
     return {
         "gate_ratio_to_naive": ratio,
         "gate_basis": basis,
-        "beats_naive": bool(skill["beats_naive"]),
-        "p_value": skill["p_value"],
         "trained_through": skill["trained_through"],
     }
 
@@ -63,7 +62,16 @@ def read_version(store: ModelStore, name: str, version: int) -> VersionPublic:
         ) from error
 
 
-def _headline(metadata: VersionPublic) -> VersionSummary:
+def _skill(metadata_json: dict[str, Any], verdict: str, champion_by: str | None) -> SkillPublic | None:
+    """A version's stored skill with the gate's verdict: beats_naive only where the gate accepted it, as on answers."""
+    if not metadata_json.get("skill"):
+        return None
+    skill = network_skill(stored_skill(metadata_json, gate.DEFAULT_SIGNIFICANCE_LEVEL), "", verdict, champion_by)
+    skill.pop("served_as")
+    return SkillPublic(**skill)
+
+
+def _headline(metadata: VersionPublic, verdict: str = NOT_JUDGED, champion_by: str | None = None) -> VersionSummary:
     model = metadata.metrics.get("model", Figures())
     naive = metadata.metrics.get("naive", Figures())
     backtest = metadata.backtest
@@ -89,16 +97,26 @@ def _headline(metadata: VersionPublic) -> VersionSummary:
         else None,
         calendar=metadata_json.get("calendar"),
         trained_through=metadata_json.get("trained_through"),
-        skill=SkillPublic(**metadata_json["skill"]) if metadata_json.get("skill") else None,
+        skill=_skill(metadata_json, verdict, champion_by),
         gate_ratio_to_naive=mase,
         gate_basis=basis,
     )
 
 
-def describe_version(store: ModelStore, name: str, version: int) -> VersionSummary:
-    """Headline of one version, or its error if it is broken."""
+def describe_version(
+    store: ModelStore,
+    name: str,
+    version: int,
+    attempts: list[dict[str, Any]] | None = None,
+    champion_by: str | None = None,
+) -> VersionSummary:
+    """Headline of one version, or its error if it is broken.
+
+    `attempts` (the model's attempt ledger) gives the gate's verdict on it;
+    `champion_by` who made it champion, when it is.
+    """
     try:
-        return _headline(read_version(store, name, version))
+        return _headline(read_version(store, name, version), gate_verdict(attempts or [], version), champion_by)
     except BrokenVersionError as error:
         return VersionSummary(version=version, error=str(error))
 
@@ -125,17 +143,21 @@ def describe_model(store: ModelStore, registry: ModelRegistry, name: str) -> Mod
     """A model's versions, aliases and the version served by default."""
     aliases = store.aliases(name)
     state = registry.models.get(name)
+    attempts = store.attempts(name)
     return ModelPublic(
         name=name,
-        versions=[describe_version(store, name, version) for version in store.versions(name)],
+        versions=[
+            describe_version(store, name, version, attempts, registry.promoted_by(name, version))
+            for version in store.versions(name)
+        ],
         aliases=aliases,
         champion=aliases.get(CHAMPION),
         default_version=state.served.version if state and state.served else None,
         note=None
         if CHAMPION in aliases
         else "no version has passed the promotion gate yet: unpinned requests get what the unpromoted_default "
-        f"setting says ({registry.settings.unpromoted_default}); the network served is the one with the lowest MAE "
-        "ratio to naive, and every answer's skill says it has no evidence of beating naive",
+        f"setting says ({registry.settings.unpromoted_default}); the network served is the one with the lowest "
+        "ratio to naive (mean |log error|), and every answer's skill says it has no evidence of beating naive",
         serving_error=state.error if state else None,
         serving=serving_figures(registry, name),
     )

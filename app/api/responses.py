@@ -106,6 +106,11 @@ class ReadyPublic(Open):
     models: dict[str, int | None] = Field(description="Model name to the version served by default.")
     not_loaded: list[str]
     problems: dict[str, str] = Field(description="Model name to why its default version is not served.")
+    store: str | None = Field(
+        None,
+        description="With object storage (STOCKCAST_STORE_URL) only: 'reachable', or why not. An unreachable store"
+        " leaves the replica ready: it serves what it has loaded, and writes answer 503 until the store is back.",
+    )
     engines: dict[str, str | None] = Field(
         default_factory=dict,
         description="Model name to what runs its default version: onnx, xla or tensorflow (null while reloading).",

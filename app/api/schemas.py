@@ -140,12 +140,41 @@ class ForecastStep(BaseModel):
 
 
 class Skill(BaseModel):
-    """A version's own out-of-sample evidence against naive; on every /predict answer and in /models."""
+    """A version's out-of-sample evidence and how it came to be served; on every answer and in /models.
 
-    beats_naive: bool = Field(description="Diebold-Mariano rejects 'no better than naive' at step 1 and pooled.")
-    ratio_to_naive: float | None = Field(description="Backtest MAE ratio to naive (below 1 beats naive).")
-    p_value: float | None = Field(description="The larger of the step-1 and pooled one-sided DM p-values.")
-    basis: str = Field(description="Where the evidence comes from.")
+    On answers, the fields of the evidence block (`served_as` to `ratio_to_naive`)
+    are also in V2 `parameters` (as `evidence_<field>`) and TF Serving's `evidence`.
+    """
+
+    beats_naive: bool = Field(
+        description="One-sided DM tests on |log error| reject 'no better than naive' at step 1 and pooled; on answers"
+        " only for a version the gate promoted (a refused or hand-promoted network never shows true)."
+    )
+    beats_drift: bool = Field(False, description="A one-sided DM test on |log error| rejects 'no better than drift'.")
+    coverage_ok: bool | None = Field(
+        None,
+        description="The 90 % band covers as served: path bands on path coverage, per-step bands on every step"
+        " (Holm); null when not measured.",
+    )
+    minimum_detectable_effect: float | None = Field(
+        None,
+        description="The smallest edge in mean |log error| over naive the backtest finds with 80 % power at its level.",
+    )
+    promoted_by: str | None = Field(
+        None,
+        description="On answers: 'gate' (the promotion gate, or the monitor on live evidence) or 'manual' (an alias"
+        " moved by hand) when the served version is the champion; null otherwise.",
+    )
+    gate_verdict: str | None = Field(
+        None, description="On answers: the gate's verdict on the version: promoted, challenger, refused, not judged."
+    )
+    ratio_to_naive: float | None = Field(
+        description="Backtest mean |log error| ratio to naive (below 1 beats naive); 1 on a naive answer."
+    )
+    ratio_to_naive_price: float | None = Field(None, description="The same in price units (MAE ratio), reported.")
+    p_value: float | None = Field(description="The larger of the step-1 and pooled one-sided DM p-values vs naive.")
+    p_value_drift: float | None = Field(None, description="The one-sided DM p-value vs drift, pooled over steps.")
+    basis: str = Field(description="Where the evidence comes from: what was measured, on what, at which level.")
     trained_through: str | None = Field(description="Date of the last row the served network was trained on.")
     served_as: str | None = Field(
         None,

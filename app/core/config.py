@@ -24,6 +24,17 @@ class Settings(BaseSettings):
 
     models_dir: Path = Field(DEFAULT_ROOT, description="Model store: <name>/<version>/ folders.")
     data_dir: Path = Field(Path("var"), description="Uploaded datasets and the job database (SQLite).")
+    store_url: str | None = Field(
+        None,
+        pattern=r"^s3://[^/]+(/.*)?$",
+        description="Keep model versions, aliases and their logs in S3-compatible object storage"
+        " (s3://bucket/prefix; endpoint, region and credentials from the standard AWS variables, AWS_ENDPOINT_URL"
+        " included). Unset: the folder `models_dir` is the store. Set: `models_dir` is this machine's cache of"
+        " whole versions, so API replicas and queue workers share no folder (docs/store.md).",
+    )
+    store_cache_versions: int = Field(
+        20, ge=1, description="With `store_url`: versions kept in the local cache; the least recently used go first."
+    )
     sample_data: Path = Field(
         Path("data/sample/msft.csv"), description="Bundled CSV registered as a dataset and used for the first model."
     )

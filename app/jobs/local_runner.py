@@ -23,6 +23,7 @@ from typing import Any
 
 from app.core import metrics
 from app.core.config import Settings
+from app.core.stores import model_store
 from app.jobs.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobOutcome, JobStore
 from training.store import ModelStore
 
@@ -58,7 +59,7 @@ class JobRunner:
 
     def recover(self) -> list[str]:
         """Settle jobs that a previous API process left running (crash or kill -9)."""
-        store = ModelStore(self.settings.models_dir)
+        store = model_store(self.settings)
         store.remove_stale_temporaries()
         settled = []
         for job in self.jobs.list(status=RUNNING, limit=10_000):

@@ -24,12 +24,12 @@ from procrastinate import jobs as queue_jobs
 from procrastinate.job_context import AbortReason, JobContext
 
 from app.core.config import Settings, get_settings
+from app.core.stores import model_store
 from app.jobs.backend import worker_name
 from app.jobs.outages import OutageTolerantRecords
 from app.jobs.postgres import PostgresJobStore
 from app.jobs.queue import TRAIN_TASK
 from app.jobs.store import CANCELLED, FAILED, RUNNING, SUCCEEDED, JobOutcome
-from training.store import ModelStore
 
 logger = logging.getLogger("stockcast.worker")
 # How often the task looks at its training process and at abort requests.
@@ -213,4 +213,4 @@ async def _settle_stalled(
 
 def _version_made_by(settings: Settings, model: str, job_id: str) -> int | None:
     """The version a job saved before its record could say so, if any."""
-    return ModelStore(settings.models_dir).version_of_job(model, job_id)
+    return model_store(settings).version_of_job(model, job_id)

@@ -110,21 +110,22 @@ def _train(
 
     import time
 
-    from app.datasets import DatasetStore
+    from app.core.stores import model_store
+    from app.datasets.remote import open_datasets
     from training.config import TrainConfig
     from training.data import CleaningSettings, load_prices
     from training.files import sha256_of
     from training.fitting import Progress, TrainingRun
     from training.gate import GateSettings
     from training.promotion import train_and_promote
-    from training.store import JobVersionExistsError, ModelStore
+    from training.store import JobVersionExistsError
 
-    store = ModelStore(settings.models_dir)
+    store = model_store(settings)
     earlier = store.version_of_job(request["model"], job_id)
     if earlier is not None:
         # An earlier attempt of this job saved its version before its record could say so.
         return saved_earlier(request["model"], earlier)
-    datasets = DatasetStore(settings.datasets_dir)
+    datasets = open_datasets(settings)
     path = datasets.csv_path(request["dataset"])
     store.check_writable(request["model"])
     config_fields = {key: value for key, value in request.items() if key not in ("model", "dataset")}

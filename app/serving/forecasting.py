@@ -5,9 +5,10 @@
 returns raw arrays (`Forecasts`). /predict, /predict/batch, V2 infer and TF
 Serving :predict all call it and shape their own answers in `app/api`, so
 they share one lookup, one set of window checks and one conversion to
-prices. `skill` (the version's out-of-sample evidence against naive and how
-it was chosen) travels with every result, so no caller can take a no-skill
-forecast for a signal. See docs/design.md, "Serving path".
+prices. `skill` (the version's out-of-sample evidence against naive and drift,
+the gate's verdict and how it was chosen: `app.serving.evidence`) travels
+with every result, so no caller can take a no-skill forecast for a signal.
+See docs/design.md, "Serving path".
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from app.ledger.adaptive import apply_bands
+from app.serving.evidence import naive_skill, network_skill
 from app.serving.registry import ModelRegistry, ServedVersion
 from app.serving.windows import Window, WindowDates, WindowError, window_to_array, windows_to_array
 from training import baselines, calendars, conformal
@@ -93,13 +95,17 @@ async def forecast_windows(
         last_dates = [day for _, day in checked]
     if origins is not None:
         last_dates = [day if day is not None else origin for day, origin in zip(last_dates, origins, strict=True)]
-    skill = {**served.skill, "served_as": served_as, "in_sample": None}
+    champion_by = registry.promoted_by(model, served.version)
+    if served_as == "unpromoted" and registry.settings.unpromoted_default == "naive":
+        skill = naive_skill(served.metadata, served.version, registry.settings.gate_significance_level)
+    else:
+        skill = network_skill(served.skill, served_as, served.verdict, champion_by)
+    skill["in_sample"] = None
     if any(last_dates):
         skill["in_sample"] = _in_sample(served, last_dates, registry.settings.in_sample_forecasts, where)
         await build_calendar(served, last_dates)
     if served_as == "unpromoted" and registry.settings.unpromoted_default == "naive":
         outputs, levels = _naive_outputs(served, values)
-        skill.update(served_as="naive", beats_naive=False, ratio_to_naive=1.0)
     else:
         outputs, levels = await served.predict(values), served.model.interval_levels
         skill["bands"] = served.bands_block

@@ -29,11 +29,12 @@ from app.core.runtime import settle_heap
 from app.inference.client import InferenceProcess, InferenceTimeouts, RemoteModel
 from app.ledger.adaptive import CALIBRATED, Bands
 from app.serving.batching import MicroBatcher
+from app.serving.evidence import NOT_JUDGED, gate_verdict, promoted_by
 from training import calendars
 from training.artifact import load_preprocessing
 from training.errors import BrokenVersionError, NotFoundError, StockcastError
 from training.files import check_name
-from training.gate import skill_of
+from training.gate import stored_skill
 from training.store import CHAMPION, ModelStore
 
 logger = logging.getLogger("stockcast.registry")
@@ -60,8 +61,10 @@ class ServedVersion:
     metadata: dict[str, Any]
     model: RemoteModel
     batcher: MicroBatcher
-    # The version's own evidence (`training.gate.skill_of`), computed once at load.
+    # The version's own evidence (`training.gate.stored_skill`), read once at load.
     skill: dict[str, Any] = field(default_factory=dict)
+    # The gate's last verdict on it (`app.serving.evidence.gate_verdict`), read from the attempt ledger at load.
+    verdict: str = NOT_JUDGED
     # The last date of its training data: a window ending before it asks for in-sample forecasts.
     trained_through: dt.date | None = None
     # Which basis gives its bands (adapted to its live scores by the ledger), and the answers' block saying so.
@@ -93,6 +96,8 @@ class ModelState:
     aliases: dict[str, int] = field(default_factory=dict)
     versions: list[int] = field(default_factory=list)
     error: str | None = None
+    # Who made the champion champion: "gate" or "manual" (`app.serving.evidence.promoted_by`).
+    champion_by: str | None = None
 
 
 class ModelRegistry:
@@ -135,6 +140,8 @@ class ModelRegistry:
         calendar = calendars.calendar_of(metadata)
         for day in {dt.date.today(), dt.date.fromisoformat(str(metadata.get("trained_through") or dt.date.today()))}:
             await asyncio.to_thread(calendars.sessions_after, day, 1, calendar)
+        # The inference process reads the version's folder: with object storage, fetched (and checked) here first.
+        await asyncio.to_thread(self.store.version_dir, name, version)
         handle = await self.inference.load(name, version, self.settings.max_batch_size)
         model = RemoteModel(metadata, spec, scaler, self.inference, handle)
         batcher = MicroBatcher(
@@ -142,7 +149,8 @@ class ModelRegistry:
             max_batch_size=self.settings.max_batch_size,
             max_wait_us=self.settings.max_batch_wait_us,
         )
-        skill = metadata.get("skill") or skill_of(metadata, self.settings.gate_significance_level)
+        skill = stored_skill(metadata, self.settings.gate_significance_level)
+        verdict = gate_verdict(await asyncio.to_thread(self.store.attempts, name), version)
         through = metadata.get("trained_through")
         served = ServedVersion(
             name=name,
@@ -151,6 +159,7 @@ class ModelRegistry:
             model=model,
             batcher=batcher,
             skill=dict(skill),
+            verdict=verdict,
             trained_through=dt.date.fromisoformat(str(through)) if through else None,
         )
         if self.bands_for is not None:
@@ -170,7 +179,14 @@ class ModelRegistry:
     async def _refresh_one(self, name: str, load: bool = False) -> None:
         state = self.models.setdefault(name, ModelState())
         state.versions = await asyncio.to_thread(self.store.versions, name)
-        state.aliases = await asyncio.to_thread(self.store.aliases, name)
+        aliases = await asyncio.to_thread(self.store.aliases, name)
+        if aliases != state.aliases or (aliases.get(CHAMPION) is not None) != (state.champion_by is not None):
+            # The alias log is read only when the aliases moved: a refresh runs every few seconds.
+            champion = aliases.get(CHAMPION)
+            log = await asyncio.to_thread(self.store.alias_log, name) if champion is not None else []
+            # A champion the log never names (aliases.json written by hand) was not made by the gate.
+            state.champion_by = (promoted_by(log, champion) or "manual") if champion is not None else None
+        state.aliases = aliases
         wanted = await asyncio.to_thread(self.store.default_version, name)
         if wanted is None:
             self.models.pop(name, None)
@@ -224,8 +240,10 @@ class ModelRegistry:
 
     def _files_fingerprint(self, name: str, version: int) -> tuple[tuple[str, int, int], ...]:
         """What changes when a version's files change: each file's name, size and modification time."""
-        folder = self.store.version_dir(name, version)
         try:
+            # With object storage this fetches the version: one that cannot be fetched (or fails its
+            # checks) has no fingerprint, and a stored version's files never change.
+            folder = self.store.version_dir(name, version)
             return tuple(
                 sorted(
                     (path.name, (stat := path.stat()).st_size, stat.st_mtime_ns)
@@ -233,7 +251,7 @@ class ModelRegistry:
                     if path.is_file()
                 )
             )
-        except OSError:
+        except (OSError, StockcastError):
             return ()
 
     def _remember_failure(self, name: str, version: int, message: str) -> None:
@@ -264,6 +282,9 @@ class ModelRegistry:
             await asyncio.sleep(self.settings.refresh_seconds)
             try:
                 await self.refresh()
+            except StockcastError as error:
+                # An object store that does not answer: what is loaded keeps serving; no traceback per poll.
+                logger.warning("store refresh failed: %s", error)
             except Exception:
                 logger.exception("store refresh failed")
 
@@ -337,6 +358,13 @@ class ModelRegistry:
         if served.version != champion:
             return served, f"fallback: champion v{champion} failed to load; serving v{served.version}"
         return served, "champion"
+
+    def promoted_by(self, name: str, version: int) -> str | None:
+        """Who made `version` champion ("gate" or "manual"); None when it is not the model's champion."""
+        state = self.models.get(name)
+        if state is None or state.aliases.get(CHAMPION) != version:
+            return None
+        return state.champion_by
 
     async def _get(self, name: str, version: int | None = None, alias: str | None = None) -> ServedVersion:
         state = self.models.get(name)

@@ -72,6 +72,8 @@ def test_a_frame_in_any_column_case_and_order_is_forecast_from_its_last_rows(
     assert forecast.last_value == expected["last_value"] == 83.87
     assert forecast.in_sample is False and forecast.scorable
     assert forecast.skill is not None and forecast.skill.trained_through == LAST_DAY
+    # The fixture's champion alias was set by hand: no gate verdict, so no beats_naive.
+    assert (forecast.skill.promoted_by, forecast.skill.beats_naive) == ("manual", False)
     (step,) = forecast.steps
     assert step.date == dt.date(2017, 11, 13)
     assert step.close == expected["forecast"][0]["close"]

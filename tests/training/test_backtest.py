@@ -156,7 +156,10 @@ def test_backtest_reports_every_fold_and_pools_them(sample_frame: pd.DataFrame) 
     evidence = report["evidence"]
     assert evidence["vs_naive_step_1"]["windows"] == 78 and evidence["vs_naive_pooled"]["lag"] == 1
     assert 0 <= evidence["vs_naive_pooled"]["p_value"] <= 1
-    assert evidence["coverage_90"]["windows"] == 78
+    # Per-step bands are judged step by step; step 2 on every second window (its outcomes overlap).
+    steps = evidence["coverage_90"]["steps"]
+    assert [(step["windows"], step["every_nth_window"]) for step in steps] == [(78, 1), (39, 2)]
+    assert evidence["loss"].startswith("|log(actual / forecast)|") and "vs_naive_pooled" in evidence["price_units"]
     assert set(report["sharpness"]) == {"80", "90", "95"}
     assert report["sharpness"]["90"]["winkler_empirical_baseline"] > 0
     assert report["coverage_alternatives"]["walk_forward_residuals"]["folds"] == 1
@@ -189,18 +192,26 @@ def test_a_synthetic_series_that_beats_naive_is_promoted_on_evidence(tmp_path: P
     # Strongly autocorrelated returns give a small network something real to learn.
     clean = CleanResult(frame=price_frame(ar_returns_prices(900, 0.6, seed=5)), rows_read=900)
     store = ModelStore(tmp_path / "models")
+    # A champion put in place by hand with another window: it cannot be re-scored like for like.
+    other = TrainConfig(units=4, window=12, batch_size=64, epochs=1, patience=0, backtest_folds=0)
+    champion, _ = train_and_promote(TrainingRun("ar", clean, {"name": "synthetic.csv", "sha256": "s"}, other), store)
+    store.set_alias("ar", CHAMPION, champion.version, reason="by hand")
     config = TrainConfig(units=8, window=10, batch_size=32, backtest_folds=2, backtest_stride=60, epochs=12, patience=3)
     good, decision = train_and_promote(
         TrainingRun("ar", clean, {"name": "synthetic.csv", "sha256": "s"}, config), store
     )
 
     assert decision.promoted, decision.reason
-    assert decision.reason.startswith("beats naive with evidence: DM -")
+    assert decision.reason.startswith("beats naive and drift with evidence: DM -")
     assert decision.ratio_to_naive is not None and decision.ratio_to_naive < 0.95
     assert decision.evidence["vs_naive_step_1"]["p_value"] < 0.05
     assert decision.evidence["vs_naive_pooled"]["p_value"] < 0.05
     assert decision.evidence["dataset_sha256"] == "s" and decision.evidence["horizon"] == 1
+    # Not comparable, said so, and nothing raised inside the alias lock: the version stays, promoted.
+    assert decision.evidence["champion"] == "not comparable: another window (window 12 vs 10)"
+    assert store.versions("ar") == [1, 2]
     assert store.aliases("ar")[CHAMPION] == good.version
+    assert [entry["version"] for entry in store.attempts("ar")] == [1, 2]
     assert good.metadata["skill"]["beats_naive"] is True
     # The served network is the production refit: trained through the last row.
     assert good.metadata["trained_through"] == clean.frame["date"].iloc[-1].strftime("%Y-%m-%d")
@@ -246,3 +257,58 @@ def test_a_champion_configuration_is_rebuilt_for_the_candidates_folds() -> None:
     rebuilt = recorded.with_backtest_of(candidate)
     assert (rebuilt.backtest_folds, rebuilt.backtest_stride, rebuilt.calibration_share) == (4, 30, 0.4)
     assert rebuilt.calendar == "XKRX" and rebuilt.units == champion.units
+
+
+def regime_prices(count: int, change: int, seed: int) -> np.ndarray:
+    """Prices whose daily log returns are a random walk's until row `change`, then an AR(1) with coefficient 0.6.
+
+    A network fitted on the rows before a fold's validation tail sees less of the
+    AR regime than the refit on every row before the cut: the refit changes the error.
+    """
+    rng = np.random.default_rng(seed)
+    shocks = rng.normal(scale=0.01, size=count)
+    returns = np.zeros(count)
+    for day in range(1, count):
+        returns[day] = (0.6 if day >= change else 0.0) * returns[day - 1] + shocks[day]
+    return 50 * np.exp(np.cumsum(returns))
+
+
+def test_the_backtest_scores_the_served_refit_and_its_coverage_holds_on_fresh_data(tmp_path: Path) -> None:
+    import keras
+
+    from training.artifact import load_preprocessing
+    from training.conformal import bounds_for
+    from training.features import make_windows
+    from training.fitting import predict_prices
+    from training.store import MODEL_FILE
+
+    trained_rows, fresh_rows = 900, 700
+    frame = price_frame(regime_prices(trained_rows + fresh_rows, change=450, seed=11))
+    clean = CleanResult(frame=frame.iloc[:trained_rows].reset_index(drop=True), rows_read=trained_rows)
+    store = ModelStore(tmp_path / "models")
+    config = TrainConfig(
+        units=4, window=10, batch_size=64, epochs=8, patience=2, backtest_folds=2, backtest_stride=150, seed=3
+    )
+    outcome, _ = train_and_promote(TrainingRun("regime", clean, {"name": "regime.csv", "sha256": "r"}, config), store)
+    backtest = outcome.metadata["backtest"]
+    assert backtest["protocol"]["procedure"].startswith("the production procedure in every fold")
+    assert all(
+        fold["refit"]["epochs"] >= 1 and fold["refit"]["windows"] > fold["train_windows"] for fold in backtest["folds"]
+    )
+    effect = backtest["evidence"]["refit_effect"]
+    # The refit is not the network early stopping chose: its error differs.
+    assert effect["log_loss_served"] != pytest.approx(effect["log_loss_early_stopped"], rel=0.005)
+    reported = backtest["evidence"]["coverage_90"]["steps"][0]
+    assert reported["coverage_all_windows"] == effect["coverage_90_served"]
+
+    # The served network, as stored, on the next 700 rows it never saw.
+    metadata, spec, scaler = load_preprocessing(store, "regime", outcome.version)
+    model = keras.saving.load_model(store.version_dir("regime", outcome.version) / MODEL_FILE, compile=False)
+    values = frame[list(spec.features)].to_numpy(dtype=np.float64)[trained_rows - spec.window :]
+    inputs, futures = make_windows(values, spec)
+    lower, upper = bounds_for(inputs, predict_prices(model, inputs, spec, scaler), metadata["intervals"], spec)["90"]
+    realised = float(np.mean((futures >= lower) & (futures <= upper)))
+    backtest_windows, fresh_windows = reported["windows"], len(futures)
+    both = (reported["coverage"] * backtest_windows + realised * fresh_windows) / (backtest_windows + fresh_windows)
+    tolerance = 3 * np.sqrt(both * (1 - both) * (1 / backtest_windows + 1 / fresh_windows))
+    assert abs(reported["coverage"] - realised) <= tolerance, (reported["coverage"], realised, tolerance)

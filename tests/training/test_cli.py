@@ -101,7 +101,9 @@ def test_train_prints_progress_version_metrics_and_gate(trained_cli: tuple[Path,
     assert table_rows == ["model", "naive", "drift", "model", "naive", "drift", "ridge"]
     assert any(line.startswith("backtest fold 3/3: model MAE ratio to naive ") for line in lines)
     assert any(line.startswith("interval coverage in the backtest: 80% -> ") for line in lines)
-    assert lines[-1].startswith(("gate: promoted to champion: beats naive with evidence", "gate: not promoted: "))
+    assert lines[-1].startswith(
+        ("gate: promoted to champion: beats naive and drift with evidence", "gate: not promoted: ")
+    )
 
 
 def test_training_again_makes_version_two(trained_cli: tuple[Path, int, str], small_csv: Path) -> None:
@@ -353,3 +355,19 @@ def test_a_krx_export_on_the_default_calendar_is_refused_naming_the_days(tmp_pat
 def test_the_calendar_flag_keeps_the_code_as_typed() -> None:
     args = cli.build_parser().parse_args(["train", "--data", "x.csv", "--calendar", "XKRX"])
     assert cli._config_from_args(args).calendar == "XKRX"
+
+
+def test_list_reads_a_store_in_object_storage(s3_url: str, tmp_path: Path) -> None:
+    from training.remote_store import open_model_store
+    from training.store import MODEL_FILE, REQUIRED_METADATA
+
+    metadata = {key: {} for key in REQUIRED_METADATA} | {"architecture": "lstm", "window": 10, "created_at": "now"}
+    writer = open_model_store(tmp_path / "writer", s3_url)
+    writer.save_version("demo", lambda folder: (folder / MODEL_FILE).write_bytes(b"weights"), metadata)
+    writer.set_alias("demo", "staging", 1, reason="test")
+    status, out, err = run_cli("list", "--models-dir", tmp_path / "cache", "--store-url", s3_url)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "demo"
+    version_one = next(line for line in lines if line.split()[:1] == ["1"])
+    assert "lstm" in version_one and "staging" in version_one

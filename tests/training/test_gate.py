@@ -13,7 +13,7 @@ from training.store import headline_ratio
 
 def dm(p_value: float, statistic: float = -3.0, windows: int = 500) -> dict[str, Any]:
     """A Diebold-Mariano result as the backtest records it."""
-    return {"statistic": statistic, "p_value": p_value, "windows": windows, "lag": 0}
+    return {"statistic": statistic, "p_value": p_value, "windows": windows, "lag": 0, "standard_error": 0.001}
 
 
 def version(
@@ -24,27 +24,38 @@ def version(
     covered: bool = True,
     sha256: str = "abc",
     horizon: int = 1,
+    drift: float = 0.001,
+    label: str = "close",
+    window: int = 40,
 ) -> dict[str, Any]:
-    """The parts of a version's metadata the gate reads; `mae` is (model, drift)."""
+    """The parts of a version's metadata the gate reads; `mae` is (model, drift) mean |log error|, naive's is 1."""
     return {
         "version": number,
         "horizon": horizon,
+        "label": label,
+        "window": window,
         "data": {"sha256": sha256},
         "trained_through": "2024-12-31",
         "backtest": {
-            "summary": {"model": {"mae_ratio_to_naive": mae[0]}},
+            "summary": {"model": {"mae_ratio_to_naive": round(mae[0] + 0.05, 6)}},
             "protocol": {"test_start": "2024-01-02", "test_end": "2024-12-31"},
             "evidence": {
+                "loss": "|log(actual / forecast)|",
                 "vs_naive_step_1": dm(step_1),
                 "vs_naive_pooled": dm(pooled),
-                "vs_drift_pooled": dm(0.01),
-                "mae": {"model": mae[0], "naive": 1.0, "drift": mae[1]},
+                "vs_drift_pooled": dm(drift),
+                "log_loss": {"model": mae[0], "naive": 1.0, "drift": mae[1]},
+                "ratio_to_naive": mae[0],
                 "coverage_90": {
+                    "band": "per_step",
                     "within": covered,
                     "coverage": 0.9 if covered else 0.8,
                     "windows": 500,
                     "low": 0.874,
                     "high": 0.926,
+                    "failed": ""
+                    if covered
+                    else "step 1 coverage 0.800 of 500 windows (binomial p 1e-10, rejected by Holm)",
                 },
             },
         },
@@ -55,8 +66,8 @@ def test_a_first_version_with_evidence_is_promoted_and_the_decision_records_why(
     decision = decide(version(1), None, GateSettings())
     assert decision.promoted
     assert decision.reason == (
-        "beats naive with evidence: DM -3.000, p 0.0010 at step 1 and DM -3.000, p 0.0010 pooled against naive "
-        "at level 0.025 (attempt 1); MAE ratio to naive 0.9000"
+        "beats naive and drift with evidence: DM -3.000, p 0.0010 at step 1 and DM -3.000, p 0.0010 pooled against "
+        "naive, DM -3.000, p 0.0010 against drift, at level 0.025 (attempt 1); ratio to naive 0.9000"
     )
     record = decision.evidence
     assert record["dataset_sha256"] == "abc" and record["horizon"] == 1
@@ -148,18 +159,37 @@ def test_the_attempt_entry_keeps_the_data_period_statistics_and_level() -> None:
     assert entry["vs_naive_step_1"]["p_value"] == 0.001 and entry["vs_naive_pooled"]["statistic"] == -3.0
 
 
-def test_worse_than_the_mean_return_drift_is_refused() -> None:
-    decision = decide(version(1, mae=(0.99, 0.98)), None, GateSettings())
+def test_no_evidence_of_beating_drift_is_refused_though_naive_is_beaten() -> None:
+    decision = decide(version(1, drift=0.03), None, GateSettings())
     assert not decision.promoted
-    assert decision.reason.startswith("worse than the mean-return drift baseline: MAE 0.9900 > 0.9800")
+    assert decision.reason == (
+        "no evidence of beating the mean-return drift baseline pooled over steps: DM -3.000, p 0.0300 "
+        "(needs p < 0.025, the level of attempt 1)"
+    )
+    assert decision.evidence["beats_naive"] and not decision.evidence["beats_drift"]
+
+
+def test_naive_and_drift_are_judged_at_one_level_without_a_multiplicity_correction() -> None:
+    # An intersection-union test: each at the attempt's level, not level / 3.
+    assert decide(version(1, step_1=0.02, pooled=0.02, drift=0.02), None, GateSettings()).promoted
 
 
 def test_coverage_outside_the_binomial_tolerance_is_refused() -> None:
     decision = decide(version(1, covered=False), None, GateSettings())
     assert not decision.promoted
     assert decision.reason == (
-        "90 % interval coverage 0.800 of 500 windows is not within the binomial tolerance (tolerance 0.874-0.926)"
+        "90 % per_step band coverage is not within the binomial tolerance: step 1 coverage 0.800 of 500 windows "
+        "(binomial p 1e-10, rejected by Holm)"
     )
+    assert decision.evidence["coverage_ok"] is False
+
+
+def test_the_decision_reports_the_minimum_detectable_effect_at_its_level() -> None:
+    detectable = decide(version(1), None, GateSettings()).evidence["minimum_detectable_effect"]
+    # (t_0.975 + t_0.8) * 0.001 with 499 degrees of freedom, against naive's mean |log error| of 1.
+    assert detectable["mean_abs_log_error"] == pytest.approx((1.9648 + 0.8423) * 0.001, rel=1e-3)
+    assert detectable["relative"] == pytest.approx(detectable["mean_abs_log_error"])
+    assert (detectable["power"], detectable["level"], detectable["windows"]) == (0.8, 0.025, 500)
 
 
 def test_no_backtest_is_no_evidence() -> None:
@@ -168,12 +198,37 @@ def test_no_backtest_is_no_evidence() -> None:
     assert decision.reason == "no walk-forward backtest: there is no out-of-sample evidence of skill to promote on"
 
 
-def test_a_champion_from_another_dataset_or_horizon_is_not_compared() -> None:
-    for champion in (version(1, sha256="other"), version(1, horizon=5)):
-        decision = decide(version(2), champion, GateSettings())
+def test_a_champion_from_another_dataset_horizon_label_or_window_is_not_comparable() -> None:
+    cases = {
+        "trained on another dataset": version(1, sha256="other"),
+        "another horizon (horizon 5 vs 1)": version(1, horizon=5),
+        "another label (label 'adj_close' vs 'close')": version(1, label="adj_close"),
+        "another window (window 20 vs 40)": version(1, window=20),
+    }
+
+    def never(_champion: dict[str, Any]) -> np.ndarray:
+        raise AssertionError("a champion that is not like for like is not re-scored")
+
+    for why, champion in cases.items():
+        decision = decide(version(2), champion, GateSettings(), {"actual": np.ones((3, 1))}, never)
         assert decision.promoted
-        assert decision.reason.endswith("champion v1 not compared (another dataset or horizon)")
-        assert decision.evidence["champion"] == "not compared: trained on another dataset or horizon"
+        assert decision.reason.endswith(f"champion v1 not comparable ({why})")
+        assert decision.evidence["champion"] == f"not comparable: {why}"
+
+
+def test_a_champion_whose_re_score_fails_or_misaligns_is_not_comparable_and_nothing_raises() -> None:
+    forecasts = {"actual": np.ones((400, 1)), "model": np.ones((400, 1)), "naive": np.ones((400, 1))}
+
+    def failing(_champion: dict[str, Any]) -> np.ndarray:
+        raise ValueError("losses must be two 1-D arrays of one shape")
+
+    decision = decide(version(2), version(1), GateSettings(), forecasts, failing)
+    assert decision.promoted
+    assert decision.evidence["champion"] == (
+        "not comparable: its re-score failed (ValueError: losses must be two 1-D arrays of one shape)"
+    )
+    decision = decide(version(2), version(1), GateSettings(), forecasts, lambda _champion: np.ones((380, 1)))
+    assert decision.evidence["champion"] == "not comparable: its re-score gave forecasts shaped (380, 1), not (400, 1)"
 
 
 def _paired(candidate_error: float, champion_error: float) -> tuple[dict[str, np.ndarray], Any]:
@@ -194,7 +249,8 @@ def test_a_candidate_that_beats_the_re_scored_champion_replaces_it() -> None:
     paired = decision.evidence["vs_champion_pooled"]
     assert paired["p_value"] < 0.025 and paired["champion_version"] == 1 and paired["level"] == 0.025
     assert decision.reason.endswith(
-        f"beats champion v1 re-scored on the same folds (MAE ratio to naive 0.6000 vs "
+        f"beats champion v1 re-scored on the same folds (|log error| ratio to naive "
+        f"{decision.evidence['vs_champion_pooled']['candidate_ratio']:.4f} vs "
         f"{decision.champion_ratio_to_naive:.4f}, DM {paired['statistic']:.3f}, p {paired['p_value']:.4f})"
     )
 
@@ -207,7 +263,8 @@ def test_a_tie_with_the_champion_keeps_the_champion() -> None:
     assert not decision.promoted
     assert paired["p_value"] >= 0.025
     assert decision.reason == (
-        f"no evidence of beating champion v1 re-scored on the same folds (MAE ratio to naive 0.7900 vs "
+        f"no evidence of beating champion v1 re-scored on the same folds (|log error| ratio to naive "
+        f"{paired['candidate_ratio']:.4f} vs "
         f"{decision.champion_ratio_to_naive:.4f}, DM {paired['statistic']:.3f}, p {paired['p_value']:.4f}; "
         "needs p < 0.025, the level of attempt 1): a tie keeps the champion"
     )
@@ -225,7 +282,7 @@ def test_a_worse_candidate_keeps_the_champion() -> None:
 def test_the_champion_test_spends_the_attempts_level_too() -> None:
     forecasts, rescore = _paired(0.6, 0.8)
     earlier = [attempt(number) for number in range(1, 10)]
-    candidate = version(10, step_1=1e-9, pooled=1e-9, mae=(0.6, 1.0))
+    candidate = version(10, step_1=1e-9, pooled=1e-9, mae=(0.6, 1.0), drift=1e-9)
     decision = decide(candidate, version(1), GateSettings(), forecasts, rescore, earlier)
     assert decision.evidence["vs_champion_pooled"]["level"] == pytest.approx(0.05 / (10 * 11))
 
@@ -236,14 +293,21 @@ def test_without_the_comparison_a_worse_candidate_passes() -> None:
 
 
 def test_skill_of_summarises_the_versions_own_evidence() -> None:
-    assert skill_of(version(1, pooled=0.03), 0.05) == {
+    skill = skill_of(version(1, pooled=0.03, drift=0.07), 0.05)
+    detectable = skill.pop("minimum_detectable_effect")
+    assert skill == {
         "beats_naive": True,
+        "beats_drift": False,
+        "coverage_ok": True,
         "ratio_to_naive": 0.9,
+        "ratio_to_naive_price": 0.95,
         "p_value": 0.03,
-        "basis": "walk-forward backtest, 500 windows, Diebold-Mariano vs naive at step 1 and pooled "
-        "(larger p-value shown), level 0.05",
+        "p_value_drift": 0.07,
+        "basis": "walk-forward backtest, 500 windows, one-sided Diebold-Mariano on |log(actual / forecast)| vs naive"
+        " at step 1 and pooled (larger p-value shown) and vs drift pooled, level 0.05",
         "trained_through": "2024-12-31",
     }
+    assert detectable == pytest.approx((1.6479 + 0.8423) * 0.001, rel=1e-3)
     assert skill_of(version(1, step_1=0.5), 0.05)["beats_naive"] is False
     assert skill_of({"trained_through": "2024-01-02"}, 0.05)["basis"] == (
         "no walk-forward backtest: no evidence of skill"

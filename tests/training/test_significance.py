@@ -61,3 +61,22 @@ def test_winkler_score_is_width_plus_two_over_alpha_times_the_miss() -> None:
     lower, upper = np.array([[0.0], [2.0]]), np.array([[2.0], [4.0]])
     # Window 1 inside: 2. Window 2 misses by 1 above: 2 + 2 / 0.1 * 1 = 22.
     assert significance.winkler_score(actual, lower, upper, 0.9) == pytest.approx(12.0)
+
+
+def test_the_minimum_detectable_effect_is_found_with_80_percent_power() -> None:
+    # Independent loss differences of mean -effect: the one-sided test at 0.05 rejects about 80 % of the time.
+    rng = np.random.default_rng(3)
+    windows, runs = 200, 400
+    effect = significance.minimum_detectable_effect(1 / np.sqrt(windows), windows, 0.05)
+    assert effect is not None
+    rejections = 0
+    for _ in range(runs):
+        differences = rng.standard_normal(windows) - effect
+        rejections += significance.diebold_mariano(differences, np.zeros(windows), 1)["p_value"] < 0.05
+    assert 0.72 < rejections / runs < 0.88
+
+
+def test_holm_steps_down_and_stops_at_the_first_survivor() -> None:
+    assert significance.holm_rejections([0.01, 0.04, 0.03], 0.05) == [True, False, False]
+    assert significance.holm_rejections([0.01, 0.02, 0.03], 0.06) == [True, True, True]
+    assert significance.holm_rejections([0.5, 0.2], 0.05) == [False, False]

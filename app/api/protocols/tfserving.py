@@ -32,6 +32,7 @@ from app.api.protocols.common import (
     parse_version,
     within_limit,
 )
+from app.serving.evidence import evidence_block
 from app.serving.forecasting import Forecasts, forecast_windows
 from app.serving.registry import ModelRegistry, ServedVersion
 from training.files import check_name
@@ -85,16 +86,23 @@ def _named(tensors: dict[str, Any], where: str) -> Any:
 def encode_predictions(forecasts: Forecasts, row_format: bool, forecast_ids: list[str]) -> bytes:
     """`{"predictions": [{output: values}, ...]}` for row format, `{"outputs": {output: values}}` for columnar.
 
-    `forecast_ids` (the ledger's id of each window's forecast) sits beside
-    them, where TF Serving clients ignore what they do not know.
+    `forecast_ids` (the ledger's id of each window's forecast) and `evidence`
+    (the answer's evidence block, `app.serving.evidence`) sit beside them,
+    where TF Serving clients ignore what they do not know.
     """
     names = output_names(forecasts.levels)
+    evidence = evidence_block(forecasts.skill)
     named = {name: forecasts.outputs[:, index, :] for index, name in enumerate(names)}
     if row_format:
         rows = [{name: values[index] for name, values in named.items()} for index in range(len(forecasts.windows))]
-        return orjson.dumps({"predictions": rows, "forecast_ids": forecast_ids}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(
+            {"predictions": rows, "forecast_ids": forecast_ids, "evidence": evidence},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
     columns = {name: np.ascontiguousarray(values) for name, values in named.items()}
-    return orjson.dumps({"outputs": columns, "forecast_ids": forecast_ids}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(
+        {"outputs": columns, "forecast_ids": forecast_ids, "evidence": evidence}, option=orjson.OPT_SERIALIZE_NUMPY
+    )
 
 
 async def predict(

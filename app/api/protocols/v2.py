@@ -35,6 +35,7 @@ from app.api.protocols.common import (
     output_names,
     parse_version,
 )
+from app.serving.evidence import v2_parameters
 from app.serving.forecasting import Forecasts, forecast_windows
 from app.serving.registry import ModelRegistry, ServedVersion
 from training.config import upper_bound
@@ -271,7 +272,8 @@ def encode_infer_response(
     """The response body, and the JSON header's length when binary tensors follow it (else None).
 
     The ledger's ids go in `parameters.forecast_ids`, one per window in
-    order, joined by commas (a V2 parameter is a string, number or boolean).
+    order, joined by commas (a V2 parameter is a string, number or boolean);
+    the answer's evidence block as `evidence_<key>` scalars (`app.serving.evidence`).
     """
     served = forecasts.served
     names = output_names(served.model.interval_levels)
@@ -296,7 +298,11 @@ def encode_infer_response(
     answer: dict[str, Any] = {"model_name": served.name, "model_version": str(served.version)}
     if request.id is not None:
         answer["id"] = request.id
-    answer["parameters"] = {**model_parameters(served), "forecast_ids": ",".join(forecast_ids)}
+    answer["parameters"] = {
+        **model_parameters(served),
+        **v2_parameters(forecasts.skill),
+        "forecast_ids": ",".join(forecast_ids),
+    }
     answer["outputs"] = tensors
     header = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response, status
 
-from app.api.deps import CallerDep, DatasetsDep, JobDep, JobsDep, SettingsDep
+from app.api.deps import CallerDep, DatasetsDep, JobDep, JobsDep, SettingsDep, StoreDep
 from app.api.examples import TRAIN_EXAMPLES
 from app.api.responses import error_responses
 from app.api.schemas import JobAccepted, JobPublic, JobsPublic, TrainRequest
@@ -36,6 +36,7 @@ def create_training_job(
     request: Annotated[TrainRequest, Body(openapi_examples=TRAIN_EXAMPLES)],
     jobs: JobsDep,
     datasets: DatasetsDep,
+    store: StoreDep,
     service_settings: SettingsDep,
     caller: CallerDep,
     response: Response,
@@ -50,6 +51,8 @@ def create_training_job(
 ) -> JobAccepted:
     """Queue a training job; it runs in a separate worker process. Poll GET /jobs/{job_id}."""
     datasets.csv_path(request.dataset)  # 404 now rather than a failed job later
+    if store.remote:
+        store.check_writable(request.model)  # 503 now, while the object store is unreachable
     settings = request.model_dump(exclude_none=True, exclude={"model", "dataset"})
     TrainConfig(**settings)  # 422 now for inconsistent settings (label not among features, ...)
     job, created = jobs.submit(

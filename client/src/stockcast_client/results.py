@@ -48,7 +48,11 @@ class ForecastStep:
 
 @dataclass(frozen=True)
 class Skill:
-    """The served version's own out-of-sample evidence against the naive forecast, as on every answer."""
+    """The served version's out-of-sample evidence and how it came to be served, as on every answer.
+
+    `beats_naive` is true only for a version the promotion gate promoted;
+    `promoted_by` is "gate" or "manual" for the champion, None otherwise.
+    """
 
     beats_naive: bool
     ratio_to_naive: float | None
@@ -57,7 +61,12 @@ class Skill:
     trained_through: dt.date | None
     served_as: str | None
     in_sample: bool | None
-    raw: dict[str, Any] = field(repr=False, compare=False)
+    promoted_by: str | None = None
+    gate_verdict: str | None = None
+    beats_drift: bool = False
+    coverage_ok: bool | None = None
+    minimum_detectable_effect: float | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Skill:
@@ -70,6 +79,11 @@ class Skill:
             trained_through=_date(data.get("trained_through")),
             served_as=data.get("served_as"),
             in_sample=data.get("in_sample"),
+            promoted_by=data.get("promoted_by"),
+            gate_verdict=data.get("gate_verdict"),
+            beats_drift=bool(data.get("beats_drift")),
+            coverage_ok=data.get("coverage_ok"),
+            minimum_detectable_effect=_float(data.get("minimum_detectable_effect")),
             raw=dict(data),
         )
 

@@ -24,8 +24,8 @@ def test_models_lists_versions_aliases_and_default(client: TestClient) -> None:
     headline = tiny["versions"][0]
     assert headline["architecture"] == "lstm" and headline["window"] == 10
     assert headline["test"]["mae"] > 0 and headline["test"]["naive_mae"] > 0
-    # No champion yet: the version with the lowest MASE serves, and the listing says why.
-    assert models["tiny-h5"]["champion"] is None and "lowest MAE ratio to naive" in models["tiny-h5"]["note"]
+    # No champion yet: the version with the lowest ratio to naive serves, and the listing says why.
+    assert models["tiny-h5"]["champion"] is None and "lowest ratio to naive" in models["tiny-h5"]["note"]
 
 
 def test_version_metadata_holds_the_scaler(client: TestClient) -> None:

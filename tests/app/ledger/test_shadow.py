@@ -77,7 +77,7 @@ def holding(p_value: float = 0.01) -> dict:
     """Challenger metadata whose backtest meets the gate's criteria at 0.05 when `p_value` is below it."""
     test = {"statistic": -3.0, "p_value": p_value, "windows": 500, "lag": 0}
     coverage = {"within": True, "coverage": 0.9, "windows": 500, "low": 0.87, "high": 0.93}
-    evidence = {"vs_naive_step_1": test, "vs_naive_pooled": test, "mae": {"model": 0.9, "drift": 1.0}}
+    evidence = {"vs_naive_step_1": test, "vs_naive_pooled": test, "vs_drift_pooled": test}
     return {"backtest": {"evidence": {**evidence, "coverage_90": coverage}}}
 
 

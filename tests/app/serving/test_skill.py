@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api.schemas import BatchPredictResponse, PredictResponse
+from app.serving.evidence import evidence_block
 from tests.fakes import fake_app
 from tests.helpers import SAMPLE, WINDOW_ROWS, every_day, local_client, sample_rows, tiny_clean, tiny_config
 from training.fitting import TrainingRun, train_version
-from training.store import ModelStore
+from training.gate import skill_of
+from training.store import METADATA_FILE, ModelStore
 
 pytestmark = pytest.mark.tf
 
@@ -42,7 +45,31 @@ def skill_store(model_store: ModelStore, tmp_path_factory: pytest.TempPathFactor
     train_version(
         TrainingRun("crypto", every_day(tiny_clean()), source, tiny_config(horizon=2, calendar="24/7")), store
     )
+    refused_for_coverage(store, "tiny-h5", 1)
     return store
+
+
+def refused_for_coverage(store: ModelStore, name: str, version: int) -> None:
+    """Backtest evidence that beats naive and drift but whose band fails, and the gate's refusal in the ledger."""
+    path = store.version_dir(name, version) / METADATA_FILE
+    metadata = json.loads(path.read_text())
+    test = {"statistic": -3.0, "p_value": 0.001, "windows": 500, "lag": 4, "standard_error": 0.0004}
+    metadata["backtest"] = {
+        **(metadata.get("backtest") or {}),
+        "evidence": {
+            "loss": "|log(actual / forecast)|",
+            "vs_naive_step_1": test,
+            "vs_naive_pooled": test,
+            "vs_drift_pooled": test,
+            "naive_vs_drift_pooled": {**test, "p_value": 0.01},
+            "log_loss": {"model": 0.018, "naive": 0.02, "drift": 0.0201},
+            "ratio_to_naive": 0.9,
+            "coverage_90": {"band": "path", "within": False, "coverage": 0.8, "windows": 100, "failed": "path"},
+        },
+    }
+    metadata["skill"] = skill_of(metadata, 0.05)
+    path.write_text(json.dumps(metadata))
+    store.record_attempt(name, {"version": version, "promoted": False, "challenger": False, "reason": "coverage"})
 
 
 def _client(store: ModelStore, tmp_path_factory: pytest.TempPathFactory, **settings: object) -> Iterator[TestClient]:
@@ -63,8 +90,16 @@ def test_an_answer_carries_the_versions_skill_and_the_champion_role(network_clie
     body = PredictResponse.model_validate(response.json()).model_dump()
     assert body["skill"] == {
         "beats_naive": False,
+        "beats_drift": False,
+        "coverage_ok": None,
+        "minimum_detectable_effect": None,
+        # Made champion by the fixture's alias move, not by the gate, which never judged it.
+        "promoted_by": "manual",
+        "gate_verdict": "not judged",
         "ratio_to_naive": None,
+        "ratio_to_naive_price": None,
         "p_value": None,
+        "p_value_drift": None,
         "basis": NO_EVIDENCE,
         # The production refit: the served network has seen the dataset's last row.
         "trained_through": tiny_clean().frame["date"].iloc[-1].strftime("%Y-%m-%d"),
@@ -75,6 +110,41 @@ def test_an_answer_carries_the_versions_skill_and_the_champion_role(network_clie
         "bands": {"basis": "calibrated", "live_scores": 0},
     }
     assert body["skill"]["trained_through"] == "2017-11-10"
+
+
+def test_predict_v2_and_tf_serving_answers_for_one_window_carry_one_evidence_block(network_client: TestClient) -> None:
+    for model in ("tiny", "tiny-h5"):
+        predict = network_client.post("/predict", json={"model": model, "window": WINDOW_ROWS})
+        assert predict.status_code == 200, predict.text
+        block = evidence_block(predict.json()["skill"])
+        v2 = network_client.post(
+            f"/v2/models/{model}/infer",
+            json={"inputs": [{"name": "window", "shape": [1, 10, 5], "datatype": "FP64", "data": WINDOW_ROWS}]},
+        )
+        assert v2.status_code == 200, v2.text
+        parameters = v2.json()["parameters"]
+        tf = network_client.post(f"/v1/models/{model}:predict", json={"instances": [WINDOW_ROWS]})
+        assert tf.status_code == 200, tf.text
+        assert tf.json()["evidence"] == block
+        assert {key: parameters[key] for key in parameters if key.startswith("evidence_")} == {
+            f"evidence_{key}": value for key, value in block.items() if value is not None
+        }
+    assert block == {
+        "served_as": "unpromoted",
+        "promoted_by": None,
+        "gate_verdict": "refused",
+        # Its DM tests beat naive and drift, but the gate refused it (the band): no beats_naive on its answers.
+        "beats_naive": False,
+        "beats_drift": True,
+        "coverage_ok": False,
+        # (t_0.95 + t_0.8) * standard error: at the service's level 0.05, as its p-value is read.
+        "minimum_detectable_effect": pytest.approx((1.6479 + 0.8423) * 0.0004, rel=1e-3),
+        "p_value": 0.001,
+        "ratio_to_naive": 0.9,
+    }
+    # /models says the same of the version: the gate's verdict, and no beats_naive without it.
+    listed = network_client.get("/models/tiny-h5").json()["versions"][0]["skill"]
+    assert (listed["beats_naive"], listed["gate_verdict"], listed["beats_drift"]) == (False, "refused", True)
 
 
 def test_pinned_unpromoted_and_batch_answers_say_how_the_version_was_chosen(network_client: TestClient) -> None:
@@ -132,6 +202,18 @@ def test_naive_answers_the_last_value_with_the_naive_bands(
         rows = sample_rows()
         body = client.post("/predict", json={"model": "tiny-h5", "window": rows}).json()
         assert body["skill"]["served_as"] == "naive" and body["skill"]["ratio_to_naive"] == 1.0
+        # Naive's own evidence, not the network's: it beat drift in the backtest (p 0.01), nothing else.
+        assert evidence_block(body["skill"]) == {
+            "served_as": "naive",
+            "promoted_by": None,
+            "gate_verdict": "not judged",
+            "beats_naive": False,
+            "beats_drift": True,
+            "coverage_ok": None,
+            "minimum_detectable_effect": None,
+            "p_value": None,
+            "ratio_to_naive": 1.0,
+        }
         assert [step["close"] for step in body["forecast"]] == [rows[-1]["close"]] * 5
         for step in body["forecast"]:
             assert step["intervals"]["90"]["lower"] < rows[-1]["close"] < step["intervals"]["90"]["upper"]
