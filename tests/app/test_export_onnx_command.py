@@ -55,3 +55,9 @@ def test_unknown_models_and_versions_exit_2_with_the_reason(
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert export_onnx_command(settings, parse_arguments(["export-onnx", "tiny", "9"])) == 2
     assert "model 'tiny' has no version 9" in capsys.readouterr().err
+
+
+def test_an_object_store_is_refused_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = Settings(models_dir=tmp_path / "cache", data_dir=tmp_path / "var", store_url="s3://bucket/prefix")
+    assert export_onnx_command(settings, parse_arguments(["export-onnx"])) == 2
+    assert "export-onnx works on a folder store" in capsys.readouterr().err
