@@ -6,13 +6,15 @@ On a fresh clone the store is empty, so the first start trains the sample model 
 epoch) before the API comes up; later starts go straight to serving. `keys create|list|revoke` manage
 the API keys (`app/core/keys.py`); `datasets append NAME FILE.csv` appends rows as POST
 /datasets/{name}/rows does; `schedule set|show|delete|list` manage retraining schedules as
-/models/{name}/schedule does. See docs/design.md, "Service".
+/models/{name}/schedule does; `export-onnx [NAME [VERSION]]` writes and checks model.onnx for versions
+trained without one. See docs/design.md, "Service".
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.util
 import json
 import subprocess
 import sys
@@ -61,6 +63,10 @@ def ensure_sample_model(settings: Settings) -> None:
         return
     if not settings.sample_data.is_file():
         print(f"stockcast: no sample data at {settings.sample_data}; starting with an empty store", file=sys.stderr)
+        return
+    if importlib.util.find_spec("tensorflow") is None:
+        # A serve-only install (no `train` extra) serves what others trained; it cannot train.
+        print("stockcast: TensorFlow is not installed (serve-only); starting with an empty store", file=sys.stderr)
         return
     print(f"stockcast: the store is empty; training '{settings.bootstrap_model}' on {settings.sample_data} first")
     # A separate process, so the API process starts without training state.
@@ -242,6 +248,28 @@ def schedule_command(settings: Settings, arguments: argparse.Namespace) -> int:
     return 0
 
 
+def export_onnx_command(settings: Settings, arguments: argparse.Namespace) -> int:
+    """Export and check model.onnx for stored versions; one JSON line per version; 2 for an unknown model."""
+    from training.onnx_backfill import export_stored
+
+    if settings.store_url:
+        # A version on object storage is its manifest, written once: there is no file to add to it.
+        print(
+            "stockcast: export-onnx works on a folder store; versions on object storage (STOCKCAST_STORE_URL)"
+            " get model.onnx when they are trained",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        results = export_stored(model_store(settings), arguments.name, arguments.version, arguments.force)
+    except StockcastError as error:
+        print(f"stockcast: {error}", file=sys.stderr)
+        return 2
+    for result in results:
+        print(json.dumps(result), flush=True)
+    return 0
+
+
 def _job_reader(settings: Settings) -> tuple[Any, Any]:
     """Reading job records by id in the settings' mode, and how to let go of the connection."""
     if settings.database_url:
@@ -289,6 +317,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     append.add_argument("--calendar", help="the dataset's trading calendar for missing_sessions (XNYS, 24/7, ...)")
     append.add_argument("--by", default=_who(), help="who appends, for the dataset's log (default: cli:<user>)")
     _schedule_parser(commands)
+    export = commands.add_parser(
+        "export-onnx",
+        help="write and check model.onnx for versions trained without one (no retraining); one JSON line each",
+    )
+    export.add_argument("name", nargs="?", help="the model (default: every model)")
+    export.add_argument("version", nargs="?", type=int, help="the version (default: every version)")
+    export.add_argument("--force", action="store_true", help="export again a version that has a checked one")
     return parser.parse_args(argv)
 
 
@@ -330,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         return datasets_command(settings, arguments)
     if arguments.command == "schedule":
         return schedule_command(settings, arguments)
+    if arguments.command == "export-onnx":
+        return export_onnx_command(settings, arguments)
     import uvicorn
 
     try:

@@ -95,6 +95,7 @@ def service_state(
     state: dict[str, Any] = {
         "versions": registry.loaded_versions(),
         "served": served,
+        "engines": registry.served_engines(),
         "jobs": {status: len(jobs.list(status=status, limit=1_000_000)) for status in (QUEUED, RUNNING, *FINISHED)},
         "restarts": registry.inference.restarts,
     }

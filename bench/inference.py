@@ -15,8 +15,13 @@ round is reported, so that other load on the machine hits all of them alike;
 - `tf.function + XLA`: the same with `jit_compile=True` (XLA compiles once per
   batch size, hence the bucket padding in `app.inference.engine`).
 - `exported SavedModel`: `model.export()` reloaded with `tf.saved_model.load`.
-- `CompiledModel.forecast`: what the service runs: numpy preprocessing,
-  padding to a compiled bucket, XLA, conversion back to prices and bounds.
+- `CompiledModel.forecast`: what the service runs on TensorFlow: numpy
+  preprocessing, padding to a compiled bucket, XLA, conversion back to
+  prices and bounds.
+- `ONNX Runtime session`: the version's checked `model.onnx` on the
+  session settings the service uses (`training.onnx_export.onnx_session`).
+- `OnnxModel.forecast`: what the service runs on ONNX Runtime: the same
+  steps as `CompiledModel.forecast` around that session (no padding).
 
 "first call" is the one-off cost of tracing/compiling that shape, paid at
 warm-up by the service, never by a request.
@@ -44,7 +49,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROUND_SECONDS = 0.15
 
 
-def build_variants(loaded: Any, folder: Path) -> dict[str, Callable[[np.ndarray, np.ndarray], Any]]:
+def build_variants(loaded: Any, folder: Path, store: Any) -> dict[str, Callable[[np.ndarray, np.ndarray], Any]]:
     """Each way to run the model, as a function of (raw windows, scaled windows)."""
     import tensorflow as tf
 
@@ -58,7 +63,7 @@ def build_variants(loaded: Any, folder: Path) -> dict[str, Callable[[np.ndarray,
     # Keep the restored object: its variables die with it.
     restored = tf.saved_model.load(str(folder / "saved_model"))
     compiled = CompiledModel(loaded, compile_in_background=False)
-    return {
+    variants: dict[str, Callable[[np.ndarray, np.ndarray], Any]] = {
         "model.predict": lambda raw, scaled: model.predict(scaled, verbose=0),
         "model(x)": lambda raw, scaled: model(scaled, training=False).numpy(),
         "tf.function": lambda raw, scaled: graph(tf.constant(scaled)).numpy(),
@@ -66,6 +71,20 @@ def build_variants(loaded: Any, folder: Path) -> dict[str, Callable[[np.ndarray,
         "exported SavedModel": lambda raw, scaled: restored.serve(tf.constant(scaled)).numpy(),
         "CompiledModel.forecast": lambda raw, scaled: compiled.forecast(raw),
     }
+    from training.artifact import checked_onnx_path
+
+    path = checked_onnx_path(store, loaded.name, loaded.version, loaded.metadata)
+    if path is not None:
+        from app.inference.onnx_engine import OnnxModel
+        from training.onnx_export import INPUT_NAME, onnx_session
+
+        session = onnx_session(path)
+        served = OnnxModel(loaded.metadata, loaded.spec, loaded.scaler, path, compiled.max_batch_size)
+        variants["ONNX Runtime session"] = lambda raw, scaled: session.run(None, {INPUT_NAME: scaled})[0]
+        variants["OnnxModel.forecast"] = lambda raw, scaled: served.forecast(raw)
+    else:
+        print("the version has no checked model.onnx (python -m app export-onnx): ONNX variants left out")
+    return variants
 
 
 def time_calls(function: Callable[[], Any], calls: int) -> float:
@@ -106,7 +125,7 @@ def main() -> None:
         loaded = load_version(store, args.model, version)
         spec = loaded.spec
         started = time.perf_counter()
-        variants = build_variants(loaded, folder)
+        variants = build_variants(loaded, folder, store)
         print(
             f"model {args.model} v{version}: {loaded.metadata['architecture']} "
             f"{loaded.metadata['hyperparameters']['units']} units, window {spec.window}, "
@@ -130,7 +149,7 @@ def main() -> None:
                 started = time.perf_counter()
                 outputs = variant(raw, scaled)
                 first_call[name] = (time.perf_counter() - started) * 1e3
-                if name == "CompiledModel.forecast":
+                if name in ("CompiledModel.forecast", "OnnxModel.forecast"):
                     outputs = features.outputs_to_prices(raw, reference, spec, loaded.scaler) - outputs[:, 0]
                     assert np.allclose(outputs, 0, atol=1e-3), f"{name} disagrees with model(x)"
                 else:

@@ -12,7 +12,10 @@ Needs `wrk` (Debian: `apt-get install -y wrk`). One run:
    = 200; then the same service without API keys and with
    STOCKCAST_METRICS=false (`service-open`: what the key check and the
    metrics cost; `service` runs as deployed, with a keys file and metrics,
-   and every request it gets carries a key); then the two references
+   and every request it gets carries a key); `service-tf`, the service as
+   deployed but with STOCKCAST_INFERENCE_ENGINE=tensorflow (the same
+   version on TensorFlow/XLA where `service` runs its checked model.onnx on
+   ONNX Runtime; compared round by round); then the two references
    from `bench/reference_servers.py` (tutorial-style `model.predict()` per
    request on the same version, and a constant answer), one after the
    other, so no start-up slows another. With `--baseline-tree DIR` (a
@@ -94,6 +97,9 @@ SERVICE_OPEN = "service-open"
 # The service with its forecast ledger off (STOCKCAST_LEDGER=false): what keeping every forecast costs.
 SERVICE_NO_LEDGER = "service-no-ledger"
 GOAL_LEDGER_COST = 0.05
+# The service with STOCKCAST_INFERENCE_ENGINE=tensorflow: the same version on TensorFlow/XLA
+# where `service` runs its checked model.onnx on ONNX Runtime.
+SERVICE_TF = "service-tf"
 BASELINE = "baseline"
 LOOPBACK = ("--host", "127.0.0.1", "--port", "{port}")
 # Goal of issue 16: the key check and the metrics cost less than this share of /predict throughput.
@@ -296,6 +302,34 @@ def print_ledger_cost(measurements: list[Measurement], servers: dict[str, Server
             )
 
 
+def print_engines(
+    measurements: list[Measurement], servers: dict[str, Server], memory: dict[str, dict[str, Any]]
+) -> None:
+    """ONNX Runtime (`service`) against TensorFlow/XLA (`service-tf`): same version, same rounds, same keys."""
+    if not {SERVICE, SERVICE_TF} <= servers.keys():
+        return
+    for concurrency in sorted({row.concurrency for row in measurements if row.server == SERVICE_TF}):
+        onnx = next(row for row in measurements if row.server == SERVICE and row.concurrency == concurrency)
+        tf = next(row for row in measurements if row.server == SERVICE_TF and row.concurrency == concurrency)
+        print(
+            f"ONNX vs TF at c={concurrency}: {onnx.throughput:.0f} vs {tf.throughput:.0f} req/s "
+            f"({onnx.throughput / tf.throughput:.2f}x); p99 {onnx.p99_ms:.2f} vs {tf.p99_ms:.2f} ms; "
+            f"API+inference CPU {onnx.cpu_per_request_us:.0f} vs {tf.cpu_per_request_us:.0f} us/request"
+        )
+        paired = paired_ratios(onnx, tf)
+        if paired:
+            print(
+                f"  round by round: {', '.join(f'{value:.2f}x' for value in paired)};"
+                f" median {statistics.median(paired):.2f}x"
+            )
+    onnx_memory, tf_memory = memory[SERVICE], memory[SERVICE_TF]
+    print(
+        f"ONNX vs TF RSS (API + inference): {onnx_memory['rss_mib']:.0f} vs {tf_memory['rss_mib']:.0f} MiB "
+        f"(inference process {onnx_memory['processes_rss_mib'][-1]:.0f} vs {tf_memory['processes_rss_mib'][-1]:.0f});"
+        f" start to ready {onnx_memory['ready_seconds']:.1f} vs {tf_memory['ready_seconds']:.1f} s"
+    )
+
+
 def paired_ratios(one: Measurement, other: Measurement) -> list[float]:
     """`one`'s throughput over `other`'s, round by round (both measured in the same round), when there are rounds."""
     if len(one.rounds) < 2 or len(one.rounds) != len(other.rounds):
@@ -378,7 +412,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--servers",
-        default=f"{SERVICE},{SERVICE_OPEN},{TUTORIAL},{CONSTANT}",
+        default=f"{SERVICE},{SERVICE_TF},{SERVICE_OPEN},{TUTORIAL},{CONSTANT}",
         help=f"which servers to run (the goals need {SERVICE}, {TUTORIAL} and {CONSTANT})",
     )
     add_json_option(parser)
@@ -441,6 +475,7 @@ def main() -> None:
             # No keys (open on loopback) and no metrics: what the gateway's checks and counting cost, same run.
             SERVICE_OPEN: service(SERVICE_OPEN, keyed=False, STOCKCAST_METRICS="false"),
             SERVICE_NO_LEDGER: service(SERVICE_NO_LEDGER, STOCKCAST_LEDGER="false"),
+            SERVICE_TF: service(SERVICE_TF, STOCKCAST_INFERENCE_ENGINE="tensorflow"),
             # The service of an earlier commit (`--baseline-tree`), configured as service-open: a regression
             # is measured against it in the same rounds, not against figures from another day.
             **(
@@ -540,6 +575,7 @@ def main() -> None:
                 print_gateway_cost(measurements, servers)
             print_baseline(measurements, servers)
             print_ledger_cost(measurements, servers)
+            print_engines(measurements, servers, memory)
             write_json(
                 args.json,
                 sys.argv,

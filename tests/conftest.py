@@ -57,6 +57,8 @@ HEAVIEST_FILES = (
     "tests/client/test_retries.py",
     "tests/app/schedules/test_workers.py",
     "tests/app/test_process_rule.py",
+    "tests/app/inference/test_onnx_engine.py",
+    "tests/training/test_onnx_export.py",
     "tests/training/test_version_report.py",
     "tests/training/test_cli.py",
     "tests/training/test_promotion.py",

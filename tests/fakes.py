@@ -132,6 +132,10 @@ class FakeInference:
         """The fake has no compiled graph."""
         return False
 
+    def engine(self, handle: int) -> str | None:
+        """The fake's network is numpy, as ONNX Runtime's would be to the API process: "onnx" while loaded."""
+        return "onnx" if handle in self.versions else None
+
 
 def fake_app_on(settings: Settings) -> Any:
     """The real app (`create_app`) on `settings`, its inference backend `FakeInference`."""

@@ -787,3 +787,12 @@ class FaultProxy:
             do_GET = do_POST = do_PUT = do_DELETE = _serve  # noqa: N815 (http.server's names)
 
         return Handler
+
+
+def strip_onnx_export(version_dir: Path) -> None:
+    """Make a stored version look trained before ONNX exports: no model.onnx, no "onnx" block, no hash of it."""
+    (version_dir / "model.onnx").unlink()
+    metadata_file = version_dir / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    del metadata["onnx"], metadata["files"]["model.onnx"]
+    metadata_file.write_text(json.dumps(metadata))

@@ -64,9 +64,13 @@ def test_scaled_topology_validates_with_the_example_env_file(tmp_path: Path) -> 
         "create-bucket": {"condition": "service_completed_successfully"},
     }
     for name in ("worker-1", "worker-2"):
+        assert services[name]["build"]["target"] == "train", name
         assert services[name]["command"] == ["python", "-m", "app.worker"]
         assert services[name]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
     for name in ("api-1", "api-2"):
+        # API replicas run the image without TensorFlow, on ONNX Runtime alone; workers train.
+        assert services[name]["build"]["target"] == "serve", name
+        assert services[name]["environment"]["STOCKCAST_INFERENCE_ENGINE"] == "onnx", name
         assert "ports" not in services[name]  # only the load balancer is published
         assert services[name]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
     postgres = services["postgres"]

@@ -135,9 +135,14 @@ def test_container_command_bootstraps_and_serves(tmp_path: Path) -> None:
         response = http.post(url + "/predict", json={"model": "msft", "window": window}, timeout=30)
         assert response.status_code == 200, response.text
         assert response.json()["version"] == 1
-        # TensorFlow lives in the inference process only; the API process never maps it.
-        inference_pid = http.get(url + "/ready", timeout=5).json()["inference_process"]["pid"]
-        assert "libtensorflow" in Path(f"/proc/{inference_pid}/maps").read_text()
+        # The bootstrapped version was exported at training time: its network runs on ONNX Runtime, and
+        # neither process maps TensorFlow (the training child did).
+        ready = http.get(url + "/ready", timeout=5).json()
+        inference_pid = ready["inference_process"]["pid"]
+        assert ready["engines"] == {"msft": "onnx"}
+        assert (tmp_path / "models" / "msft" / "1" / "model.onnx").is_file()
+        assert "onnxruntime" in Path(f"/proc/{inference_pid}/maps").read_text()
+        assert "libtensorflow" not in Path(f"/proc/{inference_pid}/maps").read_text()
         assert "libtensorflow" not in Path(f"/proc/{process.pid}/maps").read_text()
     finally:
         process.terminate()

@@ -6,6 +6,7 @@ See docs/design.md, "Store format (`metadata.json`, format version 1)".
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,8 @@ import numpy as np
 from training import features
 from training.errors import BrokenVersionError
 from training.features import Scaler
+from training.files import sha256_of
+from training.onnx_export import ONNX_FILE
 from training.spec import WindowSpec
 from training.store import ModelStore
 
@@ -71,6 +74,25 @@ def load_preprocessing(store: ModelStore, name: str, version: int) -> tuple[dict
     if scaler.feature_center.shape != (len(spec.features),) or scaler.target_center.shape != (spec.horizon,):
         raise BrokenVersionError(f"{name} v{version}: scaler shapes do not match features/horizon")
     return metadata, spec, scaler
+
+
+def checked_onnx_path(store: ModelStore, name: str, version: int, metadata: dict[str, Any]) -> Path | None:
+    """The version's `model.onnx` when its export passed the parity check and the file matches its sha256.
+
+    None when the version has no checked export (trained before exports, or
+    the export failed or missed the tolerance: `metadata["onnx"]["reason"]`).
+    A checked export whose file is missing or altered raises
+    BrokenVersionError: that is damage, not an older version.
+    """
+    block = metadata.get("onnx")
+    if not isinstance(block, dict) or block.get("ok") is not True:
+        return None
+    path = store.version_dir(name, version) / ONNX_FILE
+    if not path.is_file():
+        raise BrokenVersionError(f"{name} v{version}: {ONNX_FILE} is missing")
+    if metadata["files"].get(ONNX_FILE) != sha256_of(path):
+        raise BrokenVersionError(f"{name} v{version}: {ONNX_FILE} does not match its sha256 in metadata")
+    return path
 
 
 def load_version(store: ModelStore, name: str, version: int) -> LoadedVersion:

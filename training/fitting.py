@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from training import baselines, conformal, evaluation, features
+from training import baselines, conformal, evaluation, features, onnx_export
 from training.config import DEFAULT_BAND, DEFAULT_INTERVAL_SCORE, TrainConfig
 from training.data import CleanResult, fit_calendar, outlier_flags
 from training.errors import ConfigError
@@ -431,7 +431,7 @@ def train_version(
     metrics, intervals = evaluate_fitted(
         fit.model, prepared, config.interval_levels, config.interval_score, config.interval_band
     )
-    model, epochs_run, refit = fit.model, fit.epochs_run, None
+    model, epochs_run, refit, served_scaler = fit.model, fit.epochs_run, None, prepared.scaler
     if config.production_refit:
         model, scaler, windows = refit_on_all_rows(
             config, clean.frame, fit.best_epoch, on_epoch=progress.on_epoch, should_stop=progress.should_stop
@@ -450,14 +450,23 @@ def train_version(
             "backtest: this refit procedure, run in every fold and scored",
             "scaler": scaler.to_json(),
         }
+        served_scaler = scaler
     seconds = time.perf_counter() - started
     metadata = build_metadata(config, prepared, clean, run.source, metrics, intervals, seconds, epochs_run, refit)
     metadata["created_at"] = now_iso()
     if after_fit is not None:
         metadata = after_fit(metadata)
 
+    # The export is checked on the windows the evaluation used, scaled as the served network sees them.
+    check_windows = np.concatenate([prepared.parts[part][0] for part in ("calibration", "test")])
+    spec = prepared.spec
+
     def write_files(folder: Path) -> None:
         model.save(folder / MODEL_FILE)
+        # Written here so that the file's sha256 joins the version's hashed files.
+        metadata["onnx"] = onnx_export.export_checked(
+            model, folder, features.scale_inputs(check_windows, spec, served_scaler), spec.window, len(spec.features)
+        )
 
     version = store.save_version(name, write_files, metadata)
     return TrainOutcome(

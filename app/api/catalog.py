@@ -130,7 +130,7 @@ def serving_figures(registry: ModelRegistry, name: str) -> ServingPublic | None:
     batcher = served.batcher
     return ServingPublic(
         version=served.version,
-        engine="xla" if getattr(served.model, "jit_compiled", False) else "graph",
+        engine=served.model.engine,
         max_batch_size=batcher.max_batch_size,
         max_batch_wait_us=batcher.max_wait_us,
         batches=batcher.batches_run,

@@ -111,6 +111,10 @@ class ReadyPublic(Open):
         description="With object storage (STOCKCAST_STORE_URL) only: 'reachable', or why not. An unreachable store"
         " leaves the replica ready: it serves what it has loaded, and writes answer 503 until the store is back.",
     )
+    engines: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="Model name to what runs its default version: onnx, xla or tensorflow (null while reloading).",
+    )
 
 
 # Versions ----------------------------------------------------------------------
@@ -244,7 +248,10 @@ class ServingPublic(BaseModel):
     """How the default version is being served: its engine and micro-batching so far."""
 
     version: int
-    engine: Literal["xla", "graph"]
+    engine: Literal["onnx", "xla", "tensorflow"] | None = Field(
+        description="What runs the network: ONNX Runtime, TensorFlow's XLA-compiled graph, or its plain graph"
+        " (until XLA takes over); null while the inference process reloads it."
+    )
     max_batch_size: int
     max_batch_wait_us: int
     batches: int

@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         60.0, gt=0, description="A call the inference process leaves unanswered this long gets it restarted."
     )
     inference_xla: bool = Field(True, description="XLA-compile each served network in the background.")
+    inference_engine: Literal["auto", "onnx", "tensorflow"] = Field(
+        "auto",
+        description="What runs the networks: auto: ONNX Runtime for a version with a checked model.onnx, TensorFlow"
+        " for the others; onnx: ONNX Runtime only (a version without a checked export is not served); tensorflow:"
+        " TensorFlow only.",
+    )
     inference_load_timeout_seconds: float = Field(
         600.0,
         gt=0,
@@ -133,6 +139,12 @@ class Settings(BaseSettings):
     max_batch_windows: int = Field(1024, ge=1, description="Most windows in one /predict/batch request.")
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="Largest CSV accepted by /datasets.")
     refresh_seconds: float = Field(5.0, gt=0, description="How often the store is re-read for new versions/aliases.")
+    preload: bool = Field(
+        True,
+        description="Load every model's default version at start-up (and each new default as it appears); false:"
+        " load a model's default version on its first request (the service is ready at once, that request waits"
+        " for the load).",
+    )
     pinned_cache_size: int = Field(4, ge=0, description="Non-default versions kept loaded for pinned requests.")
     pinned_loads_per_minute: int = Field(
         12, ge=1, description="Most loads of pinned versions a minute; a request needing one more gets 429."

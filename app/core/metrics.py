@@ -221,6 +221,14 @@ class StateCollector(Collector):
             loaded.add_metric([model], len(versions))
         for model, version in sorted(state.get("served", {}).items()):
             served.add_metric([model], version)
+        engines = GaugeMetricFamily(
+            "stockcast_model_served_engine",
+            "1 for what runs a model's default version: onnx, xla or tensorflow.",
+            labels=["model", "engine"],
+        )
+        for model, engine in sorted(state.get("engines", {}).items()):
+            if engine is not None:
+                engines.add_metric([model, engine], 1)
         jobs = GaugeMetricFamily("stockcast_jobs", "Training jobs by status.", labels=["status"])
         for status, count in sorted(state.get("jobs", {}).items()):
             jobs.add_metric([status], count)
@@ -231,6 +239,7 @@ class StateCollector(Collector):
         return [
             loaded,
             served,
+            engines,
             jobs,
             restarts,
             *ledger_families(state.get("ledger")),

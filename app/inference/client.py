@@ -99,8 +99,11 @@ class InferenceProcess:
         timeouts: InferenceTimeouts | None = None,
         temp_dir: Path | None = None,
         xla: bool = True,
+        engine: str = "auto",
     ) -> None:
         self.models_dir, self.log_level = models_dir, log_level
+        # What runs the networks (setting `inference_engine`: "auto", "onnx" or "tensorflow").
+        self.engine_setting = engine
         # Whether the process compiles each loaded version with XLA (setting `inference_xla`), and where
         # its temporary files go (TensorFlow's autograph modules; None: the system's).
         self.xla, self.temp_dir = xla, temp_dir
@@ -121,6 +124,8 @@ class InferenceProcess:
         # Handles the running worker has loaded and can predict with.
         self._ready: set[int] = set()
         self._xla: set[int] = set()
+        # The engine each loaded handle runs on, as the worker's load reply named it.
+        self._engines: dict[int, str] = {}
         self._restarter: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._stopping = False
@@ -149,7 +154,15 @@ class InferenceProcess:
         try:
             process = self._context.Process(
                 target=serve,
-                args=(theirs, str(self.models_dir), os.getpid(), self.log_level, self.temp_dir, self.xla),
+                args=(
+                    theirs,
+                    str(self.models_dir),
+                    os.getpid(),
+                    self.log_level,
+                    self.temp_dir,
+                    self.xla,
+                    self.engine_setting,
+                ),
                 name="stockcast-inference",
                 daemon=True,
             )
@@ -213,6 +226,7 @@ class InferenceProcess:
             self._link = None
         self._ready.clear()
         self._xla.clear()
+        self._engines.clear()
         self._deadlines.clear()
         calls, self._calls = self._calls, {}
         for future in calls.values():
@@ -333,8 +347,9 @@ class InferenceProcess:
         return handle
 
     async def _load_handle(self, handle: int, name: str, version: int, max_batch_size: int) -> None:
-        await self._call(Load(handle, name, version, max_batch_size))
+        engine = await self._call(Load(handle, name, version, max_batch_size))
         self._ready.add(handle)
+        self._engines[handle] = str(engine)
 
     def predict(self, handle: int, windows: np.ndarray) -> asyncio.Future[np.ndarray]:
         """Forecasts and bounds (`ForecastSteps.finish`) for raw windows, as a future (event-loop thread only)."""
@@ -347,6 +362,7 @@ class InferenceProcess:
         self._loads.pop(handle, None)
         self._ready.discard(handle)
         self._xla.discard(handle)
+        self._engines.pop(handle, None)
         if self._link is not None:
             with contextlib.suppress(StockcastError):
                 await self._call(Drop(handle))
@@ -354,6 +370,12 @@ class InferenceProcess:
     def jit_compiled(self, handle: int) -> bool:
         """True once the worker serves this handle with the XLA-compiled graph."""
         return handle in self._xla
+
+    def engine(self, handle: int) -> str | None:
+        """What runs this handle's network in the worker: "onnx", "xla" or "tensorflow"; None while not loaded."""
+        if handle in self._xla:
+            return "xla"
+        return self._engines.get(handle)
 
 
 class _WorkerLink(asyncio.Protocol):
@@ -423,6 +445,11 @@ class RemoteModel:
     def jit_compiled(self) -> bool:
         """True once the worker runs this version's XLA-compiled graph."""
         return self.process.jit_compiled(self.handle)
+
+    @property
+    def engine(self) -> str | None:
+        """What runs this version's network in the worker: "onnx", "xla" or "tensorflow"; None while reloading."""
+        return self.process.engine(self.handle)
 
     def forecast_later(self, windows: np.ndarray) -> asyncio.Future[np.ndarray]:
         """Forecasts and bounds (`ForecastSteps.finish`) for raw windows, computed in the worker, as a future."""

@@ -141,6 +141,11 @@ class CompiledModel(ForecastSteps):
         """True once requests run on the XLA-compiled graph."""
         return self._engine.xla
 
+    @property
+    def engine(self) -> str:
+        """What runs this version's network now: "xla" or "tensorflow" (the plain graph)."""
+        return "xla" if self._engine.xla else "tensorflow"
+
     def wait_for_compilation(self, timeout: float | None = None) -> bool:
         """Block until the XLA compilation has finished (or failed); True if it has."""
         if self._compiler is not None:

@@ -35,7 +35,7 @@ class FrameError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Load:
-    """Load, warm up and compile one version under `handle`."""
+    """Load, warm up and compile one version under `handle`; answered with `Done(engine)` ("onnx", "tensorflow")."""
 
     handle: int
     name: str
@@ -88,7 +88,7 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class EngineReady:
-    """The version under `handle` finished its XLA compilation (`xla` False if it fell back to the graph)."""
+    """The TensorFlow version under `handle` finished its XLA compilation (`xla` False if it kept the graph)."""
 
     handle: int
     xla: bool

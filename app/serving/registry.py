@@ -38,6 +38,8 @@ from training.gate import stored_skill
 from training.store import CHAMPION, ModelStore
 
 logger = logging.getLogger("stockcast.registry")
+# How often loads that replace nothing (first requests, with `preload` false) settle the heap.
+FIRST_LOAD_SETTLE_SECONDS = 1.0
 
 
 class PinnedLoadsLimitedError(RetryLaterError):
@@ -111,6 +113,8 @@ class ModelRegistry:
         # one reloaded and recompiled, on every refresh.
         self._failed: dict[tuple[str, int], tuple[tuple[tuple[str, int, int], ...], str]] = {}
         self._lock = asyncio.Lock()
+        self._first_loads: dict[str, asyncio.Lock] = {}
+        self._settled_at = float("-inf")
         self._pinned_loads: deque[float] = deque()
         self._refresher: asyncio.Task[None] | None = None
         # `inference`: a stand-in backend with the same methods (tests' `FakeInference`); None: the real process.
@@ -120,6 +124,7 @@ class ModelRegistry:
             timeouts=InferenceTimeouts.from_settings(settings),
             temp_dir=settings.temp_dir / "inference",
             xla=settings.inference_xla,
+            engine=settings.inference_engine,
         )
         self.started = False
         # The bands a version serves when it loads (the ledger's adaptive bands); None: as calibrated.
@@ -161,14 +166,17 @@ class ModelRegistry:
             served.set_bands(await self.bands_for(served))
         return served
 
-    async def refresh(self, name: str | None = None) -> None:
-        """Re-read the store for one model (or all) and swap in changed defaults."""
+    async def refresh(self, name: str | None = None, load: bool = False) -> None:
+        """Re-read the store for one model (or all) and swap in changed defaults.
+
+        With the setting `preload` false a model not loaded yet stays so, unless `load`.
+        """
         async with self._lock:
             names = [name] if name is not None else sorted(set(self.store.model_names()) | set(self.models))
             for model_name in names:
-                await self._refresh_one(model_name)
+                await self._refresh_one(model_name, load)
 
-    async def _refresh_one(self, name: str) -> None:
+    async def _refresh_one(self, name: str, load: bool = False) -> None:
         state = self.models.setdefault(name, ModelState())
         state.versions = await asyncio.to_thread(self.store.versions, name)
         aliases = await asyncio.to_thread(self.store.aliases, name)
@@ -184,6 +192,9 @@ class ModelRegistry:
             self.models.pop(name, None)
             return
         if state.served is not None and state.served.version == wanted:
+            return
+        if state.served is None and not self.settings.preload and not load and state.error is None:
+            # Loaded on the model's first request (`_get`); nothing to swap until then.
             return
         # Try the wanted version, then older ones, so that a broken newest
         # version never leaves a model without anything to serve.
@@ -218,8 +229,13 @@ class ModelRegistry:
             logger.info("serving %s v%s", name, version)
             if previous is not None:
                 await previous.close()
-            if self.started:
-                settle_heap()  # re-freeze: the old version can be freed, the new one's objects frozen
+            # Re-freeze: the old version can be freed, the new one's objects frozen. A first load
+            # (setting `preload` false) frees nothing, and a full collection per model made each
+            # first request wait for one: those settle at most once a second.
+            now = time.monotonic()
+            if self.started and (previous is not None or now - self._settled_at >= FIRST_LOAD_SETTLE_SECONDS):
+                settle_heap()
+                self._settled_at = now
             return
 
     def _files_fingerprint(self, name: str, version: int) -> tuple[tuple[str, int, int], ...]:
@@ -299,6 +315,11 @@ class ModelRegistry:
         defaults = [state.served for state in list(self.models.values()) if state.served is not None]
         return [*defaults, *list(self.pinned.values())]
 
+    def served_engines(self) -> dict[str, str | None]:
+        """What runs each model's default version: "onnx", "xla" or "tensorflow" (None while reloading)."""
+        models = list(self.models.items())
+        return {name: state.served.model.engine for name, state in models if state.served is not None}
+
     def served_versions(self) -> dict[str, int]:
         """The version each model serves by default (for /metrics)."""
         models = list(self.models.items())
@@ -355,12 +376,25 @@ class ModelRegistry:
                 raise NotFoundError(f"model '{name}' has no alias '{alias}'; aliases: {sorted(state.aliases)}")
             version = state.aliases[alias]
         if version is None or (state.served is not None and state.served.version == version):
+            if state.served is None and not self.settings.preload and state.error is None:
+                await self._load_on_first_request(name)
             if state.served is None:
                 raise BrokenVersionError(f"model '{name}' has no loadable version: {state.error}")
             return state.served
         if version not in state.versions:
             raise NotFoundError(f"model '{name}' has no version {version}; versions: {state.versions}")
         return await self._pinned(name, version)
+
+    async def _load_on_first_request(self, name: str) -> None:
+        """Load a model's default version now (setting `preload` false); concurrent first requests share one load.
+
+        A lock per model, not the registry's: a refresh of hundreds of models holds that one for
+        a second or more, and it never loads a model that is not loaded yet, so it cannot race this.
+        """
+        async with self._first_loads.setdefault(name, asyncio.Lock()):
+            state = self.models.get(name)
+            if state is not None and state.served is None and state.error is None:
+                await self._refresh_one(name, load=True)
 
     def versions_of(self, name: str) -> list[int]:
         """A model's versions in the store, oldest first; NotFoundError (as `get` words it) for an unknown model."""
@@ -432,7 +466,7 @@ class ModelRegistry:
         entry = self.store.set_alias(name, alias, version, reason=reason, by=by)
         try:
             if alias == CHAMPION:
-                await self.refresh(name)
+                await self.refresh(name, load=True)
                 state = self.models.get(name)
                 if state is None or state.served is None or state.served.version != version:
                     raise BrokenVersionError(state.error if state and state.error else f"v{version} was not loaded")
@@ -462,10 +496,14 @@ class ModelRegistry:
             },
             "not_loaded": sorted(set(self.models) - servable),
             "problems": {name: state.error for name, state in sorted(self.models.items()) if state.error},
+            "engines": dict(sorted(self.served_engines().items())),
         }
 
     def _servable(self, state: ModelState) -> bool:
-        return state.served is not None and self.inference.serving(state.served.model.handle)
+        if state.served is None:
+            # Not loaded yet by choice (setting `preload` false): its first request loads it.
+            return not self.settings.preload and state.error is None
+        return self.inference.serving(state.served.model.handle)
 
     async def readiness(self, name: str | None = None) -> tuple[str | None, dict[str, Any]]:
         """Why the service (or one model) cannot take traffic now, None if it can; and `status()`.

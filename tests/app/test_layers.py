@@ -53,6 +53,8 @@ TRAINING_FOR_APP = frozenset(
         "training.fitting",
         "training.gate",
         "training.object_store",
+        "training.onnx_backfill",
+        "training.onnx_export",
         "training.promotion",
         "training.remote_store",
         "training.significance",

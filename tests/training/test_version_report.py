@@ -52,7 +52,7 @@ def test_training_draws_the_report_into_the_version_folder(trained: tuple[ModelS
     width, height = png_size((store.version_dir("slice", version) / REPORT_FILE).read_bytes())
     assert width > 800 and height > 800
     # Beside the version's files, not among them: the hashed files are what the version is.
-    assert set(store.read_metadata("slice", version)["files"]) == {"model.keras"}
+    assert set(store.read_metadata("slice", version)["files"]) == {"model.keras", "model.onnx"}
 
 
 def test_report_is_a_png_of_a_readable_size(trained: tuple[ModelStore, Path, int]) -> None:

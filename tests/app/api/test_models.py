@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.helpers import sample_rows
@@ -75,7 +76,7 @@ def test_openapi_documents_every_route_with_examples(client: TestClient) -> None
 def test_model_shows_how_its_default_version_is_batched(client: TestClient) -> None:
 
     before = client.get("/models/tiny").json()["serving"]
-    assert before["version"] == 1 and before["engine"] in ("xla", "graph")
+    assert before["version"] == 1 and before["engine"] in ("onnx", "xla", "tensorflow")
     rows = sample_rows()
     assert client.post("/predict/batch", json={"model": "tiny", "windows": [rows, rows, rows]}).status_code == 200
     after = client.get("/models/tiny").json()["serving"]
@@ -83,3 +84,20 @@ def test_model_shows_how_its_default_version_is_batched(client: TestClient) -> N
     assert after["windows"] == before["windows"] + 3
     assert after["mean_batch_size"] == round(after["windows"] / after["batches"], 2)
     assert after["max_batch_size"] == 8
+
+
+def test_ready_models_and_metrics_name_the_engine_of_each_served_version(
+    real_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tiny versions were exported at training time, so the real inference process serves them on ONNX Runtime.
+    from app.core import metrics
+    from app.main import service_state
+
+    state = real_client.app.state  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        metrics.STATE, "source", lambda: service_state(state.registry, state.jobs, state.ledger, state.monitor)
+    )
+    assert real_client.get("/ready").json()["engines"] == {"tiny": "onnx", "tiny-h5": "onnx"}
+    assert real_client.get("/models/tiny").json()["serving"]["engine"] == "onnx"
+    text = real_client.get("/metrics").text
+    assert 'stockcast_model_served_engine{engine="onnx",model="tiny"} 1.0' in text

@@ -105,7 +105,7 @@ def test_a_worker_stopped_while_it_compiles_exits_cleanly(model_store: ModelStor
     """Stopping the service while XLA compiles a version must not abort or crash the worker."""
 
     async def stop_after(delay: float) -> tuple[bool, str | None]:
-        process = InferenceProcess(model_store.root, xla=True)
+        process = InferenceProcess(model_store.root, xla=True, engine="tensorflow")
         await process.start()
         try:
             handle = await process.load("tiny", 1, max_batch_size=64)
