@@ -40,7 +40,7 @@ import httpx
 import numpy as np
 import pandas as pd
 from bench_model import MODEL_NAME, SAMPLE, WINDOW, train_benchmark_model
-from harness import QUIET_UVICORN, Server, add_json_option, write_json
+from harness import add_json_option, service_server, write_json
 from stockcast_client import AsyncClient, Client
 
 FEATURES = ("open", "high", "low", "close", "volume")
@@ -210,29 +210,7 @@ def main() -> int:
         store = args.models_dir or home / "models"
         if args.models_dir is None:
             train_benchmark_model(store)
-        server = Server(
-            "service",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                *QUIET_UVICORN,
-            ],
-            "/ready",
-            home / "service.log",
-            env={
-                "TF_CPP_MIN_LOG_LEVEL": "2",
-                "STOCKCAST_MODELS_DIR": str(store),
-                "STOCKCAST_DATA_DIR": str(home / "var"),
-                "STOCKCAST_BOOTSTRAP": "false",
-                "STOCKCAST_ACCESS_LOG": "false",
-            },
-        )
+        server = service_server("service", store, home)
         server.start()
         try:
             one_at_a_time = sequential(server.url, windows, args.requests, args.rounds)

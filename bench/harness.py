@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_model import REPOSITORY
+from bench_model import REPOSITORY, SAMPLE
 
 from app.inference.serve_loop import INFERENCE_PROCESS_NAME
 from app.jobs.training_process import TRAINING_PROCESS_NAME
@@ -249,6 +250,28 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+def service_server(name: str, models: Path, folder: Path, python: str = sys.executable, **settings: str) -> Server:
+    """The stockcast service under uvicorn on a free port, ready at `/ready`, serving `models`.
+
+    Its data folder and log are `folder`/var-`name` and `folder`/`name`.log; no
+    bootstrap training, no keys, no access log. `settings` adds STOCKCAST_*
+    settings by their lower-case names (`inference_engine="onnx"` sets
+    STOCKCAST_INFERENCE_ENGINE).
+    """
+    command = [python, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "{port}", *QUIET_UVICORN]
+    env = {
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "STOCKCAST_MODELS_DIR": str(models),
+        "STOCKCAST_DATA_DIR": str(folder / f"var-{name}"),
+        "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
+        "STOCKCAST_BOOTSTRAP": "false",
+        "STOCKCAST_ACCESS_LOG": "false",
+        "STOCKCAST_API_KEYS_FILE": str(folder / "no-keys.json"),
+    }
+    env.update({f"STOCKCAST_{key.upper()}": value for key, value in settings.items()})
+    return Server(name, command, "/ready", folder / f"{name}.log", env=env)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_model import MODEL_NAME, SAMPLE, sample_windows, train_benchmark_model
-from harness import QUIET_UVICORN, Server, add_json_option, http, memory_mib, serving_processes, write_json
+from bench_model import MODEL_NAME, sample_windows, train_benchmark_model
+from harness import add_json_option, http, memory_mib, service_server, serving_processes, write_json
 
 GOAL_ONE_MODEL_INFERENCE_MIB = 120.0
 GOAL_500_READY_SECONDS = 15.0
@@ -81,32 +81,12 @@ def main() -> None:
         for count in [int(part) for part in arguments.counts.split(",")]:
             store = folder / f"models-{count}"
             names = copy_models(source, store, count)
-            server = Server(
+            server = service_server(
                 f"service-{count}",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "app.main:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "{port}",
-                    *QUIET_UVICORN,
-                ],
-                "/ready",
-                folder / f"service-{count}.log",
-                env={
-                    "TF_CPP_MIN_LOG_LEVEL": "2",
-                    "STOCKCAST_MODELS_DIR": str(store),
-                    "STOCKCAST_DATA_DIR": str(folder / f"var-{count}"),
-                    "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
-                    "STOCKCAST_BOOTSTRAP": "false",
-                    "STOCKCAST_ACCESS_LOG": "false",
-                    "STOCKCAST_API_KEYS_FILE": str(folder / "no-keys.json"),
-                    "STOCKCAST_INFERENCE_ENGINE": arguments.engine,
-                    "STOCKCAST_PRELOAD": "false" if arguments.lazy else "true",
-                },
+                store,
+                folder,
+                inference_engine=arguments.engine,
+                preload="false" if arguments.lazy else "true",
             )
             server.start(timeout=arguments.timeout)
             try:

@@ -31,8 +31,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench_model import MODEL_NAME, SAMPLE, sample_windows, train_benchmark_model
-from harness import QUIET_UVICORN, Server, add_json_option, serving_processes, write_json
+from bench_model import MODEL_NAME, sample_windows, train_benchmark_model
+from harness import Server, add_json_option, service_server, serving_processes, write_json
 
 ENGINES = ("onnx", "tensorflow")
 
@@ -118,32 +118,7 @@ def main() -> None:
         body = json.dumps({"model": MODEL_NAME, "window": window}).encode()
         for repeat in range(arguments.repeats):
             for engine in ENGINES if repeat % 2 == 0 else tuple(reversed(ENGINES)):
-                server = Server(
-                    f"{engine}-{repeat}",
-                    [
-                        sys.executable,
-                        "-m",
-                        "uvicorn",
-                        "app.main:app",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        "{port}",
-                        *QUIET_UVICORN,
-                    ],
-                    "/ready",
-                    folder / f"{engine}-{repeat}.log",
-                    env={
-                        "TF_CPP_MIN_LOG_LEVEL": "2",
-                        "STOCKCAST_MODELS_DIR": str(store),
-                        "STOCKCAST_DATA_DIR": str(folder / f"var-{engine}-{repeat}"),
-                        "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
-                        "STOCKCAST_BOOTSTRAP": "false",
-                        "STOCKCAST_ACCESS_LOG": "false",
-                        "STOCKCAST_API_KEYS_FILE": str(folder / "no-keys.json"),
-                        "STOCKCAST_INFERENCE_ENGINE": engine,
-                    },
-                )
+                server = service_server(f"{engine}-{repeat}", store, folder, inference_engine=engine)
                 server.start()
                 try:
                     outcome = one_outage(server, body, arguments.threads)

@@ -29,8 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_model import MODEL_NAME, REPOSITORY, SAMPLE, sample_windows, train_benchmark_model
-from harness import QUIET_UVICORN, Server, add_json_option, http, memory_mib, serving_processes, write_json
+from bench_model import MODEL_NAME, REPOSITORY, sample_windows, train_benchmark_model
+from harness import add_json_option, http, memory_mib, service_server, serving_processes, write_json
 
 
 def install(target: Path, requirement: str) -> float:
@@ -80,31 +80,9 @@ def main() -> None:
             shutil.copytree(arguments.models_dir, store)
         metadata = json.loads(next((store / MODEL_NAME).glob("*/metadata.json")).read_text())
         window = sample_windows(int(metadata["window"]), tuple(metadata["features"]), 1)[0]
-        server = Server(
-            "serve-only",
-            [
-                str(serve_python),
-                "-m",
-                "uvicorn",
-                "app.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                *QUIET_UVICORN,
-            ],
-            "/ready",
-            folder / "serve-only.log",
-            env={
-                "STOCKCAST_MODELS_DIR": str(store),
-                "STOCKCAST_DATA_DIR": str(folder / "var"),
-                "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
-                "STOCKCAST_BOOTSTRAP": "false",
-                "STOCKCAST_API_KEYS_FILE": str(folder / "no-keys.json"),
-                # Only the serve-only virtualenv's packages: nothing from this checkout's .venv.
-                "PYTHONNOUSERSITE": "1",
-            },
-        )
+        server = service_server("serve-only", store, folder, python=str(serve_python))
+        # Only the serve-only virtualenv's packages: nothing from this checkout's .venv.
+        server.env["PYTHONNOUSERSITE"] = "1"
         server.start(timeout=120)
         try:
             status, answer = http("POST", server.url + "/predict", {"model": MODEL_NAME, "window": window})
