@@ -112,6 +112,11 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, help=f"store with model '{MODEL_NAME}' (default: train one)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load")
     parser.add_argument("--concurrency", type=int, default=32, help="wrk connections")
+    parser.add_argument(
+        "--engine",
+        default="auto",
+        help="STOCKCAST_INFERENCE_ENGINE: auto (ONNX for a version with model.onnx) or tensorflow",
+    )
     add_json_option(parser)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -156,13 +161,14 @@ def main() -> None:
                 "STOCKCAST_DATA_DIR": str(folder / "var"),
                 "STOCKCAST_SAMPLE_DATA": str(SAMPLE),
                 "STOCKCAST_BOOTSTRAP": "false",
+                "STOCKCAST_INFERENCE_ENGINE": args.engine,
             },
         )
         try:
             server.start()
-            # Let the background XLA compilation finish, then warm up.
+            # Let a background XLA compilation finish (the TensorFlow engine), then warm up.
             deadline = time.monotonic() + 120
-            while http("GET", f"{server.url}/models/{MODEL_NAME}")[1]["serving"]["engine"] != "xla":
+            while http("GET", f"{server.url}/models/{MODEL_NAME}")[1]["serving"]["engine"] not in ("xla", "onnx"):
                 if time.monotonic() > deadline:
                     raise RuntimeError("XLA compilation did not finish within 120 s")
                 time.sleep(0.5)
