@@ -108,15 +108,11 @@ class CompiledModel(ForecastSteps):
             # The plain graph is optimised once per new shape: the two extremes.
             for size in sorted({1, max_batch_size}):
                 self._check_warm_up(self._engine, size)
-            # One pass through the whole path, preprocessing included: a flat
-            # window of ones is a valid input for every transform.
-            prices = self.forecast(np.ones((1, self.spec.window, len(self.spec.features))))
+            self.check_whole_path()
         except BrokenVersionError:
             raise
         except Exception as error:
             raise BrokenVersionError(f"{self.name} v{self.version}: inference failed at warm-up: {error}") from error
-        if not np.all(np.isfinite(prices)):
-            raise BrokenVersionError(f"{self.name} v{self.version}: warm-up forecast is not finite")
         self.warmup_seconds = time.perf_counter() - started
         self.compile_seconds: float | None = None
         self._compiler: threading.Thread | None = None
@@ -156,13 +152,7 @@ class CompiledModel(ForecastSteps):
     def _check_warm_up(self, engine: _Engine, size: int) -> np.ndarray:
         """Run one batch of zeros and check the outputs' shape and finiteness."""
         inputs = np.zeros((size, self.spec.window, len(self.spec.features)), dtype=np.float32)
-        outputs = self._run(engine, inputs)
-        if outputs.shape != (size, self.spec.horizon) or not np.all(np.isfinite(outputs)):
-            raise BrokenVersionError(
-                f"{self.name} v{self.version}: warm-up forecast has shape {outputs.shape} "
-                f"or non-finite values; expected finite ({size}, {self.spec.horizon})"
-            )
-        return outputs
+        return self.check_outputs(self._run(engine, inputs), size)
 
     def _switch_to_xla(self) -> None:
         """Compile every bucket with XLA, check it against the plain graph, then serve it."""
@@ -225,10 +215,3 @@ class CompiledModel(ForecastSteps):
                 padded[:count] = scaled
                 return self._run(engine, padded)[:count]
         return self._run(engine, scaled)
-
-    def forecast(self, windows: np.ndarray) -> np.ndarray:
-        """Forecasts and their interval bounds for raw windows (see `finish`), all in this process.
-
-        What the inference process runs for each batch the API process sends.
-        """
-        return self.finish(windows, self.predict_scaled(self.prepare(windows)))

@@ -51,15 +51,12 @@ class OnnxModel(ForecastSteps):
             self._session: Any = onnx_session(path)
             self._check_signature()
             for size in sorted({1, max_batch_size}):
-                self._check_warm_up(size)
-            # One pass through the whole path: a flat window of ones is a valid input for every transform.
-            prices = self.forecast(np.ones((1, spec.window, len(spec.features))))
+                self.check_outputs(self.predict_scaled(np.zeros((size, spec.window, len(spec.features)))), size)
+            self.check_whole_path()
         except BrokenVersionError:
             raise
         except Exception as error:
             raise BrokenVersionError(f"{self.name} v{self.version}: ONNX model failed at warm-up: {error}") from error
-        if not np.all(np.isfinite(prices)):
-            raise BrokenVersionError(f"{self.name} v{self.version}: warm-up forecast is not finite")
         self.warmup_seconds = time.perf_counter() - started
         logger.info("%s v%s ready in %.3f s (ONNX Runtime)", self.name, self.version, self.warmup_seconds)
 
@@ -71,14 +68,6 @@ class OnnxModel(ForecastSteps):
             found = [(item.name, item.shape) for item in inputs]
             raise BrokenVersionError(
                 f"{self.name} v{self.version}: model.onnx takes {found}; expected '{INPUT_NAME}' of (n, {expected})"
-            )
-
-    def _check_warm_up(self, size: int) -> None:
-        outputs = self.predict_scaled(np.zeros((size, self.spec.window, len(self.spec.features)), dtype=np.float32))
-        if outputs.shape != (size, self.spec.horizon) or not np.all(np.isfinite(outputs)):
-            raise BrokenVersionError(
-                f"{self.name} v{self.version}: warm-up forecast has shape {outputs.shape} "
-                f"or non-finite values; expected finite ({size}, {self.spec.horizon})"
             )
 
     def wait_for_compilation(self, timeout: float | None = None) -> bool:
@@ -97,7 +86,3 @@ class OnnxModel(ForecastSteps):
             )
         inputs = np.ascontiguousarray(scaled, dtype=np.float32)
         return np.asarray(self._session.run(None, {INPUT_NAME: inputs})[0])
-
-    def forecast(self, windows: np.ndarray) -> np.ndarray:
-        """Forecasts and their interval bounds for raw windows (see `finish`), all in this process."""
-        return self.finish(windows, self.predict_scaled(self.prepare(windows)))

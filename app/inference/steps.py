@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from training import conformal, features
+from training.errors import BrokenVersionError
 from training.features import Scaler, WindowSpec
 
 
@@ -27,7 +28,8 @@ class ForecastSteps:
     """What a version does around its network, in numpy: raw windows to network inputs, outputs to prices.
 
     Both steps are pure and vectorised over the batch; the inference process
-    runs them around the network (`CompiledModel`).
+    runs them around the network (`CompiledModel` on TensorFlow, `OnnxModel`
+    on ONNX Runtime), which a subclass supplies as `predict_scaled`.
     """
 
     def __init__(self, metadata: dict[str, Any], spec: WindowSpec, scaler: Scaler) -> None:
@@ -76,3 +78,32 @@ class ForecastSteps:
             return prices[:, None, :]
         _, lower, upper = conformal.stacked_bounds_for(windows, prices, self._intervals, self.spec)
         return np.concatenate([prices[:, None, :], lower, upper], axis=1)
+
+    def predict_scaled(self, scaled: np.ndarray) -> np.ndarray:
+        """Network outputs (n, horizon) for already scaled float32 inputs (n, window, features): the engine's part."""
+        raise NotImplementedError
+
+    def forecast(self, windows: np.ndarray) -> np.ndarray:
+        """Forecasts and their interval bounds for raw windows (see `finish`), all in this process.
+
+        What the inference process runs for each batch the API process sends.
+        """
+        return self.finish(windows, self.predict_scaled(self.prepare(windows)))
+
+    def check_outputs(self, outputs: np.ndarray, size: int) -> np.ndarray:
+        """A warm-up batch of `size` must give finite outputs of shape (size, horizon); else the version is broken."""
+        if outputs.shape != (size, self.spec.horizon) or not np.all(np.isfinite(outputs)):
+            raise BrokenVersionError(
+                f"{self.name} v{self.version}: warm-up forecast has shape {outputs.shape} "
+                f"or non-finite values; expected finite ({size}, {self.spec.horizon})"
+            )
+        return outputs
+
+    def check_whole_path(self) -> None:
+        """One forecast through the whole path, preprocessing included, must be finite.
+
+        A flat window of ones is a valid input for every transform.
+        """
+        prices = self.forecast(np.ones((1, self.spec.window, len(self.spec.features))))
+        if not np.all(np.isfinite(prices)):
+            raise BrokenVersionError(f"{self.name} v{self.version}: warm-up forecast is not finite")
