@@ -199,18 +199,33 @@ class RemoteModelStore(ModelStore):
         except StoreUnreachableError as error:
             raise StoreNotWritableError(f"the model store cannot be written ({error}); nothing was trained") from error
 
+    def _stage_files(self, name: str, temporary: Path, files: dict[str, str]) -> str:
+        """Upload the files under a fresh upload id (before the model's lock is taken); returns the id."""
+        upload = uuid.uuid4().hex
+        for file_name in files:
+            self.objects.upload_file(temporary / file_name, f"{self._prefix(name)}uploads/{upload}/{file_name}")
+        return upload
+
     def _rename_into_place(
-        self, name: str, temporary: Path, metadata: dict[str, Any], files: dict[str, str], job_id: str | None
+        self,
+        name: str,
+        temporary: Path,
+        metadata: dict[str, Any],
+        files: dict[str, str],
+        job_id: str | None,
+        staged: Any = None,
     ) -> int:
-        """Upload the files under a fresh upload id, then claim the next number with a create-only manifest."""
+        """Claim the next number for the staged upload with a create-only manifest."""
+        upload = str(staged)
         if job_id:
             earlier = self.version_of_job(name, job_id)
             if earlier is not None:
+                # This attempt's upload will never be named by a manifest.
+                with contextlib.suppress(StoreUnreachableError):
+                    uploaded = self.objects.listing(f"{self._prefix(name)}uploads/{upload}/")
+                    self.objects.delete([item.key for item in uploaded])
                 raise JobVersionExistsError(name, earlier, job_id)
-        upload = uuid.uuid4().hex
         sizes = {file_name: (temporary / file_name).stat().st_size for file_name in files}
-        for file_name in files:
-            self.objects.upload_file(temporary / file_name, f"{self._prefix(name)}uploads/{upload}/{file_name}")
         version = self._numbers(name)[1] + 1
         for _attempt in range(100):
             full = {**metadata, "format_version": FORMAT_VERSION, "name": name, "version": version, "files": files}

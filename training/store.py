@@ -245,13 +245,19 @@ class ModelStore:
             files = {path.name: sha256_of(path) for path in sorted(temporary.iterdir()) if path.is_file()}
             if MODEL_FILE not in files:
                 raise BrokenVersionError(f"the writer did not produce {MODEL_FILE}")
+            # Before the lock: a writer that dies while staging (an upload) holds up no one.
+            staged = self._stage_files(name, temporary, files)
             # A job's attempts check and rename under the model's lock: two attempts of one job
             # (one retried while the other was cut off from the job database) store one version.
             with self.alias_lock(name) if job_id else contextlib.nullcontext():
-                return self._rename_into_place(name, temporary, metadata, files, job_id)
+                return self._rename_into_place(name, temporary, metadata, files, job_id, staged)
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
+
+    def _stage_files(self, name: str, temporary: Path, files: dict[str, str]) -> Any:
+        """Whatever a version's files need before they can be committed (nothing here: they are renamed)."""
+        return None
 
     def version_of_job(self, name: str, job_id: str) -> int | None:
         """The version training job `job_id` stored, if any."""
@@ -261,7 +267,13 @@ class ModelStore:
         return None
 
     def _rename_into_place(
-        self, name: str, temporary: Path, metadata: dict[str, Any], files: dict[str, str], job_id: str | None
+        self,
+        name: str,
+        temporary: Path,
+        metadata: dict[str, Any],
+        files: dict[str, str],
+        job_id: str | None,
+        staged: Any = None,
     ) -> int:
         folder = self.folder(name)
         if job_id:

@@ -195,6 +195,39 @@ def test_an_alias_move_that_loses_the_compare_and_swap_is_run_again(s3_url: str,
     assert [entry["reason"] for entry in first.alias_log("demo")] == ["meanwhile", "mine"]
 
 
+def test_a_job_s_upload_in_progress_holds_up_no_alias_move(
+    s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A job's version is committed under the model's lock; its files are uploaded before it,
+    # so a slow (or dying) uploader does not stall the gate or an alias move elsewhere.
+    writer, other = open_model_store(tmp_path / "cache-a", s3_url), open_model_store(tmp_path / "cache-b", s3_url)
+    other.save_version("demo", fake_model(), described())
+    uploading, release = threading.Event(), threading.Event()
+    upload_file = writer.objects.upload_file
+
+    def slow_upload(path: Path, key: str) -> None:
+        uploading.set()
+        release.wait(timeout=30)
+        upload_file(path, key)
+
+    monkeypatch.setattr(writer.objects, "upload_file", slow_upload)
+    job = threading.Thread(
+        target=writer.save_version, args=("demo", fake_model(b"job"), described(data={"job_id": "job-1"}))
+    )
+    job.start()
+    try:
+        assert uploading.wait(timeout=10)
+        moved = threading.Thread(target=other.set_alias, args=("demo", CHAMPION, 1))
+        moved.start()
+        moved.join(timeout=10)
+        assert not moved.is_alive(), "the alias move waited for another machine's upload"
+        assert other.aliases("demo") == {CHAMPION: 1}
+    finally:
+        release.set()
+        job.join(timeout=30)
+    assert other.versions("demo") == [1, 2] and other.version_of_job("demo", "job-1") == 2
+
+
 def test_an_upload_killed_before_its_manifest_is_invisible_and_swept(s3_url: str, tmp_path: Path) -> None:
     store = open_model_store(tmp_path / "a", s3_url)
     assert isinstance(store, RemoteModelStore)
