@@ -119,6 +119,7 @@ class SeaweedServer:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log_path = folder / "weed.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.master = ""
 
     def start(self) -> None:
         """Start `weed mini` and wait until the bucket answers (about a second)."""
@@ -128,6 +129,8 @@ class SeaweedServer:
             for name in ("master", "volume", "filer", "admin", "master.grpc", "volume.grpc", "filer.grpc")
         }
         ports |= {"s3.grpc": _free_low_port(), "admin.grpc": _free_low_port()}
+        # weed's "host:port.grpcPort" form: its tools derive the gRPC port otherwise (port + 10000).
+        self.master = f"127.0.0.1:{ports['master']}.{ports['master.grpc']}"
         command = [
             weed,
             "mini",

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 import yaml
 
 from tests.helpers import ROOT
+from tests.s3 import SeaweedServer
 
 COMPOSE = ROOT / "docker-compose.scale.yml"
 ENV_EXAMPLE = ROOT / "deploy" / "scale.env.example"
@@ -94,3 +97,19 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
     assert "change-me" not in text
     assert re.findall(r"POSTGRES_PASSWORD: (\S+)", text) == ["${POSTGRES_PASSWORD:?set"]
     assert set(re.findall(r"AWS_SECRET_ACCESS_KEY: (\S+)", text)) == {"${S3_SECRET_KEY:?set"}
+
+
+def test_the_bucket_step_runs_against_a_real_seaweedfs_on_the_first_start_and_every_later_one(
+    seaweed: SeaweedServer,
+) -> None:
+    # The one-shot `create-bucket` command as the compose file has it, on loopback instead of the
+    # compose network: on a restart the bucket exists, and `s3.bucket.create` alone fails there.
+    command = yaml.safe_load(COMPOSE.read_text())["services"]["create-bucket"]["command"][0]
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    local = command.replace("seaweedfs:9333", seaweed.master).replace("weed shell", f"{weed} shell")
+    fresh = local.replace("stockcast", "fresh")
+    for script in (local, fresh, fresh):  # the bucket there already; created; there already
+        finished = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+        assert finished.returncode == 0, finished.stdout + finished.stderr
+    with urllib.request.urlopen(f"{seaweed.endpoint}/fresh", timeout=5) as answer:
+        assert answer.status == 200
