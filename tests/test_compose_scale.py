@@ -106,10 +106,14 @@ def test_the_bucket_step_runs_against_a_real_seaweedfs_on_the_first_start_and_ev
     # compose network: on a restart the bucket exists, and `s3.bucket.create` alone fails there.
     command = yaml.safe_load(COMPOSE.read_text())["services"]["create-bucket"]["command"][0]
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    local = command.replace("seaweedfs:9333", seaweed.master).replace("weed shell", f"{weed} shell")
-    fresh = local.replace("stockcast", "fresh")
+
+    def on_loopback(bucket_command: str) -> str:
+        return bucket_command.replace("seaweedfs:9333", seaweed.master).replace("weed shell", f"{weed} shell")
+
+    # The bucket is renamed before the paths go in: a checkout's path may hold "stockcast" too.
+    local, fresh = on_loopback(command), on_loopback(command.replace("stockcast", "fresh"))
     for script in (local, fresh, fresh):  # the bucket there already; created; there already
-        finished = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+        finished = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
         assert finished.returncode == 0, finished.stdout + finished.stderr
     with urllib.request.urlopen(f"{seaweed.endpoint}/fresh", timeout=5) as answer:
         assert answer.status == 200
