@@ -38,7 +38,6 @@ from training.store import (
     ALIAS_LOCK_FILE,
     FORMAT_VERSION,
     METADATA_FILE,
-    JobVersionExistsError,
     ModelStore,
     StoreNotWritableError,
     _exclusive,
@@ -206,25 +205,22 @@ class RemoteModelStore(ModelStore):
             self.objects.upload_file(temporary / file_name, f"{self._prefix(name)}uploads/{upload}/{file_name}")
         return upload
 
+    def _drop_staged(self, name: str, staged: Any) -> None:
+        """Delete an upload no manifest will name (else the sweep would, an hour later)."""
+        with contextlib.suppress(StoreUnreachableError):
+            uploaded = self.objects.listing(f"{self._prefix(name)}uploads/{staged}/")
+            self.objects.delete([item.key for item in uploaded])
+
     def _rename_into_place(
         self,
         name: str,
         temporary: Path,
         metadata: dict[str, Any],
         files: dict[str, str],
-        job_id: str | None,
         staged: Any = None,
     ) -> int:
         """Claim the next number for the staged upload with a create-only manifest."""
         upload = str(staged)
-        if job_id:
-            earlier = self.version_of_job(name, job_id)
-            if earlier is not None:
-                # This attempt's upload will never be named by a manifest.
-                with contextlib.suppress(StoreUnreachableError):
-                    uploaded = self.objects.listing(f"{self._prefix(name)}uploads/{upload}/")
-                    self.objects.delete([item.key for item in uploaded])
-                raise JobVersionExistsError(name, earlier, job_id)
         sizes = {file_name: (temporary / file_name).stat().st_size for file_name in files}
         version = self._numbers(name)[1] + 1
         for _attempt in range(100):

@@ -250,7 +250,12 @@ class ModelStore:
             # A job's attempts check and rename under the model's lock: two attempts of one job
             # (one retried while the other was cut off from the job database) store one version.
             with self.alias_lock(name) if job_id else contextlib.nullcontext():
-                return self._rename_into_place(name, temporary, metadata, files, job_id, staged)
+                if job_id:
+                    earlier = self.version_of_job(name, job_id)
+                    if earlier is not None:
+                        self._drop_staged(name, staged)
+                        raise JobVersionExistsError(name, earlier, job_id)
+                return self._rename_into_place(name, temporary, metadata, files, staged)
         except BaseException:
             shutil.rmtree(temporary, ignore_errors=True)
             raise
@@ -258,6 +263,9 @@ class ModelStore:
     def _stage_files(self, name: str, temporary: Path, files: dict[str, str]) -> Any:
         """Whatever a version's files need before they can be committed (nothing here: they are renamed)."""
         return None
+
+    def _drop_staged(self, name: str, staged: Any) -> None:
+        """Undo `_stage_files` for files that will never be committed (nothing to undo here)."""
 
     def version_of_job(self, name: str, job_id: str) -> int | None:
         """The version training job `job_id` stored, if any."""
@@ -272,14 +280,9 @@ class ModelStore:
         temporary: Path,
         metadata: dict[str, Any],
         files: dict[str, str],
-        job_id: str | None,
         staged: Any = None,
     ) -> int:
         folder = self.folder(name)
-        if job_id:
-            earlier = self.version_of_job(name, job_id)
-            if earlier is not None:
-                raise JobVersionExistsError(name, earlier, job_id)
         for _attempt in range(100):
             version = max([self._last_allocated(name), *self.versions(name), 0]) + 1
             full = {

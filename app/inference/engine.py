@@ -195,18 +195,11 @@ class CompiledModel(ForecastSteps):
 
         return np.asarray(engine.forward(tf.constant(scaled)).numpy())
 
-    def predict_scaled(self, scaled: np.ndarray) -> np.ndarray:
-        """Network outputs (n, horizon) for already scaled float32 inputs (n, window, features)."""
+    def run_batch(self, scaled: np.ndarray) -> np.ndarray:
+        """The network on 1 to `max_batch_size` scaled windows, padded to a compiled bucket under XLA."""
         # Read once: the background compiler may swap the engine meanwhile.
         engine = self._engine
         count = len(scaled)
-        if count == 0:
-            return np.empty((0, self.spec.horizon), dtype=np.float32)
-        if count > self.max_batch_size:
-            chunks = range(0, count, self.max_batch_size)
-            return np.concatenate(
-                [self.predict_scaled(scaled[start : start + self.max_batch_size]) for start in chunks]
-            )
         if engine.buckets is not None:
             bucket = next(size for size in engine.buckets if size >= count)
             if bucket != count:

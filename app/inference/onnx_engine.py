@@ -74,15 +74,7 @@ class OnnxModel(ForecastSteps):
         """Nothing to wait for: the session is whole once constructed."""
         return True
 
-    def predict_scaled(self, scaled: np.ndarray) -> np.ndarray:
-        """Network outputs (n, horizon) for already scaled float32 inputs (n, window, features)."""
-        count = len(scaled)
-        if count == 0:
-            return np.empty((0, self.spec.horizon), dtype=np.float32)
-        if count > self.max_batch_size:
-            chunks = range(0, count, self.max_batch_size)
-            return np.concatenate(
-                [self.predict_scaled(scaled[start : start + self.max_batch_size]) for start in chunks]
-            )
+    def run_batch(self, scaled: np.ndarray) -> np.ndarray:
+        """The network on 1 to `max_batch_size` scaled windows, in the ONNX Runtime session."""
         inputs = np.ascontiguousarray(scaled, dtype=np.float32)
         return np.asarray(self._session.run(None, {INPUT_NAME: inputs})[0])

@@ -79,8 +79,21 @@ class ForecastSteps:
         _, lower, upper = conformal.stacked_bounds_for(windows, prices, self._intervals, self.spec)
         return np.concatenate([prices[:, None, :], lower, upper], axis=1)
 
+    # The largest batch the engine runs in one call; larger ones are cut into chunks of this size.
+    max_batch_size: int
+
     def predict_scaled(self, scaled: np.ndarray) -> np.ndarray:
-        """Network outputs (n, horizon) for already scaled float32 inputs (n, window, features): the engine's part."""
+        """Network outputs (n, horizon) for already scaled float32 inputs (n, window, features)."""
+        count = len(scaled)
+        if count == 0:
+            return np.empty((0, self.spec.horizon), dtype=np.float32)
+        if count > self.max_batch_size:
+            chunks = range(0, count, self.max_batch_size)
+            return np.concatenate([self.run_batch(scaled[start : start + self.max_batch_size]) for start in chunks])
+        return self.run_batch(scaled)
+
+    def run_batch(self, scaled: np.ndarray) -> np.ndarray:
+        """The network on 1 to `max_batch_size` scaled windows: the engine's part."""
         raise NotImplementedError
 
     def forecast(self, windows: np.ndarray) -> np.ndarray:
